@@ -1,0 +1,3 @@
+"""Batch and streaming k-means in pure NumPy."""
+
+__all__: list[str] = []
