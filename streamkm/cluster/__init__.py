@@ -1,3 +1,14 @@
-"""Batch and streaming k-means in pure NumPy."""
+"""Batch and streaming k-means in pure NumPy.
 
-__all__: list[str] = []
+Batch: :func:`kmeans_plusplus` seeding, :class:`KMeans` (Lloyd) and
+:func:`select_k`. Streaming: :class:`StreamingKMeans` (mini-batch updates with
+decay and reservoir reseeding).
+"""
+
+from streamkm.cluster.kmeans_plusplus import kmeans_plusplus
+
+__all__: list[str] = ["kmeans_plusplus"]
+
+# --- batch k-means (H1) -------------------------------------------------------
+
+# --- streaming k-means (H2) ---------------------------------------------------
