@@ -308,8 +308,8 @@ class ModelSettings(_Section):
         "batches", description="What one time unit of decay is: a batch or a point."
     )
     reservoir_size: int = Field(10_000, ge=1, description="Points kept in the reservoir for reseeding.")
-    reservoir: str = Field(
-        "uniform", min_length=1, description="Reservoir kind (StreamingKMeans 'reservoir' argument)."
+    reservoir: Literal["uniform", "time_biased"] = Field(
+        "uniform", description="Reservoir kind: uniform sample or time-biased (favours recent points)."
     )
     reseed_interval: int | None = Field(
         None, ge=1, description="Attempt a reseed every this many batches; unset: only on drift."
