@@ -2,5 +2,6 @@
 self-supervised trainer, and per-key event windows."""
 
 from streamkm.sequence.lstm import LSTMEncoder
+from streamkm.sequence.windows import EventWindower, WindowBatch
 
-__all__ = ["LSTMEncoder"]
+__all__ = ["LSTMEncoder", "EventWindower", "WindowBatch"]
