@@ -421,8 +421,10 @@ def behaviour_events(n_keys, n_events_per_key, *, n_processes=4, n_features=8, n
     Parameters
     ----------
     n_keys : int
-        Number of keys (entities); processes are assigned round-robin over
-        a random permutation, so they are balanced.
+        Number of keys (entities).  Key ``i`` follows process
+        ``i % n_processes`` whatever the seed, so the processes are balanced
+        and a load generator that calls this function chunk by chunk with
+        different seeds keeps every key on the same process.
     n_events_per_key : int
         Events per key.
     n_processes, n_features, n_states, persistence, noise_std, encoding_seed
@@ -463,7 +465,7 @@ def behaviour_events(n_keys, n_events_per_key, *, n_processes=4, n_features=8, n
         session_length = _check_int("session_length", session_length, minimum=1)
     n_processes, S, persistence, succ = _check_behaviour(n_processes, n_states, persistence)
     rng = np.random.default_rng(seed)
-    proc = rng.permutation(np.arange(n_keys, dtype=np.int64) % n_processes)
+    proc = np.arange(n_keys, dtype=np.int64) % n_processes
     T = n_events_per_key
     states = _simulate(proc, T, succ, persistence, rng)
     codes = _encoding(S, n_features, encoding_seed)

@@ -200,6 +200,8 @@ def test_events_stream_structure():
     assert np.all(np.diff(ts) >= 0) and np.all(np.isfinite(ts))
     assert sorted(proc) == sorted(set(keys)) and len(proc) == n_keys
     assert np.bincount(list(proc.values())).tolist() == [3, 3, 3, 3]
+    # the key -> process map does not depend on the seed (chunked producers)
+    assert behaviour_events(n_keys, 2, n_features=8, seed=99)[3] == proc
     karr = np.array(keys)
     succ = _cycle_successors(4, 4)
     follow_rate = []
