@@ -1,0 +1,531 @@
+"""Durable, checksummed checkpoints of the daemon state (no pickle).
+
+A checkpoint is a pair of files sharing a sequence number ``N``::
+
+    ckpt-000000000042.npz    every ndarray leaf of the state (np.savez, uncompressed)
+    ckpt-000000000042.json   manifest: format_version, sequence, created_at,
+                             sha256 and size of the .npz bytes, top-level keys,
+                             the array table and the JSON part of the state tree,
+                             caller metadata
+
+Writing is atomic: both files are written to temp files in the same
+directory (flush + fsync), the .npz is renamed into place, then the manifest
+(its rename is the commit point), then the directory is fsynced. A checkpoint
+exists iff its manifest exists *and* the .npz matches the manifest's checksum;
+anything else (torn temp files, a .npz without manifest, a flipped byte) is
+ignored by :meth:`CheckpointStore.load_latest`, which falls back to the
+previous valid checkpoint with a warning. One writer per directory.
+
+State convention (the daemon's checkpoint; :func:`inspect_summary` reads it)::
+
+    {
+      "offsets": {"<topic>:<partition>": next_offset, ...},
+      "model_version": int,
+      "pipelines": {
+        "vectors":  {"model": StreamingKMeans.state_dict(), ...},
+        "sequence": {"model": ..., "windows": EventWindower.state_dict(),
+                     "lstm_hash": LSTMEncoder.content_hash},
+      },
+      "drift": {"vectors": DriftMonitor.state_dict(), ...},
+    }
+
+Any nested dict of str keys whose leaves are ndarrays (numeric/bool dtypes),
+NumPy scalars, or JSON values (None, bool, int, float, str, lists) is accepted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["CheckpointStore", "CheckpointInfo", "CheckpointError", "FORMAT_VERSION", "FAULT_POINTS",
+           "inspect_summary"]
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+#: Points at which ``fault_hook(point)`` is called during :meth:`CheckpointStore.save`.
+FAULT_POINTS = ("before_temp_write", "after_temp_write", "after_data_rename", "after_rename")
+
+_PREFIX = "ckpt-"
+_NAME_RE = re.compile(r"^ckpt-(\d{12})\.(npz|json)$")
+_TMP_PREFIX = ".tmp-"
+_ARRAY_MARK = "__ndarray__"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is invalid (bad manifest, checksum mismatch, missing arrays)."""
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """Description of one checkpoint on disk.
+
+    Attributes
+    ----------
+    sequence : int
+        Monotonically increasing number (ordering of checkpoints).
+    manifest_path, data_path : Path
+    created_at : float
+        Unix time the checkpoint was written.
+    sha256 : str
+        Hex digest of the .npz bytes.
+    size_bytes : int
+        Total size of .npz + manifest.
+    keys : list of str
+        Top-level keys of the state.
+    metadata : dict
+        Caller metadata passed to ``save``.
+    """
+
+    sequence: int
+    manifest_path: Path
+    data_path: Path
+    created_at: float
+    sha256: str
+    size_bytes: int
+    keys: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ tree codec
+def _split(state: Any, path: str, arrays: dict[str, np.ndarray], table: dict[str, dict]) -> Any:
+    """Replace ndarray leaves by markers; returns the JSON-able tree."""
+    if isinstance(state, np.ndarray):
+        if state.dtype.kind not in "biufc" or state.dtype.hasobject:
+            raise TypeError(f"checkpoint state at {path or '<root>'!r}: array dtype {state.dtype} is not "
+                            f"allowed (numeric/bool only, no object arrays: no pickle)")
+        name = f"a{len(arrays)}"
+        arrays[name] = state
+        table[name] = {"path": path, "dtype": state.dtype.str, "shape": list(state.shape)}
+        return {_ARRAY_MARK: name}
+    if isinstance(state, dict):
+        out = {}
+        for k, v in state.items():
+            if not isinstance(k, str):
+                raise TypeError(f"checkpoint state at {path or '<root>'!r}: dict keys must be str, "
+                                f"got {type(k).__name__} {k!r}")
+            if k == _ARRAY_MARK:
+                raise ValueError(f"checkpoint state at {path!r}: key {_ARRAY_MARK!r} is reserved")
+            out[k] = _split(v, f"{path}.{k}" if path else k, arrays, table)
+        return out
+    if isinstance(state, (list, tuple)):
+        return [_split(v, f"{path}[{i}]", arrays, table) for i, v in enumerate(state)]
+    if isinstance(state, np.generic):
+        if state.dtype.kind not in "biuf":
+            raise TypeError(f"checkpoint state at {path!r}: NumPy scalar of dtype {state.dtype} not allowed")
+        return state.item()
+    if state is None or isinstance(state, (bool, int, float, str)):
+        return state
+    raise TypeError(f"checkpoint state at {path or '<root>'!r}: unsupported type {type(state).__name__} "
+                    f"(use ndarrays, dicts, lists and JSON scalars)")
+
+
+def _join(tree: Any, arrays: Any) -> Any:
+    if isinstance(tree, dict):
+        if len(tree) == 1 and _ARRAY_MARK in tree:
+            name = tree[_ARRAY_MARK]
+            if name not in arrays:
+                raise CheckpointError(f"array {name!r} listed in the manifest is missing from the .npz")
+            return arrays[name]
+        return {k: _join(v, arrays) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_join(v, arrays) for v in tree]
+    return tree
+
+
+# ------------------------------------------------------------------ fs helpers
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durable(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+class CheckpointStore:
+    """Atomic, checksummed checkpoints in one directory, keeping the newest ``keep``.
+
+    Parameters
+    ----------
+    directory : str or Path
+        Created if missing.
+    keep : int
+        Number of checkpoints retained after each save (>= 1).
+    fault_hook : callable, optional
+        ``fault_hook(point)`` is called at each of :data:`FAULT_POINTS` during
+        :meth:`save` (tests kill the process there).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> d = tempfile.mkdtemp()
+    >>> store = CheckpointStore(d, keep=2)
+    >>> info = store.save({"offsets": {"t:0": 10}, "w": np.arange(3.0)})
+    >>> state, loaded = store.load_latest()
+    >>> state["offsets"], state["w"].tolist(), loaded.sequence == info.sequence
+    ({'t:0': 10}, [0.0, 1.0, 2.0], True)
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, keep: int = 3,
+                 fault_hook: Callable[[str], None] | None = None):
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"keep must be an int >= 1, got {keep!r}")
+        if fault_hook is not None and not callable(fault_hook):
+            raise TypeError(f"fault_hook must be callable, got {type(fault_hook).__name__}")
+        self.directory = Path(directory)
+        self.keep = keep
+        self.fault_hook = fault_hook
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    # -------------------------------------------------------------- internals
+    def _hook(self, point: str) -> None:
+        if self.fault_hook is not None:
+            self.fault_hook(point)
+
+    def _paths(self, seq: int) -> tuple[Path, Path]:
+        stem = f"{_PREFIX}{seq:012d}"
+        return self.directory / f"{stem}.json", self.directory / f"{stem}.npz"
+
+    def _sequences(self) -> dict[int, set[str]]:
+        seqs: dict[int, set[str]] = {}
+        for p in self.directory.iterdir():
+            m = _NAME_RE.match(p.name)
+            if m:
+                seqs.setdefault(int(m.group(1)), set()).add(m.group(2))
+        return seqs
+
+    def _read_manifest(self, path: Path) -> dict[str, Any]:
+        try:
+            man = json.loads(path.read_bytes())
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{path.name}: unreadable manifest: {e}") from None
+        if not isinstance(man, dict):
+            raise CheckpointError(f"{path.name}: manifest is not a JSON object")
+        if man.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(f"{path.name}: unsupported format_version {man.get('format_version')!r} "
+                                  f"(expected {FORMAT_VERSION})")
+        for k in ("sequence", "created_at", "npz_sha256", "npz_size", "data_file", "state", "arrays"):
+            if k not in man:
+                raise CheckpointError(f"{path.name}: manifest lacks {k!r}")
+        return man
+
+    def _info(self, man: dict[str, Any], manifest_path: Path) -> CheckpointInfo:
+        return CheckpointInfo(
+            sequence=int(man["sequence"]),
+            manifest_path=manifest_path,
+            data_path=self.directory / man["data_file"],
+            created_at=float(man["created_at"]),
+            sha256=str(man["npz_sha256"]),
+            size_bytes=int(man["npz_size"]) + _file_size(manifest_path),
+            keys=list(man.get("keys", [])),
+            metadata=dict(man.get("metadata", {})),
+        )
+
+    # ---------------------------------------------------------------- public
+    def save(self, state: dict[str, Any], *, metadata: dict[str, Any] | None = None) -> CheckpointInfo:
+        """Write ``state`` as a new checkpoint, durably, then prune to ``keep``.
+
+        Parameters
+        ----------
+        state : dict
+            Nested dict (str keys); ndarray leaves go into the .npz, the rest
+            into the JSON manifest.
+        metadata : dict, optional
+            JSON-able caller metadata stored in the manifest.
+
+        Returns
+        -------
+        CheckpointInfo
+
+        Raises
+        ------
+        TypeError, ValueError
+            State not serializable without pickle (object arrays, non-str keys,
+            unsupported leaf types), before anything is written.
+        """
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict, got {type(state).__name__}")
+        arrays: dict[str, np.ndarray] = {}
+        table: dict[str, dict] = {}
+        tree = _split(state, "", arrays, table)
+        meta_arrays: dict[str, np.ndarray] = {}
+        meta = _split(dict(metadata or {}), "metadata", meta_arrays, {})
+        if meta_arrays:
+            raise TypeError("metadata must be JSON-able (no arrays)")
+
+        self._hook("before_temp_write")
+        self.cleanup_temp()
+        seqs = self._sequences()
+        seq = (max(seqs) + 1) if seqs else 1
+        manifest_path, data_path = self._paths(seq)
+
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        data = buf.getvalue()
+        digest = hashlib.sha256(data).hexdigest()
+        man = {
+            "format_version": FORMAT_VERSION,
+            "sequence": seq,
+            "created_at": time.time(),
+            "data_file": data_path.name,
+            "npz_sha256": digest,
+            "npz_size": len(data),
+            "keys": sorted(state),
+            "arrays": table,
+            "metadata": meta,
+            "state": tree,
+        }
+        man_bytes = json.dumps(man, sort_keys=True, allow_nan=True).encode()
+
+        token = uuid.uuid4().hex[:12]
+        tmp_data = self.directory / f"{_TMP_PREFIX}{seq:012d}-{token}.npz"
+        tmp_man = self.directory / f"{_TMP_PREFIX}{seq:012d}-{token}.json"
+        try:
+            _write_durable(tmp_data, data)
+            _write_durable(tmp_man, man_bytes)
+            self._hook("after_temp_write")
+            os.replace(tmp_data, data_path)
+            self._hook("after_data_rename")
+            os.replace(tmp_man, manifest_path)  # commit point
+            _fsync_dir(self.directory)
+        except BaseException:
+            for p in (tmp_data, tmp_man):
+                try:
+                    p.unlink()
+                except FileNotFoundError:
+                    pass
+            raise
+        self._hook("after_rename")
+        info = self._info(man, manifest_path)
+        self.prune()
+        return info
+
+    def prune(self) -> list[int]:
+        """Delete all but the newest ``keep`` checkpoints, and stale orphan .npz files.
+
+        Returns
+        -------
+        list of int
+            Sequence numbers removed.
+        """
+        seqs = self._sequences()
+        committed = sorted(s for s, kinds in seqs.items() if "json" in kinds)
+        keep = set(committed[-self.keep:])
+        newest = committed[-1] if committed else None
+        removed = []
+        for s, kinds in seqs.items():
+            if s in keep:
+                continue
+            if "json" not in kinds and (newest is None or s > newest):
+                continue  # possibly being written right now: leave it
+            man, data = self._paths(s)
+            for p in (man, data):  # manifest first: the checkpoint disappears atomically
+                try:
+                    p.unlink()
+                except FileNotFoundError:
+                    pass
+            removed.append(s)
+        if removed:
+            _fsync_dir(self.directory)
+        return sorted(removed)
+
+    def cleanup_temp(self) -> int:
+        """Remove torn temp files left by an interrupted save (single writer). Returns how many."""
+        n = 0
+        for p in self.directory.iterdir():
+            if p.name.startswith(_TMP_PREFIX):
+                try:
+                    p.unlink()
+                    n += 1
+                except FileNotFoundError:
+                    pass
+        return n
+
+    def list(self) -> list[CheckpointInfo]:
+        """Checkpoints with a readable manifest, oldest first (checksums not verified)."""
+        out = []
+        for s, kinds in sorted(self._sequences().items()):
+            if "json" not in kinds:
+                continue
+            manifest_path, _ = self._paths(s)
+            try:
+                out.append(self._info(self._read_manifest(manifest_path), manifest_path))
+            except CheckpointError as e:
+                log.warning("ignoring checkpoint %s: %s", manifest_path.name, e)
+        return out
+
+    def load(self, sequence: int) -> tuple[dict[str, Any], CheckpointInfo]:
+        """Load and verify one checkpoint.
+
+        Raises
+        ------
+        CheckpointError
+            Missing files, checksum mismatch, bad manifest or .npz.
+        """
+        manifest_path, _ = self._paths(int(sequence))
+        if not manifest_path.exists():
+            raise CheckpointError(f"checkpoint {sequence} has no manifest in {self.directory}")
+        man = self._read_manifest(manifest_path)
+        info = self._info(man, manifest_path)
+        try:
+            data = info.data_path.read_bytes()
+        except OSError as e:
+            raise CheckpointError(f"{info.data_path.name}: unreadable: {e}") from None
+        if len(data) != int(man["npz_size"]):
+            raise CheckpointError(f"{info.data_path.name}: size {len(data)} != manifest {man['npz_size']}")
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != info.sha256:
+            raise CheckpointError(f"{info.data_path.name}: sha256 mismatch ({digest[:12]}... != "
+                                  f"{info.sha256[:12]}...)")
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (ValueError, OSError, EOFError) as e:
+            raise CheckpointError(f"{info.data_path.name}: bad npz: {e}") from None
+        state = _join(man["state"], arrays)
+        return state, info
+
+    def load_latest(self) -> tuple[dict[str, Any], CheckpointInfo] | None:
+        """Newest valid checkpoint, skipping (with a warning) corrupted newer ones; None if none."""
+        for s in sorted((s for s, k in self._sequences().items() if "json" in k), reverse=True):
+            try:
+                return self.load(s)
+            except CheckpointError as e:
+                log.warning("checkpoint %d in %s is invalid, falling back to the previous one: %s",
+                            s, self.directory, e)
+        return None
+
+
+# ------------------------------------------------------------------ inspection
+def _fmt_age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}min"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _first(d: dict, *names: str) -> Any:
+    for n in names:
+        if n in d and d[n] is not None:
+            return d[n]
+    return None
+
+
+def inspect_summary(directory: str | os.PathLike, *, now: float | None = None) -> str:
+    """Human-readable summary of the newest valid checkpoint in ``directory``.
+
+    Shows sequence, age, size, model version, offsets, and per pipeline k,
+    dimension, cluster weights and points seen (read from the conventional
+    keys documented in the module docstring), plus skipped invalid checkpoints.
+
+    Parameters
+    ----------
+    directory : str or Path
+    now : float, optional
+        Current Unix time (for the age); default ``time.time()``.
+
+    Returns
+    -------
+    str
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"checkpoint directory not found: {str(directory)!r}")
+    store = CheckpointStore.__new__(CheckpointStore)  # read-only: do not create the directory
+    store.directory, store.keep, store.fault_hook = directory, 1, None
+    now = time.time() if now is None else now
+    lines = [f"checkpoint directory: {directory}"]
+    infos = store.list()
+    lines.append(f"checkpoints: {len(infos)} " + (f"(sequences {', '.join(str(i.sequence) for i in infos)})"
+                                                  if infos else ""))
+    loaded = store.load_latest()
+    if loaded is None:
+        lines.append("no valid checkpoint")
+        return "\n".join(lines)
+    state, info = loaded
+    skipped = [i.sequence for i in infos if i.sequence > info.sequence]
+    if skipped:
+        lines.append(f"WARNING: newer invalid checkpoint(s) skipped: {skipped}")
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info.created_at))
+    lines.append(f"latest valid: sequence {info.sequence}, written {created} "
+                 f"(age {_fmt_age(now - info.created_at)}), {info.size_bytes} bytes, sha256 {info.sha256[:16]}")
+    if "model_version" in state:
+        lines.append(f"model version: {state['model_version']}")
+    offsets = state.get("offsets")
+    if isinstance(offsets, dict):
+        lines.append(f"offsets ({len(offsets)} partitions):")
+        for tp in sorted(offsets):
+            lines.append(f"  {tp}: next offset {offsets[tp]}")
+    pipes = state.get("pipelines")
+    if isinstance(pipes, dict):
+        for name in sorted(pipes):
+            p = pipes[name] if isinstance(pipes[name], dict) else {}
+            model = p.get("model") if isinstance(p.get("model"), dict) else {}
+            centers = _first(model, "cluster_centers_", "centers_", "centers")
+            counts = _first(model, "counts_", "weights_", "counts")
+            head = f"pipeline {name}:"
+            if isinstance(centers, np.ndarray) and centers.ndim == 2:
+                head += f" k={centers.shape[0]}, dim={centers.shape[1]}"
+            else:
+                k = _first(model, "n_clusters")
+                head += f" k={k}, not initialized" if k is not None else " no model"
+            for key, label in (("n_seen_", "points seen"), ("n_batches_", "batches")):
+                if key in model:
+                    head += f", {label}={model[key]}"
+            lines.append(head)
+            if isinstance(counts, np.ndarray) and counts.size:
+                w = np.asarray(counts, dtype=np.float64).ravel()
+                shown = ", ".join(f"{x:.4g}" for x in w[:16]) + (" ..." if w.size > 16 else "")
+                lines.append(f"  weights (sum {w.sum():.6g}): [{shown}]")
+            if p.get("lstm_hash"):
+                lines.append(f"  lstm hash: {str(p['lstm_hash'])[:16]}")
+            win = p.get("windows")
+            if isinstance(win, dict):
+                n_keys = _first(win, "n_open_keys")
+                if n_keys is not None:
+                    lines.append(f"  open windows: {n_keys}")
+    drift = state.get("drift")
+    if isinstance(drift, dict) and drift:
+        parts = []
+        for name in sorted(drift):
+            d = drift[name]
+            if isinstance(d, dict):
+                parts.append(f"{name}: {d.get('method', '?')}, {d.get('n_detections', 0)} detections")
+        if parts:
+            lines.append("drift: " + "; ".join(parts))
+    if info.metadata:
+        lines.append(f"metadata: {json.dumps(info.metadata, sort_keys=True)}")
+    return "\n".join(lines)
