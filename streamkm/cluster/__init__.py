@@ -5,9 +5,10 @@ Batch: :func:`kmeans_plusplus` seeding, :class:`KMeans` (Lloyd) and
 decay and reservoir reseeding).
 """
 
+from streamkm.cluster.kmeans import KMeans
 from streamkm.cluster.kmeans_plusplus import kmeans_plusplus
 
-__all__: list[str] = ["kmeans_plusplus"]
+__all__: list[str] = ["kmeans_plusplus", "KMeans"]
 
 # --- batch k-means (H1) -------------------------------------------------------
 
