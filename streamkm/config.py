@@ -46,6 +46,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from streamkm.drift import DRIFT_METHOD_PARAMS
+
 __all__ = [
     "ConfigError",
     "KafkaSettings",
@@ -67,14 +69,6 @@ __all__ = [
 
 #: Environment variable naming the TOML file when ``load_settings(path=None)``.
 CONFIG_ENV_VAR = "STREAMKM_CONFIG"
-
-#: Parameters accepted by each drift method (river constructor arguments).
-DRIFT_METHOD_PARAMS: dict[str, frozenset[str]] = {
-    "adwin": frozenset({"delta", "clock", "max_buckets", "min_window_length", "grace_period"}),
-    "page_hinkley": frozenset({"min_instances", "delta", "threshold", "alpha", "mode"}),
-    "kswin": frozenset({"alpha", "window_size", "stat_size", "seed"}),
-}
-
 
 class ConfigError(ValueError):
     """Invalid configuration.
