@@ -80,146 +80,210 @@ def _gate_perm(H: int) -> np.ndarray:
                            np.arange(2 * H, 3 * H)])
 
 
-def _prepare(params: Mapping[str, np.ndarray], num_layers: int, D: int, H: int,
-             dtype) -> list[list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]]:
-    """Per layer and direction ``(W_ih^T s, W_hh^T s, b s, W_ih_int, W_hh_int)``.
+class _Prepared:
+    """Weights of one layer in the kernel's layout.
 
-    ``*_int`` are the weights with rows in the internal gate order (i, f, o, g);
-    the transposed, scaled copies multiply the sigmoid rows by 1/2 (see module
-    docstring). The unscaled ``*_int`` are what backpropagation needs.
+    ``w_ih_s`` (D*4H, F_in): both directions' input weights stacked, rows in the
+    internal gate order (i, f, o, g), sigmoid rows scaled by 1/2; ``b_s``
+    (D*4H, 1) likewise for ``bias_ih + bias_hh``; ``w_hh_s[d]`` (4H, H) scaled;
+    ``w_ih[d]`` (4H, F_in) and ``w_hh[d]`` (4H, H) unscaled, internal order
+    (what backpropagation needs).
     """
+
+    __slots__ = ("w_ih_s", "b_s", "w_hh_s", "w_ih", "w_hh")
+
+
+def _prepare(params: Mapping[str, np.ndarray], num_layers: int, D: int, H: int,
+             dtype) -> list[_Prepared]:
+    """Kernel-layout weights per layer (see :class:`_Prepared`); copies, never views of ``params``."""
     perm = _gate_perm(H)
     scale = np.ones(4 * H, dtype=dtype)
     scale[: 3 * H] = 0.5
-    out = []
+    layers = []
     for k in range(num_layers):
-        row = []
+        p = _Prepared()
+        p.w_ih, p.w_hh, w_ih_s, w_hh_s, b_s = [], [], [], [], []
         for d in range(D):
             sfx = "_reverse" if d else ""
             w_ih = np.asarray(params[f"weight_ih_l{k}{sfx}"], dtype=dtype)[perm]
             w_hh = np.asarray(params[f"weight_hh_l{k}{sfx}"], dtype=dtype)[perm]
             b = (np.asarray(params[f"bias_ih_l{k}{sfx}"], dtype=dtype)
                  + np.asarray(params[f"bias_hh_l{k}{sfx}"], dtype=dtype))[perm]
-            row.append((np.ascontiguousarray((w_ih * scale[:, None]).T),
-                        np.ascontiguousarray((w_hh * scale[:, None]).T),
-                        b * scale, w_ih, w_hh))
-        out.append(row)
-    return out
+            p.w_ih.append(w_ih)
+            p.w_hh.append(w_hh)
+            w_ih_s.append(w_ih * scale[:, None])
+            w_hh_s.append(np.ascontiguousarray(w_hh * scale[:, None]))
+            b_s.append(b * scale)
+        p.w_ih_s = np.concatenate(w_ih_s, axis=0)
+        p.b_s = np.concatenate(b_s)[:, None]
+        p.w_hh_s = w_hh_s
+        layers.append(p)
+    return layers
 
 
-def _active_counts(sorted_lengths: np.ndarray, T: int) -> np.ndarray:
-    """``n_t`` = number of sequences (sorted by decreasing length) still running at step t."""
-    ascending = sorted_lengths[::-1]
-    return len(sorted_lengths) - np.searchsorted(ascending, np.arange(T), side="right")
+class _Lengths:
+    """Per-step bookkeeping for variable lengths (built once per batch).
 
-
-# --------------------------------------------------------------------------- #
-# kernels (no validation; arrays are time-major (T, B, ...), batch sorted by
-# decreasing length whenever ``active`` is given)
-# --------------------------------------------------------------------------- #
-class _DirectionCache:
-    """Activations one direction of one layer keeps for backpropagation.
-
-    ``A`` (T, B, 4H) activated gates in the internal order (i, f, o, g);
-    ``TC`` tanh(c_t), ``Hprev`` h_{t-1}, ``Cprev`` c_{t-1}, all (T, B, H); rows of
-    sequences that are not running at step t are zero.
+    ``ends[t]``: indices of the sequences whose last valid step is t;
+    ``mask`` (T, B): 1 at valid steps, 0 at padding; ``last`` (B,): lengths - 1.
     """
 
-    __slots__ = ("A", "TC", "Hprev", "Cprev")
+    __slots__ = ("ends", "mask", "last")
 
-    def __init__(self, A, TC, Hprev, Cprev):
-        self.A, self.TC, self.Hprev, self.Cprev = A, TC, Hprev, Cprev
+    def __init__(self, lengths: np.ndarray, T: int, dtype):
+        order = np.argsort(lengths, kind="stable")
+        uniq, first = np.unique(lengths[order], return_index=True)
+        self.ends = {int(u) - 1: grp for u, grp in zip(uniq, np.split(order, first[1:]))}
+        self.mask = (np.arange(T)[:, None] < lengths[None, :]).astype(dtype)
+        self.last = lengths - 1
 
 
-def _run_direction(gates: np.ndarray, w_hh_t: np.ndarray, h: np.ndarray, c: np.ndarray,
-                   active: np.ndarray | None, reverse: bool, out: np.ndarray,
-                   tmp: np.ndarray, tc: np.ndarray, cache: _DirectionCache | None) -> None:
-    """Recurrence of one direction of one layer.
+class _LayerCache:
+    """What one layer keeps for backpropagation (feature-major, see ``_layer_forward``).
 
-    Modifies in place: ``gates`` (T, B, 4H) (scaled input projections in, activated
-    gates i, f, o, g out), ``h`` and ``c`` (B, H) (initial state in, final state
-    out: each row holds the state after its own last step), ``out`` (T, B, H)
-    (h_t written for running rows only), scratch ``tmp`` (B, 4H) and ``tc`` (B, H),
-    and the arrays of ``cache`` if given.
+    ``x`` (F_in, T, B) layer input; ``A`` (D, 4H, T, B) activated gates in the
+    internal order (i, f, o, g); ``TC`` tanh(c_t), ``Hprev`` h_{t-1} and ``Cprev``
+    c_{t-1} (as seen by step t of each direction), all (D, H, T, B). Entries at
+    padded steps are meaningless (the backward pass masks them out).
     """
-    T, B = gates.shape[:2]
-    H = h.shape[1]
-    H2, H3 = 2 * H, 3 * H
-    steps = range(T - 1, -1, -1) if reverse else range(T)
-    matmul, multiply, tanh = np.matmul, np.multiply, np.tanh
-    for t in steps:
-        n = B if active is None else int(active[t])
-        if n == 0:
-            continue
-        g = gates[t, :n]
-        hh = h[:n]
-        cc = c[:n]
-        tt = tc[:n]
-        if cache is not None:
-            cache.Hprev[t, :n] = hh
-            cache.Cprev[t, :n] = cc
-        tm = tmp[:n]
-        matmul(hh, w_hh_t, out=tm)
-        g += tm
-        tanh(g, out=g)
-        s = g[:, :H3]
-        s *= 0.5
-        s += 0.5
-        cc *= g[:, H:H2]                       # f * c_{t-1}
-        multiply(g[:, :H], g[:, H3:], out=tt)  # i * g
-        cc += tt
-        tanh(cc, out=tt)
-        multiply(g[:, H2:H3], tt, out=hh)      # o * tanh(c_t)
-        out[t, :n] = hh
-        if cache is not None:
-            cache.TC[t, :n] = tt
+
+    __slots__ = ("x", "A", "TC", "Hprev", "Cprev")
 
 
-def _forward_sorted(x: np.ndarray, prepared, H: int, active: np.ndarray | None,
-                    h0: np.ndarray | None, c0: np.ndarray | None, *, keep_cache: bool = False,
-                    last_layer_output: bool = True):
-    """Full multi-layer forward pass, time-major, batch sorted by decreasing length.
+def _layer_forward(x: np.ndarray, p: _Prepared, H: int, h0: np.ndarray, c0: np.ndarray,
+                   lens: _Lengths | None, keep_cache: bool = False):
+    """One layer, all directions, feature-major.
 
     Parameters
     ----------
-    x : ndarray of shape (T, B, F), C-contiguous, the compute dtype.
-    prepared : output of :func:`_prepare`.
-    active : ndarray of shape (T,) or None (all sequences run all T steps).
-    h0, c0 : ndarray of shape (L*D, B, H) or None (zeros).
+    x : ndarray of shape (F_in, T, B), C-contiguous, compute dtype (not modified).
+    p : kernel weights of this layer.
+    h0, c0 : ndarray of shape (D, H, B) (not modified).
+    lens : per-step length bookkeeping, or None if every sequence has T steps.
 
     Returns
     -------
-    output : ndarray of shape (T, B, D*H), zero at padded steps.
-    h_n, c_n : ndarray of shape (L*D, B, H).
-    caches : list over layers of (layer input (T, B, F_in), [cache per direction])
-        when ``keep_cache``, else None.
+    out : ndarray of shape (D*H, T, B), h_t of each direction, zero at padded steps.
+    h_n, c_n : ndarray of shape (D, H, B), state after each sequence's own last
+        step (forward: step lengths[b]-1; backward: step 0).
+    cache : :class:`_LayerCache` or None.
+
+    Notes
+    -----
+    All B columns are updated at every step, so the per-step work is a few
+    whole-array operations with no per-sequence indexing. Columns past their
+    sequence's end compute values that are never used: the forward direction's
+    final state of sequence b is taken at step lengths[b]-1 (h from the output,
+    c captured when it ends), and the backward direction's state of sequence b is
+    reset to (h0, c0) just before its first step lengths[b]-1. Padded outputs are
+    zeroed at the end, so the next layer and the caller see zeros there, as with
+    ``pack_padded_sequence``/``pad_packed_sequence``.
     """
-    T, B, _ = x.shape
-    L, D = len(prepared), len(prepared[0])
+    F_in, T, B = x.shape
+    D = len(p.w_hh_s)
     dtype = x.dtype
-    h_n = np.zeros((L * D, B, H), dtype=dtype) if h0 is None else np.array(h0, dtype=dtype)
-    c_n = np.zeros((L * D, B, H), dtype=dtype) if c0 is None else np.array(c0, dtype=dtype)
-    tmp = np.empty((B, 4 * H), dtype=dtype)
-    tc = np.empty((B, H), dtype=dtype)
-    caches = [] if keep_cache else None
-    layer_in = x
-    for k in range(L):
-        f_in = layer_in.shape[2]
-        out = np.zeros((T, B, D * H), dtype=dtype)
-        dir_caches = []
+    H2, H3 = 2 * H, 3 * H
+    # input projection of every time step and both directions: ONE matrix product
+    xp = np.matmul(p.w_ih_s, x.reshape(F_in, T * B))
+    xp += p.b_s
+    xp = xp.reshape(D, 4 * H, T, B)
+    out = np.empty((D * H, T, B), dtype=dtype)
+    c = np.array(c0, dtype=dtype)             # (D, H, B) cell state, updated in place
+    hbuf = np.array(h0, dtype=dtype)          # (D, H, B) h_{-1} (reverse: rows get reset)
+    c_n = np.empty((D, H, B), dtype=dtype)
+    tmp = np.empty((D, 4 * H, B), dtype=dtype)
+    tc = np.empty((D, H, B), dtype=dtype)
+    sig, i_g, f_g, o_g, g_g = tmp[:, :H3], tmp[:, :H], tmp[:, H:H2], tmp[:, H2:H3], tmp[:, H3:]
+    out_d = [out[d * H:(d + 1) * H] for d in range(D)]
+    xp_d = [xp[d] for d in range(D)]
+    tmp_d = [tmp[d] for d in range(D)]
+    o_d = [o_g[d] for d in range(D)]
+    tc_d = [tc[d] for d in range(D)]
+    whh = p.w_hh_s
+    ends = lens.ends if lens is not None else None
+    cache = None
+    if keep_cache:
+        cache = _LayerCache()
+        cache.x = x
+        cache.A = np.empty((D, 4 * H, T, B), dtype=dtype)
+        cache.TC = np.empty((D, H, T, B), dtype=dtype)
+        cache.Hprev = np.empty((D, H, T, B), dtype=dtype)
+        cache.Cprev = np.empty((D, H, T, B), dtype=dtype)
+    matmul, multiply, add, tanh = np.matmul, np.multiply, np.add, np.tanh
+    for s in range(T):
         for d in range(D):
-            w_ih_t, w_hh_t, b, _, _ = prepared[k][d]
-            gates = np.matmul(layer_in.reshape(T * B, f_in), w_ih_t).reshape(T, B, 4 * H)
-            gates += b
-            cache = None
+            if d == 0:
+                t, hp = s, (hbuf[0] if s == 0 else out_d[0][:, s - 1])
+            else:
+                t = T - 1 - s
+                hp = hbuf[1] if s == 0 else out_d[1][:, t + 1]
+                if ends is not None and t in ends and s > 0:  # sequence starts here: reset
+                    rows = ends[t]
+                    hp[:, rows] = h0[1][:, rows]
+                    c[1][:, rows] = c0[1][:, rows]
             if keep_cache:
-                cache = _DirectionCache(gates, np.zeros((T, B, H), dtype), np.zeros((T, B, H), dtype),
-                                        np.zeros((T, B, H), dtype))
-                dir_caches.append(cache)
-            _run_direction(gates, w_hh_t, h_n[k * D + d], c_n[k * D + d], active, d == 1,
-                           out[:, :, d * H:(d + 1) * H], tmp, tc, cache)
+                cache.Hprev[d][:, t] = hp
+                cache.Cprev[d][:, t] = c[d]
+            matmul(whh[d], hp, out=tmp_d[d])
+            add(tmp_d[d], xp_d[d][:, t], out=tmp_d[d])
+        tanh(tmp, out=tmp)
+        sig *= 0.5
+        sig += 0.5                                # sigmoid(z) = (1 + tanh(z/2)) / 2
+        c *= f_g
+        multiply(i_g, g_g, out=tc)
+        c += tc
+        tanh(c, out=tc)
+        for d in range(D):
+            t = s if d == 0 else T - 1 - s
+            multiply(o_d[d], tc_d[d], out=out_d[d][:, t])
+            if keep_cache:
+                cache.A[d][:, t] = tmp_d[d]
+                cache.TC[d][:, t] = tc_d[d]
+        if ends is not None and s in ends:      # forward direction: these sequences end at s
+            rows = ends[s]
+            c_n[0][:, rows] = c[0][:, rows]
+    h_n = np.empty((D, H, B), dtype=dtype)
+    if lens is None:
+        h_n[0] = out_d[0][:, T - 1]
+        c_n[0] = c[0]
+    else:
+        h_n[0] = out_d[0][:, lens.last, np.arange(B)]
+        out *= lens.mask
+    if D == 2:
+        h_n[1] = out_d[1][:, 0]
+        c_n[1] = c[1]
+    return out, h_n, c_n, cache
+
+
+def _forward(x: np.ndarray, prepared: list[_Prepared], H: int, lens: _Lengths | None,
+             h0: np.ndarray | None, c0: np.ndarray | None, keep_cache: bool = False):
+    """All layers, feature-major.
+
+    Parameters
+    ----------
+    x : ndarray of shape (F, T, B), C-contiguous, compute dtype.
+    h0, c0 : ndarray of shape (L*D, H, B) or None (zeros).
+
+    Returns
+    -------
+    output : ndarray of shape (D*H, T, B); h_n, c_n : (L*D, H, B);
+    caches : list of :class:`_LayerCache` (empty unless ``keep_cache``).
+    """
+    _, T, B = x.shape
+    L, D = len(prepared), len(prepared[0].w_hh_s)
+    dtype = x.dtype
+    h_n = np.empty((L * D, H, B), dtype=dtype)
+    c_n = np.empty((L * D, H, B), dtype=dtype)
+    zeros = np.zeros((D, H, B), dtype=dtype) if h0 is None or c0 is None else None
+    caches = []
+    layer_in = x
+    for k, p in enumerate(prepared):
+        sl = slice(k * D, (k + 1) * D)
+        out, h_n[sl], c_n[sl], cache = _layer_forward(
+            layer_in, p, H, zeros if h0 is None else h0[sl], zeros if c0 is None else c0[sl],
+            lens, keep_cache)
         if keep_cache:
-            caches.append((layer_in, dir_caches))
+            caches.append(cache)
         layer_in = out
     return layer_in, h_n, c_n, caches
 
@@ -405,25 +469,17 @@ class LSTMEncoder:
             states.append(s)
         return x, lengths, states[0], states[1]
 
-    def _forward(self, x_tbf, lengths, h0, c0):
-        """Sort by length, run the kernel, and return results in sorted order with the inverse permutation."""
-        T, B, _ = x_tbf.shape
-        order = inv = active = None
+    def _run(self, x_ftb, lengths, h0, c0):
+        """Run the kernel on feature-major input (F, T, B); states (L*D, H, B) or None."""
+        T = x_ftb.shape[1]
+        dt = np.dtype(self.dtype)
+        lens = None
         if lengths is not None and not np.all(lengths == T):
-            order = np.argsort(-lengths, kind="stable")
-            inv = np.empty_like(order)
-            inv[order] = np.arange(B)
-            x_tbf = x_tbf[:, order]
-            active = _active_counts(lengths[order], T)
-            if h0 is not None:
-                h0 = h0[:, order]
-            if c0 is not None:
-                c0 = c0[:, order]
-        x_tbf = np.ascontiguousarray(x_tbf)
-        prepared = _prepare(self.params_, self.num_layers, self.num_directions,
-                            self.hidden_size, np.dtype(self.dtype))
-        out, h_n, c_n, _ = _forward_sorted(x_tbf, prepared, self.hidden_size, active, h0, c0)
-        return out, h_n, c_n, inv
+            lens = _Lengths(lengths, T, dt)
+        prepared = _prepare(self.params_, self.num_layers, self.num_directions, self.hidden_size, dt)
+        out, h_n, c_n, _ = _forward(np.ascontiguousarray(x_ftb), prepared, self.hidden_size,
+                                    lens, h0, c0)
+        return out, h_n, c_n
 
     def __call__(self, x, lengths=None, h0=None, c0=None):
         """Run the LSTM like ``torch.nn.LSTM.forward``.
@@ -449,20 +505,23 @@ class LSTMEncoder:
         """
         bf = bool(self.batch_first)
         x, lengths, h0, c0 = self._validate_input(x, lengths, h0, c0, bf)
-        x_tbf = x.transpose(1, 0, 2) if bf else x
         D, H = self.num_directions, self.hidden_size
-        if x_tbf.shape[1] == 0:
-            T = x_tbf.shape[0]
+        B = x.shape[0] if bf else x.shape[1]
+        if B == 0:
+            T = x.shape[1] if bf else x.shape[0]
             out = np.zeros((0, T, D * H) if bf else (T, 0, D * H), dtype=x.dtype)
             empty = np.zeros((self.num_layers * D, 0, H), dtype=x.dtype)
             return out, (empty, empty.copy())
-        out, h_n, c_n, inv = self._forward(x_tbf, lengths, h0, c0)
-        if inv is not None:
-            h_n, c_n = h_n[:, inv], c_n[:, inv]
-            out = out.transpose(1, 0, 2)[inv] if bf else out[:, inv]
-        elif bf:
-            out = np.ascontiguousarray(out.transpose(1, 0, 2))
-        return out, (h_n, c_n)
+        x_ftb = x.transpose(2, 1, 0) if bf else x.transpose(2, 0, 1)
+        if h0 is not None:
+            h0 = np.ascontiguousarray(h0.transpose(0, 2, 1))
+        if c0 is not None:
+            c0 = np.ascontiguousarray(c0.transpose(0, 2, 1))
+        out, h_n, c_n = self._run(x_ftb, lengths, h0, c0)
+        out = out.transpose(2, 1, 0) if bf else out.transpose(1, 2, 0)
+        return (np.ascontiguousarray(out),
+                (np.ascontiguousarray(h_n.transpose(0, 2, 1)),
+                 np.ascontiguousarray(c_n.transpose(0, 2, 1))))
 
     def embed(self, x, lengths=None, pooling="last", normalize=False) -> np.ndarray:
         """Fixed-size embedding of each sequence.
@@ -490,18 +549,14 @@ class LSTMEncoder:
         D, H = self.num_directions, self.hidden_size
         if B == 0:
             return np.zeros((0, D * H), dtype=x.dtype)
-        out, h_n, _, inv = self._forward(x.transpose(1, 0, 2), lengths, None, None)
+        out, h_n, _ = self._run(x.transpose(2, 1, 0), lengths, None, None)
         if pooling == "last":
             L = self.num_layers
-            emb = np.concatenate([h_n[(L - 1) * D + d] for d in range(D)], axis=1)
+            emb = np.concatenate([h_n[(L - 1) * D + d] for d in range(D)], axis=0).T
         else:
-            emb = out.sum(axis=0)
             n = np.full(B, T, dtype=np.int64) if lengths is None else lengths
-            if inv is not None:
-                n = n[np.argsort(inv)]  # lengths in sorted order
-            emb /= n[:, None].astype(emb.dtype)
-        if inv is not None:
-            emb = emb[inv]
+            emb = (out.sum(axis=1) / n.astype(out.dtype)).T
+        emb = np.ascontiguousarray(emb)
         if normalize:
             norms = np.sqrt(np.einsum("ij,ij->i", emb, emb))
             np.divide(emb, norms[:, None], out=emb, where=norms[:, None] > 0)
