@@ -63,6 +63,7 @@ __all__ = [
     "Settings",
     "load_settings",
     "format_validation_error",
+    "default_toml",
     "CONFIG_ENV_VAR",
     "DRIFT_METHOD_PARAMS",
 ]
@@ -311,11 +312,18 @@ class ModelSettings(_Section):
     reseed_min_gain: float = Field(
         0.01, ge=0.0, le=1.0, description="Minimum relative objective gain for a reseed to be accepted."
     )
-    dying_threshold: float | None = Field(
-        None, ge=0.0, description="Weight below which a cluster is replaced; unset: estimator default."
+    dying_threshold: float = Field(
+        0.01, ge=0.0, description="Relative weight below which a cluster is re-placed (0 = never)."
     )
     init_size: int | None = Field(
         None, ge=1, description="Points buffered before k-means++ init; unset: estimator default."
+    )
+    max_iter: int = Field(20, ge=1, description="Lloyd iterations of a reseed candidate on the reservoir.")
+    ewm_alpha: float = Field(
+        0.1, gt=0.0, le=1.0, description="Smoothing of the EWMA objective (weight of the newest batch)."
+    )
+    memory_budget_bytes: int = Field(
+        64 * 2**20, ge=2**20, description="Scratch memory bound for chunked distance computations."
     )
     seed: int | None = Field(0, ge=0, description="RNG seed (fix it: replay determinism relies on it).")
 
@@ -331,7 +339,7 @@ class ModelSettings(_Section):
     def estimator_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``StreamingKMeans(**kwargs)``; unset optionals are omitted."""
         d = self.model_dump()
-        for k in ("dying_threshold", "init_size"):
+        for k in ("init_size",):
             if d[k] is None:
                 del d[k]
         return d
@@ -346,18 +354,21 @@ class SequenceSettings(_Section):
         None, ge=1, description="Event feature dimension; unset: the LSTM's input_size."
     )
     window_kind: Literal["tumbling", "sliding", "session"] = Field("tumbling", description="Window kind.")
-    window_size: float = Field(
-        64.0, gt=0.0, description="Window size (EventWindower 'size', event-time units / events)."
+    window_size: int = Field(
+        32, ge=1, description="Events per window (tumbling, sliding); unused for sessions."
     )
-    window_stride: float | None = Field(None, gt=0.0, description="Slide of sliding windows.")
+    window_stride: int | None = Field(
+        None, ge=1, description="Events between starts of consecutive sliding windows."
+    )
     window_gap: float | None = Field(None, gt=0.0, description="Inactivity gap closing a session window.")
-    max_keys: int = Field(100_000, ge=1, description="Open keys kept before eviction.")
+    max_keys: int = Field(10_000, ge=1, description="Open keys kept; least recently updated are evicted.")
     max_events_per_key: int = Field(1_024, ge=1, description="Events buffered per key before eviction.")
     on_evict: Literal["flush", "drop"] = Field(
         "flush", description="What happens to an evicted key's window: embed it (flush) or drop it."
     )
     allowed_lateness: float = Field(
-        0.0, ge=0.0, description="Events older than watermark - allowed_lateness are dropped as late."
+        0.0, ge=0.0, description="How far (event time) an event may be older than its key's newest and "
+        "still be accepted; older ones are dropped and counted."
     )
     lstm_path: Path | None = Field(None, description="LSTMEncoder weights (.npz from LSTMEncoder.save).")
     pooling: Literal["last", "mean"] = Field("last", description="How a window's hidden states are pooled.")
@@ -374,6 +385,10 @@ class SequenceSettings(_Section):
             raise ValueError("window_stride: required when window_kind is 'sliding'")
         if self.window_kind == "session" and self.window_gap is None:
             raise ValueError("window_gap: required when window_kind is 'session'")
+        if self.window_kind != "session" and self.window_size > self.max_events_per_key:
+            raise ValueError(
+                f"window_size: must be <= max_events_per_key ({self.window_size} > {self.max_events_per_key})"
+            )
         if self.enabled and self.lstm_path is None:
             raise ValueError("lstm_path: required when the sequence pipeline is enabled")
         return self
@@ -685,3 +700,94 @@ def load_settings(path: str | Path | None = None, *, env: Mapping[str, str] | No
         raise ConfigError(format_validation_error(e), source=source) from None
     finally:
         _LOAD_CTX.reset(token)
+
+
+# ------------------------------------------------------------------ default.toml
+# Example values shown (commented out) for keys whose default is unset.
+_EXAMPLES: dict[str, str] = {
+    "bootstrap_servers": '"localhost:9092"',
+    "ssl_cafile": '"/etc/streamkm/ca.pem"',
+    "ssl_certfile": '"/etc/streamkm/client.pem"',
+    "ssl_keyfile": '"/etc/streamkm/client.key"',
+    "ssl_password": '"..."  # prefer STREAMKM_KAFKA__SSL_PASSWORD',
+    "sasl_plain_username": '"streamkm"',
+    "sasl_plain_password": '"..."  # prefer STREAMKM_KAFKA__SASL_PLAIN_PASSWORD',
+    "dimension": "64",
+    "half_life": "100.0",
+    "reseed_interval": "50",
+    "init_size": "1000",
+    "seed": "0",
+    "n_features": "8",
+    "window_stride": "16",
+    "window_gap": "30.0",
+    "lstm_path": '"models/lstm.npz"',
+    "topic": '"streamkm.assignments"',
+    "demo_drift_every": "50000",
+}
+
+_TOML_HEADER = """\
+# streamkm default configuration (generated from streamkm/config.py: default_toml()).
+#
+# Every key is listed with its default. Keys whose default is unset are shown
+# commented out with an example value (TOML has no null). Override any key from
+# the environment as STREAMKM_<SECTION>__<KEY>, e.g. STREAMKM_MODEL__N_CLUSTERS=5
+# or STREAMKM_SEQUENCE__MODEL__SEED=3; the environment wins over this file.
+# Check a file with: streamkm config check FILE
+"""
+
+
+def _toml_value(v: Any) -> str:
+    import json as _json
+
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (str, Path)):
+        return _json.dumps(str(v))
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }" if v else "{}"
+    raise TypeError(f"cannot render {v!r} as TOML")
+
+
+def _toml_section(name: str, model: BaseModel) -> list[str]:
+    import typing
+
+    out = [f"[{name}]"]
+    nested: list[tuple[str, BaseModel, str]] = []
+    for fname, f in type(model).model_fields.items():
+        v = getattr(model, fname)
+        if isinstance(v, BaseModel):
+            nested.append((f"{name}.{fname}", v, f.description or ""))
+            continue
+        ann = f.annotation
+        lit = ann if typing.get_origin(ann) is Literal else next(
+            (a for a in typing.get_args(ann) if typing.get_origin(a) is Literal), None)
+        choices = f" One of: {', '.join(map(str, typing.get_args(lit)))}." if lit is not None else ""
+        out.append(f"# {f.description}{choices}")
+        if v is None:
+            out.append(f"# {fname} = {_EXAMPLES.get(fname, '')}".rstrip())
+        elif isinstance(v, SecretStr):  # pragma: no cover - secrets have no defaults
+            out.append(f"# {fname} = ")
+        else:
+            out.append(f"{fname} = {_toml_value(v)}")
+    out.append("")
+    for n, m, d in nested:
+        out.append(f"# {d}")
+        out += _toml_section(n, m)
+    return out
+
+
+def default_toml() -> str:
+    """Render the defaults as a commented TOML file (the content of ``configs/default.toml``).
+
+    Returns
+    -------
+    str
+    """
+    s = load_settings(env={})
+    lines = [_TOML_HEADER]
+    for fname, f in Settings.model_fields.items():
+        lines.append(f"# --- {f.description}")
+        lines += _toml_section(fname, getattr(s, fname))
+    return "\n".join(lines).rstrip() + "\n"

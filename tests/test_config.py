@@ -282,3 +282,29 @@ def test_helper_kwargs():
     assert s.drift.monitor_kwargs() == {"method": "kswin", "max_history": 10_000, "alpha": 0.001, "seed": 9}
     wk = s.sequence.windower_kwargs()
     assert wk["kind"] == "tumbling" and wk["size"] == s.sequence.window_size
+
+
+def test_default_toml_is_generated_from_the_model():
+    from streamkm.config import default_toml
+
+    assert DEFAULT_TOML.read_text() == default_toml(), (
+        "configs/default.toml is stale: regenerate with "
+        "python -c 'from streamkm.config import default_toml; print(default_toml(), end=\"\")' > configs/default.toml")
+
+
+def test_kwargs_construct_the_real_estimators():
+    import numpy as np
+
+    from streamkm.cluster.streaming_kmeans import StreamingKMeans
+    from streamkm.drift import DriftMonitor
+    from streamkm.sequence.windows import EventWindower
+
+    s = load_settings(env={"STREAMKM_MODEL__N_CLUSTERS": "3", "STREAMKM_SEQUENCE__WINDOW_KIND": "sliding",
+                           "STREAMKM_SEQUENCE__WINDOW_STRIDE": "4", "STREAMKM_DRIFT__METHOD": "kswin"})
+    km = StreamingKMeans(**s.model.estimator_kwargs())
+    assert km.n_clusters == 3 and km.seed == 0 and km.dying_threshold == s.model.dying_threshold
+    km.partial_fit(np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32))
+    w = EventWindower(2, **s.sequence.windower_kwargs())
+    assert w.kind == "sliding" and w.stride == 4 and w.size == s.sequence.window_size
+    mon = DriftMonitor(**s.drift.monitor_kwargs())
+    assert mon.method == "kswin" and mon.params["seed"] == s.drift.seed
