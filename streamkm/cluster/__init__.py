@@ -7,8 +7,9 @@ decay and reservoir reseeding).
 
 from streamkm.cluster.kmeans import KMeans
 from streamkm.cluster.kmeans_plusplus import kmeans_plusplus
+from streamkm.cluster.select_k import SelectKResult, select_k
 
-__all__: list[str] = ["kmeans_plusplus", "KMeans"]
+__all__: list[str] = ["kmeans_plusplus", "KMeans", "select_k", "SelectKResult"]
 
 # --- batch k-means (H1) -------------------------------------------------------
 
