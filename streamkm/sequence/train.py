@@ -367,7 +367,7 @@ def _check_head(encoder, head, objective, T):
 # training loop
 # --------------------------------------------------------------------------- #
 def _global_norm(grads: Mapping[str, np.ndarray]) -> float:
-    return math.sqrt(sum(float(np.einsum("...,...->", g, g)) for g in grads.values()))
+    return math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
 
 
 def _clip_(grads: dict[str, np.ndarray], clip_norm: float | None) -> float:
