@@ -494,29 +494,35 @@ def inspect_summary(directory: str | os.PathLike, *, now: float | None = None) -
         for name in sorted(pipes):
             p = pipes[name] if isinstance(pipes[name], dict) else {}
             model = p.get("model") if isinstance(p.get("model"), dict) else {}
-            centers = _first(model, "cluster_centers_", "centers_", "centers")
-            counts = _first(model, "counts_", "weights_", "counts")
+            centers = _first(model, "centers", "cluster_centers_")
+            counts = _first(model, "counts", "counts_")
             head = f"pipeline {name}:"
             if isinstance(centers, np.ndarray) and centers.ndim == 2:
                 head += f" k={centers.shape[0]}, dim={centers.shape[1]}"
             else:
-                k = _first(model, "n_clusters")
+                params = model.get("params") if isinstance(model.get("params"), dict) else {}
+                k = _first(params, "n_clusters") or _first(model, "n_clusters")
                 head += f" k={k}, not initialized" if k is not None else " no model"
-            for key, label in (("n_seen_", "points seen"), ("n_batches_", "batches")):
-                if key in model:
-                    head += f", {label}={model[key]}"
+            for keys, label in ((("n_seen", "n_seen_"), "points seen"), (("n_batches", "n_batches_"), "batches")):
+                v = _first(model, *keys)
+                if v is not None:
+                    head += f", {label}={v}"
             lines.append(head)
             if isinstance(counts, np.ndarray) and counts.size:
                 w = np.asarray(counts, dtype=np.float64).ravel()
                 shown = ", ".join(f"{x:.4g}" for x in w[:16]) + (" ..." if w.size > 16 else "")
                 lines.append(f"  weights (sum {w.sum():.6g}): [{shown}]")
+            for key, label in (("ewm_objective", "EWMA objective"), ("last_batch_objective", "last objective")):
+                v = _first(model, key, key + "_")
+                if isinstance(v, (int, float)):
+                    lines.append(f"  {label}: {v:.6g}")
             if p.get("lstm_hash"):
                 lines.append(f"  lstm hash: {str(p['lstm_hash'])[:16]}")
             win = p.get("windows")
             if isinstance(win, dict):
-                n_keys = _first(win, "n_open_keys")
-                if n_keys is not None:
-                    lines.append(f"  open windows: {n_keys}")
+                lengths = win.get("lengths")
+                if isinstance(win.get("keys"), list) and isinstance(lengths, np.ndarray):
+                    lines.append(f"  open windows: {len(win['keys'])} keys, {int(lengths.sum())} buffered events")
     drift = state.get("drift")
     if isinstance(drift, dict) and drift:
         parts = []

@@ -256,3 +256,40 @@ def test_bad_arguments(tmp_path):
         CheckpointStore(tmp_path, fault_hook=3)
     with pytest.raises(TypeError, match="dict"):
         CheckpointStore(tmp_path).save([1, 2])
+
+
+def test_real_component_states_roundtrip_and_summary(tmp_path):
+    from streamkm.cluster.streaming_kmeans import StreamingKMeans
+    from streamkm.drift import DriftMonitor
+    from streamkm.sequence.windows import EventWindower
+
+    rng = np.random.default_rng(0)
+    km = StreamingKMeans(4, seed=1, reservoir_size=50)
+    for _ in range(3):
+        km.partial_fit(rng.normal(size=(40, 3)).astype(np.float32))
+    win = EventWindower(3, size=4)
+    win.add(["a", "b", "a"], np.array([1.0, 2.0, 3.0]), rng.normal(size=(3, 3)).astype(np.float32))
+    mon = DriftMonitor()
+    for v in rng.normal(size=20):
+        mon.update(v)
+    state = {"offsets": {"v:0": 120}, "model_version": km.n_batches_,
+             "pipelines": {"vectors": {"model": km.state_dict()},
+                           "sequence": {"model": StreamingKMeans(2).state_dict(), "windows": win.state_dict()}},
+             "drift": {"vectors": mon.state_dict()}}
+    store = CheckpointStore(tmp_path)
+    store.save(state)
+    st, _ = store.load_latest()
+    km2 = StreamingKMeans(4, seed=1, reservoir_size=50)
+    km2.load_state_dict(st["pipelines"]["vectors"]["model"])
+    X = rng.normal(size=(40, 3)).astype(np.float32)
+    km.partial_fit(X)
+    km2.partial_fit(X)
+    assert np.array_equal(km.cluster_centers_, km2.cluster_centers_)  # bit-identical continuation
+    win2 = EventWindower(3, size=4)
+    win2.load_state_dict(st["pipelines"]["sequence"]["windows"])
+    assert win2.n_open_keys == 2 and win2.n_open_events == 3
+    text = inspect_summary(tmp_path)
+    assert "pipeline vectors: k=4, dim=3, points seen=120, batches=3" in text
+    assert "pipeline sequence: k=2, not initialized" in text
+    assert "open windows: 2 keys, 3 buffered events" in text
+    assert "v:0: next offset 120" in text
