@@ -212,3 +212,27 @@ def test_promtool_check_metrics(tmp_path):
     bad = b"# HELP streamkm_foo x\n# TYPE streamkm_foo counter\nstreamkm_foo 1\n"
     r = subprocess.run([promtool, "check", "metrics"], input=bad, capture_output=True, timeout=60)
     assert r.returncode != 0
+
+
+def test_observe_real_model_and_windower():
+    from streamkm.cluster.streaming_kmeans import StreamingKMeans
+    from streamkm.sequence.windows import EventWindower
+
+    rng = np.random.default_rng(0)
+    km = StreamingKMeans(3, seed=0, reservoir_size=100)
+    m = Metrics()
+    m.observe_model("vectors", km, baseline=True)  # not initialized yet: no weights, no error
+    for _ in range(4):
+        km.partial_fit(rng.normal(size=(50, 2)).astype(np.float32))
+    m.observe_model("vectors", km)
+    assert _value(m, "streamkm_model_version", pipeline="vectors") == km.n_batches_
+    assert _value(m, "streamkm_model_points", pipeline="vectors") == km.n_seen_ == 200
+    total = sum(_value(m, "streamkm_cluster_weight", pipeline="vectors", cluster=str(j)) for j in range(3))
+    assert total == pytest.approx(float(np.sum(km.counts_)))
+    assert _value(m, "streamkm_objective_ewma", pipeline="vectors") == pytest.approx(km.ewm_objective_)
+    w = EventWindower(2, size=2, max_keys=1)
+    w.add(["a", "b", "c"], np.array([1.0, 2.0, 3.0]), np.zeros((3, 2), np.float32))
+    m.observe_windower("sequence", w)
+    assert _value(m, "streamkm_windows_evicted_total", pipeline="sequence", reason="max_keys") == \
+        w.n_evicted_["max_keys"] > 0
+    assert _value(m, "streamkm_windows_open", pipeline="sequence") == w.n_open_keys
