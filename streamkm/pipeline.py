@@ -330,6 +330,21 @@ class VectorPipeline:
     ``"row"`` (first row index), ``"clusters"`` and ``"sq_distances"`` lists.
     ``cluster`` is -1 (``sq_distance`` null) only if a flush happened before
     the model had enough rows to initialize.
+
+    Examples
+    --------
+    >>> import collections, numpy as np
+    >>> from streamkm.formats import encode_json
+    >>> Rec = collections.namedtuple("Rec", "topic partition offset key value headers timestamp")
+    >>> X = np.random.default_rng(0).normal(size=(40, 2))
+    >>> recs = [Rec("t", 0, i, None, encode_json(x), (), 0) for i, x in enumerate(X)]
+    >>> recs.append(Rec("t", 0, 40, None, b"oops", (), 0))
+    >>> p = VectorPipeline(model_kwargs={"n_clusters": 2, "seed": 0}, batch_rows=16)
+    >>> r = p.process(recs)
+    >>> r.n_valid_records, r.n_clustered, p.n_pending, [d.error.reason for d in r.dead_letters]
+    (40, 32, 8, ['not_json'])
+    >>> p.flush().n_clustered, float(p.model.counts_.sum())
+    (8, 40.0)
     """
 
     name = "vectors"
