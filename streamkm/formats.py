@@ -364,10 +364,60 @@ def decode_vectors(
                     res = _fast_binary(values, L, dim)
                     if res is not None:
                         return VectorBatch(*res)
-    return _decode_vectors_generic(values, fmt, dim, max_record_bytes)
+    parsed = None
+    if n and fmt != "binary":
+        res = _fast_json(values, dim, max_record_bytes, fmt == "auto")
+        if isinstance(res, VectorBatch):
+            return res
+        parsed = res
+    return _decode_vectors_generic(values, fmt, dim, max_record_bytes, parsed)
 
 
-def _decode_vectors_generic(values, fmt, dim, max_record_bytes) -> VectorBatch:
+_JSON_VECTOR_KEYS = frozenset({"x", "key", "ts"})
+
+
+def _fast_json(values, dim, max_record_bytes, auto):
+    """Batched path for batches of one-vector JSON records ``{"x": [...]}``.
+
+    Returns a VectorBatch if every record is such a record with a valid
+    vector, else the list of parsed objects (None where not parsed) for the
+    generic path to reuse.
+    """
+    parsed: list[Any] = [None] * len(values)
+    xs = []
+    ok = True
+    loads = json.loads
+    for i, v in enumerate(values):
+        if type(v) is not bytes or not v or len(v) > max_record_bytes or (auto and v[:4] == MAGIC):
+            ok = False
+            continue
+        try:
+            obj = loads(v)
+        except (ValueError, RecursionError):
+            ok = False
+            continue
+        parsed[i] = obj
+        if ok:
+            if type(obj) is dict and type(obj.get("x")) is list and obj.keys() <= _JSON_VECTOR_KEYS:
+                xs.append(obj["x"])
+            else:
+                ok = False
+    if not ok:
+        return parsed
+    try:
+        a = np.array(xs)
+    except (ValueError, TypeError):
+        return parsed
+    if a.ndim != 2 or a.dtype.kind not in "iuf" or a.shape[1] == 0 or (dim is not None and a.shape[1] != dim):
+        return parsed
+    with np.errstate(over="ignore", invalid="ignore"):
+        X = a.astype(np.float32)
+    if not np.isfinite(X).all():
+        return parsed
+    return VectorBatch(X, np.arange(len(values), dtype=np.int64), [])
+
+
+def _decode_vectors_generic(values, fmt, dim, max_record_bytes, parsed=None) -> VectorBatch:
     chunks: list[np.ndarray] = []
     owners: list[int] = []
     errors: list[tuple[int, DecodeError]] = []
@@ -378,7 +428,8 @@ def _decode_vectors_generic(values, fmt, dim, max_record_bytes) -> VectorBatch:
             if fmt == "binary" or (fmt == "auto" and b[:4] == MAGIC):
                 a = _binary_record(b, d)
             else:
-                a = _json_vectors(_load_json(b))
+                obj = parsed[i] if parsed is not None and parsed[i] is not None else _load_json(b)
+                a = _json_vectors(obj)
                 if d is not None and a.shape[1] != d:
                     raise _Bad("dimension", f"expected {d} features, got {a.shape[1]}")
             if not np.isfinite(a).all():
@@ -580,6 +631,17 @@ def _floats(x: np.ndarray) -> list:
     return np.asarray(x, dtype=np.float32).astype(np.float64).tolist()
 
 
+_F9 = "{:.9g}".format  # 9 significant digits round-trip every float32 exactly
+
+
+def _json_numbers(a: np.ndarray) -> str | None:
+    """Compact JSON array text of a float32 vector, or None if it has NaN/Inf."""
+    v = np.asarray(a, dtype=np.float32)
+    if not np.isfinite(v).all():
+        return None
+    return "[" + ",".join(map(_F9, v.tolist())) + "]"
+
+
 def _check_vector(x: Any) -> np.ndarray:
     a = np.asarray(x)
     if a.dtype.kind not in "iuf":
@@ -592,13 +654,15 @@ def _check_vector(x: Any) -> np.ndarray:
 def encode_json(x: Any, *, key: str | None = None, ts: float | None = None) -> bytes:
     """Encode one vector as ``{"key": ..., "ts": ..., "x": [...]}`` (key/ts only if given)."""
     a = _check_vector(x)
-    obj: dict[str, Any] = {}
+    head = ""
     if key is not None:
-        obj["key"] = str(key)
+        head += '"key":' + json.dumps(str(key)) + ","
     if ts is not None:
-        obj["ts"] = float(ts)
-    obj["x"] = _floats(a)
-    return json.dumps(obj, separators=(",", ":"), allow_nan=True).encode()
+        head += '"ts":' + json.dumps(float(ts)) + ","
+    nums = _json_numbers(a)
+    if nums is None:  # NaN/Inf: standard-library spelling (NaN, Infinity)
+        nums = json.dumps(_floats(a), allow_nan=True)
+    return ("{" + head + '"x":' + nums + "}").encode()
 
 
 def encode_json_batch(X: Any) -> bytes:
@@ -612,4 +676,7 @@ def encode_event_json(key: str, ts: float, x: Any) -> bytes:
     if not isinstance(key, str):
         raise TypeError(f"key must be str, got {type(key).__name__}")
     a = _check_vector(x)
-    return json.dumps({"key": key, "ts": float(ts), "x": _floats(a)}, separators=(",", ":")).encode()
+    nums = _json_numbers(a)
+    if nums is None:
+        nums = json.dumps(_floats(a), allow_nan=True)
+    return ('{"key":' + json.dumps(key) + ',"ts":' + json.dumps(float(ts)) + ',"x":' + nums + "}").encode()

@@ -221,13 +221,35 @@ def test_random_bytes_never_raise(values, fmt, dim):
 @given(st.integers(1, 6).flatmap(lambda d: st.lists(
     hnp.arrays(np.float32, st.tuples(st.integers(1, 4), st.just(d)),
                elements=st.floats(width=32, allow_nan=False, allow_infinity=False)), min_size=1, max_size=6)),
-       st.booleans())
-def test_encode_decode_roundtrip(chunks, use_json):
-    values = [encode_json_batch(c) if use_json else encode_binary(c) for c in chunks]
-    b = decode_vectors(values, fmt="auto")
-    assert b.errors == []
-    assert np.array_equal(b.X, np.concatenate(chunks))
-    assert np.array_equal(b.record_index, np.repeat(np.arange(len(chunks)), [len(c) for c in chunks]))
+       st.sampled_from(["binary", "json_batch", "json_single"]))
+def test_encode_decode_roundtrip(chunks, form):
+    if form == "json_single":  # one record per row: the batched JSON path
+        rows = np.concatenate(chunks)
+        values = [encode_json(r, key=str(i), ts=float(i)) for i, r in enumerate(rows)]
+        sizes = [1] * len(rows)
+    else:
+        values = [encode_json_batch(c) if form == "json_batch" else encode_binary(c) for c in chunks]
+        sizes = [len(c) for c in chunks]
+    for fmt in ("auto", "binary" if form == "binary" else "json"):
+        b = decode_vectors(values, fmt=fmt)
+        assert b.errors == []
+        assert np.array_equal(b.X, np.concatenate(chunks))
+        assert np.array_equal(b.record_index, np.repeat(np.arange(len(values)), sizes))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from([b'{"x": [1, 2, 3]}', b'{"x": [1.5, 2, 3], "key": "k", "ts": 3}',
+                                 b'{"x": [1, 2]}', b'{"x": [1, "a", 3]}', b'{"x": [1, 2, 1e39]}',
+                                 b'{"x": [1, 2, 3], "extra": 1}', b'{"X": [[1, 2, 3]]}', b"oops", b"",
+                                 b'{"x": [[1, 2, 3]]}']), max_size=12),
+       st.one_of(st.none(), st.just(3)))
+def test_batched_json_path_matches_per_record_path(values, dim):
+    from streamkm.formats import _decode_vectors_generic
+
+    fast = decode_vectors(values, fmt="json", dim=dim)
+    slow = _decode_vectors_generic(values, "json", dim, 8 * 2**20)
+    assert np.array_equal(fast.X, slow.X) and np.array_equal(fast.record_index, slow.record_index)
+    assert fast.errors == slow.errors
 
 
 @settings(max_examples=150, deadline=None)
