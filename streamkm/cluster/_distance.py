@@ -93,6 +93,7 @@ def _assign(
     min_sq = np.empty(n, dtype=dtype)
     rows = _chunk_rows(n, k, dtype.itemsize, memory_budget_bytes)
     block = np.empty((rows, k), dtype=dtype)
+    row_offsets = np.arange(rows, dtype=np.int64) * k  # flat index of D[r, 0]
     for start in range(0, n, rows):
         stop = min(start + rows, n)
         m = stop - start
@@ -102,7 +103,7 @@ def _assign(
         D += c_sq  # ‖μ‖² − 2 x·μ  (‖x‖² does not change the argmin)
         lab = D.argmin(axis=1)
         labels[start:stop] = lab
-        mins = np.take_along_axis(D, lab[:, None], axis=1)[:, 0]
+        mins = D.ravel()[row_offsets[:m] + lab]  # D[r, lab[r]]
         xs = _row_norms_sq(Xc) if x_sq is None else x_sq[start:stop]
         np.add(mins, xs, out=min_sq[start:stop])
     np.maximum(min_sq, 0, out=min_sq)
