@@ -507,6 +507,58 @@ def decode_events(
     (['u1'], [1.5], (1, 2), [(1, 'schema')])
     """
     _check_common(fmt, dim, max_record_bytes, ("json", "auto"))
+    res = _fast_events(values, dim, max_record_bytes)
+    if isinstance(res, EventBatch):
+        return res
+    return _decode_events_generic(values, dim, max_record_bytes, res)
+
+
+_EVENT_KEYS = frozenset({"key", "ts", "x"})
+
+
+def _fast_events(values, dim, max_record_bytes):
+    """Batched path when every record is one well-formed event; else the parsed objects."""
+    parsed: list[Any] = [None] * len(values)
+    keys: list[str] = []
+    ts_list: list[Any] = []
+    xs: list[Any] = []
+    ok = True
+    loads = json.loads
+    for i, v in enumerate(values):
+        if type(v) is not bytes or not v or len(v) > max_record_bytes or v[:4] == MAGIC:
+            ok = False
+            continue
+        try:
+            obj = loads(v)
+        except (ValueError, RecursionError):
+            ok = False
+            continue
+        parsed[i] = obj
+        if ok:
+            if (type(obj) is dict and obj.keys() == _EVENT_KEYS and type(obj["key"]) is str
+                    and type(obj["ts"]) in (int, float) and type(obj["x"]) is list):
+                keys.append(obj["key"])
+                ts_list.append(obj["ts"])
+                xs.append(obj["x"])
+            else:
+                ok = False
+    if not ok or not values:
+        return parsed
+    try:
+        ts = np.array(ts_list, dtype=np.float64)
+        a = np.array(xs)
+    except (ValueError, TypeError, OverflowError):
+        return parsed
+    if a.ndim != 2 or a.dtype.kind not in "iuf" or a.shape[1] == 0 or (dim is not None and a.shape[1] != dim):
+        return parsed
+    with np.errstate(over="ignore", invalid="ignore"):
+        X = a.astype(np.float32)
+    if not (np.isfinite(X).all() and np.isfinite(ts).all()):
+        return parsed
+    return EventBatch(keys, ts, X, np.arange(len(values), dtype=np.int64), [])
+
+
+def _decode_events_generic(values, dim, max_record_bytes, parsed=None) -> EventBatch:
     keys: list[str] = []
     ts_list: list[float] = []
     xs: list[np.ndarray] = []
@@ -518,7 +570,7 @@ def decode_events(
             b = _precheck(v, max_record_bytes)
             if b[:4] == MAGIC:
                 raise _Bad("schema", "binary record on the events pipeline (events are JSON)")
-            obj = _load_json(b)
+            obj = parsed[i] if parsed is not None and parsed[i] is not None else _load_json(b)
             if isinstance(obj, list):
                 if not obj:
                     raise _Bad("empty", "event array is empty")

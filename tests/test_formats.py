@@ -285,3 +285,22 @@ def test_json_float32_exact():
     x = RNG.normal(size=16).astype(np.float32)
     assert np.array_equal(decode_vectors([encode_json(x)]).X[0], x)
     assert json.loads(encode_json(x, key="k", ts=2))["key"] == "k"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from([b'{"key": "a", "ts": 1, "x": [1, 2]}', b'{"key": "b", "ts": 2.5, "x": [1.5, 2]}',
+                                 b'{"key": 7, "ts": 1, "x": [1, 2]}', b'{"key": "c", "ts": true, "x": [1, 2]}',
+                                 b'{"key": "c", "ts": 1e400, "x": [1, 2]}', b'{"key": "d", "ts": 1, "x": [1]}',
+                                 b'{"key": "e", "ts": 1, "x": [1, "2"]}', b'[{"key": "f", "ts": 1, "x": [3, 4]}]',
+                                 b'{"key": "g", "ts": 1, "x": [1, 2], "more": 0}', b"nope", b"",
+                                 b'{"key": "h", "ts": 1, "x": [1, 1e39]}']), max_size=12),
+       st.one_of(st.none(), st.just(2)))
+def test_batched_event_path_matches_per_record_path(values, dim):
+    from streamkm.formats import _decode_events_generic
+
+    fast = decode_events(values, dim=dim)
+    slow = _decode_events_generic(values, dim, 8 * 2**20)
+    assert fast.keys == slow.keys and fast.errors == slow.errors
+    assert np.array_equal(fast.ts, slow.ts) and np.array_equal(fast.X, slow.X)
+    assert np.array_equal(fast.record_index, slow.record_index)
+    assert fast.X.dtype == np.float32 and fast.ts.dtype == np.float64
