@@ -683,7 +683,12 @@ def _floats(x: np.ndarray) -> list:
     return np.asarray(x, dtype=np.float32).astype(np.float64).tolist()
 
 
-_F9 = "{:.9g}".format  # 9 significant digits round-trip every float32 exactly
+_F9_RAW = "{:.9g}".format  # 9 significant digits round-trip every float32 exactly
+
+
+def _F9(v: float) -> str:
+    s = _F9_RAW(v)
+    return s if ("." in s or "e" in s) else s + ".0"  # keep numbers typed as floats ("1.0")
 
 
 def _json_numbers(a: np.ndarray) -> str | None:
