@@ -14,3 +14,17 @@ __all__: list[str] = ["kmeans_plusplus", "KMeans", "select_k", "SelectKResult"]
 # --- batch k-means (H1) -------------------------------------------------------
 
 # --- streaming k-means (H2) ---------------------------------------------------
+from streamkm.cluster.reservoir import TimeBiasedReservoir, UniformReservoir  # noqa: E402
+from streamkm.cluster.streaming_kmeans import (  # noqa: E402
+    ReseedResult,
+    StreamingKMeans,
+    compute_reseed,
+)
+
+__all__ += [
+    "StreamingKMeans",
+    "compute_reseed",
+    "ReseedResult",
+    "UniformReservoir",
+    "TimeBiasedReservoir",
+]
