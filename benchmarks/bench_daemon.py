@@ -1,0 +1,383 @@
+"""End-to-end daemon throughput, checkpoint cost and memory over a long run.
+
+Run from the repository root::
+
+    python benchmarks/bench_daemon.py                    # everything, 10-minute soak
+    python benchmarks/bench_daemon.py --soak-seconds 120 # shorter soak
+    python benchmarks/bench_daemon.py --skip-soak --no-write
+
+What is measured (all against the embedded Tansu broker on 127.0.0.1):
+
+1. **Throughput.** The same topic is consumed, in the same run and alternating
+   ``--repeats`` times, by (i) a bare aiokafka loop that only calls
+   ``getmany`` and counts records (the client's ceiling) and (ii) the real
+   :class:`streamkm.worker.Worker` (decode, validate, StreamingKMeans updates,
+   interval checkpoints and commits). Both use the same consumer settings and a
+   fresh consumer group each time. Rates are taken from the first fetched
+   record to the last (the group join is excluded from both). Cases:
+   (a) one 64-d vector per record, JSON and binary; (b) binary records of 256
+   64-d vectors. Targets: (a) binary >= 80% of the bare loop's records/s;
+   (b) >= 1M vectors/s.
+2. **Checkpoint time vs state size.** ``CheckpointStore.save`` of a worker-like
+   state whose StreamingKMeans reservoir size is swept (median of repeats).
+3. **RSS over a long run.** ``streamkm run`` (embedded broker, binary demo
+   producer at ``--soak-rate`` records/s) in a subprocess; its resident set
+   size is sampled every few seconds; growth is measured after a warm-up
+   (first 20% of the run, at least 30 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._report import machine_description, markdown_table, update_section  # noqa: E402
+
+DIM = 64
+
+
+def _settings(bootstrap: str, topic: str, fmt: str, ckpt_dir: str, group: str):
+    from streamkm.config import load_settings
+
+    env = {
+        "STREAMKM_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "STREAMKM_KAFKA__VECTORS_TOPIC": topic,
+        "STREAMKM_KAFKA__GROUP_ID": group,
+        "STREAMKM_KAFKA__MAX_PARTITION_FETCH_BYTES": str(16 * 2**20),
+        "STREAMKM_INPUT__FORMAT": fmt,
+        "STREAMKM_INPUT__DIMENSION": str(DIM),
+        "STREAMKM_CHECKPOINT__DIR": ckpt_dir,
+        "STREAMKM_METRICS__ENABLED": "false",
+        "STREAMKM_WORKER__LOG_LEVEL": "WARNING",
+    }
+    return load_settings(env=env)
+
+
+async def _bare(bootstrap: str, topic: str, n: int, settings) -> float:
+    """records/s of a loop that only consumes (same consumer settings as the worker)."""
+    from aiokafka import AIOKafkaConsumer
+
+    kw = settings.kafka.consumer_kwargs(bootstrap)
+    kw["group_id"] = f"bare-{uuid.uuid4().hex[:8]}"
+    consumer = AIOKafkaConsumer(topic, **kw)
+    await consumer.start()
+    try:
+        got = 0
+        t_first = None
+        n_first = 0
+        deadline = time.monotonic() + 600
+        while got < n and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=settings.kafka.fetch_timeout_ms,
+                                           max_records=settings.kafka.max_records)
+            k = sum(len(v) for v in batch.values())
+            got += k
+            if k and t_first is None:
+                t_first, n_first = time.perf_counter(), got
+        t_end = time.perf_counter()
+        if got < n:
+            raise RuntimeError(f"bare loop consumed {got} of {n} records")
+        return (got - n_first) / (t_end - t_first)
+    finally:
+        await consumer.stop()
+
+
+async def _daemon(bootstrap: str, topic: str, n: int, fmt: str) -> tuple[float, dict]:
+    """records/s through the real Worker, plus a few facts about the run."""
+    from streamkm.metrics import Metrics
+    from streamkm.worker import Worker
+
+    ckpt = tempfile.mkdtemp(prefix="bench-daemon-ckpt-")
+    try:
+        settings = _settings(bootstrap, topic, fmt, ckpt, f"daemon-{uuid.uuid4().hex[:8]}")
+        metrics = Metrics()
+        worker = Worker(settings, metrics=metrics, bootstrap_servers=bootstrap)
+        labels = {"pipeline": "vectors", "topic": topic}
+        task = asyncio.create_task(worker.run())
+        t_first = None
+        n_first = 0.0
+        deadline = time.monotonic() + 600
+        try:
+            while time.monotonic() < deadline:
+                c = metrics.registry.get_sample_value("streamkm_records_consumed_total", labels) or 0.0
+                if c and t_first is None:
+                    t_first, n_first = time.perf_counter(), c
+                if c >= n:
+                    break
+                if task.done():
+                    task.result()
+                    raise RuntimeError("worker stopped early")
+                await asyncio.sleep(0.01)
+            t_end = time.perf_counter()
+            if c < n:
+                raise RuntimeError(f"daemon consumed {c} of {n} records")
+        finally:
+            await worker.shutdown(60)
+            await asyncio.gather(task, return_exceptions=True)
+        facts = {
+            "clustered": metrics.registry.get_sample_value(
+                "streamkm_vectors_clustered_total", {"pipeline": "vectors"}),
+            "dead": sum((metrics.registry.get_sample_value(
+                "streamkm_records_dead_lettered_total", {"pipeline": "vectors", "reason": r}) or 0)
+                for r in ("not_json", "schema", "dimension", "non_finite", "dtype", "truncated")),
+            "checkpoints": metrics.registry.get_sample_value("streamkm_checkpoints_total"),
+        }
+        return (c - n_first) / (t_end - t_first), facts
+    finally:
+        shutil.rmtree(ckpt, ignore_errors=True)
+
+
+async def _fill(bootstrap: str, topic: str, n_records: int, fmt: str, rows: int) -> float:
+    from streamkm.embedded import create_topics
+    from streamkm.produce import blob_records, produce
+
+    await create_topics(bootstrap, [topic])
+    stats = await produce(blob_records(n_records, fmt=fmt, rows_per_record=rows, n_clusters=8,
+                                       n_features=DIM, drift_every=None, seed=0),
+                          topic=topic, bootstrap_servers=bootstrap, progress=False)
+    return stats.records_per_second
+
+
+async def throughput(args) -> list[dict]:
+    from streamkm.embedded import EmbeddedBroker
+
+    cases = [
+        ("(a) 1 x 64-d / record, JSON", "json", 1, args.json_records),
+        ("(a) 1 x 64-d / record, binary", "binary", 1, args.records),
+        ("(b) 256 x 64-d / record, binary", "binary", 256, args.big_records),
+    ]
+    rows = []
+    async with EmbeddedBroker(startup_timeout=60) as broker:
+        bs = broker.bootstrap_servers
+        for label, fmt, per, n in cases:
+            topic = f"bench-{fmt}-{per}-{uuid.uuid4().hex[:6]}"
+            prod = await _fill(bs, topic, n, fmt, per)
+            settings = _settings(bs, topic, fmt, "/tmp/unused", "x")
+            bare, daemon = [], []
+            facts = {}
+            for _ in range(args.repeats):
+                bare.append(await _bare(bs, topic, n, settings))
+                d, facts = await _daemon(bs, topic, n, fmt)
+                daemon.append(d)
+            b, d = statistics.median(bare), statistics.median(daemon)
+            row = {"case": label, "records": n, "rows": per, "produce": prod, "bare": b,
+                   "daemon": d, "ratio": d / b, "vectors_per_s": d * per, "bare_all": bare,
+                   "daemon_all": daemon, "facts": facts}
+            print(f"{label}: bare {b:,.0f} rec/s, daemon {d:,.0f} rec/s ({d / b:.0%}), "
+                  f"{d * per:,.0f} vectors/s; runs bare={[round(x) for x in bare]} "
+                  f"daemon={[round(x) for x in daemon]}; {facts}", flush=True)
+            rows.append(row)
+    return rows
+
+
+def checkpoint_sweep(args) -> list[dict]:
+    from streamkm.checkpoint import CheckpointStore
+    from streamkm.cluster.streaming_kmeans import StreamingKMeans
+    from streamkm.synthetic import drifting_blobs
+
+    out = []
+    for R in args.reservoir_sizes:
+        X, _ = drifting_blobs(max(2 * R, 20_000), n_clusters=8, n_features=DIM, seed=0)
+        model = StreamingKMeans(n_clusters=8, reservoir_size=R, seed=0)
+        for chunk in np.array_split(X, 10):
+            model.partial_fit(chunk)
+        state = {"format": "streamkm.worker", "version": 1, "offsets": {"t:0": len(X)},
+                 "pipelines": {"vectors": {"model": model.state_dict()}}}
+        d = tempfile.mkdtemp(prefix="bench-ckpt-")
+        try:
+            store = CheckpointStore(d, keep=3)
+            times, size = [], 0
+            for _ in range(args.ckpt_repeats):
+                t0 = time.perf_counter()
+                info = store.save(state)
+                times.append(time.perf_counter() - t0)
+                size = info.size_bytes
+            t_load0 = time.perf_counter()
+            store.load_latest()
+            t_load = time.perf_counter() - t_load0
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+        row = {"reservoir": R, "bytes": size, "save": statistics.median(times), "load": t_load}
+        print(f"checkpoint reservoir={R}: {size / 1e6:.2f} MB, save {row['save'] * 1e3:.1f} ms, "
+              f"load {t_load * 1e3:.1f} ms", flush=True)
+        out.append(row)
+    return out
+
+
+def _rss_kib(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def soak(args) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKM_")}
+    ckpt = tempfile.mkdtemp(prefix="bench-soak-ckpt-")
+    env.update({
+        "STREAMKM_METRICS__PORT": "0",
+        "STREAMKM_CHECKPOINT__DIR": ckpt,
+        "STREAMKM_WORKER__DEMO_RATE": str(args.soak_rate),
+        "STREAMKM_WORKER__DEMO_FORMAT": "binary",
+        "STREAMKM_WORKER__DEMO_N_FEATURES": str(DIM),
+        "STREAMKM_WORKER__DEMO_DRIFT_EVERY": "200000",
+        "STREAMKM_WORKER__LOG_LEVEL": "WARNING",
+        "STREAMKM_MODEL__RESEED_INTERVAL": "50",
+    })
+    proc = subprocess.Popen([sys.executable, "-m", "streamkm.cli", "run", "--duration",
+                             str(args.soak_seconds), "--status-interval", "30"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    samples: list[tuple[float, int]] = []
+    t0 = time.monotonic()
+    last_status = ""
+    try:
+        os.set_blocking(proc.stderr.fileno(), False)
+        while proc.poll() is None:
+            r = _rss_kib(proc.pid)
+            if r is not None:
+                samples.append((time.monotonic() - t0, r))
+            try:
+                chunk = proc.stderr.read()
+            except (OSError, TypeError):
+                chunk = None
+            if chunk:
+                lines = [ln for ln in chunk.splitlines() if "records/s" in ln]
+                if lines:
+                    last_status = lines[-1]
+                    print(f"[{time.monotonic() - t0:5.0f}s] RSS {r / 1024:.1f} MiB | {last_status}",
+                          flush=True)
+            time.sleep(args.soak_sample_seconds)
+        rc = proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(60)
+        shutil.rmtree(ckpt, ignore_errors=True)
+    ran = time.monotonic() - t0
+    warm = max(30.0, 0.2 * ran)
+    after = [(t, r) for t, r in samples if t >= warm]
+    if len(after) < 2:
+        raise RuntimeError(f"soak too short for a warm-up of {warm:.0f}s ({len(samples)} samples)")
+    base = statistics.median([r for t, r in after[: max(3, len(after) // 10)]])
+    end = statistics.median([r for t, r in after[-max(3, len(after) // 10):]])
+    peak = max(r for _, r in after)
+    m = re.search(r"([\d,]+) consumed", last_status)
+    consumed = int(m.group(1).replace(",", "")) if m else None
+    res = {"seconds": ran, "warmup": warm, "rss_base": base, "rss_end": end, "rss_peak": peak,
+           "growth": (end - base) / base, "rc": rc, "consumed": consumed, "rate": args.soak_rate}
+    print(f"soak: ran {ran:.0f}s (rc={rc}), RSS after warm-up {base / 1024:.1f} MiB -> "
+          f"{end / 1024:.1f} MiB at the end ({res['growth']:+.1%}), peak {peak / 1024:.1f} MiB",
+          flush=True)
+    return res
+
+
+def report(args, tp, ck, sk) -> str:
+    lines = [
+        "## bench_daemon: end-to-end daemon throughput, checkpoints, memory",
+        "",
+        f"Command: `python benchmarks/bench_daemon.py {' '.join(args.argv)}`".rstrip() + "  ",
+        f"Machine: {machine_description()} (shared with other jobs; the broker, the producer "
+        "and the consumer share the same 2 cores).",
+        "",
+    ]
+    if tp:
+        lines += [
+            "Throughput: the same topic (embedded Tansu broker, one partition) consumed by a bare "
+            "aiokafka `getmany` loop and by the real `Worker` (decode, validate, StreamingKMeans "
+            "k=8 updates, interval checkpoints and commits), alternating, "
+            f"median of {args.repeats} runs each, first record to last.",
+            "",
+            markdown_table(
+                ["case", "records", "bare loop rec/s", "daemon rec/s", "daemon / bare",
+                 "daemon vectors/s", "target", "met"],
+                [[r["case"], f"{r['records']:,}", f"{r['bare']:,.0f}", f"{r['daemon']:,.0f}",
+                  f"{r['ratio']:.0%}", f"{r['vectors_per_s']:,.0f}", t, m]
+                 for r, (t, m) in zip(tp, _targets(tp))]),
+            "",
+        ]
+    if ck:
+        lines += [
+            "Checkpoint time vs state size (`CheckpointStore.save`: .npz + JSON manifest, temp "
+            f"file, fsync, rename, fsync dir; k=8, d={DIM}; median of {args.ckpt_repeats}):",
+            "",
+            markdown_table(["reservoir size", "checkpoint size", "save", "load (verify checksum)"],
+                           [[f"{r['reservoir']:,}", f"{r['bytes'] / 1e6:.2f} MB",
+                             f"{r['save'] * 1e3:.1f} ms", f"{r['load'] * 1e3:.1f} ms"] for r in ck]),
+            "",
+        ]
+    if sk:
+        ok = "met" if sk["growth"] < 0.05 else "NOT met"
+        lines += [
+            f"Memory over a long run: `streamkm run --duration {args.soak_seconds}` (embedded broker, "
+            f"binary demo producer at {sk['rate']:g} records/s of 64-d vectors, reseed every 50 "
+            f"batches) ran **{sk['seconds']:.0f} s** (exit code {sk['rc']}"
+            + (f", {sk['consumed']:,} records consumed" if sk["consumed"] else "") + "). "
+            f"RSS of the daemon process after a {sk['warmup']:.0f} s warm-up: "
+            f"{sk['rss_base'] / 1024:.1f} MiB, at the end {sk['rss_end'] / 1024:.1f} MiB "
+            f"(growth {sk['growth']:+.1%}; target < 5%: {ok}), peak {sk['rss_peak'] / 1024:.1f} MiB.",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _targets(tp):
+    out = []
+    for r in tp:
+        if r["rows"] == 1 and "binary" in r["case"]:
+            out.append(("≥ 80% of bare", "yes" if r["ratio"] >= 0.8 else "**no**"))
+        elif r["rows"] == 256:
+            out.append(("≥ 1M vectors/s", "yes" if r["vectors_per_s"] >= 1e6 else "**no**"))
+        else:
+            out.append(("—", "—"))
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--records", type=int, default=200_000, help="(a) binary records")
+    p.add_argument("--json-records", type=int, default=100_000, help="(a) JSON records")
+    p.add_argument("--big-records", type=int, default=4_000, help="(b) records of 256 vectors")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--reservoir-sizes", type=int, nargs="+",
+                   default=[1_000, 10_000, 100_000, 1_000_000])
+    p.add_argument("--ckpt-repeats", type=int, default=5)
+    p.add_argument("--soak-seconds", type=float, default=600.0)
+    p.add_argument("--soak-rate", type=float, default=5_000.0, help="demo records/s in the soak")
+    p.add_argument("--soak-sample-seconds", type=float, default=2.0)
+    p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--skip-checkpoint", action="store_true")
+    p.add_argument("--skip-soak", action="store_true")
+    p.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    tp = None if args.skip_throughput else asyncio.run(throughput(args))
+    ck = None if args.skip_checkpoint else checkpoint_sweep(args)
+    sk = None if args.skip_soak else soak(args)
+    text = report(args, tp, ck, sk)
+    print(text)
+    if not args.no_write:
+        update_section("bench_daemon", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
