@@ -49,7 +49,12 @@ def _eprint(*args: Any) -> None:
     print(*args, file=sys.stderr, flush=True)
 
 
+_LOGRECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
 class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, message + the ``extra`` fields."""
+
     def format(self, record: logging.LogRecord) -> str:
         out = {
             "ts": round(record.created, 3),
@@ -58,8 +63,8 @@ class _JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         for k, v in record.__dict__.items():
-            if k.startswith("skm_"):
-                out[k[4:]] = v
+            if k not in _LOGRECORD_ATTRS and not k.startswith("_"):
+                out[k] = v
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
