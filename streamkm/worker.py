@@ -719,10 +719,10 @@ class Worker:
         self._stopping.set()
         try:
             async with self._lock:
-                if self._consumer is not None and self._assigned and not self._unsafe and self._dirty:
+                # Always a fresh checkpoint (its offsets are then committed); without a
+                # broker it is only written, and the restart seeks to it.
+                if self._restored and not self._unsafe:
                     await self._checkpoint_and_commit("shutdown")
-                elif self._dirty and not self._unsafe and self._restored:
-                    await self._checkpoint_and_commit("shutdown")  # broker gone: checkpoint only
         finally:
             await self._disconnect(final=True)
             self._stopped = True

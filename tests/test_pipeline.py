@@ -48,7 +48,7 @@ def bad_values(d=4):
         "dimension": encode_json(np.ones(d + 1)),
         "non_finite": b'{"x": [1.0, NaN, 2.0, 3.0]}',
         "empty": b"",
-        "oversized": encode_json(np.ones(200)),
+        "oversized": b'{"x": [' + b", ".join([b"1.5"] * 400) + b"]}",  # 2 kB > 600
         "truncated": good_bin[:-3],
         "unsupported_version": hdr.pack(b"SKMV", 9, 1, 0, 1, d) + b"\0" * 4 * d,
         "dtype": b'{"x": ["a", "b", "c", "d"]}',

@@ -1,0 +1,284 @@
+"""The worker in-process against a real Tansu broker: exactly-once clustering, DLQ headers,
+output topic, metrics over HTTP, restart from a checkpoint, broker down, rebalances."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+import urllib.request
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from e2e_helpers import (
+    committed_offsets,
+    consume_all,
+    end_offsets,
+    load_config,
+    produce,
+    unique_name,
+    wait_until,
+    worker_config,
+)
+from streamkm.checkpoint import CheckpointStore
+from streamkm.cluster.streaming_kmeans import StreamingKMeans
+from streamkm.formats import encode_binary, encode_json
+from streamkm.metrics import Metrics
+from streamkm.worker import Worker, parse_offsets
+
+pytestmark = pytest.mark.broker
+
+BAD = {  # value -> DLQ reason
+    b"{not json": "not_json",
+    b'{"y": [1, 2, 3, 4]}': "schema",
+    encode_json(np.ones(5)): "dimension",
+    b'{"x": [1.0, NaN, 2.0, 3.0]}': "non_finite",
+    b"": "empty",
+    b'{"x": [' + b", ".join([b"1.5"] * 400) + b"]}": "oversized",  # 2 kB > 1000
+    encode_binary(np.ones((2, 4), np.float32))[:-5]: "truncated",
+    b'{"x": ["a", "b", "c", "d"]}': "dtype",
+}
+
+
+def offline(X, kw, batch_rows):
+    """The documented chunk schedule: first max(batch_rows, init threshold), then batch_rows."""
+    ref = StreamingKMeans(**kw)
+    i = 0
+    while i < len(X):
+        n = batch_rows if ref.is_initialized_ else max(batch_rows, ref._init_threshold)
+        ref.partial_fit(X[i:i + n])
+        i += n
+    return ref
+
+
+def dataset(n=600, d=4, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(scale=6.0, size=(3, d))
+    X = (centers[rng.integers(0, 3, n)] + rng.normal(size=(n, d))).astype(np.float32)
+    records, bad_at = [], {}
+    bad_items = list(BAD.items())
+    for i, x in enumerate(X):
+        if i % 40 == 7:
+            v, reason = bad_items[(i // 40) % len(bad_items)]
+            bad_at[len(records)] = reason
+            records.append((f"bad{i}".encode(), v, [("trace", f"t{i}".encode())]))
+        value = encode_binary(x[None]) if i % 3 == 0 else encode_json(x)
+        records.append((f"k{i}".encode(), value))
+    return X, records, bad_at
+
+
+def scrape(url):
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_vectors_exactly_once_dlq_output_and_metrics(broker, make_topic, tmp_path):
+    from streamkm.health import HealthServer
+
+    topic, dlq, out = make_topic("in"), make_topic("dlq"), make_topic("out")
+    group = unique_name("g")
+    X, records, bad_at = dataset()
+    cfg = worker_config(broker, tmp_path / "ckpt", group=group, vectors_topic=topic, dlq=dlq,
+                        output=out, max_records=64, input={"dimension": 4, "max_record_bytes": 1000})
+    settings = load_config(cfg, tmp_path / "w.toml")
+    n_bad = len(bad_at)
+
+    async def scenario():
+        await produce(broker, topic, records, partition=0)
+        metrics = Metrics()
+        worker = Worker(settings, metrics=metrics)
+        async with HealthServer(metrics.registry, port=0, ready=worker.is_ready,
+                                live=worker.is_live) as server:
+            task = asyncio.create_task(worker.run())
+            pipe = worker.pipelines["vectors"][1]
+            await wait_until(lambda: pipe.core.n_clustered_ == len(X) and worker.is_ready(), 30,
+                             "all vectors clustered")
+            await wait_until(lambda: worker.n_checkpoints >= 1, 10, "checkpoint after flush")
+            live = await asyncio.to_thread(scrape, server.url)
+            ok = await worker.shutdown(20)
+            await task
+        committed = await committed_offsets(broker, group, topic)
+        dl = await consume_all(broker, dlq, expected=n_bad, idle=0.5)
+        outs = await consume_all(broker, out, expected=len(X), idle=0.5)
+        return worker, live, ok, committed, dl, outs
+
+    worker, live, ok, committed, dl, outs = asyncio.run(scenario())
+    assert ok and not worker.is_live()
+    model = worker.pipelines["vectors"][1].model
+    # every valid record clustered exactly once (decay 1: weights sum to N valid)
+    assert model.counts_.sum() == pytest.approx(len(X))
+    ref = offline(X, dict(settings.model.estimator_kwargs()), 64)
+    np.testing.assert_allclose(model.cluster_centers_, ref.cluster_centers_, rtol=0, atol=1e-6)
+
+    # dead letters: original key/value/headers + provenance
+    assert len(dl) == n_bad
+    for rec in dl:
+        h = dict(rec.headers)
+        off = int(h["__connect.errors.offset"])
+        orig_key, orig_value, orig_headers = records[off]
+        assert rec.key == orig_key and rec.value == orig_value
+        assert ("trace", orig_headers[0][1]) in rec.headers
+        reason = bad_at[off]
+        assert h["__connect.errors.reason"].decode() == reason
+        assert h["__connect.errors.topic"].decode() == topic
+        assert h["__connect.errors.partition"] == b"0"
+        assert h["__connect.errors.connector.name"].decode() == group
+        assert h["__connect.errors.exception.class.name"]
+        assert h["__connect.errors.exception.message"]
+        assert h["kafka_dlt-original-topic"].decode() == topic
+        assert struct.unpack(">i", h["kafka_dlt-original-partition"])[0] == 0
+        assert struct.unpack(">q", h["kafka_dlt-original-offset"])[0] == off
+        assert struct.unpack(">q", h["kafka_dlt-original-timestamp"])[0] > 0
+        assert h["kafka_dlt-original-consumer-group"].decode() == group
+        assert h["kafka_dlt-exception-fqcn"] == h["__connect.errors.exception.class.name"]
+    # output: one assignment per valid record, keyed by the input key
+    assert sorted(r.key for r in outs) == sorted(f"k{i}".encode() for i in range(len(X)))
+    vals = [json.loads(r.value) for r in outs]
+    assert all(0 <= v["cluster"] < 3 and v["sq_distance"] >= 0 for v in vals)
+    assert max(v["model_version"] for v in vals) == model.n_batches_
+
+    # checkpoint == committed == end of the topic
+    state, info = CheckpointStore(tmp_path / "ckpt").load_latest()
+    ck = {tp.partition: off for tp, off in parse_offsets(state["offsets"]).items()}
+    assert ck == committed == {0: len(records)}
+
+    # /metrics while running
+    def val(name, **labels):
+        return live[(name, tuple(sorted(labels.items())))]
+
+    assert val("streamkm_records_consumed_total", pipeline="vectors", topic=topic) == len(records)
+    assert val("streamkm_records_clustered_total", pipeline="vectors") == len(X)
+    assert val("streamkm_vectors_clustered_total", pipeline="vectors") == len(X)
+    by_reason = {}
+    for r in bad_at.values():
+        by_reason[r] = by_reason.get(r, 0) + 1
+    for reason, n in by_reason.items():
+        assert val("streamkm_records_dead_lettered_total", pipeline="vectors", reason=reason) == n
+    assert sum(val("streamkm_cluster_weight", pipeline="vectors", cluster=str(j)) for j in range(3)) \
+        == pytest.approx(len(X))
+    assert val("streamkm_consumer_lag_records", topic=topic, partition="0") == 0
+    assert val("streamkm_model_version", pipeline="vectors") == model.n_batches_
+    assert val("streamkm_output_records_total", pipeline="vectors") == len(X)
+    assert val("streamkm_checkpoints_total") >= 1 and val("streamkm_commits_total") >= 1
+    assert val("streamkm_rebalances_total") >= 1
+    assert val("streamkm_assigned_partitions") == 1
+    assert val("streamkm_ready") == 1
+
+
+def test_restart_resumes_from_checkpoint_without_loss(broker, make_topic, tmp_path):
+    topic = make_topic("in")
+    group = unique_name("g")
+    X, records, _ = dataset(n=400, seed=1)
+    records = [r for r in records if not r[0].startswith(b"bad")]
+    cfg = worker_config(broker, tmp_path / "ckpt", group=group, vectors_topic=topic, max_records=50)
+    settings = load_config(cfg, tmp_path / "w.toml")
+
+    async def one_run(n_expected):
+        worker = Worker(settings)
+        task = asyncio.create_task(worker.run())
+        pipe = worker.pipelines["vectors"][1]
+        await wait_until(lambda: pipe.core.n_clustered_ == n_expected and pipe.n_pending == 0, 30,
+                         f"{n_expected} clustered")
+        await worker.shutdown(20)
+        await task
+        return worker
+
+    async def scenario():
+        await produce(broker, topic, records[:230], partition=0)
+        first = await one_run(230)
+        await produce(broker, topic, records[230:], partition=0)
+        second = await one_run(len(records))
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    m = second.pipelines["vectors"][1].model
+    assert m.counts_.sum() == pytest.approx(len(X))
+    assert second.pipelines["vectors"][1].core.n_clustered_ == len(X)
+    # the restarted worker's model saw only the second half over the Kafka connection
+    assert first.pipelines["vectors"][1].core.n_clustered_ == 230
+
+
+def test_broker_unreachable_live_not_ready_and_clean_shutdown(tmp_path):
+    from streamkm.embedded import free_port
+
+    cfg = worker_config(f"127.0.0.1:{free_port()}", tmp_path / "ckpt", group="g",
+                        vectors_topic="nowhere")
+    settings = load_config(cfg, tmp_path / "w.toml")
+
+    async def scenario():
+        metrics = Metrics()
+        worker = Worker(settings, metrics=metrics)
+        task = asyncio.create_task(worker.run())
+        await wait_until(lambda: metrics.broker_errors._value.get() >= 2, 20, "two retries")
+        live, ready = worker.is_live(), worker.is_ready()
+        ok = await worker.shutdown(10)
+        await task
+        return live, ready, ok, worker
+
+    live, ready, ok, worker = asyncio.run(scenario())
+    assert live and not ready and ok
+    assert not worker.is_live()
+    # a checkpoint is still written on shutdown (fresh state, no offsets)
+    state, _ = CheckpointStore(tmp_path / "ckpt").load_latest()
+    assert state["offsets"] == {}
+
+
+def test_two_workers_partitions_move_nothing_lost(broker, make_topic, tmp_path):
+    topic = make_topic("in", partitions=4)
+    group = unique_name("g")
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(800, 3)).astype(np.float32)
+    records = [(f"k{i}".encode(), encode_binary(x[None])) for i, x in enumerate(X)]
+
+    def settings(name):
+        cfg = worker_config(broker, tmp_path / name, group=group, vectors_topic=topic, max_records=40)
+        return load_config(cfg, tmp_path / f"{name}.toml")
+
+    async def put(recs, start):
+        for p in range(4):
+            await produce(broker, topic, [r for i, r in enumerate(recs, start) if i % 4 == p], partition=p)
+
+    async def scenario():
+        a, b = Worker(settings("a")), Worker(settings("b"))
+        ta = asyncio.create_task(a.run())
+        await wait_until(lambda: len(a.assignment) == 4, 20, "a owns all partitions")
+        tb = asyncio.create_task(b.run())
+        await wait_until(lambda: len(a.assignment) == 2 and len(b.assignment) == 2, 30,
+                         "partitions split between a and b")
+        await put(records[:400], 0)
+
+        def total():
+            return sum(w.pipelines["vectors"][1].core.n_clustered_ for w in (a, b))
+
+        await wait_until(lambda: total() == 400, 30, "first half clustered")
+        a_parts = {tp.partition for tp in a.assignment}
+        await a.shutdown(20)
+        await ta
+        await wait_until(lambda: len(b.assignment) == 4, 30, "b takes over a's partitions")
+        await put(records[400:], 400)
+        await wait_until(lambda: total() == len(X) and b.pipelines["vectors"][1].n_pending == 0, 30,
+                         "everything clustered")
+        await b.shutdown(20)
+        await tb
+        committed = await committed_offsets(broker, group, topic)
+        ends = await end_offsets(broker, topic)
+        return a, b, a_parts, committed, ends
+
+    a, b, a_parts, committed, ends = asyncio.run(scenario())
+    na = a.pipelines["vectors"][1].core.n_clustered_
+    nb = b.pipelines["vectors"][1].core.n_clustered_
+    assert na + nb == len(X)  # nothing lost, nothing counted twice across the group
+    assert a.pipelines["vectors"][1].model.counts_.sum() == pytest.approx(na)
+    assert b.pipelines["vectors"][1].model.counts_.sum() == pytest.approx(nb)
+    assert na == 200 and nb == 600  # a: its 2 partitions of the first half; b: the rest
+    assert committed == ends == {p: 200 for p in range(4)}
+    # a's final checkpoint holds only its own partitions, at the offsets it committed
+    state, _ = CheckpointStore(tmp_path / "a").load_latest()
+    assert {tp.partition: o for tp, o in parse_offsets(state["offsets"]).items()} == {p: 100 for p in a_parts}
