@@ -291,3 +291,33 @@ def test_status_line_reads_the_metrics_registry():
     assert "500 consumed" in line and "objective(EWMA) 2.5" in line
     assert "reseeds 2" in line and "checkpoint age 10s" in line
     assert np.isfinite(float(line.split(" records/s")[0].replace(",", "")))
+
+
+@pytest.mark.broker
+def test_run_embedded_with_sequence_pipeline_demo(tmp_path):
+    from streamkm.sequence.lstm import LSTMEncoder
+
+    weights = LSTMEncoder(4, 6, seed=0).save(tmp_path / "lstm.npz")
+    env = _run_env(tmp_path, STREAMKM_SEQUENCE__ENABLED="true",
+                   STREAMKM_SEQUENCE__LSTM_PATH=str(weights), STREAMKM_SEQUENCE__WINDOW_SIZE="16",
+                   STREAMKM_SEQUENCE__MODEL__N_CLUSTERS="4", STREAMKM_WORKER__LOG_JSON="true")
+    d = _Daemon("--duration", "15", "--status-interval", "2", env=env, cwd=tmp_path)
+    try:
+        url = d.wait_for(r"metrics at (http://127\.0\.0\.1:\d+)/metrics", 60).group(1)
+
+        def windows():
+            body = _get(url + "/metrics")[1]
+            return _sample(body, 'streamkm_windows_emitted_total{pipeline="sequence"}') > 0 and body
+
+        body = _poll(windows, 40, "windows emitted by the sequence pipeline")
+        assert _sample(body, 'streamkm_records_consumed_total{pipeline="sequence",'
+                             'topic="streamkm.events"}') > 0
+        assert _sample(body, "streamkm_lstm_embed_seconds_count") > 0
+        rc = d.proc.wait(60)
+    finally:
+        d.kill()
+    assert rc == 0, d.text[-4000:]
+    assert "behaviour event streams" in d.text
+    # worker logs are JSON lines with their event fields
+    events = [json.loads(ln) for ln in d.lines if ln.startswith("{")]
+    assert any(e.get("event") == "checkpoint" for e in events), d.text[-3000:]
