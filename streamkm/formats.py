@@ -192,35 +192,58 @@ def _binary_record(v: bytes, dim: int | None) -> np.ndarray:
     return np.frombuffer(v, dtype="<f4", offset=HEADER_SIZE).reshape(rows, d)
 
 
-def _fast_binary(values: Sequence[bytes], L: int, dim: int | None):
-    """Vectorized path: all values are bytes of length L. Returns (X, record_index, errors) or None."""
+def _fast_binary(values: Sequence[bytes], L: int, dim: int | None, fmt: str, max_record_bytes: int):
+    """Vectorized path: all values are bytes of length L and the first is a valid binary record.
+
+    Records whose 16-byte header equals the first record's are decoded in
+    bulk (one join, one header comparison, one float32 view, one finiteness
+    check); any others go through the per-record path with the dimension the
+    first record fixed, and the rows are merged back in record order.
+    Returns (X, record_index, errors), or None if the first record is not a
+    valid binary record.
+    """
     n = len(values)
     if L < HEADER_SIZE or L % 4:
-        return None
-    buf = b"".join(values)
-    u8 = np.frombuffer(buf, dtype=np.uint8).reshape(n, L)
-    head = u8[:, :HEADER_SIZE]
-    first = head[0]
-    if not (head == first).all():  # not uniform headers: generic path handles it
         return None
     try:
         proto = _binary_record(values[0], dim)
     except _Bad:
         return None
+    if dim is None and not np.isfinite(proto).all():
+        return None  # record 0 is invalid, so it does not fix the dimension: per-record path
     rows, d = proto.shape
+    buf = b"".join(values)
+    u8 = np.frombuffer(buf, dtype=np.uint8).reshape(n, L)
+    same = (u8[:, :HEADER_SIZE] == u8[0, :HEADER_SIZE]).all(axis=1)
     f32 = np.frombuffer(buf, dtype="<f4").reshape(n, L // 4)[:, HEADER_SIZE // 4:]
-    X = f32.reshape(n * rows, d).astype(np.float32, copy=True)  # native, writable, C-contiguous
-    record_index = np.repeat(np.arange(n, dtype=np.int64), rows) if rows > 1 else np.arange(n, dtype=np.int64)
+    uniform = bool(same.all())
+    if uniform:
+        idx = np.arange(n, dtype=np.int64)
+        X = f32.reshape(n * rows, d).astype(np.float32, copy=True)  # native, writable, C-contiguous
+    else:
+        idx = np.flatnonzero(same).astype(np.int64)
+        X = f32[same].reshape(idx.size * rows, d).astype(np.float32, copy=False)
+    record_index = np.repeat(idx, rows) if rows > 1 else idx
     errors: list[tuple[int, DecodeError]] = []
     finite = np.isfinite(X)
     if not finite.all():
-        bad_rec = ~finite.reshape(n, rows * d).all(axis=1)
-        bad_idx = np.flatnonzero(bad_rec)
-        for i in bad_idx.tolist():
-            errors.append((i, _non_finite_error(X[i * rows:(i + 1) * rows])))
+        bad_rec = ~finite.reshape(idx.size, rows * d).all(axis=1)
+        for j in np.flatnonzero(bad_rec).tolist():
+            errors.append((int(idx[j]), _non_finite_error(X[j * rows:(j + 1) * rows])))
         keep = np.repeat(~bad_rec, rows)
         X = X[keep]
         record_index = record_index[keep]
+    if not uniform:
+        odd = np.flatnonzero(~same)
+        sub = _decode_vectors_generic([values[i] for i in odd.tolist()], fmt, d, max_record_bytes)
+        errors += [(int(odd[i]), e) for i, e in sub.errors]
+        errors.sort(key=lambda t: t[0])
+        if sub.X.shape[0]:
+            X = np.concatenate([X, sub.X])
+            record_index = np.concatenate([record_index, odd[sub.record_index].astype(np.int64)])
+            order = np.argsort(record_index, kind="stable")
+            X = X[order]
+            record_index = record_index[order]
     return X, record_index, errors
 
 
@@ -361,7 +384,7 @@ def decode_vectors(
                 except TypeError:
                     uniform = False
                 if uniform and all(type(v) is bytes for v in values):
-                    res = _fast_binary(values, L, dim)
+                    res = _fast_binary(values, L, dim, fmt, max_record_bytes)
                     if res is not None:
                         return VectorBatch(*res)
     parsed = None

@@ -304,3 +304,37 @@ def test_batched_event_path_matches_per_record_path(values, dim):
     assert np.array_equal(fast.ts, slow.ts) and np.array_equal(fast.X, slow.X)
     assert np.array_equal(fast.record_index, slow.record_index)
     assert fast.X.dtype == np.float32 and fast.ts.dtype == np.float64
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data(), st.sampled_from(["binary", "auto"]), st.booleans())
+def test_bulk_binary_path_matches_per_record_path(data, fmt, fix_dim):
+    """Same-length binary batches with odd headers/NaNs decode exactly like the per-record path."""
+    from streamkm.formats import _decode_vectors_generic
+
+    rows, d = data.draw(st.sampled_from([(1, 4), (2, 2), (4, 1), (3, 2)]))
+    n = data.draw(st.integers(1, 12))
+    X = np.arange(n * rows * d, dtype=np.float32).reshape(n * rows, d)
+    recs = [bytearray(r) for r in encode_binary_records(X, rows)]
+    L = len(recs[0])
+    for i in range(n):
+        kind = data.draw(st.sampled_from(["ok", "ok", "ok", "byte", "nan", "refactor", "json"]))
+        if kind == "byte":
+            recs[i][data.draw(st.integers(0, HEADER_SIZE - 1))] = data.draw(st.integers(0, 255))
+        elif kind == "nan":
+            recs[i][HEADER_SIZE:HEADER_SIZE + 4] = np.float32(np.nan).tobytes()
+        elif kind == "refactor":  # valid record, same byte length, other rows x dim
+            recs[i] = bytearray(encode_binary(np.ones((rows * d, 1), np.float32)))
+        elif kind == "json":
+            txt = b'{"x": [1, 2, 3, 4]}'
+            if len(txt) <= L:
+                recs[i] = bytearray(txt.ljust(L))
+    values = [bytes(r) for r in recs]
+    assert all(len(v) == L for v in values)
+    dim = d if fix_dim else None
+    fast = decode_vectors(values, fmt=fmt, dim=dim)
+    slow = _decode_vectors_generic(values, fmt, dim, 8 * 2**20)
+    assert fast.errors == slow.errors
+    assert np.array_equal(fast.record_index, slow.record_index)
+    assert np.array_equal(fast.X, slow.X) and fast.X.shape == slow.X.shape
+    assert fast.X.flags.c_contiguous and fast.X.flags.writeable
