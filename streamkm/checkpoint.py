@@ -185,6 +185,9 @@ class CheckpointStore:
     fault_hook : callable, optional
         ``fault_hook(point)`` is called at each of :data:`FAULT_POINTS` during
         :meth:`save` (tests kill the process there).
+    create : bool
+        Create ``directory`` if missing (else FileNotFoundError; use False for
+        read-only inspection).
 
     Examples
     --------
@@ -198,7 +201,7 @@ class CheckpointStore:
     """
 
     def __init__(self, directory: str | os.PathLike, *, keep: int = 3,
-                 fault_hook: Callable[[str], None] | None = None):
+                 fault_hook: Callable[[str], None] | None = None, create: bool = True):
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
             raise ValueError(f"keep must be an int >= 1, got {keep!r}")
         if fault_hook is not None and not callable(fault_hook):
@@ -206,7 +209,10 @@ class CheckpointStore:
         self.directory = Path(directory)
         self.keep = keep
         self.fault_hook = fault_hook
-        self.directory.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        elif not self.directory.is_dir():
+            raise FileNotFoundError(f"checkpoint directory not found: {str(self.directory)!r}")
 
     # -------------------------------------------------------------- internals
     def _hook(self, point: str) -> None:
@@ -462,10 +468,7 @@ def inspect_summary(directory: str | os.PathLike, *, now: float | None = None) -
     str
     """
     directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"checkpoint directory not found: {str(directory)!r}")
-    store = CheckpointStore.__new__(CheckpointStore)  # read-only: do not create the directory
-    store.directory, store.keep, store.fault_hook = directory, 1, None
+    store = CheckpointStore(directory, create=False)
     now = time.time() if now is None else now
     lines = [f"checkpoint directory: {directory}"]
     infos = store.list()
