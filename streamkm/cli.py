@@ -259,7 +259,13 @@ async def _run(settings: Any, *, duration: float | None, status_interval: float)
     try:
         bootstrap = settings.kafka.bootstrap_servers
         if settings.kafka.embedded:
-            broker = await _start_embedded(settings)
+            from streamkm.embedded import EmbeddedBrokerError
+
+            try:
+                broker = await _start_embedded(settings)
+            except EmbeddedBrokerError as exc:
+                _eprint(f"streamkm: cannot start the embedded broker: {exc}")
+                return EXIT_FAILURE
             bootstrap = broker.bootstrap_servers
             if "dir" not in settings.checkpoint.model_fields_set:
                 # The embedded broker keeps topics in memory: offsets stored by an
@@ -278,7 +284,14 @@ async def _run(settings: Any, *, duration: float | None, status_interval: float)
         if settings.metrics.enabled:
             health = HealthServer(metrics, host=settings.metrics.host, port=settings.metrics.port,
                                   ready=worker.is_ready, live=worker.is_live)
-            await health.start()
+            try:
+                await health.start()
+            except OSError as exc:
+                _eprint(f"streamkm: cannot serve metrics on {settings.metrics.host}:"
+                        f"{settings.metrics.port} ({exc.strerror or exc}); set metrics.port "
+                        "(STREAMKM_METRICS__PORT, 0 = any free port) or metrics.enabled = false")
+                health = None
+                return EXIT_USAGE
             _eprint(f"streamkm: metrics at {health.url}/metrics, liveness {health.url}/healthz, "
                     f"readiness {health.url}/readyz")
         else:
@@ -357,7 +370,12 @@ async def _start_embedded(settings: Any):
     await broker.astart()
     topics = list(settings.pipelines.values())
     topics += [t for t in (settings.dlq.topic, settings.output.topic) if t]
-    await create_topics(broker.bootstrap_servers, topics)
+    try:
+        await create_topics(broker.bootstrap_servers, topics)
+    except BaseException:
+        await broker.astop()
+        broker.cleanup_log()
+        raise
     _eprint(f"streamkm: embedded broker at {broker.bootstrap_servers}; topics: {', '.join(topics)}")
     return broker
 

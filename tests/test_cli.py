@@ -321,3 +321,17 @@ def test_run_embedded_with_sequence_pipeline_demo(tmp_path):
     # worker logs are JSON lines with their event fields
     events = [json.loads(ln) for ln in d.lines if ln.startswith("{")]
     assert any(e.get("event") == "checkpoint" for e in events), d.text[-3000:]
+
+
+def test_run_reports_a_busy_metrics_port(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        env = _env(STREAMKM_METRICS__PORT=str(port), STREAMKM_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:9",
+                   STREAMKM_CHECKPOINT__DIR=str(tmp_path / "ckpt"))
+        out = streamkm("run", "--duration", "5", env=env, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in out.stderr
