@@ -344,3 +344,38 @@ def test_load_state_dict_validates_and_leaves_state_unchanged():
     _assert_same(good, other.state_dict())
     with pytest.raises(ValueError, match="unknown reservoir kind"):
         reservoir_from_state({**good, "kind": "weird"})
+
+
+# --------------------------------------------------------------------------
+# Properties
+# --------------------------------------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    capacity=st.integers(1, 30),
+    sizes=st.lists(st.integers(0, 120), min_size=1, max_size=12),
+    seed=st.integers(0, 2**32 - 1),
+    kind=st.sampled_from(["uniform", "time_biased"]),
+)
+def test_sample_is_a_subset_of_the_stream_of_the_right_size(capacity, sizes, seed, kind):
+    n = sum(sizes)
+    X = _stream(n, 2, seed=seed % 1000)
+    res = (UniformReservoir(capacity, 2, dtype=np.float64) if kind == "uniform"
+           else TimeBiasedReservoir(capacity, 2, 3.0, dtype=np.float64))
+    rng = np.random.default_rng(seed)
+    start = 0
+    for m in sizes:
+        res.add(X[start : start + m], rng)
+        start += m
+    assert res.n_seen == n
+    assert res.sample.shape == (min(n, capacity), 2)
+    idx = res.sample[:, 0].astype(int)
+    assert len(np.unique(idx)) == len(idx)  # no point stored twice
+    np.testing.assert_array_equal(res.sample, X[idx])  # rows are intact stream rows
+    if kind == "uniform":
+        one = UniformReservoir(capacity, 2, dtype=np.float64)
+        one.add(X, np.random.default_rng(seed))
+        np.testing.assert_array_equal(one.sample, res.sample)  # boundary independent

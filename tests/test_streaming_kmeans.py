@@ -530,3 +530,36 @@ def test_apply_reseed_rejects_wrong_shapes_without_change():
     fresh = StreamingKMeans(2)
     with pytest.raises(ValueError, match="not initialized"):
         fresh.reseed()
+
+
+# --------------------------------------------------------------------------
+# Properties
+# --------------------------------------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 80), min_size=2, max_size=10),
+    decay=st.floats(0.5, 1.0),
+    unit=st.sampled_from(["batches", "points"]),
+    seed=st.integers(0, 2**16),
+)
+def test_total_weight_follows_decay_recursion(sizes, decay, unit, seed):
+    rng = np.random.default_rng(seed)
+    model = StreamingKMeans(3, decay=decay, time_unit=unit, dying_threshold=0.0,
+                            reseed_interval=57, init_size=5, seed=seed)
+    total = None
+    for m in sizes:
+        X = rng.normal(size=(m, 2)) * rng.uniform(0.1, 10)
+        was_init = model.is_initialized_
+        model.partial_fit(X)
+        if not was_init:
+            total = model.n_seen_ if model.is_initialized_ else None
+            continue
+        g = decay if unit == "batches" else decay ** m
+        total = g * total + m  # reseeds rescale to the total, they never change it
+        assert model.counts_.sum() == pytest.approx(total, rel=1e-9)
+        assert np.isfinite(model.cluster_centers_).all() and (model.counts_ >= 0).all()
+        assert model.last_batch_objective_ >= 0 and model.last_center_shift_ >= 0
