@@ -544,8 +544,8 @@ class StreamingKMeans:
             raise TypeError(f"seed must be None or a non-negative int; got {self.seed!r}")
         self._gamma = float(gamma)
 
-    def get_params(self) -> dict[str, Any]:
-        """Hyperparameters as passed to the constructor."""
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Hyperparameters as passed to the constructor (``deep`` is ignored)."""
         return {name: getattr(self, name) for name in _PARAMS}
 
     @property
