@@ -688,10 +688,11 @@ class LSTMEncoder:
         Parameters
         ----------
         source : str, path, torch.nn.LSTM, or mapping of name -> tensor/array
-            A ``torch.nn.LSTM`` module, its ``state_dict()``, or a file written by
-            ``torch.save`` holding either (loaded with ``weights_only=True``). Keys
-            may carry a module prefix such as ``"encoder.lstm."`` if exactly one LSTM
-            is present. torch is imported only to read files or modules.
+            A ``torch.nn.LSTM`` module, its ``state_dict()`` (tensors or arrays), or
+            a file written by ``torch.save(model.state_dict(), path)`` (read with
+            ``weights_only=True``, so files holding pickled modules are refused).
+            Keys may carry a module prefix such as ``"encoder.lstm."`` if exactly one
+            LSTM is present. torch is imported only to read files.
         batch_first : bool, optional
             Layout for ``__call__``; default: the module's own, else True.
 

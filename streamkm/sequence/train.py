@@ -528,7 +528,7 @@ def train_encoder(encoder: LSTMEncoder, windows, lengths=None, *, objective: str
         "trainer": "streamkm.sequence.train", "objective": objective, "epochs": int(epochs),
         "batch_size": int(batch_size), "lr": float(lr),
         "clip_norm": None if clip_norm is None else float(clip_norm),
-        "seed": seed if isinstance(seed, (int, type(None))) and not isinstance(seed, bool) else None,
+        "seed": int(seed) if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) else None,
         "n_train": int(n_train), "n_val": int(n_val), "seq_len": int(T),
         "final_loss": history[-1]["loss"] if history else None,
         "final_val_loss": history[-1]["val_loss"] if history else None,
