@@ -43,17 +43,26 @@ in arrival order; the key's clock stays at its newest timestamp and a
 window's ``end_ts`` is its largest timestamp).  Appending rather than
 inserting keeps count windows well defined (an event never moves into a
 window that was already emitted).  The reference is the newest timestamp of
-the key while the key has open state; a key without open state accepts any
-event.  ``allowed_lateness=inf`` accepts everything.
+the key while the key is tracked: for count windows until the key is evicted
+(its buffers are released while empty, its newest timestamp and sliding
+position are kept), for sessions until the session closes -- the first
+event after a closed session starts a new one and is never late.  A key that
+is not tracked accepts any event.  ``allowed_lateness=inf`` accepts
+everything.  With these rules the windows, the late drops and the
+``max_events_per_key`` splits do not depend on how the stream is cut into
+``add`` calls (only ``max_keys`` eviction, applied at the end of a call,
+does).
 
 Bounded memory
 --------------
-* ``max_keys``: after each ``add``, if more keys are open than ``max_keys``,
-  the least recently updated keys (by their last event's position in the
-  stream) are evicted.  ``on_evict="flush"`` emits the evicted key's partial
-  window (if it holds any event not yet emitted), ``"drop"`` discards it.
-  During one call the number of open keys can exceed the cap by at most the
-  number of distinct keys in that call's batch.
+* ``max_keys``: after each ``add``, if more keys are tracked than
+  ``max_keys``, the least recently updated keys (by their last accepted
+  event's position in the stream) are evicted.  An evicted key holding events
+  not yet emitted counts as an eviction; ``on_evict="flush"`` emits its
+  partial window, ``"drop"`` discards it.  Evicting a key whose buffer is
+  empty only forgets its lateness reference and is not counted.  During one
+  call the number of tracked keys can exceed the cap by at most the number
+  of distinct keys in that call's batch.
 * ``max_events_per_key``: a session reaching this many buffered events is
   split: the full buffer is emitted (``"flush"``) or discarded (``"drop"``)
   and the session continues with an empty buffer.  Count windows must have
@@ -141,6 +150,11 @@ class _KeyState:
         self.seen = 0
         self.skip = 0
 
+    def release(self) -> None:
+        """Free the buffers of an empty count-window key (reallocated on demand)."""
+        self.X = self.X[:0]
+        self.ts = self.ts[:0]
+
 
 class _Collector:
     """Blocks of emitted windows, assembled into one sorted WindowBatch."""
@@ -209,7 +223,7 @@ class EventWindower:
         Inactivity gap in event-time units closing a session (required for
         ``"session"``); unused otherwise.
     max_keys : int, default=10_000
-        Open keys kept after each :meth:`add`; least recently updated keys
+        Keys tracked after each :meth:`add`; least recently updated keys
         beyond it are evicted.
     max_events_per_key : int, default=1024
         Buffered events per key; a longer session is split.  Must be
@@ -223,7 +237,11 @@ class EventWindower:
     Attributes
     ----------
     n_open_keys : int
-        Keys with open state.
+        Keys with at least one buffered event.
+    n_tracked_keys : int
+        Keys with state (also those whose buffer is empty but whose newest
+        timestamp, sliding position or session is kept); at most
+        ``max_keys`` after each :meth:`add`.
     n_open_events : int
         Buffered events over all keys.
     watermark_ : float
@@ -320,6 +338,10 @@ class EventWindower:
     # ------------------------------------------------------------ properties
     @property
     def n_open_keys(self) -> int:
+        return sum(1 for st in self._keys.values() if st.n)
+
+    @property
+    def n_tracked_keys(self) -> int:
         return len(self._keys)
 
     @property
@@ -389,47 +411,25 @@ class EventWindower:
             return None
         out = _Collector()
         seq0 = self.n_events_
+        # watermark including each event: w_incl[i] = max(watermark, ts[:i+1])
         w_incl = np.maximum.accumulate(np.maximum(ts, self.watermark_))
-        uniq, first_idx, inverse = np.unique(np.asarray(keys, dtype=str), return_index=True,
-                                             return_inverse=True)
+        uniq, inverse = np.unique(np.asarray(keys, dtype=str), return_inverse=True)
         order = np.argsort(inverse, kind="stable")
         bounds = np.concatenate(([0], np.cumsum(np.bincount(inverse, minlength=len(uniq)))))
-        last_idx = np.empty(len(uniq), dtype=np.int64)
+        touched: list[str] = []
         for u in range(len(uniq)):
             gidx = order[bounds[u]:bounds[u + 1]]  # this key's events, arrival order
             key = keys[gidx[0]]
-            last_idx[u] = gidx[-1]
-            st = self._keys.get(key)
-            kts = ts[gidx]
-            prev_max = np.maximum.accumulate(
-                np.concatenate(([st.max_ts if st is not None else -math.inf], kts)))
-            prev_max, run_max = prev_max[:-1], prev_max[1:]
-            late = kts < prev_max - self._lateness
-            if late.any():
-                self.n_late_dropped_ += int(late.sum())
-                keep = ~late
-                gidx, kts, prev_max, run_max = gidx[keep], kts[keep], prev_max[keep], run_max[keep]
-                if gidx.size == 0:
-                    last_idx[u] = -1
-                    continue
-            if st is None:
-                st = self._new_state()
-                self._keys[key] = st
             if self.kind == "session":
-                self._add_session(key, st, gidx, prev_max, run_max, w_incl, X, ts, seq0, out)
+                self._add_session(key, gidx, w_incl, X, ts, seq0, out)
             else:
-                self._add_count(key, st, gidx, X, ts, out)
-            st.max_ts = float(run_max[-1])
-            st.last_seq = seq0 + int(gidx[-1])
-            if st.n == 0 and st.skip == 0:
-                del self._keys[key]
-        # LRU order: keys updated in this batch move to the end by last event
-        for u in np.argsort(last_idx, kind="stable").tolist():
-            if last_idx[u] < 0:
-                continue
-            key = keys[last_idx[u]]
-            if key in self._keys:
-                self._keys.move_to_end(key)
+                self._add_count(key, gidx, X, ts, seq0, out)
+            touched.append(key)
+        # LRU order: keys updated in this batch move to the end, by last accepted event
+        live = [(self._keys[k].last_seq, k) for k in touched
+                if k in self._keys and self._keys[k].last_seq >= seq0]
+        for _, key in sorted(live):
+            self._keys.move_to_end(key)
         self.watermark_ = float(w_incl[-1])
         self.n_events_ += n
         if self.kind == "session":
@@ -449,14 +449,35 @@ class EventWindower:
             self.n_emitted_ += len(batch)
         return batch
 
-    def _add_count(self, key, st, gidx, X, ts, out):
-        """Tumbling/sliding: append events, emit every completed window."""
+    def _drop_late(self, ref: float, kts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Running reference before each event and the late mask, from ``ref``."""
+        prev = np.maximum.accumulate(np.concatenate(([ref], kts)))[:-1]
+        late = kts < prev - self._lateness
+        return prev, late
+
+    def _add_count(self, key, gidx, X, ts, seq0, out):
+        """Tumbling/sliding: drop late events, append, emit every completed window."""
+        st = self._keys.get(key)
+        kts = ts[gidx]
+        _, late = self._drop_late(st.max_ts if st is not None else -math.inf, kts)
+        if late.any():
+            self.n_late_dropped_ += int(late.sum())
+            gidx, kts = gidx[~late], kts[~late]
+            if gidx.size == 0:
+                return
+        if st is None:
+            st = self._keys[key] = _KeyState(0, self._F)
+        st.max_ts = max(st.max_ts, float(kts.max()))
+        st.last_seq = seq0 + int(gidx[-1])
         if st.skip:
             s = min(st.skip, gidx.size)
             st.skip -= s
             gidx = gidx[s:]
             if gidx.size == 0:
                 return
+        if st.X.shape[0] == 0:   # buffers are released while a key's buffer is empty
+            st.X = np.zeros((self._size, self._F), dtype=np.float32)
+            st.ts = np.zeros(self._size, dtype=np.float64)
         size, stride, n0 = self._size, self._stride, st.n
         total = n0 + gidx.size
         if total < size:
@@ -481,34 +502,58 @@ class EventWindower:
             st.seen = min(rem, max(0, size - stride))
         else:
             st.n, st.skip, st.seen = 0, nxt - total, 0
+        if st.n == 0:
+            st.release()
 
-    def _add_session(self, key, st, gidx, prev_max, run_max, w_incl, X, ts, seq0, out):
-        """Sessions: split at watermark/gap breaks and at the per-key cap."""
+    def _add_session(self, key, gidx, w_incl, X, ts, seq0, out):
+        """Sessions: close at watermark/gap breaks, drop late events, split at the cap.
+
+        Loops over the sessions of the key in this batch (not over events):
+        each pass handles the events up to the next break.
+        """
         gap = self._gap
-        brk = (w_incl[gidx] - prev_max) > gap
-        brk &= np.isfinite(prev_max)
-        starts = np.flatnonzero(brk).tolist()
-        if not starts or starts[0] != 0:
-            starts.insert(0, 0)
-        for s, e in zip(starts, starts[1:] + [gidx.size]):
-            if brk[s] and st.n:
-                # the open session closed before event gidx[s] (when the
+        st = self._keys.get(key)
+        kts = ts[gidx]
+        pos, m = 0, gidx.size
+        while pos < m:
+            ref = st.max_ts if st is not None else -math.inf
+            prev, late = self._drop_late(ref, kts[pos:])
+            brk = np.flatnonzero(((w_incl[gidx[pos:]] - prev) > gap) & np.isfinite(prev))
+            b = int(brk[0]) if brk.size else m - pos
+            if b == 0:
+                # the open session closed before event gidx[pos] (when the
                 # watermark passed its newest timestamp + gap): emit it
-                p = int(np.searchsorted(w_incl, float(prev_max[s]) + gap, side="right"))
-                self._emit_buffer(key, st, max(p, st.last_seq - seq0), out)
-            self._append_session(key, st, gidx[s:e], X, ts, out)
-            st.last_seq = seq0 + int(gidx[e - 1])
+                self._close_session(key, st, w_incl, seq0, out)
+                st = None
+                continue
+            seg, late = gidx[pos:pos + b], late[:b]
+            if late.any():
+                self.n_late_dropped_ += int(late.sum())
+                seg = seg[~late]
+            if seg.size:
+                if st is None:
+                    st = self._keys[key] = self._new_state()
+                st.max_ts = max(st.max_ts, float(ts[seg].max()))
+                self._append_session(key, st, seg, X, ts, out)
+                st.last_seq = seq0 + int(seg[-1])
+            pos += b
+
+    def _close_session(self, key, st, w_incl, seq0, out):
+        """Remove a session whose gap elapsed; emit its buffer at the crossing event."""
+        del self._keys[key]
+        if st.n:
+            p = int(np.searchsorted(w_incl, st.max_ts + self._gap, side="right"))
+            self._emit_buffer(key, st, max(p, st.last_seq - seq0), out)
 
     def _append_session(self, key, st, idx, X, ts, out):
         cap_max = self._max_events
         pos = 0
         m = idx.size
         while pos < m:
-            room = cap_max - st.n
-            take = min(room, m - pos)
+            take = min(cap_max - st.n, m - pos)
             need = st.n + take
             if need > st.X.shape[0]:
-                newcap = st.X.shape[0]
+                newcap = max(st.X.shape[0], 1)
                 while newcap < need:
                     newcap *= 2
                 newcap = min(newcap, cap_max)
@@ -542,18 +587,21 @@ class EventWindower:
 
     def _close_idle(self, w_incl, seq0, out):
         wm, gap = self.watermark_, self._gap
-        idle = [k for k, st in self._keys.items() if wm - st.max_ts > gap]
-        for key in idle:
-            st = self._keys.pop(key)
-            if st.n:
-                p = int(np.searchsorted(w_incl, st.max_ts + gap, side="right"))
-                self._emit_buffer(key, st, max(p, st.last_seq - seq0), out)
+        idle = [(k, st) for k, st in self._keys.items() if wm - st.max_ts > gap]
+        for key, st in idle:
+            self._close_session(key, st, w_incl, seq0, out)
 
     def _evict_lru(self, count, *, trigger, out):
+        """Evict the ``count`` least recently updated keys.
+
+        Only keys holding events not yet emitted count as evictions; a key
+        with an empty buffer loses only its lateness reference.
+        """
         for _ in range(count):
             key, st = self._keys.popitem(last=False)
-            self.n_evicted_["max_keys"] += 1
-            self._evict_buffer(key, st, trigger, out)
+            if st.n > st.seen:
+                self.n_evicted_["max_keys"] += 1
+                self._evict_buffer(key, st, trigger, out)
 
     def flush(self) -> WindowBatch | None:
         """Close every open window and return the non-empty ones.
@@ -664,8 +712,10 @@ class EventWindower:
         offsets = np.concatenate(([0], np.cumsum(lengths)))
         for i, key in enumerate(keys):
             n = int(lengths[i])
-            cap = self._size if self.kind != "session" else max(
-                min(_SESSION_INITIAL_CAPACITY, self._max_events), n)
+            if self.kind == "session":
+                cap = max(min(_SESSION_INITIAL_CAPACITY, self._max_events), n)
+            else:
+                cap = self._size if n else 0
             st = _KeyState(cap, self._F)
             st.X[:n] = arrays["X"][offsets[i]:offsets[i + 1]]
             st.ts[:n] = arrays["ts"][offsets[i]:offsets[i + 1]]
