@@ -117,16 +117,24 @@ class _BlobStream:
         self._label_rng = np.random.default_rng(label_ss)
         self._noise_rng = np.random.default_rng(noise_ss)
         first = self._mean_rng.uniform(-self.center_box, self.center_box, size=(self.k, self.d))
-        self._waypoints = [first]
+        self._waypoints = [first]   # waypoints _way_base, _way_base + 1, ...
+        self._way_base = 0
         self._pos = 0
 
     def _waypoint(self, j: int) -> np.ndarray:
-        while len(self._waypoints) <= j:
+        while self._way_base + len(self._waypoints) <= j:
             step = self._mean_rng.standard_normal((self.k, self.d))
             norms = np.linalg.norm(step, axis=1, keepdims=True)
             norms[norms == 0] = 1.0
             self._waypoints.append(self._waypoints[-1] + self.drift_scale * step / norms)
-        return self._waypoints[j]
+        return self._waypoints[j - self._way_base]
+
+    def _forget_before(self, j: int) -> None:
+        """Drop waypoints before ``j`` (points are drawn in order): bounded memory."""
+        drop = j - self._way_base
+        if drop > 0:
+            del self._waypoints[:drop]
+            self._way_base = j
 
     def means_at(self, idx: np.ndarray) -> np.ndarray:
         """Means (n, k, d) -- or (k, d) broadcast -- for global point indices ``idx``."""
@@ -136,6 +144,7 @@ class _BlobStream:
         lo, hi = int(block.min()), int(block.max())
         nxt = hi + 1 if self.gradual else hi
         way = np.stack([self._waypoint(j) for j in range(lo, nxt + 1)])  # (m, k, d)
+        self._forget_before(hi)
         rel = block - lo
         if not self.gradual:
             return way[rel]

@@ -224,3 +224,12 @@ def test_events_determinism():
     assert a[3] == b[3]
     c = behaviour_events(5, 7, seed=12)
     assert not np.array_equal(a[2], c[2])
+
+
+def test_unbounded_iterator_keeps_bounded_state():
+    from streamkm.synthetic import _BlobStream
+    s = _BlobStream(n_clusters=2, n_features=2, drift_every=10, drift="gradual", drift_scale=1.0,
+                    cluster_std=1.0, center_box=10.0, seed=0)
+    for _ in range(200):
+        s.take(25)
+    assert len(s._waypoints) <= 3 and s._way_base >= 490
