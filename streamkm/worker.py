@@ -198,6 +198,9 @@ class Worker:
     flush_linger_seconds : float
         When caught up, a partial model batch older than this is absorbed
         (then a checkpoint is written at once).
+    idle_checkpoint_seconds : float
+        When caught up with un-checkpointed progress, checkpoint and commit
+        once this long has passed since the last checkpoint.
 
     Examples
     --------
@@ -208,7 +211,7 @@ class Worker:
 
     def __init__(self, settings, *, metrics=None, fault_hook: Callable[[str], None] | None = None,
                  bootstrap_servers: str | None = None, pipelines: dict | None = None,
-                 flush_linger_seconds: float = 0.5):
+                 flush_linger_seconds: float = 0.5, idle_checkpoint_seconds: float = 1.0):
         from streamkm.checkpoint import CheckpointStore
         from streamkm.metrics import Metrics
 
@@ -228,6 +231,7 @@ class Worker:
         if len(self._by_topic) != len(self.pipelines):
             raise ValueError("each pipeline needs its own input topic")
         self.flush_linger_seconds = float(flush_linger_seconds)
+        self.idle_checkpoint_seconds = float(idle_checkpoint_seconds)
         self.store = CheckpointStore(settings.checkpoint.dir, keep=settings.checkpoint.keep,
                                      fault_hook=fault_hook)
         self.group_id = settings.kafka.group_id
@@ -601,6 +605,10 @@ class Worker:
         due_time = ck.interval_seconds and now - self._last_ckpt_time >= ck.interval_seconds
         if self._dirty and (due_records or due_time):
             await self._checkpoint_and_commit("interval")
+        elif self._dirty and now - self._last_ckpt_time >= self.idle_checkpoint_seconds \
+                and await self._caught_up():
+            # idle: the cheapest moment to make progress durable and commit it
+            await self._checkpoint_and_commit("idle")
 
     async def _flush_pipelines(self) -> None:
         sends = []
@@ -764,10 +772,13 @@ async def _amain(settings, *, fault_hook=None) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_signal, sig.name)
-    await worker.run()
+    run_task = asyncio.create_task(worker.run())
+    await asyncio.wait({run_task})
     if stop_task:
-        ok = await stop_task[0]
-        return 0 if ok else 1
+        return 0 if await stop_task[0] else 1
+    if run_task.exception() is not None:
+        log.error("worker failed", exc_info=run_task.exception())
+        return 1
     return 0
 
 
