@@ -307,16 +307,19 @@ class ModelSettings(_Section):
         "uniform", description="Reservoir kind: uniform sample or time-biased (favours recent points)."
     )
     reseed_interval: int | None = Field(
-        None, ge=1, description="Attempt a reseed every this many batches; unset: only on drift."
+        None, ge=1, description="Attempt a reseed every this many points; unset: only on drift or on demand."
     )
     reseed_min_gain: float = Field(
-        0.01, ge=0.0, le=1.0, description="Minimum relative objective gain for a reseed to be accepted."
+        0.01, ge=0.0, lt=1.0, description="Minimum relative objective gain for a reseed to be accepted."
     )
     dying_threshold: float = Field(
-        0.01, ge=0.0, description="Relative weight below which a cluster is re-placed (0 = never)."
+        0.01, ge=0.0, lt=1.0, description="Relative weight below which a cluster is re-placed (0 = never)."
     )
     init_size: int | None = Field(
         None, ge=1, description="Points buffered before k-means++ init; unset: estimator default."
+    )
+    n_init: int = Field(
+        3, ge=1, description="k-means++ + Lloyd runs at initialization and per reseed candidate (best kept)."
     )
     max_iter: int = Field(20, ge=1, description="Lloyd iterations of a reseed candidate on the reservoir.")
     ewm_alpha: float = Field(
@@ -371,7 +374,10 @@ class SequenceSettings(_Section):
         "still be accepted; older ones are dropped and counted."
     )
     lstm_path: Path | None = Field(None, description="LSTMEncoder weights (.npz from LSTMEncoder.save).")
-    pooling: Literal["last", "mean"] = Field("last", description="How a window's hidden states are pooled.")
+    pooling: Literal["last", "mean"] = Field(
+        "mean", description="How a window's hidden states are pooled (mean separated behaviours far better "
+        "than last in tests/test_embedding_quality.py)."
+    )
     normalize: bool = Field(True, description="L2-normalize embeddings before clustering.")
     model: ModelSettings = Field(
         default_factory=ModelSettings, description="StreamingKMeans over the embeddings."
