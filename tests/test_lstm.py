@@ -158,6 +158,12 @@ def test_embed_pooling_and_normalize():
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-6)
     np.testing.assert_allclose(unit * np.linalg.norm(mean, axis=1, keepdims=True), mean, atol=1e-6)
     assert last.dtype == np.float32 and last.shape == (3, enc.embedding_dim)
+    # chunked under a tiny memory budget: same embeddings
+    for pooling in ("last", "mean"):
+        np.testing.assert_allclose(enc.embed(x, lengths, pooling=pooling, memory_budget_bytes=1),
+                                   enc.embed(x, lengths, pooling=pooling), atol=1e-6)
+    with pytest.raises(ValueError, match="memory_budget_bytes must be a positive int"):
+        enc.embed(x, memory_budget_bytes=0)
     assert enc.embed(np.zeros((0, 5, 3))).shape == (0, 8)
     with pytest.raises(ValueError, match="pooling"):
         enc.embed(x, pooling="max")

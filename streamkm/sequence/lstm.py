@@ -523,7 +523,8 @@ class LSTMEncoder:
                 (np.ascontiguousarray(h_n.transpose(0, 2, 1)),
                  np.ascontiguousarray(c_n.transpose(0, 2, 1))))
 
-    def embed(self, x, lengths=None, pooling="last", normalize=False) -> np.ndarray:
+    def embed(self, x, lengths=None, pooling="last", normalize=False, *,
+              memory_budget_bytes=64 * 2**20) -> np.ndarray:
         """Fixed-size embedding of each sequence.
 
         Parameters
@@ -537,6 +538,11 @@ class LSTMEncoder:
             over the valid steps.
         normalize : bool
             Scale each row to unit L2 norm (rows of norm 0 stay 0).
+        memory_budget_bytes : int
+            Sequences are embedded in consecutive chunks whose per-layer buffers
+            (input projections, outputs) stay within about this many bytes, so a
+            large batch never allocates gigabytes. The chunk size depends only on
+            the shapes, so the result is deterministic.
 
         Returns
         -------
@@ -544,23 +550,31 @@ class LSTMEncoder:
         """
         if pooling not in ("last", "mean"):
             raise ValueError(f"pooling must be 'last' or 'mean', got {pooling!r}")
+        if isinstance(memory_budget_bytes, bool) or not isinstance(memory_budget_bytes, (int, np.integer)) \
+                or memory_budget_bytes < 1:
+            raise ValueError(f"memory_budget_bytes must be a positive int, got {memory_budget_bytes!r}")
         x, lengths, _, _ = self._validate_input(x, lengths, None, None, True)
         B, T = x.shape[:2]
-        D, H = self.num_directions, self.hidden_size
+        D, H, L = self.num_directions, self.hidden_size, self.num_layers
+        emb = np.empty((B, D * H), dtype=x.dtype)
         if B == 0:
-            return np.zeros((0, D * H), dtype=x.dtype)
-        out, h_n, _ = self._run(x.transpose(2, 1, 0), lengths, None, None)
-        if pooling == "last":
-            L = self.num_layers
-            emb = np.concatenate([h_n[(L - 1) * D + d] for d in range(D)], axis=0).T
-        else:
-            n = np.full(B, T, dtype=np.int64) if lengths is None else lengths
-            emb = (out.sum(axis=1) / n.astype(out.dtype)).T
-        emb = np.ascontiguousarray(emb)
+            return emb
+        # per sequence: gates (D*4H*T) + output (D*H*T) + input copy (F*T) values
+        per_seq = (5 * D * H + self.input_size) * T * x.dtype.itemsize
+        chunk = int(max(1, min(B, memory_budget_bytes // per_seq)))
+        for lo in range(0, B, chunk):
+            hi = min(B, lo + chunk)
+            ln = None if lengths is None else lengths[lo:hi]
+            out, h_n, _ = self._run(x[lo:hi].transpose(2, 1, 0), ln, None, None)
+            if pooling == "last":
+                emb[lo:hi] = np.concatenate([h_n[(L - 1) * D + d] for d in range(D)], axis=0).T
+            else:
+                n = np.full(hi - lo, T, dtype=np.int64) if ln is None else ln
+                emb[lo:hi] = (out.sum(axis=1) / n.astype(out.dtype)).T
         if normalize:
             norms = np.sqrt(np.einsum("ij,ij->i", emb, emb))
             np.divide(emb, norms[:, None], out=emb, where=norms[:, None] > 0)
-        return np.ascontiguousarray(emb)
+        return emb
 
     # ------------------------------------------------------------ state dict
     def state_dict(self) -> dict[str, np.ndarray]:
