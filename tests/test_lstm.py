@@ -448,3 +448,16 @@ def test_from_torch_module_and_file(tmp_path):
         LSTMEncoder.from_torch(bad)
     with pytest.raises(ValueError, match="proj_size"):
         LSTMEncoder.from_torch(torch.nn.LSTM(3, 5, proj_size=2))
+
+
+def test_saturated_gates_are_stable():
+    import warnings
+
+    enc = LSTMEncoder(3, 4, bidirectional=True, seed=0)
+    x = np.random.default_rng(0).normal(size=(2, 6, 3)).astype(np.float32) * 1e6
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warnings from exp
+        out, (h_n, c_n) = enc(x, [6, 3])
+    assert np.all(np.isfinite(out)) and np.all(np.abs(out) <= 1)
+    # saturated gates are exactly 0 or 1, so |c_t| grows by at most 1 per step
+    assert np.all(np.abs(c_n) <= 6 + 1e-5)
