@@ -15,16 +15,25 @@ with ``weight_ih_l{k}`` of shape (4H, F_in) holding ``[W_ii; W_if; W_ig; W_io]``
 suffix ``_reverse`` for the backward direction, so a ``state_dict`` moves
 between this class and PyTorch unchanged.
 
-Implementation: the input projection ``X W_ih^T + b`` of one layer and direction
-for all time steps is ONE matrix product into a (T, B, 4H) buffer; the loop over
-time then does one (B, H) @ (H, 4H) product per step and in-place elementwise
-operations on views. Internally the gate rows are reordered to (i, f, o, g) and
-the sigmoid rows pre-scaled by 1/2, so a single ``tanh`` over all 4H gate rows
-followed by ``0.5 * t + 0.5`` on the first 3H rows evaluates the numerically
-stable ``sigmoid(z) = (1 + tanh(z / 2)) / 2`` (scaling by a power of two is exact
-in floating point). Variable lengths are handled like ``pack_padded_sequence``:
-the batch is sorted by decreasing length so that the sequences still running at
-step ``t`` are a prefix ``[:n_t]`` of the batch, and only that prefix is updated.
+Implementation (measured choices; see benchmarks/bench_lstm.py): the kernels
+work feature-major, arrays (features, T, B). The input projection
+``W_ih X + b`` of one layer, for all time steps and both directions, is ONE
+matrix product into a (D, 4H, T, B) buffer. The loop over time then does, per
+step and direction, one (4H, H) @ (H, B) product into a preallocated (4H, B)
+buffer, and in-place elementwise operations on contiguous row blocks of it; the
+two directions share each elementwise call. Internally the gate rows are
+reordered to (i, f, o, g) and the sigmoid rows pre-scaled by 1/2, so one
+``tanh`` over all 4H rows followed by ``0.5 * t + 0.5`` on the first 3H rows
+evaluates the numerically stable ``sigmoid(z) = (1 + tanh(z / 2)) / 2``
+(scaling by a power of two is exact in floating point).
+
+Variable lengths (``pack_padded_sequence`` semantics) cost no per-step indexing:
+every column is updated at every step, the forward direction's final state of
+sequence b is read at its own last step, the backward direction's state is
+reset to (h0, c0) just before sequence b's last valid step (where its backward
+pass starts), and padded outputs are zeroed. Sorting by length and updating
+only the running prefix was measured too and was not faster: the per-step
+product costs nearly the same for fewer columns.
 """
 
 from __future__ import annotations
