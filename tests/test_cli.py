@@ -335,3 +335,18 @@ def test_run_reports_a_busy_metrics_port(tmp_path):
         out = streamkm("run", "--duration", "5", env=env, cwd=tmp_path)
     assert out.returncode == 2, out.stderr
     assert f"cannot serve metrics on 127.0.0.1:{port}" in out.stderr
+
+
+@pytest.mark.broker
+def test_produce_takes_connection_from_config(broker, make_topic, tmp_path):
+    topic = make_topic("cli-cfg")
+    f = tmp_path / "c.toml"
+    f.write_text(f'[kafka]\nbootstrap_servers = "{broker}"\nclient_id = "loadgen"\n')
+    out = streamkm("produce", "--config", str(f), "--topic", topic, "--count", "30",
+                   "--features", "3", "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert len(asyncio.run(consume_all(broker, topic, expected=30, idle=0.3))) == 30
+    (tmp_path / "bad.toml").write_text("[kafka]\nsecurity_protocol = \"SASL_SSL\"\n")
+    out = streamkm("produce", "--config", str(tmp_path / "bad.toml"), "--topic", topic,
+                   "--count", "1", "--no-progress")
+    assert out.returncode == 2 and "kafka.sasl_plain_username" in out.stderr
