@@ -380,8 +380,14 @@ class Worker:
         """Partitions assigned, model restored and fetching recently."""
         window = max(5.0, 3 * self.settings.kafka.fetch_timeout_ms / 1000)
         return bool(self._restored and self._connected and self._assigned
-                    and not self._stopping.is_set()
+                    and not self._stopping.is_set() and self._coordinator_known()
                     and time.monotonic() - self._last_fetch < window)
+
+    def _coordinator_known(self) -> bool:
+        # aiokafka marks the group coordinator dead when the broker stops answering
+        # (heartbeats/commits fail); there is no public accessor for it.
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        return coordinator is None or getattr(coordinator, "coordinator_id", 0) is not None
 
     @property
     def assignment(self) -> set:
@@ -429,11 +435,11 @@ class Worker:
         consumer, self._consumer = self._consumer, None
         producer, self._producer = self._producer, None
         if consumer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(consumer.stop(), 10)
+            async with _quietly("consumer stop"):
+                await asyncio.wait_for(consumer.stop(), 5)
         if producer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), 10)
+            async with _quietly("producer stop"):
+                await asyncio.wait_for(producer.stop(), 5)
         if not final:
             self._assigned = set()
 
@@ -657,10 +663,17 @@ class Worker:
         to_commit = {tp: off for tp, off in self.offsets.items() if tp in self._assigned}
         if consumer is None or not to_commit:
             return False
+        if not self._coordinator_known():  # broker gone: don't block; the checkpoint has them
+            self.metrics.commit_failures.inc()
+            log.warning("offset commit skipped (%s): group coordinator unavailable", reason,
+                        extra={"event": "commit_failed"})
+            return False
         try:
             await asyncio.wait_for(consumer.commit(to_commit),
-                                   self.settings.kafka.request_timeout_ms / 1000 + 5)
-        except Exception as exc:
+                                   min(self.settings.kafka.request_timeout_ms / 1000 + 5, 10.0))
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and _really_cancelled():
+                raise
             self.metrics.commit_failures.inc()
             log.warning("offset commit failed (%s): %s: %s", reason, type(exc).__name__, exc,
                         extra={"event": "commit_failed"})
@@ -735,6 +748,27 @@ class Worker:
             await self._disconnect(final=True)
             self._stopped = True
             log.info("worker stopped", extra={"event": "stopped"})
+
+
+def _really_cancelled() -> bool:
+    """True if the current task itself is being cancelled (not a stray CancelledError)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+@contextlib.asynccontextmanager
+async def _quietly(what: str):
+    """Ignore errors of a best-effort close. aiokafka's stop() can raise a CancelledError
+    of its own internal tasks when the broker is gone; only a cancellation of *this*
+    task propagates."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        if _really_cancelled():
+            raise
+        log.debug("%s: ignored internal cancellation", what)
+    except Exception as exc:
+        log.debug("%s failed: %s: %s", what, type(exc).__name__, exc)
 
 
 def _kafka_errors():

@@ -282,3 +282,40 @@ def test_two_workers_partitions_move_nothing_lost(broker, make_topic, tmp_path):
     # a's final checkpoint holds only its own partitions, at the offsets it committed
     state, _ = CheckpointStore(tmp_path / "a").load_latest()
     assert {tp.partition: o for tp, o in parse_offsets(state["offsets"]).items()} == {p: 100 for p in a_parts}
+
+
+def test_broker_lost_while_running_not_ready_still_live_and_shuts_down(tmp_path):
+    from streamkm.embedded import EmbeddedBroker, create_topics
+
+    broker = EmbeddedBroker()
+    broker.start()
+    try:
+        bs = broker.bootstrap_servers
+        cfg = worker_config(bs, tmp_path / "ckpt", group="g", vectors_topic="in", max_records=20)
+        settings = load_config(cfg, tmp_path / "w.toml")
+        X = np.random.default_rng(0).normal(size=(100, 2)).astype(np.float32)
+
+        async def scenario():
+            await create_topics(bs, {"in": 1})
+            await produce(bs, "in", [(None, encode_binary(x[None])) for x in X], partition=0)
+            worker = Worker(settings)
+            task = asyncio.create_task(worker.run())
+            pipe = worker.pipelines["vectors"][1]
+            await wait_until(lambda: pipe.core.n_clustered_ == 100 and worker.is_ready(), 30, "ready")
+            await asyncio.to_thread(broker.stop)
+            await wait_until(lambda: not worker.is_ready(), 30, "readiness drops with the broker")
+            live = worker.is_live()
+            t0 = asyncio.get_running_loop().time()
+            ok = await worker.shutdown(25)
+            took = asyncio.get_running_loop().time() - t0
+            await task
+            return live, ok, took
+
+        live, ok, took = asyncio.run(scenario())
+    finally:
+        broker.stop()
+        broker.cleanup_log()
+    assert live and ok and took < 15  # no commit attempt against a dead coordinator
+    # the model state was still checkpointed (commit impossible): a restart resumes from it
+    state, _ = CheckpointStore(tmp_path / "ckpt").load_latest()
+    assert {tp.partition: o for tp, o in parse_offsets(state["offsets"]).items()} == {0: 100}
