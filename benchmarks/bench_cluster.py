@@ -67,6 +67,13 @@ def mean_sq_dist(X: np.ndarray, centers: np.ndarray) -> float:
     return float(d2.sum(dtype=np.float64) / len(X))
 
 
+def settle() -> None:
+    """Let idle BLAS/OpenMP worker threads of the previous run stop spinning,
+    so one library's spin-waiting threads do not slow the other's timing."""
+    gc.collect()
+    time.sleep(0.3)
+
+
 def batches(X: np.ndarray, size: int):
     return [X[a:a + size] for a in range(0, len(X), size)]
 
@@ -82,6 +89,7 @@ def case_streaming(X, k, batch, repeats):
     ours_t, sk_t, ours_obj, sk_obj = [], [], [], []
     for r in range(repeats):
         model = StreamingKMeans(n_clusters=k, seed=r)
+        settle()
         t0 = time.perf_counter()
         for b in bs:
             model.partial_fit(b)
@@ -89,6 +97,7 @@ def case_streaming(X, k, batch, repeats):
         ours_obj.append(mean_sq_dist(X, model.cluster_centers_))
 
         ref = MiniBatchKMeans(n_clusters=k, batch_size=batch, random_state=r, n_init=1)
+        settle()
         t0 = time.perf_counter()
         for b in bs:
             ref.partial_fit(b)
@@ -97,6 +106,8 @@ def case_streaming(X, k, batch, repeats):
     return {
         "ours_pps": len(X) / statistics.median(ours_t),
         "sk_pps": len(X) / statistics.median(sk_t),
+        "ours_best": len(X) / min(ours_t),
+        "sk_best": len(X) / min(sk_t),
         "ours_obj": statistics.median(ours_obj),
         "sk_obj": statistics.median(sk_obj),
         "last_model": model,
@@ -113,19 +124,20 @@ def case_lloyd(X, k, max_iter, repeats):
     C0 = X[rng.choice(len(X), size=k, replace=False)].copy()
     ours, ref = [], []
     for _ in range(repeats):
-        gc.collect()
+        settle()
         m = KMeans(n_clusters=k, init=C0, max_iter=max_iter, tol=0.0)
         t0 = time.perf_counter()
         m.fit(X)
         ours.append((time.perf_counter() - t0) / m.n_iter_)
         s = SKKMeans(n_clusters=k, init=C0, n_init=1, max_iter=max_iter, tol=0.0,
                      algorithm="lloyd")
-        gc.collect()
+        settle()
         t0 = time.perf_counter()
         s.fit(X)
         ref.append((time.perf_counter() - t0) / s.n_iter_)
     return {
         "ours_s": statistics.median(ours), "sk_s": statistics.median(ref),
+        "ours_best": min(ours), "sk_best": min(ref),
         "ours_iter": m.n_iter_, "sk_iter": int(s.n_iter_),
         "ours_inertia": m.inertia_, "sk_inertia": float(s.inertia_),
     }
@@ -136,7 +148,8 @@ def case_single_pass(X, k, batch, stream_model):
     from streamkm.cluster import KMeans
 
     t0 = time.perf_counter()
-    km = KMeans(n_clusters=k, seed=0).fit(X)
+    # n_init=3 like StreamingKMeans' initialisation: a fair batch baseline
+    km = KMeans(n_clusters=k, n_init=3, seed=0).fit(X)
     batch_s = time.perf_counter() - t0
     return {
         "stream_obj": mean_sq_dist(X, stream_model.cluster_centers_),
@@ -155,11 +168,13 @@ def case_river(X, k, batch, n_river):
     sub = X[:n_river]
     rows = [dict(enumerate(map(float, x))) for x in sub]  # conversion not timed
     model = cluster.KMeans(n_clusters=k, seed=0)
+    settle()
     t0 = time.perf_counter()
     for x in rows:
         model.learn_one(x)
     river_pps = n_river / (time.perf_counter() - t0)
     ours = StreamingKMeans(n_clusters=k, seed=0)
+    settle()
     t0 = time.perf_counter()
     for b in batches(X, batch):
         ours.partial_fit(b)
@@ -234,7 +249,7 @@ def main(argv=None) -> None:
         n, d, k, batch, reps, lloyd_iter = 20_000, 64, 16, 1024, 2, 10
         mem_n, mem_k, mem_iter, n_river = 50_000, 32, 3, 500
     else:
-        n, d, k, batch, reps, lloyd_iter = 200_000, 64, 64, 1024, 5, 30
+        n, d, k, batch, reps, lloyd_iter = 200_000, 64, 64, 1024, 7, 30
         mem_n, mem_k, mem_iter, n_river = 1_000_000, 256, 5, 5_000
 
     X = blobs(n, d, k, seed=0)
@@ -254,6 +269,8 @@ def main(argv=None) -> None:
         return "yes" if ok else "**no**"
 
     ra = a["ours_pps"] / a["sk_pps"]
+    ra_best = a["ours_best"] / a["sk_best"]
+    rb_best = b["ours_best"] / b["sk_best"]
     oa = a["ours_obj"] / a["sk_obj"]
     rb = b["ours_s"] / b["sk_s"]
     ob = b["ours_inertia"] / b["sk_inertia"]
@@ -266,13 +283,16 @@ def main(argv=None) -> None:
     mib = 2**20
     rows = [
         ["(a) streaming points/s (partial_fit, batches of %d)" % batch,
-         f"{a['ours_pps']:,.0f}", f"{a['sk_pps']:,.0f} (MiniBatchKMeans)", f"{ra:.2f}x",
+         f"{a['ours_pps']:,.0f} (best {a['ours_best']:,.0f})",
+         f"{a['sk_pps']:,.0f} (best {a['sk_best']:,.0f}, MiniBatchKMeans)",
+         f"{ra:.2f}x (best-vs-best {ra_best:.2f}x)",
          ">= 1.5x", yes(ra >= 1.5)],
         ["(a) final objective (mean sq. distance)", f"{a['ours_obj']:.4f}",
          f"{a['sk_obj']:.4f}", f"{oa:.4f}", "within 2%", yes(abs(oa - 1) <= 0.02 or oa < 1)],
         [f"(b) Lloyd time / iteration (same init, tol=0, ≤{lloyd_iter} it.)",
-         f"{b['ours_s'] * 1e3:.1f} ms ({b['ours_iter']} it.)",
-         f"{b['sk_s'] * 1e3:.1f} ms ({b['sk_iter']} it., lloyd)", f"{rb:.2f}x", "<= 1.2x",
+         f"{b['ours_s'] * 1e3:.1f} ms (best {b['ours_best'] * 1e3:.1f}; {b['ours_iter']} it.)",
+         f"{b['sk_s'] * 1e3:.1f} ms (best {b['sk_best'] * 1e3:.1f}; {b['sk_iter']} it.)",
+         f"{rb:.2f}x (best-vs-best {rb_best:.2f}x)", "<= 1.2x",
          yes(rb <= 1.2)],
         ["(b) final inertia", f"{b['ours_inertia']:.6g}", f"{b['sk_inertia']:.6g}",
          f"{ob:.5f}", "within 0.5%", yes(abs(ob - 1) <= 0.005)],
@@ -297,7 +317,8 @@ def main(argv=None) -> None:
     body = "\n".join([
         "## Clustering (`benchmarks/bench_cluster.py`)",
         "",
-        f"Command: `{cmd}` (one run; medians over {reps} repeats for (a) and (b)).",
+        f"Command: `{cmd}` (one run; medians over {reps} repeats for (a) and (b), "
+        "best-of-repeats in parentheses; targets are judged on the medians).",
         f"Machine: {machine_description()}; scikit-learn {sklearn.__version__}, "
         f"river {river.__version__}. The machine is shared with other jobs, so "
         "absolute times are noisy; ours and the reference run interleaved in "
@@ -306,12 +327,17 @@ def main(argv=None) -> None:
         f"Data: {n:,} x {d} float32 Gaussian blobs, k={k} (center scale 2, unit noise).",
         "(a)/(c)/(e) use `StreamingKMeans(n_clusters=k, seed=r)` with default "
         "settings and `MiniBatchKMeans(batch_size=1024, n_init=1)`; objectives are "
-        "the mean squared distance of all points to the final centers. (b) starts "
+        "the mean squared distance of all points to the final centers; the batch "
+        "baseline of (c) is `KMeans(k, n_init=3, seed=0)` (the streaming model "
+        "also initialises with 3 k-means++ + Lloyd runs). (b) starts "
         "both from the same random rows of X and divides fit time by the "
         "iterations run. (d) runs `KMeans(k, seed=0, "
         f"max_iter={mem_iter}).fit` (k-means++ included) in a fresh subprocess; "
         "'traced' is the tracemalloc peak of NumPy allocations during fit, 'RSS' "
-        "the growth of ru_maxrss during fit; the ratio counts input + extra.",
+        "the growth of ru_maxrss during fit; the ratio counts input + extra. "
+        "Timed runs of the two libraries alternate, with a 0.3 s pause before "
+        "each so idle BLAS/OpenMP threads of the other library stop spinning. "
+        "(e) converts river's input to dicts outside the timed loop.",
         "",
         table,
     ])
