@@ -115,6 +115,23 @@ def test_matches_sklearn_from_same_init():
                 assert adjusted_rand_index(ours.labels_, ref.labels_) == 1.0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pruned_iterations_equal_full_recomputation(dtype):
+    rng = np.random.default_rng(0)
+    for seed in range(6):
+        X, _ = make_blobs(n_per=150, k=9, d=5, spread=1.5, seed=seed, dtype=dtype)
+        w = rng.uniform(0.1, 2.0, size=len(X)) if seed % 2 else None
+        C0 = X[rng.choice(len(X), 9, replace=False)]
+        if seed == 5:
+            C0[1:4] = C0[0]  # duplicates -> empty clusters on the way
+        a = _lloyd(X, C0, max_iter=300, tol=0.0, sample_weight=w, prune=True)
+        b = _lloyd(X, C0, max_iter=300, tol=0.0, sample_weight=w, prune=False)
+        assert np.array_equal(a[1], b[1])
+        np.testing.assert_allclose(a[0], b[0], rtol=1e-6, atol=1e-6)
+        assert a[3] == b[3]
+        np.testing.assert_allclose(a[4], b[4], rtol=1e-6)
+
+
 def test_sample_weight_equals_repetition():
     X, _ = make_blobs(n_per=30, k=3, d=2, spread=3.0, seed=1, dtype=np.float64)
     w = np.random.default_rng(0).integers(1, 4, size=len(X))
