@@ -391,8 +391,9 @@ default="k-means++"
     float64 input is fitted in float64, everything else in float32; sums are
     accumulated in float64. Iterations skip the distance computation for
     points whose label provably cannot change (Hamerly 2010); the iterates are
-    those of plain Lloyd up to floating-point near-ties. Empty clusters are re-seeded at the points
-    farthest from their centers, which never increases ``J``.
+    those of plain Lloyd up to floating-point near-ties. Empty clusters are
+    re-seeded farthest-first at the points farthest from their centers, which
+    never increases ``J``.
 
     References
     ----------
