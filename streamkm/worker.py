@@ -238,6 +238,7 @@ class Worker:
         self.client_id = settings.kafka.client_id
         self.offsets: dict = {}  # TopicPartition -> next offset reflected in the models
         self._assigned: set = set()
+        self._generation = 0  # bumped by every revoke/assign
         self._lock = asyncio.Lock()
         self._consumer = None
         self._producer = None
@@ -447,6 +448,7 @@ class Worker:
         kafka = self.settings.kafka
         consumer = self._consumer
         while not self._stopping.is_set():
+            generation = self._generation
             batch = await consumer.getmany(timeout_ms=kafka.fetch_timeout_ms,
                                            max_records=kafka.max_records)
             self._last_fetch = time.monotonic()
@@ -454,18 +456,32 @@ class Worker:
                 if self._stopping.is_set() and not batch:
                     break
                 if batch:
-                    await self._process(batch)
+                    await self._process(batch, stale=generation != self._generation)
                 await self._maybe_flush_and_checkpoint()
             await self._update_lag()
             self.metrics.set_ready(self.is_ready())
 
-    async def _process(self, batch: dict) -> None:
+    async def _process(self, batch: dict, *, stale: bool = False) -> None:
+        """Absorb one fetched batch. Invariant: per partition, a record is absorbed only
+        if its offset is >= ``offsets[tp]`` (never twice), and a batch fetched before a
+        rebalance (*stale*) that does not start at ``offsets[tp]`` is dropped and the
+        partition sought back (never a gap)."""
         by_pipe: dict[str, list] = {}
         last: dict = {}
         for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
             recs = batch[tp]
             if not recs or tp not in self._assigned:
                 continue  # revoked meanwhile: the new owner re-reads them from the commit
+            expected = self.offsets.get(tp)
+            if expected is not None and recs[0].offset < expected:
+                recs = [r for r in recs if r.offset >= expected]  # already absorbed
+                if not recs:
+                    continue
+            if stale and expected is not None and recs[0].offset > expected:
+                log.debug("%s:%d: batch from before a rebalance starts at %d, expected %d; "
+                          "seeking back", tp.topic, tp.partition, recs[0].offset, expected)
+                self._consumer.seek(tp, expected)
+                continue
             name = self._by_topic[tp.topic][0]
             by_pipe.setdefault(name, []).extend(recs)
             last[tp] = recs[-1].offset + 1
@@ -694,6 +710,7 @@ class Worker:
     async def _on_revoked(self, revoked) -> None:
         revoked = set(revoked)
         async with self._lock:  # waits for the in-flight batch
+            self._generation += 1
             if revoked and self._assigned and not self._unsafe:
                 if self._dirty or any(tp in self.offsets for tp in revoked):
                     await self._checkpoint_and_commit("revoke")
@@ -710,6 +727,7 @@ class Worker:
     async def _on_assigned(self, assigned, consumer) -> None:
         assigned = set(assigned)
         async with self._lock:
+            self._generation += 1
             self.metrics.rebalances.inc()
             positions = {}
             for tp in sorted(assigned, key=lambda t: (t.topic, t.partition)):

@@ -319,3 +319,62 @@ def test_broker_lost_while_running_not_ready_still_live_and_shuts_down(tmp_path)
     # the model state was still checkpointed (commit impossible): a restart resumes from it
     state, _ = CheckpointStore(tmp_path / "ckpt").load_latest()
     assert {tp.partition: o for tp, o in parse_offsets(state["offsets"]).items()} == {0: 100}
+
+
+def test_member_joins_mid_stream_each_record_absorbed_once(broker, make_topic, tmp_path):
+    """A second member joins while the first is consuming a backlog (rebalance mid-stream,
+    revoke during an in-flight batch); then the first leaves. Across both models every
+    record is absorbed exactly once."""
+    import time as _time
+
+    topic = make_topic("in", partitions=4)
+    group = unique_name("g")
+    n = 2400
+    X = np.random.default_rng(7).normal(size=(n, 3)).astype(np.float32)
+
+    def settings(name):
+        cfg = worker_config(broker, tmp_path / name, group=group, vectors_topic=topic, max_records=20,
+                            checkpoint={"interval_records": 100})
+        return load_config(cfg, tmp_path / f"{name}.toml")
+
+    def slow(point):  # ~15 ms per batch so the backlog outlasts a rebalance
+        if point == "after_update":
+            _time.sleep(0.015)
+
+    async def scenario():
+        for p in range(4):
+            await produce(broker, topic, [(None, encode_binary(X[i][None])) for i in range(p, n, 4)],
+                          partition=p)
+        a = Worker(settings("a"), fault_hook=slow)
+        b = Worker(settings("b"), fault_hook=slow)
+        pa, pb = a.pipelines["vectors"][1], b.pipelines["vectors"][1]
+        ta = asyncio.create_task(a.run())
+        await wait_until(lambda: pa.core.n_clustered_ + pa.n_pending >= 200, 30, "a consuming")
+        tb = asyncio.create_task(b.run())
+        await wait_until(lambda: len(b.assignment) == 2, 30, "b joined")
+        mid = pa.core.n_clustered_ + pa.n_pending
+        await wait_until(lambda: pb.core.n_clustered_ > 0, 30, "b consuming")
+        await a.shutdown(20)
+        await ta
+        await wait_until(lambda: len(b.assignment) == 4, 30, "b took over")
+        try:
+            await wait_until(lambda: pa.core.n_clustered_ + pb.core.n_clustered_ + pa.n_pending == n
+                             and pb.n_pending == 0, 60, "all absorbed")
+        except TimeoutError:
+            raise AssertionError((pa.core.n_clustered_, pa.n_pending, pb.core.n_clustered_, pb.n_pending,
+                                  a.offsets, b.offsets, a.n_batches, b.n_batches))
+        await b.shutdown(20)
+        await tb
+        return a, b, mid, await committed_offsets(broker, group, topic)
+
+    a, b, mid, committed = asyncio.run(scenario())
+    pa, pb = a.pipelines["vectors"][1], b.pipelines["vectors"][1]
+    na = pa.core.n_clustered_ + pa.n_pending  # a's queued rows are in its final checkpoint
+    nb = pb.core.n_clustered_
+    assert mid < n  # the rebalance really happened with a backlog left
+    assert na + nb == n and na > 0 and nb > 0
+    if pa.model.is_initialized_:
+        assert pa.model.counts_.sum() == pytest.approx(pa.core.n_clustered_)
+    assert pb.model.counts_.sum() == pytest.approx(nb)
+    assert committed == {p: n // 4 for p in range(4)}
+    assert a.metrics.rebalances._value.get() >= 2
