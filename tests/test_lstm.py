@@ -359,8 +359,12 @@ def test_save_rejects_unserializable_metadata(tmp_path):
 def test_input_validation():
     enc = LSTMEncoder(3, 4, num_layers=2, bidirectional=True, seed=0)
     x = np.zeros((2, 5, 3), np.float32)
-    with pytest.raises(ValueError, match=r"x must be 3-D \(batch, seq_len, features\), got shape \(5, 3\)"):
-        enc(x[0])
+    with pytest.raises(ValueError, match=r"x must be 3-D \(batch, seq_len, features\), got shape \(3,\)"):
+        enc(x[0, 0])
+    with pytest.raises(ValueError, match="lengths needs batched 3-D input"):
+        enc(x[0], [5])
+    with pytest.raises(ValueError, match=r"h0 for unbatched input must have shape \(4, 4\)"):
+        enc(x[0], h0=np.zeros((4, 1, 4)))
     with pytest.raises(ValueError, match="expected 3 features, got 2"):
         enc(x[:, :, :2])
     with pytest.raises(ValueError, match="at least one time step"):
@@ -461,3 +465,41 @@ def test_saturated_gates_are_stable():
     assert np.all(np.isfinite(out)) and np.all(np.abs(out) <= 1)
     # saturated gates are exactly 0 or 1, so |c_t| grows by at most 1 per step
     assert np.all(np.abs(c_n) <= 6 + 1e-5)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_unbatched_input_like_torch(batch_first):
+    rng = np.random.default_rng(5)
+    enc = LSTMEncoder(3, 4, num_layers=2, bidirectional=True, batch_first=batch_first, seed=0)
+    x = rng.normal(size=(6, 3)).astype(np.float32)
+    h0 = rng.normal(size=(4, 4)).astype(np.float32)
+    c0 = rng.normal(size=(4, 4)).astype(np.float32)
+    out, (h_n, c_n) = enc(x, h0=h0, c0=c0)
+    assert out.shape == (6, 8) and h_n.shape == c_n.shape == (4, 4)
+    xb = x[None] if batch_first else x[:, None]
+    ob, (hb, cb) = enc(xb, h0=h0[:, None], c0=c0[:, None])
+    np.testing.assert_array_equal(out, ob[0] if batch_first else ob[:, 0])
+    np.testing.assert_array_equal(h_n, hb[:, 0])
+    if torch is not None:
+        ref = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=batch_first)
+        ref.load_state_dict({k: torch.from_numpy(v) for k, v in enc.state_dict().items()})
+        with torch.no_grad():
+            ro, (rh, rc) = ref(torch.from_numpy(x), (torch.from_numpy(h0), torch.from_numpy(c0)))
+        np.testing.assert_allclose(out, ro.numpy(), atol=1e-5)
+        np.testing.assert_allclose(h_n, rh.numpy(), atol=1e-5)
+        np.testing.assert_allclose(c_n, rc.numpy(), atol=1e-5)
+
+
+def test_content_hash_follows_documented_scheme():
+    import hashlib
+
+    enc = LSTMEncoder(2, 3, bidirectional=True, seed=11)
+    h = hashlib.sha256()
+    h.update(json.dumps({"input_size": 2, "hidden_size": 3, "num_layers": 1, "bidirectional": True},
+                        sort_keys=True).encode())
+    for name in ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "weight_ih_l0_reverse",
+                 "weight_hh_l0_reverse", "bias_ih_l0_reverse", "bias_hh_l0_reverse"]:
+        arr = enc.params_[name]
+        h.update(f"\n{name}:<f4:{list(arr.shape)}\n".encode())
+        h.update(arr.astype("<f4").tobytes())
+    assert enc.content_hash == h.hexdigest()

@@ -511,7 +511,30 @@ class LSTMEncoder:
             (like ``pad_packed_sequence(..., total_length=T)``).
         (h_n, c_n) : tuple of ndarray of shape (L*D, B, H)
             State of every layer and direction after each sequence's own last step.
+
+        Notes
+        -----
+        Like torch, a 2-D ``x`` of shape (T, F) is one unbatched sequence (whatever
+        ``batch_first`` says): h0/c0 are then (L*D, H), the output (T, D*H) and
+        h_n/c_n (L*D, H); ``lengths`` needs batched input.
         """
+        if getattr(x, "ndim", None) == 2 or (not hasattr(x, "ndim") and np.ndim(x) == 2):
+            if lengths is not None:
+                raise ValueError("lengths needs batched 3-D input; got a 2-D (unbatched) x")
+            states = []
+            for name, st in (("h0", h0), ("c0", c0)):
+                if st is not None:
+                    st = _as_float_array(st, name, np.dtype(self.dtype))
+                    want = (self.num_layers * self.num_directions, self.hidden_size)
+                    if st.shape != want:
+                        raise ValueError(f"{name} for unbatched input must have shape {want} "
+                                         f"(num_layers * num_directions, hidden_size), got {st.shape}")
+                    st = st[:, None, :]
+                states.append(st)
+            x = _as_float_array(x, "x", np.dtype(self.dtype))
+            xb = x[None] if self.batch_first else x[:, None]
+            out, (h_n, c_n) = self(xb, None, states[0], states[1])
+            return (out[0] if self.batch_first else out[:, 0]), (h_n[:, 0], c_n[:, 0])
         bf = bool(self.batch_first)
         x, lengths, h0, c0 = self._validate_input(x, lengths, h0, c0, bf)
         D, H = self.num_directions, self.hidden_size
