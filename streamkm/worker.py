@@ -455,9 +455,17 @@ class Worker:
             async with self._lock:
                 if self._stopping.is_set() and not batch:
                     break
-                if batch:
-                    await self._process(batch, stale=generation != self._generation)
-                await self._maybe_flush_and_checkpoint()
+                try:
+                    if batch:
+                        await self._process(batch, stale=generation != self._generation)
+                    await self._maybe_flush_and_checkpoint()
+                except BaseException:
+                    # A model update may be half applied (or still running in its
+                    # thread after a cancellation): its state no longer matches the
+                    # offsets, so it must never be checkpointed. A restart replays
+                    # from the last checkpoint.
+                    self._unsafe = True
+                    raise
             await self._update_lag()
             self.metrics.set_ready(self.is_ready())
 

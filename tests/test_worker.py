@@ -378,3 +378,59 @@ def test_member_joins_mid_stream_each_record_absorbed_once(broker, make_topic, t
     assert pb.model.counts_.sum() == pytest.approx(nb)
     assert committed == {p: n // 4 for p in range(4)}
     assert a.metrics.rebalances._value.get() >= 2
+
+
+def test_pipeline_failure_is_not_checkpointed_and_restart_replays(broker, make_topic, tmp_path):
+    """A model update that blows up half way must not reach a checkpoint: the worker stops
+    with the error, and a restart replays from the last good checkpoint (no double count)."""
+    from streamkm.pipeline import build_pipelines
+
+    topic = make_topic("in")
+    group = unique_name("g")
+    X = np.random.default_rng(9).normal(size=(300, 2)).astype(np.float32)
+    cfg = worker_config(broker, tmp_path / "ckpt", group=group, vectors_topic=topic, max_records=30,
+                        checkpoint={"interval_records": 60})
+    settings = load_config(cfg, tmp_path / "w.toml")
+
+    pipes = build_pipelines(settings)
+    pipe = pipes["vectors"][1]
+    real = pipe.process
+    calls = [0]
+
+    def flaky(records):
+        calls[0] += 1
+        res = real(records)  # the model is updated ...
+        if calls[0] == 6:
+            raise RuntimeError("boom after the update")  # ... but the batch fails
+        return res
+
+    pipe.process = flaky
+
+    async def scenario():
+        await produce(broker, topic, [(None, encode_binary(x[None])) for x in X], partition=0)
+        bad = Worker(settings, pipelines=pipes)
+        with pytest.raises(RuntimeError, match="boom"):
+            await bad.run()
+        state, _ = CheckpointStore(tmp_path / "ckpt").load_latest()
+        saved = parse_offsets(state["offsets"])
+        good = Worker(settings)
+        task = asyncio.create_task(good.run())
+        p = good.pipelines["vectors"][1]
+        await wait_until(lambda: p.core.n_clustered_ == 300 and p.n_pending == 0
+                         and good.offsets and list(good.offsets.values())[0] == 300, 30, "replayed")
+        await good.shutdown(20)
+        await task
+        return saved, p
+
+    saved, p = asyncio.run(scenario())
+    assert list(saved.values())[0] <= 5 * 30  # nothing from the failed batch was saved
+    assert p.model.counts_.sum() == pytest.approx(300)
+    ref = StreamingKMeans(**settings.model.estimator_kwargs())
+    ref_n = [max(30, ref._init_threshold)] + [30] * 20
+    i = 0
+    for n in ref_n:
+        if i >= 300:
+            break
+        ref.partial_fit(X[i:i + n])
+        i += n
+    np.testing.assert_allclose(p.model.cluster_centers_, ref.cluster_centers_, atol=1e-6)
