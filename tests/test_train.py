@@ -233,3 +233,23 @@ def test_validation_errors_leave_encoder_unchanged():
         loss_and_gradients(enc, {"weight": np.zeros((2, 3)), "bias": np.zeros(2)}, X,
                            objective="autoencoder")
     assert enc.content_hash == h
+
+
+@pytest.mark.parametrize("objective", ["next_event", "autoencoder"])
+def test_workspace_reuse_gives_identical_gradients(objective):
+    from streamkm.sequence.lstm import _Workspace
+    from streamkm.sequence.train import _batch_loss
+
+    rng = np.random.default_rng(4)
+    enc = LSTMEncoder(2, 3, num_layers=2, bidirectional=objective == "autoencoder", seed=0)
+    head = init_head(enc, objective, 6, rng)
+    xa = np.ascontiguousarray(rng.normal(size=(2, 6, 5)).astype(np.float32))
+    xb = np.ascontiguousarray(rng.normal(size=(2, 6, 5)).astype(np.float32) * 3)
+    la, lb = np.array([6, 2, 5, 3, 6]), np.array([4, 6, 6, 2, 3])
+    _, _, ref = _batch_loss(enc, head, xa, la, objective, True)
+    ws = _Workspace()
+    _batch_loss(enc, head, xa, la, objective, True, ws)
+    _batch_loss(enc, head, xb, lb, objective, True, ws)   # dirties every buffer
+    _, _, again = _batch_loss(enc, head, xa, la, objective, True, ws)
+    for k in ref:
+        np.testing.assert_array_equal(ref[k], again[k], err_msg=k)

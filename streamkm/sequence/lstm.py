@@ -147,20 +147,47 @@ class _Lengths:
         self.last = lengths - 1
 
 
-class _LayerCache:
-    """What one layer keeps for backpropagation (feature-major, see ``_layer_forward``).
+class _Workspace:
+    """Scratch arrays reused across calls, keyed by (name, shape, dtype).
 
-    ``x`` (F_in, T, B) layer input; ``A`` (D, 4H, T, B) activated gates in the
-    internal order (i, f, o, g); ``TC`` tanh(c_t), ``Hprev`` h_{t-1} and ``Cprev``
-    c_{t-1} (as seen by step t of each direction), all (D, H, T, B). Entries at
-    padded steps are meaningless (the backward pass masks them out).
+    The trainer allocates the same large per-batch buffers (caches, gradients)
+    over and over; fresh multi-megabyte allocations come from new pages and cost
+    a page fault per 4 KiB on first touch, which measured about as long as the
+    forward pass itself. Arrays handed out are overwritten by later calls with
+    the same name: callers must not keep them beyond one batch.
+    """
+
+    def __init__(self):
+        self._arrays: dict = {}
+
+    def empty(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        key = (name, tuple(shape), np.dtype(dtype).str)
+        arr = self._arrays.get(key)
+        if arr is None:
+            arr = self._arrays[key] = np.empty(shape, dtype=dtype)
+        return arr
+
+
+def _fresh(name: str, shape: tuple, dtype) -> np.ndarray:
+    return np.empty(shape, dtype=dtype)
+
+
+class _LayerCache:
+    """What one layer keeps for backpropagation (see ``_layer_forward``).
+
+    ``x`` (F_in, T, B) layer input (feature-major); time-major, so that each
+    step writes and reads contiguous blocks: ``A`` (T, D, 4H, B) activated gates
+    in the internal order (i, f, o, g); ``TC`` tanh(c_t), ``Hprev`` h_{t-1} and
+    ``Cprev`` c_{t-1} (as seen by step t of each direction), all (T, D, H, B).
+    Entries at padded steps are meaningless (the backward pass masks them out).
     """
 
     __slots__ = ("x", "A", "TC", "Hprev", "Cprev")
 
 
 def _layer_forward(x: np.ndarray, p: _Prepared, H: int, h0: np.ndarray, c0: np.ndarray,
-                   lens: _Lengths | None, keep_cache: bool = False):
+                   lens: _Lengths | None, keep_cache: bool = False, ws: _Workspace | None = None,
+                   tag: str = ""):
     """One layer, all directions, feature-major.
 
     Parameters
@@ -169,6 +196,7 @@ def _layer_forward(x: np.ndarray, p: _Prepared, H: int, h0: np.ndarray, c0: np.n
     p : kernel weights of this layer.
     h0, c0 : ndarray of shape (D, H, B) (not modified).
     lens : per-step length bookkeeping, or None if every sequence has T steps.
+    ws, tag : optional workspace for the large buffers (names prefixed by ``tag``).
 
     Returns
     -------
@@ -193,10 +221,12 @@ def _layer_forward(x: np.ndarray, p: _Prepared, H: int, h0: np.ndarray, c0: np.n
     dtype = x.dtype
     H2, H3 = 2 * H, 3 * H
     # input projection of every time step and both directions: ONE matrix product
-    xp = np.matmul(p.w_ih_s, x.reshape(F_in, T * B))
+    alloc = _fresh if ws is None else ws.empty
+    xp = alloc(tag + "xp", (D * 4 * H, T * B), dtype)
+    np.matmul(p.w_ih_s, x.reshape(F_in, T * B), out=xp)
     xp += p.b_s
     xp = xp.reshape(D, 4 * H, T, B)
-    out = np.empty((D * H, T, B), dtype=dtype)
+    out = alloc(tag + "out", (D * H, T, B), dtype)
     c = np.array(c0, dtype=dtype)             # (D, H, B) cell state, updated in place
     hbuf = np.array(h0, dtype=dtype)          # (D, H, B) h_{-1} (reverse: rows get reset)
     c_n = np.empty((D, H, B), dtype=dtype)
@@ -214,10 +244,10 @@ def _layer_forward(x: np.ndarray, p: _Prepared, H: int, h0: np.ndarray, c0: np.n
     if keep_cache:
         cache = _LayerCache()
         cache.x = x
-        cache.A = np.empty((D, 4 * H, T, B), dtype=dtype)
-        cache.TC = np.empty((D, H, T, B), dtype=dtype)
-        cache.Hprev = np.empty((D, H, T, B), dtype=dtype)
-        cache.Cprev = np.empty((D, H, T, B), dtype=dtype)
+        cache.A = alloc(tag + "A", (T, D, 4 * H, B), dtype)
+        cache.TC = alloc(tag + "TC", (T, D, H, B), dtype)
+        cache.Hprev = alloc(tag + "Hprev", (T, D, H, B), dtype)
+        cache.Cprev = alloc(tag + "Cprev", (T, D, H, B), dtype)
     matmul, multiply, add, tanh = np.matmul, np.multiply, np.add, np.tanh
     for s in range(T):
         for d in range(D):
@@ -231,8 +261,8 @@ def _layer_forward(x: np.ndarray, p: _Prepared, H: int, h0: np.ndarray, c0: np.n
                     hp[:, rows] = h0[1][:, rows]
                     c[1][:, rows] = c0[1][:, rows]
             if keep_cache:
-                cache.Hprev[d][:, t] = hp
-                cache.Cprev[d][:, t] = c[d]
+                cache.Hprev[t, d] = hp
+                cache.Cprev[t, d] = c[d]
             matmul(whh[d], hp, out=tmp_d[d])
             add(tmp_d[d], xp_d[d][:, t], out=tmp_d[d])
         tanh(tmp, out=tmp)
@@ -246,8 +276,8 @@ def _layer_forward(x: np.ndarray, p: _Prepared, H: int, h0: np.ndarray, c0: np.n
             t = s if d == 0 else T - 1 - s
             multiply(o_d[d], tc_d[d], out=out_d[d][:, t])
             if keep_cache:
-                cache.A[d][:, t] = tmp_d[d]
-                cache.TC[d][:, t] = tc_d[d]
+                cache.A[t, d] = tmp_d[d]
+                cache.TC[t, d] = tc_d[d]
         if ends is not None and s in ends:      # forward direction: these sequences end at s
             rows = ends[s]
             c_n[0][:, rows] = c[0][:, rows]
@@ -265,13 +295,16 @@ def _layer_forward(x: np.ndarray, p: _Prepared, H: int, h0: np.ndarray, c0: np.n
 
 
 def _forward(x: np.ndarray, prepared: list[_Prepared], H: int, lens: _Lengths | None,
-             h0: np.ndarray | None, c0: np.ndarray | None, keep_cache: bool = False):
+             h0: np.ndarray | None, c0: np.ndarray | None, keep_cache: bool = False,
+             ws: _Workspace | None = None):
     """All layers, feature-major.
 
     Parameters
     ----------
     x : ndarray of shape (F, T, B), C-contiguous, compute dtype.
     h0, c0 : ndarray of shape (L*D, H, B) or None (zeros).
+    ws : optional workspace; then the output and caches live in it (valid until
+        the next call with the same workspace).
 
     Returns
     -------
@@ -290,7 +323,7 @@ def _forward(x: np.ndarray, prepared: list[_Prepared], H: int, lens: _Lengths | 
         sl = slice(k * D, (k + 1) * D)
         out, h_n[sl], c_n[sl], cache = _layer_forward(
             layer_in, p, H, zeros if h0 is None else h0[sl], zeros if c0 is None else c0[sl],
-            lens, keep_cache)
+            lens, keep_cache, ws, f"l{k}.")
         if keep_cache:
             caches.append(cache)
         layer_in = out

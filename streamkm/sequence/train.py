@@ -55,6 +55,7 @@ from streamkm.sequence.lstm import (
     _Lengths,
     _prepare,
     _Prepared,
+    _Workspace,
 )
 
 __all__ = ["OBJECTIVES", "TrainResult", "init_head", "loss_and_gradients", "train_encoder"]
@@ -92,7 +93,7 @@ class TrainResult:
 # --------------------------------------------------------------------------- #
 def _layer_backward(p: _Prepared, cache: _LayerCache, H: int, lens: _Lengths | None,
                     dout: np.ndarray, dh_n: np.ndarray | None, dc_n: np.ndarray | None,
-                    need_dx: bool):
+                    need_dx: bool, ws: _Workspace | None = None, tag: str = ""):
     """Backpropagate one layer (all directions) through time.
 
     Parameters
@@ -101,6 +102,7 @@ def _layer_backward(p: _Prepared, cache: _LayerCache, H: int, lens: _Lengths | N
         Gradient of the loss with respect to the layer's output (not modified).
     dh_n, dc_n : ndarray of shape (D, H, B) or None
         Gradient with respect to the layer's final states.
+    ws, tag : optional workspace for the large scratch buffers.
 
     Returns
     -------
@@ -114,15 +116,21 @@ def _layer_backward(p: _Prepared, cache: _LayerCache, H: int, lens: _Lengths | N
     D = len(p.w_hh)
     dtype = x.dtype
     H2, H3 = 2 * H, 3 * H
+    alloc = (lambda name, shape, dt: np.empty(shape, dtype=dt)) if ws is None else ws.empty
+    # time-major copy of dout (T, D*H, B), padded outputs are constants (zero)
+    dout_tm = alloc(tag + "dout", (T, D * H, B), dtype)
+    np.copyto(dout_tm, dout.transpose(1, 0, 2))
     if lens is not None:
-        dout = dout * lens.mask          # padded outputs are constants (zero)
+        dout_tm *= lens.mask[:, None, :]
     ends = lens.ends if lens is not None else None
-    dZ = np.zeros((D, 4 * H, T, B), dtype=dtype)
+    # time-major like the cache; every entry is written below
+    dZ = alloc(tag + "dZ", (T, D, 4 * H, B), dtype)
     tmp = np.empty((H, B), dtype=dtype)
     for d in range(D):
-        A, TC, Cp, dZd = cache.A[d], cache.TC[d], cache.Cprev[d], dZ[d]
+        A, TC, Cp = cache.A[:, d], cache.TC[:, d], cache.Cprev[:, d]
+        dZd = dZ[:, d]
         w_hh_t = p.w_hh[d].T
-        dout_d = dout[d * H:(d + 1) * H]
+        dout_d = dout_tm[:, d * H:(d + 1) * H]
         dh = np.zeros((H, B), dtype=dtype)
         dc = np.zeros((H, B), dtype=dtype)
         if (d == 1 or lens is None) and dh_n is not None:
@@ -137,11 +145,11 @@ def _layer_backward(p: _Prepared, cache: _LayerCache, H: int, lens: _Lengths | N
                 rows = ends[t]
                 dh[:, rows] = 0 if dh_n is None else dh_n[0][:, rows]
                 dc[:, rows] = 0 if dc_n is None else dc_n[0][:, rows]
-            dh += dout_d[:, t]
-            a = A[:, t]
+            dh += dout_d[t]
+            a = A[t]
             i, f, o, g = a[:H], a[H:H2], a[H2:H3], a[H3:]
-            tc = TC[:, t]
-            dz = dZd[:, t]
+            tc = TC[t]
+            dz = dZd[t]
             dzo = dz[H2:H3]
             np.multiply(dh, tc, out=dzo)          # dL/do
             np.multiply(tc, tc, out=tmp)
@@ -152,20 +160,26 @@ def _layer_backward(p: _Prepared, cache: _LayerCache, H: int, lens: _Lengths | N
             dzo *= o * (1 - o)
             np.multiply(dc, g, out=dz[:H])
             dz[:H] *= i * (1 - i)
-            np.multiply(dc, Cp[:, t], out=dz[H:H2])
+            np.multiply(dc, Cp[t], out=dz[H:H2])
             dz[H:H2] *= f * (1 - f)
             np.multiply(dc, i, out=dz[H3:])
             dz[H3:] *= 1 - g * g
             dc *= f                              # dL/dc_{t-1}
             np.matmul(w_hh_t, dz, out=dh)        # dL/dh_{t-1}
     if lens is not None:
-        dZ *= lens.mask                          # padded steps never happened
+        dZ *= lens.mask[:, None, None, :]        # padded steps never happened
     x2 = x.reshape(F_in, T * B)
     grads = []
     dx = np.zeros((F_in, T * B), dtype=dtype) if need_dx else None
     for d in range(D):
-        dz2 = dZ[d].reshape(4 * H, T * B)
-        grads.append((dz2 @ x2.T, dz2 @ cache.Hprev[d].reshape(H, T * B).T, dz2.sum(axis=1)))
+        # feature-major (4H, T*B) and (H, T*B) for the weight gradients: one GEMM each
+        dz2 = alloc(tag + "dz2", (4 * H, T, B), dtype)
+        np.copyto(dz2, dZ[:, d].transpose(1, 0, 2))
+        dz2 = dz2.reshape(4 * H, T * B)
+        hp2 = alloc(tag + "hp2", (H, T, B), dtype)
+        np.copyto(hp2, cache.Hprev[:, d].transpose(1, 0, 2))
+        hp2 = hp2.reshape(H, T * B)
+        grads.append((dz2 @ x2.T, dz2 @ hp2.T, dz2.sum(axis=1)))
         if need_dx:
             dx += p.w_ih[d].T @ dz2
     return grads, (dx.reshape(F_in, T, B) if need_dx else None)
@@ -173,7 +187,7 @@ def _layer_backward(p: _Prepared, cache: _LayerCache, H: int, lens: _Lengths | N
 
 def _encoder_backward(prepared: list[_Prepared], caches: list[_LayerCache], H: int,
                       lens: _Lengths | None, dout: np.ndarray, dh_n: np.ndarray | None,
-                      dc_n: np.ndarray | None) -> dict[str, np.ndarray]:
+                      dc_n: np.ndarray | None, ws: _Workspace | None = None) -> dict[str, np.ndarray]:
     """Gradients of every encoder parameter under torch's names.
 
     ``dout`` (D*H, T, B) is the gradient w.r.t. the last layer's output; ``dh_n``,
@@ -186,7 +200,8 @@ def _encoder_backward(prepared: list[_Prepared], caches: list[_LayerCache], H: i
         sl = slice(k * D, (k + 1) * D)
         layer_grads, dx = _layer_backward(
             prepared[k], caches[k], H, lens, dout,
-            None if dh_n is None else dh_n[sl], None if dc_n is None else dc_n[sl], need_dx=k > 0)
+            None if dh_n is None else dh_n[sl], None if dc_n is None else dc_n[sl], need_dx=k > 0,
+            ws=ws, tag=f"l{k}.")
         for d, (dw_ih, dw_hh, db) in enumerate(layer_grads):
             sfx = "_reverse" if d else ""
             grads[f"weight_ih_l{k}{sfx}"] = dw_ih[inv]
@@ -277,8 +292,12 @@ def _objective(objective: str, head: Mapping[str, np.ndarray], x: np.ndarray, ou
 
 
 def _batch_loss(encoder: LSTMEncoder, head, x_ftb: np.ndarray, lengths: np.ndarray | None,
-                objective: str, need_grad: bool):
-    """(loss, count, grads or None) for one feature-major batch (F, T, B)."""
+                objective: str, need_grad: bool, ws: _Workspace | None = None):
+    """(loss, count, grads or None) for one feature-major batch (F, T, B).
+
+    With a workspace ``ws`` the large buffers are reused across calls (the
+    returned gradients are always fresh arrays).
+    """
     T = x_ftb.shape[1]
     dt = x_ftb.dtype
     H, L, D = encoder.hidden_size, encoder.num_layers, encoder.num_directions
@@ -286,12 +305,12 @@ def _batch_loss(encoder: LSTMEncoder, head, x_ftb: np.ndarray, lengths: np.ndarr
         lengths = None
     lens = _Lengths(lengths, T, dt) if lengths is not None else None
     prepared = _prepare(encoder.params_, L, D, H, dt)
-    out, h_n, _, caches = _forward(x_ftb, prepared, H, lens, None, None, keep_cache=need_grad)
+    out, h_n, _, caches = _forward(x_ftb, prepared, H, lens, None, None, keep_cache=need_grad, ws=ws)
     loss, count, head_grads, dout, dh_n = _objective(objective, head, x_ftb, out, h_n, lens,
                                                      lengths, L, D, H, need_grad)
     if not need_grad:
         return loss, count, None
-    grads = _encoder_backward(prepared, caches, H, lens, dout, dh_n, None)
+    grads = _encoder_backward(prepared, caches, H, lens, dout, dh_n, None, ws)
     grads.update({"head." + k: v for k, v in head_grads.items()})
     return loss, count, grads
 
@@ -478,6 +497,7 @@ def train_encoder(encoder: LSTMEncoder, windows, lengths=None, *, objective: str
     params = dict(encoder.params_)
     params.update({"head." + k: v for k, v in head.items()})
     opt = _Adam(params, lr)
+    ws = _Workspace()
     # feature-major copy of the data once: batches are column gathers
     X_ftb = np.ascontiguousarray(X.transpose(2, 1, 0))
 
@@ -494,7 +514,7 @@ def train_encoder(encoder: LSTMEncoder, windows, lengths=None, *, objective: str
         total, count_sum, norms = 0.0, 0.0, []
         for j in range(n_batches):
             xb, lb = batch(order[j * batch_size:(j + 1) * batch_size])
-            loss, count, grads = _batch_loss(encoder, head, xb, lb, objective, True)
+            loss, count, grads = _batch_loss(encoder, head, xb, lb, objective, True, ws)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss} at epoch {epoch}, batch {j}; "
                                          f"lower lr (now {lr}) or clip_norm")
@@ -513,7 +533,7 @@ def train_encoder(encoder: LSTMEncoder, windows, lengths=None, *, objective: str
             v_total, v_count = 0.0, 0.0
             for j in range(0, n_val, batch_size):
                 xb, lb = batch(val_idx[j:j + batch_size])
-                loss, count, _ = _batch_loss(encoder, head, xb, lb, objective, False)
+                loss, count, _ = _batch_loss(encoder, head, xb, lb, objective, False, ws)
                 v_total += loss * count
                 v_count += count
             val_loss = v_total / v_count if v_count else None
