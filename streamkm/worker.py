@@ -577,6 +577,13 @@ class Worker:
     def _side_effects(self, name: str, res: BatchResult) -> list[tuple[str, str, bytes | None, bytes, list]]:
         out = []
         dlq = self.settings.dlq.topic
+        if res.dead_letters:
+            reasons: dict[str, int] = {}
+            for dl in res.dead_letters:
+                reasons[dl.error.reason] = reasons.get(dl.error.reason, 0) + 1
+            log.info("%d bad record(s) in %s -> %s: %s", len(res.dead_letters), name,
+                     dlq or "dropped (no dlq.topic)", reasons,
+                     extra={"event": "dead_letter", "pipeline": name, "reasons": reasons})
         for dl in res.dead_letters:
             r = dl.record
             log.debug("dead-letter %s:%d@%d reason=%s", r.topic, r.partition, r.offset, dl.error.reason)
@@ -656,7 +663,8 @@ class Worker:
         ck = self.settings.checkpoint
         due_records = ck.interval_records and self._records_since_ckpt >= ck.interval_records
         due_time = ck.interval_seconds and now - self._last_ckpt_time >= ck.interval_seconds
-        if self._dirty and (due_records or due_time):
+        if (self._dirty and due_records) or (due_time and (self._dirty or self._assigned)):
+            # also when idle: keeps streamkm_last_checkpoint_age_seconds a liveness signal
             await self._checkpoint_and_commit("interval")
         elif self._dirty and now - self._last_ckpt_time >= self.idle_checkpoint_seconds \
                 and await self._caught_up():
