@@ -126,8 +126,18 @@ def _layer_backward(p: _Prepared, cache: _LayerCache, H: int, lens: _Lengths | N
     # time-major like the cache; every entry is written below
     dZ = alloc(tag + "dZ", (T, D, 4 * H, B), dtype)
     tmp = np.empty((H, B), dtype=dtype)
+    # activation derivatives for all steps at once: a(1 - a) for the sigmoid
+    # rows (i, f, o), 1 - g^2 for g; and 1 - tanh(c_t)^2
+    dA = alloc(tag + "dA", cache.A.shape, dtype)
+    np.subtract(1, cache.A, out=dA)
+    dA *= cache.A
+    np.multiply(cache.A[:, :, H3:], cache.A[:, :, H3:], out=dA[:, :, H3:])
+    np.subtract(1, dA[:, :, H3:], out=dA[:, :, H3:])
+    dTC = alloc(tag + "dTC", cache.TC.shape, dtype)
+    np.multiply(cache.TC, cache.TC, out=dTC)
+    np.subtract(1, dTC, out=dTC)
     for d in range(D):
-        A, TC, Cp = cache.A[:, d], cache.TC[:, d], cache.Cprev[:, d]
+        A, TC, Cp, dAd, dTCd = cache.A[:, d], cache.TC[:, d], cache.Cprev[:, d], dA[:, d], dTC[:, d]
         dZd = dZ[:, d]
         w_hh_t = p.w_hh[d].T
         dout_d = dout_tm[:, d * H:(d + 1) * H]
@@ -148,24 +158,17 @@ def _layer_backward(p: _Prepared, cache: _LayerCache, H: int, lens: _Lengths | N
             dh += dout_d[t]
             a = A[t]
             i, f, o, g = a[:H], a[H:H2], a[H2:H3], a[H3:]
-            tc = TC[t]
             dz = dZd[t]
-            dzo = dz[H2:H3]
-            np.multiply(dh, tc, out=dzo)          # dL/do
-            np.multiply(tc, tc, out=tmp)
-            np.subtract(1, tmp, out=tmp)
-            tmp *= o
+            np.multiply(dh, TC[t], out=dz[H2:H3])      # dL/do
+            np.multiply(dTCd[t], o, out=tmp)
             tmp *= dh
-            dc += tmp                            # dL/dc_t
-            dzo *= o * (1 - o)
-            np.multiply(dc, g, out=dz[:H])
-            dz[:H] *= i * (1 - i)
-            np.multiply(dc, Cp[t], out=dz[H:H2])
-            dz[H:H2] *= f * (1 - f)
-            np.multiply(dc, i, out=dz[H3:])
-            dz[H3:] *= 1 - g * g
-            dc *= f                              # dL/dc_{t-1}
-            np.matmul(w_hh_t, dz, out=dh)        # dL/dh_{t-1}
+            dc += tmp                                 # dL/dc_t
+            np.multiply(dc, g, out=dz[:H])            # dL/di
+            np.multiply(dc, Cp[t], out=dz[H:H2])      # dL/df
+            np.multiply(dc, i, out=dz[H3:])           # dL/dg
+            dz *= dAd[t]                              # through the activations
+            dc *= f                                   # dL/dc_{t-1}
+            np.matmul(w_hh_t, dz, out=dh)             # dL/dh_{t-1}
     if lens is not None:
         dZ *= lens.mask[:, None, None, :]        # padded steps never happened
     x2 = x.reshape(F_in, T * B)
