@@ -299,7 +299,8 @@ def report(args, tp, ck, sk) -> str:
         "",
         f"Command: `python benchmarks/bench_daemon.py {' '.join(args.argv)}`".rstrip() + "  ",
         f"Machine: {machine_description()} (shared with other jobs; the broker, the producer "
-        "and the consumer share the same 2 cores).",
+        f"and the consumer share the same 2 cores). BLAS: {args.blas} (the daemon and "
+        "`streamkm run` limit OpenBLAS to one thread unless `OPENBLAS_NUM_THREADS` is set).",
         "",
     ]
     if tp:
@@ -366,12 +367,23 @@ def main(argv=None) -> int:
     p.add_argument("--soak-seconds", type=float, default=600.0)
     p.add_argument("--soak-rate", type=float, default=5_000.0, help="demo records/s in the soak")
     p.add_argument("--soak-sample-seconds", type=float, default=2.0)
+    p.add_argument("--blas-threads", type=int, default=None,
+                   help="OpenBLAS threads in this process (default 1, as `streamkm run` sets)")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-checkpoint", action="store_true")
     p.add_argument("--skip-soak", action="store_true")
     p.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    # Same BLAS threading as `streamkm run` (one thread unless the environment says otherwise).
+    from streamkm.cli import _BLAS_ENV, _limit_blas_threads
+
+    if args.blas_threads is not None or not any(os.environ.get(v) for v in _BLAS_ENV):
+        threads = _limit_blas_threads(args.blas_threads or 1)
+        args.blas = ", ".join(f"{Path(k).name}: {v} thread(s)" for k, v in threads.items()) or "unknown"
+    else:
+        args.blas = ", ".join(f"{v}={os.environ[v]}" for v in _BLAS_ENV if os.environ.get(v))
+    print(f"BLAS: {args.blas}", flush=True)
     tp = None if args.skip_throughput else asyncio.run(throughput(args))
     ck = None if args.skip_checkpoint else checkpoint_sweep(args)
     sk = None if args.skip_soak else soak(args)

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -82,6 +83,52 @@ def _setup_logging(level: str = "INFO", as_json: bool = False) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger("aiokafka").setLevel(max(logging.getLevelName(level), logging.WARNING))
+
+
+_BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+_OPENBLAS_PREFIXES = ("", "scipy_")
+_OPENBLAS_SUFFIXES = ("", "64_")
+
+
+def _openblas_libraries() -> list[str]:
+    """Paths of the OpenBLAS builds loaded in this process (Linux; else empty)."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return []
+    return sorted({ln.split()[-1] for ln in maps.splitlines()
+                   if "openblas" in ln.lower() and ln.split()[-1].startswith("/")})
+
+
+def _limit_blas_threads(n: int) -> dict[str, int]:
+    """Set the thread count of every loaded OpenBLAS to ``n``.
+
+    Returns ``{library path: threads now}``. The daemon's GEMMs are small
+    (a chunk of rows times k centres, LSTM gates), so BLAS threads buy nothing
+    there, while on a busy host their spin-waiting makes such calls 10-80x
+    slower (measured: ``_assign`` of 10 000 x 64 rows against 8 centres 36 ms
+    with 2 threads under load vs 0.5 ms with 1; see docs/benchmarks.md).
+    Best effort: libraries without the OpenBLAS entry points are left alone.
+    """
+    import ctypes
+
+    out: dict[str, int] = {}
+    for path in _openblas_libraries():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for pre in _OPENBLAS_PREFIXES:
+            for suf in _OPENBLAS_SUFFIXES:
+                setter = getattr(lib, f"{pre}openblas_set_num_threads{suf}", None)
+                getter = getattr(lib, f"{pre}openblas_get_num_threads{suf}", None)
+                if setter is None or getter is None:
+                    continue
+                setter.argtypes, setter.restype = [ctypes.c_int], None
+                getter.argtypes, getter.restype = [], ctypes.c_int
+                setter(int(n))
+                out[path] = int(getter())
+    return out
 
 
 def _load_settings_or_exit(path: str | None):
@@ -240,8 +287,6 @@ async def _run(settings: Any, *, duration: float | None, status_interval: float)
     from streamkm.health import HealthServer
     from streamkm.metrics import Metrics
     from streamkm.worker import Worker, _fault_hook_from_env
-
-    import os
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -435,6 +480,10 @@ async def _status_loop(registry: Any, interval: float) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _load_settings_or_exit(args.config)
     _setup_logging(settings.worker.log_level, settings.worker.log_json)
+    if not any(os.environ.get(v) for v in _BLAS_ENV):
+        limited = _limit_blas_threads(1)
+        if limited:
+            log.info("BLAS limited to 1 thread (set OPENBLAS_NUM_THREADS to override)")
     if args.duration is not None and args.duration <= 0:
         _eprint(f"streamkm run: --duration must be > 0 seconds, got {args.duration}")
         return EXIT_USAGE

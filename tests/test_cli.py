@@ -350,3 +350,16 @@ def test_produce_takes_connection_from_config(broker, make_topic, tmp_path):
     out = streamkm("produce", "--config", str(tmp_path / "bad.toml"), "--topic", topic,
                    "--count", "1", "--no-progress")
     assert out.returncode == 2 and "kafka.sasl_plain_username" in out.stderr
+
+
+def test_limit_blas_threads_sets_openblas_threads():
+    from streamkm.cli import _limit_blas_threads, _openblas_libraries
+
+    if not _openblas_libraries():
+        pytest.skip("NumPy is not linked against OpenBLAS here")
+    try:
+        if (os.cpu_count() or 1) >= 2:
+            assert set(_limit_blas_threads(2).values()) == {2}
+        assert set(_limit_blas_threads(1).values()) == {1}
+    finally:
+        _limit_blas_threads(os.cpu_count() or 1)
