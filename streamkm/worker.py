@@ -299,7 +299,13 @@ class Worker:
         loaded = await asyncio.to_thread(self.store.load_latest)
         if loaded is not None:
             state, info = loaded
-            self._load_state(state)
+            try:
+                self._load_state(state)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise ValueError(
+                    f"checkpoint {info.sequence} in {self.settings.checkpoint.dir} does not match the "
+                    f"configuration ({exc}); point checkpoint.dir elsewhere or restore the old settings"
+                ) from exc
             log.info("restored checkpoint %d (offsets %s)", info.sequence, format_offsets(self.offsets),
                      extra={"event": "restore", "sequence": info.sequence})
             self.last_checkpoint = info
