@@ -185,7 +185,46 @@ async def throughput(args) -> list[dict]:
                   f"{d * per:,.0f} vectors/s; runs bare={[round(x) for x in bare]} "
                   f"daemon={[round(x) for x in daemon]}; {facts}", flush=True)
             rows.append(row)
+            if per > 1 and args.compare_blas:
+                # The same case with OpenBLAS at its default (one thread per core).
+                from streamkm.cli import _limit_blas_threads
+
+                ncpu = os.cpu_count() or 1
+                _limit_blas_threads(ncpu)
+                try:
+                    multi = [(await _daemon(bs, topic, n, fmt))[0] for _ in range(args.repeats)]
+                finally:
+                    _limit_blas_threads(args.blas_threads or 1)
+                m = statistics.median(multi)
+                print(f"{label} with {ncpu} BLAS threads: daemon {m:,.0f} rec/s, "
+                      f"{m * per:,.0f} vectors/s; runs={[round(x) for x in multi]}", flush=True)
+                rows.append({"case": f"{label}, OpenBLAS {ncpu} threads", "records": n, "rows": per,
+                             "produce": prod, "bare": b, "daemon": m, "ratio": m / b,
+                             "vectors_per_s": m * per, "bare_all": bare, "daemon_all": multi,
+                             "facts": {}, "no_target": True})
     return rows
+
+
+def blas_micro(args) -> list[dict]:
+    """Median time of the nearest-centre search (10 000 x 64 rows, k = 8) per BLAS thread count."""
+    from streamkm.cli import _limit_blas_threads
+    from streamkm.cluster._distance import _assign
+
+    X = np.random.default_rng(0).normal(size=(10_000, DIM)).astype(np.float32)
+    C = X[:8].copy()
+    out = []
+    for threads in sorted({os.cpu_count() or 1, 1}, reverse=True):
+        _limit_blas_threads(threads)
+        _assign(X, C)
+        ts = []
+        for _ in range(30):
+            t0 = time.perf_counter()
+            _assign(X, C)
+            ts.append(time.perf_counter() - t0)
+        out.append({"threads": threads, "ms": statistics.median(ts) * 1e3})
+        print(f"_assign 10000x64, k=8, OpenBLAS {threads} thread(s): {out[-1]['ms']:.2f} ms", flush=True)
+    _limit_blas_threads(args.blas_threads or 1)
+    return out
 
 
 def checkpoint_sweep(args) -> list[dict]:
@@ -293,7 +332,7 @@ def soak(args) -> dict:
     return res
 
 
-def report(args, tp, ck, sk) -> str:
+def report(args, tp, ck, sk, bl=None) -> str:
     lines = [
         "## bench_daemon: end-to-end daemon throughput, checkpoints, memory",
         "",
@@ -316,6 +355,13 @@ def report(args, tp, ck, sk) -> str:
                 [[r["case"], f"{r['records']:,}", f"{r['bare']:,.0f}", f"{r['daemon']:,.0f}",
                   f"{r['ratio']:.0%}", f"{r['vectors_per_s']:,.0f}", t, m]
                  for r, (t, m) in zip(tp, _targets(tp))]),
+            "",
+        ]
+    if bl:
+        lines += [
+            "BLAS threads: median time of the nearest-centre search `_assign` for 10,000 x 64 "
+            "float32 rows against 8 centres, in this process: "
+            + ", ".join(f"{r['threads']} OpenBLAS thread(s) {r['ms']:.2f} ms" for r in bl) + ".",
             "",
         ]
     if ck:
@@ -346,7 +392,9 @@ def report(args, tp, ck, sk) -> str:
 def _targets(tp):
     out = []
     for r in tp:
-        if r["rows"] == 1 and "binary" in r["case"]:
+        if r.get("no_target"):
+            out.append(("—", "—"))
+        elif r["rows"] == 1 and "binary" in r["case"]:
             out.append(("≥ 80% of bare", "yes" if r["ratio"] >= 0.8 else "**no**"))
         elif r["rows"] == 256:
             out.append(("≥ 1M vectors/s", "yes" if r["vectors_per_s"] >= 1e6 else "**no**"))
@@ -369,6 +417,8 @@ def main(argv=None) -> int:
     p.add_argument("--soak-sample-seconds", type=float, default=2.0)
     p.add_argument("--blas-threads", type=int, default=None,
                    help="OpenBLAS threads in this process (default 1, as `streamkm run` sets)")
+    p.add_argument("--no-compare-blas", dest="compare_blas", action="store_false",
+                   help="skip case (b) with OpenBLAS at one thread per core")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-checkpoint", action="store_true")
     p.add_argument("--skip-soak", action="store_true")
@@ -384,10 +434,11 @@ def main(argv=None) -> int:
     else:
         args.blas = ", ".join(f"{v}={os.environ[v]}" for v in _BLAS_ENV if os.environ.get(v))
     print(f"BLAS: {args.blas}", flush=True)
+    bl = blas_micro(args)
     tp = None if args.skip_throughput else asyncio.run(throughput(args))
     ck = None if args.skip_checkpoint else checkpoint_sweep(args)
     sk = None if args.skip_soak else soak(args)
-    text = report(args, tp, ck, sk)
+    text = report(args, tp, ck, sk, bl)
     print(text)
     if not args.no_write:
         update_section("bench_daemon", text)
