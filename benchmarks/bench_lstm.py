@@ -9,17 +9,21 @@ Measures, with the same number of threads for NumPy's BLAS and torch:
   on the same model for reference).
 
 Timings are medians over interleaved repeats (ours, torch, ours, torch, ...) so
-both see the same machine load. Writes section ``bench_lstm`` of
+both see the same machine load. Each configuration (thread count, OpenBLAS
+kernel set) runs in its own child process. Writes section ``bench_lstm`` of
 docs/benchmarks.md unless ``--no-write``.
 
-    python benchmarks/bench_lstm.py [--threads N] [--repeats R] [--no-write]
+    python benchmarks/bench_lstm.py [--threads N ...] [--openblas-coretype env SkylakeX]
+                                    [--repeats R] [--no-write] [--note TEXT]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -40,7 +44,9 @@ def blas_threads() -> tuple[int, str]:
     blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
     if not blas:
         return os.cpu_count() or 1, "cpu_count"
-    return int(blas[0]["num_threads"]), f"{blas[0]['internal_api']} {blas[0].get('version', '')}".strip()
+    arch = blas[0].get("architecture")
+    return int(blas[0]["num_threads"]), (f"{blas[0]['internal_api']} {blas[0].get('version', '')}".strip()
+                                         + (f", {arch} kernels" if arch else ""))
 
 
 def interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
@@ -71,6 +77,7 @@ def run(threads: int | None, repeats: int) -> tuple[list[list[object]], dict[str
 
         threadpool_limits(threads)
     n_threads, blas_name = blas_threads()
+    kernels = blas_name.rsplit(", ", 1)[-1].replace(" kernels", "") if "kernels" in blas_name else "?"
     torch.set_num_threads(n_threads)
     desc = (f"NumPy BLAS ({blas_name}) = {n_threads} threads; torch {torch.__version__}: "
             f"torch.set_num_threads({n_threads})")
@@ -93,7 +100,7 @@ def run(threads: int | None, repeats: int) -> tuple[list[list[object]], dict[str
             cells = [f"{ours * 1e3:.2f} ms", f"{ref * 1e3:.2f} ms", f"{ref_aten * 1e3:.2f} ms"]
         else:  # items per second from seconds per item-batch of size fmt
             cells = [f"{fmt / ours:,.0f}/s", f"{fmt / ref:,.0f}/s", f"{fmt / ref_aten:,.0f}/s"]
-        rows.append([n_threads, label, cells[0], cells[1], f"**{ours / ref:.2f}**", cells[2],
+        rows.append([n_threads, kernels, label, cells[0], cells[1], f"**{ours / ref:.2f}**", cells[2],
                      f"{ours / ref_aten:.2f}", note])
 
     # ------------------------------------------------------------ forward
@@ -184,22 +191,42 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=None,
                     help="thread counts to run, each used for both NumPy's BLAS and torch "
                          "(default: NumPy's current BLAS threads)")
+    ap.add_argument("--openblas-coretype", nargs="+", default=["env"], metavar="CORE",
+                    help="OpenBLAS kernel sets to run NumPy with, each in a child process with "
+                         "OPENBLAS_CORETYPE=CORE ('env': the environment as it is; default)")
     ap.add_argument("--repeats", type=int, default=21)
     ap.add_argument("--no-write", action="store_true", help="print only, leave docs/benchmarks.md alone")
     ap.add_argument("--note", default="", help="sentence added to the docs section (e.g. about the machine)")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
-    all_rows, verdicts, descs = [], [], []
-    for threads in args.threads or [None]:
+    if args.child:  # one configuration, results as JSON on stdout
+        threads = args.threads[0] if args.threads else None
         rows, ratios, desc = run(threads, args.repeats)
-        all_rows += rows
-        descs.append(desc)
-        fwd = [k for k in ratios if k.startswith("forward") and "lengths" not in k]
-        verdicts.append(f"{rows[0][0]} thread(s): "
-                        + ", ".join(f"{k.split(' (')[0].replace('forward ', '')} {ratios[k]:.2f}x "
-                                    f"({'met' if ratios[k] <= 1.5 else 'NOT met'})" for k in fwd))
-    header = ["threads", "case", "streamkm (NumPy)", "torch (default, oneDNN)", "ratio ours/torch (time)",
-              "torch ATen (oneDNN off)", "ratio ours/ATen", "note"]
+        print(json.dumps({"rows": rows, "ratios": ratios, "desc": desc}))
+        return 0
+
+    all_rows, verdicts, descs = [], [], []
+    for core in args.openblas_coretype:
+        env = dict(os.environ)
+        if core != "env":
+            env["OPENBLAS_CORETYPE"] = core
+        for threads in args.threads or [None]:
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--repeats", str(args.repeats)]
+            if threads is not None:
+                cmd += ["--threads", str(threads)]
+            proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True)
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            rows, ratios = result["rows"], result["ratios"]
+            all_rows += rows
+            core_note = f" (OPENBLAS_CORETYPE={core})" if core != "env" else ""
+            descs.append(result["desc"] + core_note)
+            fwd = [k for k in ratios if k.startswith("forward") and "lengths" not in k]
+            verdicts.append(f"{rows[0][0]} thread(s), {rows[0][1]} kernels: "
+                            + ", ".join(f"{k.split(' (')[0].replace('forward ', '')} {ratios[k]:.2f}x "
+                                        f"({'met' if ratios[k] <= 1.5 else 'NOT met'})" for k in fwd))
+    header = ["threads", "OpenBLAS kernels", "case", "streamkm (NumPy)", "torch (default, oneDNN)",
+              "ratio ours/torch (time)", "torch ATen (oneDNN off)", "ratio ours/ATen", "note"]
     table = markdown_table(header, all_rows)
     print(table)
     verdict = "; ".join(verdicts)
@@ -208,13 +235,15 @@ def main(argv=None) -> int:
     if not args.no_write:
         cmd = "python benchmarks/bench_lstm.py" \
             + (" --threads " + " ".join(map(str, args.threads)) if args.threads else "") \
+            + (" --openblas-coretype " + " ".join(args.openblas_coretype)
+               if args.openblas_coretype != ["env"] else "") \
             + (f" --repeats {args.repeats}" if args.repeats != 21 else "")
         body = "\n".join([
             "## LSTM encoder (`benchmarks/bench_lstm.py`)",
             "",
             f"Command: `{cmd}`  ",
             f"Machine: {machine_description()}  ",
-            "Threads: " + " | ".join(descs) + ".  ",
+            "Configurations: " + " | ".join(descs) + ".  ",
             f"Medians of {args.repeats} interleaved repeats (embeddings: {max(5, args.repeats // 2)}; "
             "training: epochs of 256 windows, median of 3). Ratios are time ratios (ours / torch): "
             "below 1 means streamkm is faster. \"torch (default)\" is `torch.nn.LSTM` as shipped, which "
