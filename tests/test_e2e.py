@@ -109,11 +109,11 @@ def assert_no_torn_checkpoint(ckpt_dir):
 
 @pytest.mark.parametrize("fault", ["after_update:6", "after_checkpoint:2", "after_temp_write:2"])
 def test_kill9_and_restart_gives_the_uninterrupted_model(broker, make_topic, tmp_path, fault):
-    topic = make_topic("in")
+    topic, out = make_topic("in"), make_topic("out")
     group = unique_name("g")
     X, records = vectors()
     ckpt = tmp_path / "ckpt"
-    cfg = worker_config(broker, ckpt, group=group, vectors_topic=topic, n_clusters=4,
+    cfg = worker_config(broker, ckpt, group=group, vectors_topic=topic, output=out, n_clusters=4,
                         max_records=BATCH, checkpoint={"interval_records": 200})
     settings = load_config(cfg, tmp_path / "w.toml")
     kw = settings.model.estimator_kwargs()
@@ -150,6 +150,10 @@ def test_kill9_and_restart_gives_the_uninterrupted_model(broker, make_topic, tmp
     ref = offline(X, kw, BATCH)
     np.testing.assert_allclose(model.cluster_centers_, ref.cluster_centers_, rtol=0, atol=1e-6)
     np.testing.assert_allclose(model.counts_, ref.counts_, rtol=0, atol=1e-6)
+    # the output topic is at-least-once: every input key has an assignment
+    outs = asyncio.run(consume_all(broker, out, timeout=30))
+    assert {r.key for r in outs} == {k for k, _ in records}
+    assert len(outs) >= len(records)
 
 
 def test_sigterm_exits_0_with_fresh_checkpoint_and_matching_commit(broker, make_topic, tmp_path):
@@ -261,3 +265,57 @@ def test_sequence_pipeline_end_to_end_with_trained_lstm(broker, make_topic, tmp_
     np.testing.assert_allclose(pipe.model.cluster_centers_, ref.model.cluster_centers_, rtol=0, atol=1e-6)
     state, _ = CheckpointStore(tmp_path / "ckpt").load_latest()
     assert state["pipelines"]["sequence"]["lstm_hash"] == enc.content_hash
+
+
+def test_sequence_kill9_with_open_windows_and_restart(broker, make_topic, tmp_path):
+    """Killed between a checkpoint and its commit while windows are open: the restarted
+    worker restores the windows and queued embeddings and ends with the offline model."""
+    from streamkm.pipeline import SequencePipeline
+    from streamkm.synthetic import behaviour_events
+
+    enc, _ = _train_small_lstm(tmp_path / "lstm.npz")
+    topic = make_topic("ev")
+    group = unique_name("g")
+    keys, ts, Xe, _ = behaviour_events(16, 40, n_processes=3, n_features=3, seed=2)
+    records = [(k.encode(), encode_event_json(k, float(t), x)) for k, t, x in zip(keys, ts, Xe)]
+    ckpt = tmp_path / "ckpt"
+    cfg = worker_config(broker, ckpt, group=group, events_topic=topic, max_records=30,
+                        checkpoint={"interval_records": 90},
+                        sequence={"enabled": True, "lstm_path": str(tmp_path / "lstm.npz"),
+                                  "window_kind": "tumbling", "window_size": 8,
+                                  "model": {"n_clusters": 3, "seed": 0}})
+    settings = load_config(cfg, tmp_path / "w.toml")
+    asyncio.run(produce(broker, topic, records, partition=0))
+
+    with WorkerProcess(tmp_path / "w.toml", tmp_path / "run1.log", fault="after_checkpoint:3") as w:
+        assert w.wait(60) == -signal.SIGKILL, w.tail()
+    state, _ = CheckpointStore(ckpt).load_latest()
+    win = state["pipelines"]["sequence"]["windows"]
+    assert win["lengths"].sum() > 0 and 0 < win["n_events"] < len(records)  # mid-stream, windows open
+
+    with WorkerProcess(tmp_path / "w.toml", tmp_path / "run2.log") as w:
+        async def done():
+            return (await committed_offsets(broker, group, topic)).get(0) == len(records)
+
+        asyncio.run(wait_until(done, 60, "restarted worker commits the end", interval=0.3))
+        w.proc.send_signal(signal.SIGTERM)
+        assert w.wait(30) == 0, w.tail()
+
+    state, _ = CheckpointStore(ckpt).load_latest()
+    got = state["pipelines"]["sequence"]
+
+    class Rec:
+        def __init__(self, i, kv):
+            self.topic, self.partition, self.offset = topic, 0, i
+            self.key, self.value, self.headers, self.timestamp = kv[0], kv[1], (), 0
+
+    ref = SequencePipeline(encoder=enc, windower_kwargs=settings.sequence.windower_kwargs(),
+                           model_kwargs={"n_clusters": 3, "seed": 0}, batch_rows=30,
+                           pooling=settings.sequence.pooling, normalize=settings.sequence.normalize)
+    for i in range(0, len(records), 7):
+        ref.process([Rec(j, records[j]) for j in range(i, min(i + 7, len(records)))])
+    ref.flush()
+    m = StreamingKMeans(n_clusters=3, seed=0)
+    m.load_state_dict(got["model"])
+    assert m.counts_.sum() == pytest.approx(len(keys) // 8)
+    np.testing.assert_allclose(m.cluster_centers_, ref.model.cluster_centers_, rtol=0, atol=1e-6)
