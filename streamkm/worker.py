@@ -777,7 +777,12 @@ class Worker:
             positions = {}
             for tp in sorted(assigned, key=lambda t: (t.topic, t.partition)):
                 mine = self.offsets.get(tp)
-                committed = await consumer.committed(tp)
+                try:
+                    committed = await asyncio.wait_for(consumer.committed(tp), 10)
+                except Exception as exc:  # keep going: our own offset (or the reset policy)
+                    log.warning("committed offset of %s:%d unavailable (%s: %s)", tp.topic,
+                                tp.partition, type(exc).__name__, exc)
+                    committed = None
                 cands = [x for x in (mine, committed) if x is not None]
                 if cands:
                     target = max(cands)
