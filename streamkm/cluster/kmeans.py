@@ -304,9 +304,13 @@ def _lloyd(
             m1 = shift[j1]
             m2 = float(np.max(np.delete(shift, j1)))
             lower -= np.where(labels == j1, m2, m1)
-            cc = ((Cn64[:, None, :] - Cn64[None, :, :]) ** 2).sum(axis=2)
+            # center-center squared distances by the Gram expansion (k × k,
+            # float64), less a margin for its rounding so the bound stays safe
+            cn_sq = np.einsum("ij,ij->i", Cn64, Cn64)
+            cc = cn_sq[:, None] + cn_sq[None, :] - 2.0 * (Cn64 @ Cn64.T)
+            cc -= 1e-12 * (cn_sq[:, None] + cn_sq[None, :])
             np.fill_diagonal(cc, np.inf)
-            half_gap = 0.5 * np.sqrt(cc.min(axis=1))
+            half_gap = 0.5 * np.sqrt(np.maximum(cc.min(axis=1), 0.0))
             u = np.sqrt(d_post.astype(np.float64)) * (1.0 + 8.0 * eps)
             cand = np.flatnonzero(u > np.maximum(lower, half_gap[labels]))
         else:
