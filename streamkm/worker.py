@@ -293,6 +293,7 @@ class Worker:
         """Restore the newest valid checkpoint and prepare metrics (no network)."""
         if self._started:
             return
+        self._lock_directory()
         self._started = True
         for name, (topic, p) in self.pipelines.items():
             self.metrics.init_pipeline(name, topic)
@@ -316,6 +317,33 @@ class Worker:
             if hasattr(p, "windower"):
                 self.metrics.observe_windower(name, p.windower, baseline=True)
         self._restored = True
+
+    def _lock_directory(self) -> None:
+        """One worker per checkpoint directory (an flock, released by the kernel on death)."""
+        import fcntl
+
+        path = self.store.directory / ".worker.lock"
+        fh = open(path, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            fh.close()
+            raise RuntimeError(
+                f"checkpoint directory {self.store.directory} is in use by another worker "
+                f"(pid {holder}); each worker needs its own checkpoint.dir"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._dir_lock = fh
+
+    def _unlock_directory(self) -> None:
+        fh, self._dir_lock = getattr(self, "_dir_lock", None), None
+        if fh is not None:
+            fh.close()  # closing the descriptor drops the flock
 
     def _load_state(self, state: dict) -> None:
         if state.get("format") != _STATE_FORMAT:
@@ -814,6 +842,7 @@ class Worker:
                     await self._checkpoint_and_commit("shutdown")
         finally:
             await self._disconnect(final=True)
+            self._unlock_directory()
             self._stopped = True
             log.info("worker stopped", extra={"event": "stopped"})
 

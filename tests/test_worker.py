@@ -437,14 +437,16 @@ def test_pipeline_failure_is_not_checkpointed_and_restart_replays(broker, make_t
     np.testing.assert_allclose(p.model.cluster_centers_, ref.cluster_centers_, atol=1e-6)
 
 
-def test_checkpoint_from_other_settings_is_refused_with_a_clear_error(tmp_path):
+def test_checkpoint_dir_locked_and_foreign_checkpoint_refused(tmp_path):
     cfg = worker_config("127.0.0.1:9", tmp_path / "ckpt", group="g", vectors_topic="in", n_clusters=3)
     s3 = load_config(cfg, tmp_path / "a.toml")
 
     async def scenario():
         w = Worker(s3)
         await w.start()
-        await w._checkpoint_and_commit("test")  # no broker: checkpoint only
+        with pytest.raises(RuntimeError, match="in use by another worker"):
+            await Worker(s3).start()  # one worker per checkpoint directory
+        await w.stop()  # no broker: writes a checkpoint, releases the directory
         cfg["model"]["n_clusters"] = 5
         w5 = Worker(load_config(cfg, tmp_path / "b.toml"))
         with pytest.raises(ValueError, match=r"checkpoint 1 in .* does not match the configuration"):
