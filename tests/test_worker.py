@@ -453,3 +453,38 @@ def test_checkpoint_dir_locked_and_foreign_checkpoint_refused(tmp_path):
             await w5.start()
 
     asyncio.run(scenario())
+
+
+def test_drift_detected_counted_logged_and_reseeded(broker, make_topic, tmp_path, caplog):
+    import logging
+
+    topic = make_topic("in")
+    rng = np.random.default_rng(11)
+    X = np.r_[rng.normal(size=(1500, 2)), rng.normal(size=(1500, 2)) * 8 + 30].astype(np.float32)
+    cfg = worker_config(broker, tmp_path / "ckpt", group=unique_name("g"), vectors_topic=topic,
+                        max_records=50, drift={"method": "page_hinkley", "reseed_on_drift": True})
+    settings = load_config(cfg, tmp_path / "w.toml")
+
+    async def scenario():
+        await produce(broker, topic, [(None, encode_binary(x[None])) for x in X], partition=0)
+        metrics = Metrics()
+        worker = Worker(settings, metrics=metrics)
+        task = asyncio.create_task(worker.run())
+        pipe = worker.pipelines["vectors"][1]
+        await wait_until(lambda: pipe.core.n_clustered_ == len(X), 30, "all clustered")
+        await worker.shutdown(20)
+        await task
+        return metrics, pipe
+
+    with caplog.at_level(logging.INFO, logger="streamkm.worker"):
+        metrics, pipe = asyncio.run(scenario())
+    n_drift = pipe.core.n_drift_
+    assert n_drift >= 1
+    get = metrics.registry.get_sample_value
+    assert get("streamkm_drift_detections_total", {"pipeline": "vectors"}) == n_drift
+    m = pipe.model
+    assert get("streamkm_reseeds_accepted_total", {"pipeline": "vectors"}) == m.n_reseeds_
+    assert get("streamkm_reseeds_rejected_total", {"pipeline": "vectors"}) == m.n_reseeds_rejected_
+    assert m.n_reseeds_ + m.n_reseeds_rejected_ >= n_drift  # a reseed was attempted per drift
+    drift_logs = [r for r in caplog.records if getattr(r, "event", None) == "drift"]
+    assert len(drift_logs) == n_drift and "drift detected in vectors" in drift_logs[0].getMessage()
