@@ -152,9 +152,10 @@ def _finite_or_none(v) -> float | None:
 class _ChunkedModel:
     """StreamingKMeans + drift monitor fed with fixed-size chunks of queued rows.
 
-    Queue entries carry, per row, the metadata needed to build its output
-    record: ``part`` (int64), ``offset`` (int64), ``row`` (int64, row index
-    within its record or window end timestamp bits) and ``key`` (bytes|None).
+    Queue entries carry, per row, what its output record needs: three float64
+    columns (exact below 2**53) -- partition, offset, row within the record
+    for vectors; window length, window end timestamp, 0 for sequences -- and
+    the key (bytes or None).
     """
 
     def __init__(self, *, model_kwargs: dict, batch_rows: int, drift_kwargs: dict | None,
