@@ -7,6 +7,8 @@ the real components on data: binary/JSON records (some bad) decoded by
 ``formats.decode_vectors`` into a ``StreamingKMeans`` with reseeding, behaviour
 events windowed by ``EventWindower`` and embedded by ``LSTMEncoder`` into a
 second ``StreamingKMeans``, and checkpoints written by ``CheckpointStore``.
+A second live check points Prometheus at a real ``streamkm run`` subprocess
+(embedded broker, demo producers for both pipelines).
 """
 
 from __future__ import annotations
