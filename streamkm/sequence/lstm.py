@@ -18,7 +18,14 @@ between this class and PyTorch unchanged.
 Implementation (measured choices; see benchmarks/bench_lstm.py): the kernels
 work feature-major, arrays (features, T, B). The input projection
 ``W_ih X + b`` of one layer, for all time steps and both directions, is ONE
-matrix product into a (D, 4H, T, B) buffer. The loop over time then does, per
+matrix product into a (D, 4H, T, B) buffer; the bias rides along as an extra
+column of ``W_ih`` against a row of ones appended to the layer input (the copy
+of the input into that buffer is the transpose the batch-first input needs
+anyway, and it saves a separate pass over the projections). The hidden states
+of the last layer are written time-major, (T, D*H, B), so each step's h_{t-1}
+and h_t are contiguous blocks and the result is transposed to (B, T, D*H) one
+step at a time (small 2-D transposes that stay in cache; one 3-D transposing
+copy of the whole output measured several times slower). The loop over time then does, per
 step and direction, one (4H, H) @ (H, B) product into a preallocated (4H, B)
 buffer, and in-place elementwise operations on contiguous row blocks of it; the
 two directions share each elementwise call. Internally the gate rows are
@@ -92,14 +99,14 @@ def _gate_perm(H: int) -> np.ndarray:
 class _Prepared:
     """Weights of one layer in the kernel's layout.
 
-    ``w_ih_s`` (D*4H, F_in): both directions' input weights stacked, rows in the
-    internal gate order (i, f, o, g), sigmoid rows scaled by 1/2; ``b_s``
-    (D*4H, 1) likewise for ``bias_ih + bias_hh``; ``w_hh_s[d]`` (4H, H) scaled;
+    ``w_ihb_s`` (D*4H, F_in + 1): both directions' input weights stacked, rows in
+    the internal gate order (i, f, o, g), sigmoid rows scaled by 1/2, with
+    ``bias_ih + bias_hh`` (scaled likewise) as the last column; ``w_hh_s[d]`` (4H, H) scaled;
     ``w_ih[d]`` (4H, F_in) and ``w_hh[d]`` (4H, H) unscaled, internal order
     (what backpropagation needs).
     """
 
-    __slots__ = ("w_ih_s", "b_s", "w_hh_s", "w_ih", "w_hh")
+    __slots__ = ("w_ihb_s", "w_hh_s", "w_ih", "w_hh")
 
 
 def _prepare(params: Mapping[str, np.ndarray], num_layers: int, D: int, H: int,
@@ -123,8 +130,8 @@ def _prepare(params: Mapping[str, np.ndarray], num_layers: int, D: int, H: int,
             w_ih_s.append(w_ih * scale[:, None])
             w_hh_s.append(np.ascontiguousarray(w_hh * scale[:, None]))
             b_s.append(b * scale)
-        p.w_ih_s = np.concatenate(w_ih_s, axis=0)
-        p.b_s = np.concatenate(b_s)[:, None]
+        p.w_ihb_s = np.concatenate([np.concatenate(w_ih_s, axis=0),
+                                    np.concatenate(b_s)[:, None]], axis=1)
         p.w_hh_s = w_hh_s
         layers.append(p)
     return layers
@@ -185,22 +192,28 @@ class _LayerCache:
     __slots__ = ("x", "A", "TC", "Hprev", "Cprev")
 
 
-def _layer_forward(x: np.ndarray, p: _Prepared, H: int, h0: np.ndarray, c0: np.ndarray,
+def _layer_forward(xa: np.ndarray, p: _Prepared, H: int, h0: np.ndarray, c0: np.ndarray,
                    lens: _Lengths | None, keep_cache: bool = False, ws: _Workspace | None = None,
-                   tag: str = ""):
-    """One layer, all directions, feature-major.
+                   tag: str = "", time_major: bool = False):
+    """One layer, all directions.
 
     Parameters
     ----------
-    x : ndarray of shape (F_in, T, B), C-contiguous, compute dtype (not modified).
+    xa : ndarray of shape (F_in + 1, T, B), C-contiguous, compute dtype (not
+        modified): the layer input, feature-major, with a last row of ones (so the
+        bias rides along in the input projection).
     p : kernel weights of this layer.
     h0, c0 : ndarray of shape (D, H, B) (not modified).
     lens : per-step length bookkeeping, or None if every sequence has T steps.
     ws, tag : optional workspace for the large buffers (names prefixed by ``tag``).
+    time_major : write the hidden states time-major and return them as
+        (T, D*H, B) instead of the feature-major (D*H + 1, T, B) buffer.
 
     Returns
     -------
-    out : ndarray of shape (D*H, T, B), h_t of each direction, zero at padded steps.
+    out : ndarray of shape (D*H + 1, T, B): rows :D*H hold h_t of each direction
+        (zero at padded steps), the last row is ones (ready to be the next layer's
+        ``xa``); if ``time_major``, ndarray of shape (T, D*H, B) without that row.
     h_n, c_n : ndarray of shape (D, H, B), state after each sequence's own last
         step (forward: step lengths[b]-1; backward: step 0).
     cache : :class:`_LayerCache` or None.
@@ -216,118 +229,151 @@ def _layer_forward(x: np.ndarray, p: _Prepared, H: int, h0: np.ndarray, c0: np.n
     zeroed at the end, so the next layer and the caller see zeros there, as with
     ``pack_padded_sequence``/``pad_packed_sequence``.
     """
-    F_in, T, B = x.shape
+    F1, T, B = xa.shape
     D = len(p.w_hh_s)
-    dtype = x.dtype
-    H2, H3 = 2 * H, 3 * H
-    # input projection of every time step and both directions: ONE matrix product
+    dtype = xa.dtype
+    H2, H3, H4 = 2 * H, 3 * H, 4 * H
     alloc = _fresh if ws is None else ws.empty
-    xp = alloc(tag + "xp", (D * 4 * H, T * B), dtype)
-    np.matmul(p.w_ih_s, x.reshape(F_in, T * B), out=xp)
-    xp += p.b_s
-    xp = xp.reshape(D, 4 * H, T, B)
-    out = alloc(tag + "out", (D * H, T, B), dtype)
+    # input projection + bias of every time step and both directions: ONE matrix product
+    xp = alloc(tag + "xp", (D * H4, T * B), dtype)
+    np.matmul(p.w_ihb_s, xa.reshape(F1, T * B), out=xp)
+    xp = xp.reshape(D, H4, T, B)
+    if time_major:
+        hs = alloc(tag + "hs", (T, D, H, B), dtype)
+        h_at = [[hs[t, d] for t in range(T)] for d in range(D)]
+    else:
+        out = alloc(tag + "out", (D * H + 1, T, B), dtype)
+        out[D * H] = 1
+        h_at = [[out[d * H:(d + 1) * H, t] for t in range(T)] for d in range(D)]
     c = np.array(c0, dtype=dtype)             # (D, H, B) cell state, updated in place
-    hbuf = np.array(h0, dtype=dtype)          # (D, H, B) h_{-1} (reverse: rows get reset)
     c_n = np.empty((D, H, B), dtype=dtype)
-    tmp = np.empty((D, 4 * H, B), dtype=dtype)
+    tmp = np.empty((D, H4, B), dtype=dtype)
     tc = np.empty((D, H, B), dtype=dtype)
     sig, i_g, f_g, o_g, g_g = tmp[:, :H3], tmp[:, :H], tmp[:, H:H2], tmp[:, H2:H3], tmp[:, H3:]
-    out_d = [out[d * H:(d + 1) * H] for d in range(D)]
-    xp_d = [xp[d] for d in range(D)]
-    tmp_d = [tmp[d] for d in range(D)]
-    o_d = [o_g[d] for d in range(D)]
-    tc_d = [tc[d] for d in range(D)]
     whh = p.w_hh_s
+    tmp_d = [tmp[d] for d in range(D)]
+    # per-step views, built once: step s of direction d is time t (forward s, backward T-1-s)
+    # and reads xp at t and h_{prev}, writes h_t
+    steps = []
+    for d in range(D):
+        prev = np.array(h0[d], dtype=dtype)   # h_{-1} (a copy: the backward reset writes rows)
+        lst = []
+        for t in (range(T) if d == 0 else range(T - 1, -1, -1)):
+            lst.append((t, xp[d, :, t], prev, h_at[d][t]))
+            prev = h_at[d][t]
+        steps.append(lst)
     ends = lens.ends if lens is not None else None
     cache = None
     if keep_cache:
         cache = _LayerCache()
-        cache.x = x
-        cache.A = alloc(tag + "A", (T, D, 4 * H, B), dtype)
+        cache.x = xa[: F1 - 1]
+        cache.A = alloc(tag + "A", (T, D, H4, B), dtype)
         cache.TC = alloc(tag + "TC", (T, D, H, B), dtype)
         cache.Hprev = alloc(tag + "Hprev", (T, D, H, B), dtype)
         cache.Cprev = alloc(tag + "Cprev", (T, D, H, B), dtype)
     matmul, multiply, add, tanh = np.matmul, np.multiply, np.add, np.tanh
-    for s in range(T):
-        for d in range(D):
-            if d == 0:
-                t, hp = s, (hbuf[0] if s == 0 else out_d[0][:, s - 1])
-            else:
-                t = T - 1 - s
-                hp = hbuf[1] if s == 0 else out_d[1][:, t + 1]
-                if ends is not None and t in ends and s > 0:  # sequence starts here: reset
+    if D == 1 and not keep_cache:             # no per-step bookkeeping but the forward c_n
+        w, t0, i0, f0, o0, g0, cc, tc0 = whh[0], tmp[0], i_g[0], f_g[0], o_g[0], g_g[0], c[0], tc[0]
+        for t, xpt, hp, ht in steps[0]:
+            matmul(w, hp, out=t0)
+            add(t0, xpt, out=t0)
+            tanh(t0, out=t0)
+            sig *= 0.5
+            sig += 0.5                        # sigmoid(z) = (1 + tanh(z/2)) / 2
+            cc *= f0
+            multiply(i0, g0, out=tc0)
+            cc += tc0
+            tanh(cc, out=tc0)
+            multiply(o0, tc0, out=ht)
+            if ends is not None and t in ends:  # these sequences end at t
+                rows = ends[t]
+                c_n[0][:, rows] = cc[:, rows]
+    else:
+        for s in range(T):
+            for d in range(D):
+                t, xpt, hp, _ = steps[d][s]
+                if d == 1 and ends is not None and s > 0 and t in ends:  # sequence starts here: reset
                     rows = ends[t]
                     hp[:, rows] = h0[1][:, rows]
                     c[1][:, rows] = c0[1][:, rows]
-            if keep_cache:
-                cache.Hprev[t, d] = hp
-                cache.Cprev[t, d] = c[d]
-            matmul(whh[d], hp, out=tmp_d[d])
-            add(tmp_d[d], xp_d[d][:, t], out=tmp_d[d])
-        tanh(tmp, out=tmp)
-        sig *= 0.5
-        sig += 0.5                                # sigmoid(z) = (1 + tanh(z/2)) / 2
-        c *= f_g
-        multiply(i_g, g_g, out=tc)
-        c += tc
-        tanh(c, out=tc)
-        for d in range(D):
-            t = s if d == 0 else T - 1 - s
-            multiply(o_d[d], tc_d[d], out=out_d[d][:, t])
-            if keep_cache:
-                cache.A[t, d] = tmp_d[d]
-                cache.TC[t, d] = tc_d[d]
-        if ends is not None and s in ends:      # forward direction: these sequences end at s
-            rows = ends[s]
-            c_n[0][:, rows] = c[0][:, rows]
+                if keep_cache:
+                    cache.Hprev[t, d] = hp
+                    cache.Cprev[t, d] = c[d]
+                matmul(whh[d], hp, out=tmp_d[d])
+                add(tmp_d[d], xpt, out=tmp_d[d])
+            tanh(tmp, out=tmp)
+            sig *= 0.5
+            sig += 0.5                            # sigmoid(z) = (1 + tanh(z/2)) / 2
+            c *= f_g
+            multiply(i_g, g_g, out=tc)
+            c += tc
+            tanh(c, out=tc)
+            for d in range(D):
+                t, _, _, ht = steps[d][s]
+                multiply(o_g[d], tc[d], out=ht)
+                if keep_cache:
+                    cache.A[t, d] = tmp_d[d]
+                    cache.TC[t, d] = tc[d]
+            if ends is not None and s in ends:  # forward direction: these sequences end at s
+                rows = ends[s]
+                c_n[0][:, rows] = c[0][:, rows]
     h_n = np.empty((D, H, B), dtype=dtype)
     if lens is None:
-        h_n[0] = out_d[0][:, T - 1]
+        h_n[0] = h_at[0][T - 1]
         c_n[0] = c[0]
+    elif time_major:
+        h_n[0] = hs[lens.last, 0, :, np.arange(B)].T
+        hs *= lens.mask[:, None, None, :]
     else:
-        h_n[0] = out_d[0][:, lens.last, np.arange(B)]
-        out *= lens.mask
+        h_n[0] = out[:H, lens.last, np.arange(B)]
+        out[: D * H] *= lens.mask
     if D == 2:
-        h_n[1] = out_d[1][:, 0]
+        h_n[1] = h_at[1][0]
         c_n[1] = c[1]
+    if time_major:
+        return hs.reshape(T, D * H, B), h_n, c_n, cache
     return out, h_n, c_n, cache
 
 
 def _forward(x: np.ndarray, prepared: list[_Prepared], H: int, lens: _Lengths | None,
              h0: np.ndarray | None, c0: np.ndarray | None, keep_cache: bool = False,
-             ws: _Workspace | None = None):
-    """All layers, feature-major.
+             ws: _Workspace | None = None, time_major: bool = False):
+    """All layers.
 
     Parameters
     ----------
-    x : ndarray of shape (F, T, B), C-contiguous, compute dtype.
+    x : ndarray of shape (F, T, B), compute dtype (any strides: it is copied once,
+        into a buffer with an extra row of ones).
     h0, c0 : ndarray of shape (L*D, H, B) or None (zeros).
     ws : optional workspace; then the output and caches live in it (valid until
         the next call with the same workspace).
+    time_major : return the output as (T, D*H, B) instead of (D*H, T, B).
 
     Returns
     -------
-    output : ndarray of shape (D*H, T, B); h_n, c_n : (L*D, H, B);
+    output : ndarray of shape (D*H, T, B) (a view of a larger buffer), or
+        (T, D*H, B) if ``time_major``; h_n, c_n : (L*D, H, B);
     caches : list of :class:`_LayerCache` (empty unless ``keep_cache``).
     """
-    _, T, B = x.shape
+    F, T, B = x.shape
     L, D = len(prepared), len(prepared[0].w_hh_s)
     dtype = x.dtype
     h_n = np.empty((L * D, H, B), dtype=dtype)
     c_n = np.empty((L * D, H, B), dtype=dtype)
     zeros = np.zeros((D, H, B), dtype=dtype) if h0 is None or c0 is None else None
     caches = []
-    layer_in = x
+    layer_in = (_fresh if ws is None else ws.empty)("x1", (F + 1, T, B), dtype)
+    np.copyto(layer_in[:F], x)
+    layer_in[F] = 1
     for k, p in enumerate(prepared):
         sl = slice(k * D, (k + 1) * D)
         out, h_n[sl], c_n[sl], cache = _layer_forward(
             layer_in, p, H, zeros if h0 is None else h0[sl], zeros if c0 is None else c0[sl],
-            lens, keep_cache, ws, f"l{k}.")
+            lens, keep_cache, ws, f"l{k}.", time_major and k == L - 1)
         if keep_cache:
             caches.append(cache)
         layer_in = out
-    return layer_in, h_n, c_n, caches
+    return (layer_in if time_major else layer_in[: D * H]), h_n, c_n, caches
 
 
 # --------------------------------------------------------------------------- #
@@ -512,15 +558,18 @@ class LSTMEncoder:
         return x, lengths, states[0], states[1]
 
     def _run(self, x_ftb, lengths, h0, c0):
-        """Run the kernel on feature-major input (F, T, B); states (L*D, H, B) or None."""
+        """Run the kernel on feature-major input (F, T, B) (any strides); states (L*D, H, B) or None.
+
+        Returns the output time-major, (T, D*H, B), and h_n, c_n (L*D, H, B).
+        """
         T = x_ftb.shape[1]
         dt = np.dtype(self.dtype)
         lens = None
         if lengths is not None and not np.all(lengths == T):
             lens = _Lengths(lengths, T, dt)
         prepared = _prepare(self.params_, self.num_layers, self.num_directions, self.hidden_size, dt)
-        out, h_n, c_n, _ = _forward(np.ascontiguousarray(x_ftb), prepared, self.hidden_size,
-                                    lens, h0, c0)
+        out, h_n, c_n, _ = _forward(x_ftb, prepared, self.hidden_size, lens, h0, c0,
+                                    time_major=True)
         return out, h_n, c_n
 
     def __call__(self, x, lengths=None, h0=None, c0=None):
@@ -583,8 +632,11 @@ class LSTMEncoder:
         if c0 is not None:
             c0 = np.ascontiguousarray(c0.transpose(0, 2, 1))
         out, h_n, c_n = self._run(x_ftb, lengths, h0, c0)
-        out = out.transpose(2, 1, 0) if bf else out.transpose(1, 2, 0)
-        return (np.ascontiguousarray(out),
+        T = out.shape[0]
+        res = np.empty((B, T, D * H) if bf else (T, B, D * H), dtype=out.dtype)
+        for t in range(T):  # one small 2-D transpose per step: cache-friendly, unlike one 3-D copy
+            np.copyto(res[:, t] if bf else res[t], out[t].T)
+        return (res,
                 (np.ascontiguousarray(h_n.transpose(0, 2, 1)),
                  np.ascontiguousarray(c_n.transpose(0, 2, 1))))
 
@@ -635,7 +687,7 @@ class LSTMEncoder:
                 emb[lo:hi] = np.concatenate([h_n[(L - 1) * D + d] for d in range(D)], axis=0).T
             else:
                 n = np.full(hi - lo, T, dtype=np.int64) if ln is None else ln
-                emb[lo:hi] = (out.sum(axis=1) / n.astype(out.dtype)).T
+                emb[lo:hi] = (out.sum(axis=0) / n.astype(out.dtype)).T
         if normalize:
             norms = np.sqrt(np.einsum("ij,ij->i", emb, emb))
             np.divide(emb, norms[:, None], out=emb, where=norms[:, None] > 0)
