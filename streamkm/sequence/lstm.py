@@ -15,24 +15,33 @@ with ``weight_ih_l{k}`` of shape (4H, F_in) holding ``[W_ii; W_if; W_ig; W_io]``
 suffix ``_reverse`` for the backward direction, so a ``state_dict`` moves
 between this class and PyTorch unchanged.
 
-Implementation (measured choices; see benchmarks/bench_lstm.py): the kernels
-work feature-major, arrays (features, T, B). The input projection
-``W_ih X + b`` of one layer, for all time steps and both directions, is ONE
-matrix product into a (D, 4H, T, B) buffer; the bias rides along as an extra
-column of ``W_ih`` against a row of ones appended to the layer input (the copy
-of the input into that buffer is the transpose the batch-first input needs
-anyway, and it saves a separate pass over the projections). The hidden states
-of the last layer are written time-major, (T, D*H, B), so each step's h_{t-1}
-and h_t are contiguous blocks and the result is transposed to (B, T, D*H) one
-step at a time (small 2-D transposes that stay in cache; one 3-D transposing
-copy of the whole output measured several times slower). The loop over time then does, per
-step and direction, one (4H, H) @ (H, B) product into a preallocated (4H, B)
-buffer, and in-place elementwise operations on contiguous row blocks of it; the
-two directions share each elementwise call. Internally the gate rows are
-reordered to (i, f, o, g) and the sigmoid rows pre-scaled by 1/2, so one
-``tanh`` over all 4H rows followed by ``0.5 * t + 0.5`` on the first 3H rows
-evaluates the numerically stable ``sigmoid(z) = (1 + tanh(z / 2)) / 2``
-(scaling by a power of two is exact in floating point).
+Implementation (measured choices; see benchmarks/bench_lstm.py). In both
+kernels the input projection ``W_ih X + b`` of one layer, for all time steps
+and both directions, is ONE matrix product; the bias rides along as an extra
+column of ``W_ih`` against a column (row) of ones appended to the layer input
+(the copy of the input into that buffer is needed anyway, and it saves a
+separate pass over the projections). The loop over time then does, per step and
+direction, one product with W_hh into a preallocated buffer and in-place
+elementwise operations on contiguous blocks of it; the two directions share
+each elementwise call. Internally the gate rows are reordered to (i, f, o, g)
+and the sigmoid rows pre-scaled by 1/2, so one ``tanh`` over all four gates
+followed by ``0.5 * t + 0.5`` on the first three evaluates the numerically
+stable ``sigmoid(z) = (1 + tanh(z / 2)) / 2`` (scaling by a power of two is
+exact in floating point).
+
+- Inference (``__call__``, ``embed``: :func:`_forward_bm`) works batch-major:
+  layer input (B, T, F+1), projections (B, T, D*4H), output (B, T, D*H). Per step,
+  ``h_{t-1} (B, H)`` times W_hh^T as a stack of four (H, H) gate blocks writes a
+  (4, B, H) buffer whose gate blocks are each contiguous; the step's projections,
+  viewed as (4, B, H), are rows of H contiguous values; h_t goes straight into
+  the batch-first output. Compared with the feature-major kernel this removes
+  the transposing copies of input and output and reads each step's projections
+  in 2 KiB runs instead of 128-byte rows T*B apart (which measured about as
+  costly as all elementwise work), for the same product cost.
+- Training (:func:`_forward` with ``keep_cache``, used by ``train.py``) works
+  feature-major, arrays (features, T, B), one (4H, H) @ (H, B) product per step,
+  and keeps the per-step caches in the layout its backward pass is written for.
+  The doctest of :func:`_forward_bm` checks that both kernels agree.
 
 Variable lengths (``pack_padded_sequence`` semantics) cost no per-step indexing:
 every column is updated at every step, the forward direction's final state of
@@ -103,14 +112,16 @@ class _Prepared:
     the internal gate order (i, f, o, g), sigmoid rows scaled by 1/2, with
     ``bias_ih + bias_hh`` (scaled likewise) as the last column; ``w_hh_s[d]`` (4H, H) scaled;
     ``w_ih[d]`` (4H, F_in) and ``w_hh[d]`` (4H, H) unscaled, internal order
-    (what backpropagation needs).
+    (what backpropagation needs). With ``batch_major``, also the batch-major
+    kernel's copies: ``w_ihb_t`` = ``w_ihb_s.T`` (F_in + 1, D*4H) contiguous and
+    ``w_hh4[d]`` (4, H, H) = per gate block, ``w_hh_s[d]`` block transposed.
     """
 
-    __slots__ = ("w_ihb_s", "w_hh_s", "w_ih", "w_hh")
+    __slots__ = ("w_ihb_s", "w_hh_s", "w_ih", "w_hh", "w_ihb_t", "w_hh4")
 
 
 def _prepare(params: Mapping[str, np.ndarray], num_layers: int, D: int, H: int,
-             dtype) -> list[_Prepared]:
+             dtype, batch_major: bool = False) -> list[_Prepared]:
     """Kernel-layout weights per layer (see :class:`_Prepared`); copies, never views of ``params``."""
     perm = _gate_perm(H)
     scale = np.ones(4 * H, dtype=dtype)
@@ -133,6 +144,9 @@ def _prepare(params: Mapping[str, np.ndarray], num_layers: int, D: int, H: int,
         p.w_ihb_s = np.concatenate([np.concatenate(w_ih_s, axis=0),
                                     np.concatenate(b_s)[:, None]], axis=1)
         p.w_hh_s = w_hh_s
+        if batch_major:
+            p.w_ihb_t = np.ascontiguousarray(p.w_ihb_s.T)
+            p.w_hh4 = [np.ascontiguousarray(w.reshape(4, H, H).transpose(0, 2, 1)) for w in w_hh_s]
         layers.append(p)
     return layers
 
@@ -194,8 +208,8 @@ class _LayerCache:
 
 def _layer_forward(xa: np.ndarray, p: _Prepared, H: int, h0: np.ndarray, c0: np.ndarray,
                    lens: _Lengths | None, keep_cache: bool = False, ws: _Workspace | None = None,
-                   tag: str = "", time_major: bool = False):
-    """One layer, all directions.
+                   tag: str = ""):
+    """One layer, all directions, feature-major (the training kernel: see ``keep_cache``).
 
     Parameters
     ----------
@@ -206,14 +220,12 @@ def _layer_forward(xa: np.ndarray, p: _Prepared, H: int, h0: np.ndarray, c0: np.
     h0, c0 : ndarray of shape (D, H, B) (not modified).
     lens : per-step length bookkeeping, or None if every sequence has T steps.
     ws, tag : optional workspace for the large buffers (names prefixed by ``tag``).
-    time_major : write the hidden states time-major and return them as
-        (T, D*H, B) instead of the feature-major (D*H + 1, T, B) buffer.
 
     Returns
     -------
     out : ndarray of shape (D*H + 1, T, B): rows :D*H hold h_t of each direction
         (zero at padded steps), the last row is ones (ready to be the next layer's
-        ``xa``); if ``time_major``, ndarray of shape (T, D*H, B) without that row.
+        ``xa``).
     h_n, c_n : ndarray of shape (D, H, B), state after each sequence's own last
         step (forward: step lengths[b]-1; backward: step 0).
     cache : :class:`_LayerCache` or None.
@@ -238,13 +250,9 @@ def _layer_forward(xa: np.ndarray, p: _Prepared, H: int, h0: np.ndarray, c0: np.
     xp = alloc(tag + "xp", (D * H4, T * B), dtype)
     np.matmul(p.w_ihb_s, xa.reshape(F1, T * B), out=xp)
     xp = xp.reshape(D, H4, T, B)
-    if time_major:
-        hs = alloc(tag + "hs", (T, D, H, B), dtype)
-        h_at = [[hs[t, d] for t in range(T)] for d in range(D)]
-    else:
-        out = alloc(tag + "out", (D * H + 1, T, B), dtype)
-        out[D * H] = 1
-        h_at = [[out[d * H:(d + 1) * H, t] for t in range(T)] for d in range(D)]
+    out = alloc(tag + "out", (D * H + 1, T, B), dtype)
+    out[D * H] = 1
+    h_at = [[out[d * H:(d + 1) * H, t] for t in range(T)] for d in range(D)]
     c = np.array(c0, dtype=dtype)             # (D, H, B) cell state, updated in place
     c_n = np.empty((D, H, B), dtype=dtype)
     tmp = np.empty((D, H4, B), dtype=dtype)
@@ -321,24 +329,19 @@ def _layer_forward(xa: np.ndarray, p: _Prepared, H: int, h0: np.ndarray, c0: np.
     if lens is None:
         h_n[0] = h_at[0][T - 1]
         c_n[0] = c[0]
-    elif time_major:
-        h_n[0] = hs[lens.last, 0, :, np.arange(B)].T
-        hs *= lens.mask[:, None, None, :]
     else:
         h_n[0] = out[:H, lens.last, np.arange(B)]
         out[: D * H] *= lens.mask
     if D == 2:
         h_n[1] = h_at[1][0]
         c_n[1] = c[1]
-    if time_major:
-        return hs.reshape(T, D * H, B), h_n, c_n, cache
     return out, h_n, c_n, cache
 
 
 def _forward(x: np.ndarray, prepared: list[_Prepared], H: int, lens: _Lengths | None,
              h0: np.ndarray | None, c0: np.ndarray | None, keep_cache: bool = False,
-             ws: _Workspace | None = None, time_major: bool = False):
-    """All layers.
+             ws: _Workspace | None = None):
+    """All layers, feature-major (the training kernel; inference uses :func:`_forward_bm`).
 
     Parameters
     ----------
@@ -347,12 +350,10 @@ def _forward(x: np.ndarray, prepared: list[_Prepared], H: int, lens: _Lengths | 
     h0, c0 : ndarray of shape (L*D, H, B) or None (zeros).
     ws : optional workspace; then the output and caches live in it (valid until
         the next call with the same workspace).
-    time_major : return the output as (T, D*H, B) instead of (D*H, T, B).
 
     Returns
     -------
-    output : ndarray of shape (D*H, T, B) (a view of a larger buffer), or
-        (T, D*H, B) if ``time_major``; h_n, c_n : (L*D, H, B);
+    output : ndarray of shape (D*H, T, B) (a view of a larger buffer); h_n, c_n : (L*D, H, B);
     caches : list of :class:`_LayerCache` (empty unless ``keep_cache``).
     """
     F, T, B = x.shape
@@ -369,11 +370,170 @@ def _forward(x: np.ndarray, prepared: list[_Prepared], H: int, lens: _Lengths | 
         sl = slice(k * D, (k + 1) * D)
         out, h_n[sl], c_n[sl], cache = _layer_forward(
             layer_in, p, H, zeros if h0 is None else h0[sl], zeros if c0 is None else c0[sl],
-            lens, keep_cache, ws, f"l{k}.", time_major and k == L - 1)
+            lens, keep_cache, ws, f"l{k}.")
         if keep_cache:
             caches.append(cache)
         layer_in = out
-    return (layer_in if time_major else layer_in[: D * H]), h_n, c_n, caches
+    return layer_in[: D * H], h_n, c_n, caches
+
+
+def _layer_forward_bm(xa: np.ndarray, p: _Prepared, H: int, h0: np.ndarray, c0: np.ndarray,
+                      lens: _Lengths | None, ones_col: bool):
+    """One layer, all directions, batch-major (inference only: no caches).
+
+    Parameters
+    ----------
+    xa : ndarray of shape (B, T, F_in + 1), C-contiguous, compute dtype (not
+        modified): the layer input with a last column of ones (the bias rides
+        along in the input projection).
+    p : kernel weights of this layer (``w_ihb_t`` and ``w_hh4`` are used).
+    h0, c0 : ndarray of shape (D, B, H) (not modified).
+    lens : per-step length bookkeeping, or None if every sequence has T steps.
+    ones_col : give the output a last column of ones (to be the next layer's ``xa``).
+
+    Returns
+    -------
+    out : ndarray of shape (B, T, D*H) (or (B, T, D*H + 1) if ``ones_col``): h_t of
+        each direction, zero at padded steps.
+    h_n, c_n : ndarray of shape (D, B, H), state after each sequence's own last
+        step (forward: step lengths[b]-1; backward: step 0).
+
+    Notes
+    -----
+    The same recurrence as :func:`_layer_forward` (same variable-length
+    bookkeeping), with every per-step array batch-major and each gate its own
+    contiguous block: the projections of all steps come from ONE matrix product
+    into a (B, T, D*4H) buffer, whose block for step t and direction d, viewed as
+    (4, B, H), has rows of H contiguous values; the recurrent product is
+    ``h_{t-1} (B, H) @ W_hh^T`` as a (4, H, H) stack, written straight into a
+    (4, B, H) buffer (i, f, o, g blocks, each contiguous); h_t is written straight
+    into the output, which is therefore batch-first without a transposing copy.
+    """
+    B, T, F1 = xa.shape
+    D = len(p.w_hh4)
+    dtype = xa.dtype
+    xp = np.empty((B * T, D * 4 * H), dtype=dtype)
+    np.matmul(xa.reshape(B * T, F1), p.w_ihb_t, out=xp)          # ONE product, bias included
+    xp = xp.reshape(B, T, D, 4, H).transpose(1, 2, 3, 0, 4)      # view (T, D, 4, B, H)
+    W = D * H + (1 if ones_col else 0)
+    out = np.empty((B, T, W), dtype=dtype)
+    if ones_col:
+        out[:, :, D * H] = 1
+    c = np.array(c0, dtype=dtype)             # (D, B, H) cell state, updated in place
+    c_n = np.empty((D, B, H), dtype=dtype)
+    hinit = np.array(h0, dtype=dtype)         # h_{-1} (a copy: the backward reset writes rows)
+    tmp = np.empty((D, 4, B, H), dtype=dtype)
+    tc = np.empty((D, B, H), dtype=dtype)
+    sig, i_g, f_g, o_g, g_g = tmp[:, :3], tmp[:, 0], tmp[:, 1], tmp[:, 2], tmp[:, 3]
+    # per-step views, built once: (time, projection block, h_{prev}, h_t) per direction
+    steps = []
+    for d in range(D):
+        prev, lst = hinit[d], []
+        for t in (range(T) if d == 0 else range(T - 1, -1, -1)):
+            ht = out[:, t, d * H:(d + 1) * H]
+            lst.append((t, xp[t, d], prev, ht))
+            prev = ht
+        steps.append(lst)
+    ends = lens.ends if lens is not None else None
+    matmul, multiply, add, tanh = np.matmul, np.multiply, np.add, np.tanh
+    # the two directions share every elementwise call; locals and unrolled directions
+    # because Python overhead per step is measurable next to ~25 us of arithmetic
+    if D == 1:
+        w0, t0, i0, f0, o0, g0, cc, tc0 = p.w_hh4[0], tmp[0], i_g[0], f_g[0], o_g[0], g_g[0], c[0], tc[0]
+        for t, xpt, hp, ht in steps[0]:
+            matmul(hp, w0, out=t0)
+            add(t0, xpt, out=t0)
+            tanh(t0, out=t0)
+            sig *= 0.5
+            sig += 0.5                        # sigmoid(z) = (1 + tanh(z/2)) / 2
+            cc *= f0
+            multiply(i0, g0, out=tc0)
+            cc += tc0
+            tanh(cc, out=tc0)
+            multiply(o0, tc0, out=ht)
+            if ends is not None and t in ends:  # these sequences end at t
+                rows = ends[t]
+                c_n[0][rows] = cc[rows]
+    else:
+        (w0, w1), (t0, t1), (o0, o1), (tc0, tc1) = p.w_hh4, tmp, o_g, tc
+        for s, ((t, xp0, hp0, ht0), (tb, xp1, hp1, ht1)) in enumerate(zip(steps[0], steps[1])):
+            if ends is not None and s > 0 and tb in ends:  # backward pass of these starts at tb
+                rows = ends[tb]
+                hp1[rows] = h0[1][rows]
+                c[1][rows] = c0[1][rows]
+            matmul(hp0, w0, out=t0)
+            add(t0, xp0, out=t0)
+            matmul(hp1, w1, out=t1)
+            add(t1, xp1, out=t1)
+            tanh(tmp, out=tmp)
+            sig *= 0.5
+            sig += 0.5                        # sigmoid(z) = (1 + tanh(z/2)) / 2
+            c *= f_g
+            multiply(i_g, g_g, out=tc)
+            c += tc
+            tanh(c, out=tc)
+            multiply(o0, tc0, out=ht0)
+            multiply(o1, tc1, out=ht1)
+            if ends is not None and t in ends:  # forward direction: these sequences end at t
+                rows = ends[t]
+                c_n[0][rows] = c[0][rows]
+    h_n = np.empty((D, B, H), dtype=dtype)
+    if lens is None:
+        h_n[0] = out[:, T - 1, :H]
+        c_n[0] = c[0]
+    else:
+        h_n[0] = out[np.arange(B), lens.last, :H]
+        out[:, :, : D * H] *= lens.mask.T[:, :, None]
+    if D == 2:
+        h_n[1] = out[:, 0, H:2 * H]
+        c_n[1] = c[1]
+    return out, h_n, c_n
+
+
+def _forward_bm(x: np.ndarray, prepared: list[_Prepared], H: int, lens: _Lengths | None,
+                h0: np.ndarray | None, c0: np.ndarray | None):
+    """All layers, batch-major (inference: see :func:`_layer_forward_bm`).
+
+    Parameters
+    ----------
+    x : ndarray of shape (B, T, F), compute dtype, any strides (copied once).
+    h0, c0 : ndarray of shape (L*D, B, H) or None (zeros).
+
+    Returns
+    -------
+    output : ndarray of shape (B, T, D*H); h_n, c_n : (L*D, B, H).
+
+    Examples
+    --------
+    Same results as the feature-major training kernel :func:`_forward`:
+
+    >>> enc = LSTMEncoder(3, 4, num_layers=2, bidirectional=True, seed=0)
+    >>> x = np.random.default_rng(0).normal(size=(3, 6, 3)).astype(np.float32)
+    >>> lens = _Lengths(np.array([6, 2, 4]), 6, np.float32)
+    >>> prep = _prepare(enc.params_, 2, 2, 4, np.float32, batch_major=True)
+    >>> h0 = np.random.default_rng(1).normal(size=(4, 3, 4)).astype(np.float32)
+    >>> out, h_n, c_n = _forward_bm(x, prep, 4, lens, h0, -h0)
+    >>> ref, ref_h, ref_c, _ = _forward(x.transpose(2, 1, 0), prep, 4, lens,
+    ...                                 h0.transpose(0, 2, 1), -h0.transpose(0, 2, 1))
+    >>> [float(np.abs(a - b).max()) < 1e-6 for a, b in
+    ...  [(out, ref.transpose(2, 1, 0)), (h_n, ref_h.transpose(0, 2, 1)), (c_n, ref_c.transpose(0, 2, 1))]]
+    [True, True, True]
+    """
+    B, T, F = x.shape
+    L, D = len(prepared), len(prepared[0].w_hh4)
+    dtype = x.dtype
+    h_n = np.empty((L * D, B, H), dtype=dtype)
+    c_n = np.empty((L * D, B, H), dtype=dtype)
+    zeros = np.zeros((D, B, H), dtype=dtype) if h0 is None or c0 is None else None
+    layer_in = np.empty((B, T, F + 1), dtype=dtype)
+    layer_in[:, :, :F] = x
+    layer_in[:, :, F] = 1
+    for k, p in enumerate(prepared):
+        sl = slice(k * D, (k + 1) * D)
+        layer_in, h_n[sl], c_n[sl] = _layer_forward_bm(
+            layer_in, p, H, zeros if h0 is None else h0[sl], zeros if c0 is None else c0[sl],
+            lens, k < L - 1)
+    return layer_in, h_n, c_n
 
 
 # --------------------------------------------------------------------------- #
@@ -557,20 +717,19 @@ class LSTMEncoder:
             states.append(s)
         return x, lengths, states[0], states[1]
 
-    def _run(self, x_ftb, lengths, h0, c0):
-        """Run the kernel on feature-major input (F, T, B) (any strides); states (L*D, H, B) or None.
+    def _run(self, x_btf, lengths, h0, c0):
+        """Run the inference kernel on batch-first input (B, T, F) (any strides).
 
-        Returns the output time-major, (T, D*H, B), and h_n, c_n (L*D, H, B).
+        States (L*D, B, H) or None; returns output (B, T, D*H) and h_n, c_n (L*D, B, H).
         """
-        T = x_ftb.shape[1]
+        T = x_btf.shape[1]
         dt = np.dtype(self.dtype)
         lens = None
         if lengths is not None and not np.all(lengths == T):
             lens = _Lengths(lengths, T, dt)
-        prepared = _prepare(self.params_, self.num_layers, self.num_directions, self.hidden_size, dt)
-        out, h_n, c_n, _ = _forward(x_ftb, prepared, self.hidden_size, lens, h0, c0,
-                                    time_major=True)
-        return out, h_n, c_n
+        prepared = _prepare(self.params_, self.num_layers, self.num_directions, self.hidden_size, dt,
+                            batch_major=True)
+        return _forward_bm(x_btf, prepared, self.hidden_size, lens, h0, c0)
 
     def __call__(self, x, lengths=None, h0=None, c0=None):
         """Run the LSTM like ``torch.nn.LSTM.forward``.
@@ -626,19 +785,10 @@ class LSTMEncoder:
             out = np.zeros((0, T, D * H) if bf else (T, 0, D * H), dtype=x.dtype)
             empty = np.zeros((self.num_layers * D, 0, H), dtype=x.dtype)
             return out, (empty, empty.copy())
-        x_ftb = x.transpose(2, 1, 0) if bf else x.transpose(2, 0, 1)
-        if h0 is not None:
-            h0 = np.ascontiguousarray(h0.transpose(0, 2, 1))
-        if c0 is not None:
-            c0 = np.ascontiguousarray(c0.transpose(0, 2, 1))
-        out, h_n, c_n = self._run(x_ftb, lengths, h0, c0)
-        T = out.shape[0]
-        res = np.empty((B, T, D * H) if bf else (T, B, D * H), dtype=out.dtype)
-        for t in range(T):  # one small 2-D transpose per step: cache-friendly, unlike one 3-D copy
-            np.copyto(res[:, t] if bf else res[t], out[t].T)
-        return (res,
-                (np.ascontiguousarray(h_n.transpose(0, 2, 1)),
-                 np.ascontiguousarray(c_n.transpose(0, 2, 1))))
+        out, h_n, c_n = self._run(x if bf else x.transpose(1, 0, 2), lengths, h0, c0)
+        if not bf:
+            out = np.ascontiguousarray(out.transpose(1, 0, 2))
+        return out, (h_n, c_n)
 
     def embed(self, x, lengths=None, pooling="last", normalize=False, *,
               memory_budget_bytes=64 * 2**20) -> np.ndarray:
@@ -676,18 +826,18 @@ class LSTMEncoder:
         emb = np.empty((B, D * H), dtype=x.dtype)
         if B == 0:
             return emb
-        # per sequence: gates (D*4H*T) + output (D*H*T) + input copy (F*T) values
-        per_seq = (5 * D * H + self.input_size) * T * x.dtype.itemsize
+        # per sequence: gates (D*4H*T) + output (D*H*T) + input copy ((F+1)*T) values
+        per_seq = (5 * D * H + self.input_size + 1) * T * x.dtype.itemsize
         chunk = int(max(1, min(B, memory_budget_bytes // per_seq)))
         for lo in range(0, B, chunk):
             hi = min(B, lo + chunk)
             ln = None if lengths is None else lengths[lo:hi]
-            out, h_n, _ = self._run(x[lo:hi].transpose(2, 1, 0), ln, None, None)
+            out, h_n, _ = self._run(x[lo:hi], ln, None, None)
             if pooling == "last":
-                emb[lo:hi] = np.concatenate([h_n[(L - 1) * D + d] for d in range(D)], axis=0).T
+                emb[lo:hi] = np.concatenate([h_n[(L - 1) * D + d] for d in range(D)], axis=1)
             else:
                 n = np.full(hi - lo, T, dtype=np.int64) if ln is None else ln
-                emb[lo:hi] = (out.sum(axis=0) / n.astype(out.dtype)).T
+                emb[lo:hi] = out.sum(axis=1) / n.astype(out.dtype)[:, None]
         if normalize:
             norms = np.sqrt(np.einsum("ij,ij->i", emb, emb))
             np.divide(emb, norms[:, None], out=emb, where=norms[:, None] > 0)
