@@ -26,6 +26,21 @@ __all__ = [
 ]
 
 
+def offline(X, kw, batch_rows):
+    """Reference model: ``StreamingKMeans`` fed the worker's documented chunk
+    schedule (first chunk max(batch_rows, init threshold) rows, then batch_rows,
+    then the remainder)."""
+    from streamkm.cluster import StreamingKMeans
+
+    ref = StreamingKMeans(**kw)
+    i = 0
+    while i < len(X):
+        n = batch_rows if ref.is_initialized_ else max(batch_rows, ref._init_threshold)
+        ref.partial_fit(X[i:i + n])
+        i += n
+    return ref
+
+
 def unique_name(prefix: str = "t") -> str:
     """A topic/group name no other test uses."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"

@@ -20,6 +20,7 @@ from e2e_helpers import (
     committed_offsets,
     consume_all,
     load_config,
+    offline,
     produce,
     to_toml,
     unique_name,
@@ -46,14 +47,6 @@ def vectors(seed=0):
     return X, records
 
 
-def offline(X, kw, batch_rows):
-    ref = StreamingKMeans(**kw)
-    i = 0
-    while i < len(X):
-        n = batch_rows if ref.is_initialized_ else max(batch_rows, ref._init_threshold)
-        ref.partial_fit(X[i:i + n])
-        i += n
-    return ref
 
 
 class WorkerProcess:

@@ -11,25 +11,16 @@ import numpy as np
 import pytest
 
 from streamkm.checkpoint import CheckpointStore
-from streamkm.cluster.streaming_kmeans import StreamingKMeans
 from streamkm.formats import encode_binary, encode_event_json, encode_json
 from streamkm.pipeline import SequencePipeline, VectorPipeline
+
+from e2e_helpers import offline
 
 Rec = collections.namedtuple("Rec", "topic partition offset key value headers timestamp")
 
 KW = dict(n_clusters=3, seed=0)
 
 
-def offline(X, kw, batch_rows):
-    """Reference: StreamingKMeans fed the documented chunk schedule (first chunk
-    max(batch_rows, init threshold) rows, then batch_rows, then the remainder)."""
-    ref = StreamingKMeans(**kw)
-    i = 0
-    while i < len(X):
-        n = batch_rows if ref.is_initialized_ else max(batch_rows, ref._init_threshold)
-        ref.partial_fit(X[i:i + n])
-        i += n
-    return ref
 
 
 def blobs(n, d=4, seed=0):

@@ -17,6 +17,7 @@ from e2e_helpers import (
     consume_all,
     end_offsets,
     load_config,
+    offline,
     produce,
     unique_name,
     wait_until,
@@ -42,15 +43,6 @@ BAD = {  # value -> DLQ reason
 }
 
 
-def offline(X, kw, batch_rows):
-    """The documented chunk schedule: first max(batch_rows, init threshold), then batch_rows."""
-    ref = StreamingKMeans(**kw)
-    i = 0
-    while i < len(X):
-        n = batch_rows if ref.is_initialized_ else max(batch_rows, ref._init_threshold)
-        ref.partial_fit(X[i:i + n])
-        i += n
-    return ref
 
 
 def dataset(n=600, d=4, seed=0):
