@@ -219,7 +219,10 @@ def _fast_binary(values: Sequence[bytes], L: int, dim: int | None, fmt: str, max
     uniform = bool(same.all())
     if uniform:
         idx = np.arange(n, dtype=np.int64)
-        X = f32.reshape(n * rows, d).astype(np.float32, copy=True)  # native, writable, C-contiguous
+        # one copy into a native, writable, C-contiguous array (reshaping the strided
+        # view first would copy twice when records hold several rows)
+        X = np.empty((n * rows, d), dtype=np.float32)
+        X.reshape(n, rows * d)[...] = f32
     else:
         idx = np.flatnonzero(same).astype(np.int64)
         X = f32[same].reshape(idx.size * rows, d).astype(np.float32, copy=False)
@@ -379,11 +382,12 @@ def decode_vectors(
         if isinstance(first, bytes):
             L = len(first)
             if L <= max_record_bytes and first[:4] == MAGIC:
+                # set(map(...)) iterates in C: no Python-level work per record
                 try:
-                    uniform = all(len(v) == L for v in values)  # TypeError on None
+                    uniform = len(set(map(len, values))) == 1  # TypeError on None
                 except TypeError:
                     uniform = False
-                if uniform and all(type(v) is bytes for v in values):
+                if uniform and set(map(type, values)) == {bytes}:
                     res = _fast_binary(values, L, dim, fmt, max_record_bytes)
                     if res is not None:
                         return VectorBatch(*res)
