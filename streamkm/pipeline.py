@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
@@ -52,6 +53,10 @@ STATE_VERSION = 1
 
 #: Default cap on window embeddings per model update (windows arrive slower than vectors).
 SEQUENCE_BATCH_ROWS = 256
+
+_PARTITION = operator.attrgetter("partition")
+_OFFSET = operator.attrgetter("offset")
+_KEY = operator.attrgetter("key")
 
 
 class RecordLike(Protocol):
@@ -390,15 +395,26 @@ class VectorPipeline:
             ri = batch.record_index
             starts = np.r_[True, ri[1:] != ri[:-1]]
             first = np.flatnonzero(starts)
-            row_in_rec = np.arange(ri.size) - np.repeat(first, np.diff(np.r_[first, ri.size]))
-            part = np.fromiter((records[i].partition for i in ri[first]), dtype=np.int64,
-                               count=first.size)
-            offs = np.fromiter((records[i].offset for i in ri[first]), dtype=np.int64,
-                               count=first.size)
             counts = np.diff(np.r_[first, ri.size])
-            meta = np.stack([np.repeat(part, counts), np.repeat(offs, counts), row_in_rec],
-                            axis=1).astype(np.float64)
-            keys = [records[i].key for i in ri] if self.emit_outputs else [None] * ri.size
+            # the records that produced rows (all of them, usually: no per-record indexing)
+            valid = records if first.size == len(records) else [records[i] for i in ri[first].tolist()]
+            meta = np.empty((ri.size, 3), dtype=np.float64)
+            if first.size == ri.size:  # one row per record
+                meta[:, 0] = np.fromiter(map(_PARTITION, valid), dtype=np.int64, count=ri.size)
+                meta[:, 1] = np.fromiter(map(_OFFSET, valid), dtype=np.int64, count=ri.size)
+                meta[:, 2] = 0.0
+            else:
+                part = np.fromiter(map(_PARTITION, valid), dtype=np.int64, count=first.size)
+                offs = np.fromiter(map(_OFFSET, valid), dtype=np.int64, count=first.size)
+                meta[:, 0] = np.repeat(part, counts)
+                meta[:, 1] = np.repeat(offs, counts)
+                meta[:, 2] = np.arange(ri.size) - np.repeat(first, counts)
+            if self.emit_outputs:
+                keys = list(map(_KEY, valid))
+                if first.size != ri.size:
+                    keys = [k for k, c in zip(keys, counts.tolist()) for _ in range(c)]
+            else:
+                keys = [None] * ri.size
             self.core.enqueue(batch.X, meta, keys)
             res.n_valid_records = int(first.size)
             res.n_rows = int(ri.size)
