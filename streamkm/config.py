@@ -500,7 +500,9 @@ class WorkerSettings(_Section):
     )
     retry_backoff_max_seconds: float = Field(30.0, gt=0.0, description="Maximum retry delay.")
     offload_min_rows: int = Field(
-        4_096, ge=0, description="Batches with at least this many rows run in a worker thread."
+        4_096, ge=0, description="Batches with at least this many rows run in a worker thread (a "
+        "record's value counts as one row per 64 bytes, so few large binary records qualify too); "
+        "meanwhile the next fetch proceeds on the event loop."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_json: bool = Field(False, description="Emit logs as JSON lines.")

@@ -124,6 +124,10 @@ FAULT_POINTS = ("after_update", "after_checkpoint", "after_commit")
 _STATE_FORMAT = "streamkm.worker"
 _STATE_VERSION = 1
 
+#: Smallest row assumed when sizing a batch by its bytes for ``worker.offload_min_rows``
+#: (16 float32 = 64 bytes): one binary record can hold many rows.
+_MIN_ROW_FLOATS = 16
+
 
 def format_offsets(offsets: Mapping[Any, int]) -> dict[str, int]:
     """``{TopicPartition: offset}`` -> ``{"topic:partition": offset}`` (checkpoint form)."""
@@ -277,6 +281,7 @@ class Worker:
         self._dirty = False
         self._pending_since: float | None = None
         self._run_task: asyncio.Task | None = None
+        self._prefetch: asyncio.Future | None = None  # next getmany while a batch is processed
         self.last_checkpoint = None
         self.n_checkpoints = 0
         self.n_batches = 0
@@ -501,30 +506,62 @@ class Worker:
         if not final:
             self._assigned = set()
 
-    async def _consume_loop(self) -> None:
+    async def _fetch(self) -> tuple[int, dict]:
+        """One ``getmany``, with the rebalance generation it started in."""
         kafka = self.settings.kafka
-        consumer = self._consumer
-        while not self._stopping.is_set():
-            generation = self._generation
-            batch = await consumer.getmany(timeout_ms=kafka.fetch_timeout_ms,
-                                           max_records=kafka.max_records)
-            self._last_fetch = time.monotonic()
-            async with self._lock:
-                if self._stopping.is_set() and not batch:
-                    break
-                try:
-                    if batch:
-                        await self._process(batch, stale=generation != self._generation)
-                    await self._maybe_flush_and_checkpoint()
-                except BaseException:
-                    # A model update may be half applied (or still running in its
-                    # thread after a cancellation): its state no longer matches the
-                    # offsets, so it must never be checkpointed. A restart replays
-                    # from the last checkpoint.
-                    self._unsafe = True
-                    raise
-            await self._update_lag()
-            self.metrics.set_ready(self.is_ready())
+        generation = self._generation
+        batch = await self._consumer.getmany(timeout_ms=kafka.fetch_timeout_ms,
+                                             max_records=kafka.max_records)
+        self._last_fetch = time.monotonic()
+        return generation, batch
+
+    async def _consume_loop(self) -> None:
+        # While a large batch is processed in a thread, the next getmany() runs on the
+        # event loop (aiokafka unpacks records in Python there), so fetching and
+        # processing overlap. Batches are still processed one at a time, in fetch
+        # order: the prefetched one is awaited only after the previous one finished.
+        # A prefetched batch is never processed after a stop request, and one fetched
+        # across a rebalance is handled like any stale batch (see _process).
+        self._prefetch = None
+        try:
+            while not self._stopping.is_set():
+                fetch, self._prefetch = self._prefetch, None
+                generation, batch = await (fetch if fetch is not None else self._fetch())
+                async with self._lock:
+                    if self._stopping.is_set() and not batch:
+                        break
+                    try:
+                        if batch:
+                            await self._process(batch, stale=generation != self._generation)
+                        await self._maybe_flush_and_checkpoint()
+                    except BaseException:
+                        # A model update may be half applied (or still running in its
+                        # thread after a cancellation): its state no longer matches the
+                        # offsets, so it must never be checkpointed. A restart replays
+                        # from the last checkpoint.
+                        self._unsafe = True
+                        raise
+                await self._update_lag()
+                self.metrics.set_ready(self.is_ready())
+        finally:
+            fetch, self._prefetch = self._prefetch, None
+            if fetch is not None:
+                fetch.cancel()
+                with contextlib.suppress(BaseException):
+                    await fetch
+
+    def _start_prefetch(self) -> None:
+        if self._prefetch is None and not self._stopping.is_set():
+            self._prefetch = asyncio.ensure_future(self._fetch())
+
+    def _offload(self, recs: list) -> bool:
+        """Whether a batch is large enough for a worker thread (``worker.offload_min_rows``
+        rows; a binary record may hold many rows, so its size counts too)."""
+        limit = self.settings.worker.offload_min_rows
+        if len(recs) >= limit:
+            return True
+        n_bytes = sum(len(r.value) for r in recs if r.value is not None)
+        return n_bytes >= limit * 4 * _MIN_ROW_FLOATS
 
     async def _process(self, batch: dict, *, stale: bool = False) -> None:
         """Absorb one fetched batch. Invariant: per partition, a record is absorbed only
@@ -560,7 +597,9 @@ class Worker:
                 continue
             topic, pipeline = self.pipelines[name]
             t0 = time.perf_counter()
-            if len(recs) >= self.settings.worker.offload_min_rows:
+            if self._offload(recs):
+                if not stale:
+                    self._start_prefetch()
                 res = await asyncio.to_thread(pipeline.process, recs)
             else:
                 res = pipeline.process(recs)
