@@ -93,6 +93,18 @@ def test_vectors_exactly_once_dlq_output_and_metrics(broker, make_topic, tmp_pat
             await wait_until(lambda: pipe.core.n_clustered_ == len(X) and worker.is_ready(), 30,
                              "all vectors clustered")
             await wait_until(lambda: worker.n_checkpoints >= 1, 10, "checkpoint after flush")
+            # Output and dead-letter sends are counted when acknowledged, which can trail the
+            # model update: scrape only once every send of the run has been counted.
+            sample = metrics.registry.get_sample_value
+
+            def all_sends_counted():
+                dead = sum(sample("streamkm_records_dead_lettered_total",
+                                  {"pipeline": "vectors", "reason": r}) or 0
+                           for r in set(bad_at.values()))
+                return (sample("streamkm_output_records_total", {"pipeline": "vectors"}) == len(X)
+                        and dead == n_bad)
+
+            await wait_until(all_sends_counted, 10, "output and dead-letter sends acknowledged")
             live = await asyncio.to_thread(scrape, server.url)
             ok = await worker.shutdown(20)
             await task
