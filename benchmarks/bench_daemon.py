@@ -236,6 +236,54 @@ async def throughput(args) -> list[dict]:
     return rows
 
 
+async def fetch_sweep(args) -> list[dict]:
+    """Bare-loop records/s and records per getmany for several max_partition_fetch_bytes."""
+    from aiokafka import AIOKafkaConsumer
+
+    from streamkm.embedded import EmbeddedBroker
+
+    out = []
+    async with EmbeddedBroker(startup_timeout=60) as broker:
+        bs = broker.bootstrap_servers
+        for label, per, n in (("(a) binary 1 x 64-d", 1, args.records),
+                              ("(b) binary 256 x 64-d", 256, args.big_records)):
+            topic = f"bench-fetch-{per}-{uuid.uuid4().hex[:6]}"
+            await _fill(bs, topic, n, "binary", per)
+            for mib in args.fetch_mib:
+                settings = _settings(bs, topic, "binary", "/tmp/unused", "x")
+                kafka = settings.kafka.model_copy(update={
+                    "max_partition_fetch_bytes": mib * 2**20,
+                    "fetch_max_bytes": max(mib * 2**20, settings.kafka.fetch_max_bytes)})
+                settings = settings.model_copy(update={"kafka": kafka})
+                rates, sizes = [], []
+                for _ in range(args.repeats):
+                    kw = settings.kafka.consumer_kwargs(bs)
+                    kw["group_id"] = f"fetch-{uuid.uuid4().hex[:8]}"
+                    consumer = AIOKafkaConsumer(topic, **kw)
+                    await consumer.start()
+                    try:
+                        got, t_first, n_first, sizes = 0, None, 0, []
+                        while got < n:
+                            batch = await consumer.getmany(timeout_ms=settings.kafka.fetch_timeout_ms,
+                                                           max_records=settings.kafka.max_records)
+                            k = sum(len(v) for v in batch.values())
+                            got += k
+                            if k:
+                                sizes.append(k)
+                            if k and t_first is None:
+                                t_first, n_first = time.perf_counter(), got
+                        rates.append((got - n_first) / (time.perf_counter() - t_first))
+                    finally:
+                        await consumer.stop()
+                row = {"case": label, "mib": mib, "rate": statistics.median(rates),
+                       "per_getmany": statistics.median(sizes), "rows": per}
+                print(f"fetch sweep {label}, max_partition_fetch_bytes {mib} MiB: bare "
+                      f"{row['rate']:,.0f} rec/s (runs {[round(x) for x in rates]}), median "
+                      f"{row['per_getmany']:,.0f} records per getmany", flush=True)
+                out.append(row)
+    return out
+
+
 def blas_micro(args) -> list[dict]:
     """Median time of the nearest-centre search (10 000 x 64 rows, k = 8) per BLAS thread count."""
     from streamkm.cli import _limit_blas_threads
@@ -363,7 +411,7 @@ def soak(args) -> dict:
     return res
 
 
-def report(args, tp, ck, sk, bl=None) -> str:
+def report(args, tp, ck, sk, bl=None, fs=None) -> str:
     lines = [
         "## bench_daemon: end-to-end daemon throughput, checkpoints, memory",
         "",
@@ -393,6 +441,17 @@ def report(args, tp, ck, sk, bl=None) -> str:
                 [[r["case"], f"{r['records']:,}", f"{r['bare']:,.0f}", f"{r['daemon']:,.0f}",
                   f"{r['ratio']:.0%}", f"{r['vectors_per_s']:,.0f}", t, m]
                  for r, (t, m) in zip(tp, _targets(tp))]),
+            "",
+        ]
+    if fs:
+        lines += [
+            "Fetch size: the bare loop alone with other `max_partition_fetch_bytes` (and "
+            f"`fetch_max_bytes` at least as large), median of {args.repeats} runs:",
+            "",
+            markdown_table(["case", "max_partition_fetch_bytes", "bare loop rec/s",
+                            "median records per getmany"],
+                           [[r["case"], f"{r['mib']} MiB", f"{r['rate']:,.0f}",
+                             f"{r['per_getmany']:,.0f}"] for r in fs]),
             "",
         ]
     if bl:
@@ -479,6 +538,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-compare-blas", dest="compare_blas", action="store_false",
                    help="skip case (b) with OpenBLAS at one thread per core")
     p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--fetch-mib", type=int, nargs="*", default=[],
+                   help="also run the bare loop with these max_partition_fetch_bytes (MiB)")
     p.add_argument("--skip-checkpoint", action="store_true")
     p.add_argument("--skip-soak", action="store_true")
     p.add_argument("--keep-soak", action="store_true",
@@ -497,10 +558,11 @@ def main(argv=None) -> int:
     print(f"BLAS: {args.blas}", flush=True)
     bl = blas_micro(args)
     tp = None if args.skip_throughput else asyncio.run(throughput(args))
+    fs = asyncio.run(fetch_sweep(args)) if args.fetch_mib else None
     ck = None if args.skip_checkpoint else checkpoint_sweep(args)
     sk = None if (args.skip_soak or args.keep_soak) else soak(args)
     args.recorded_soak = _recorded_soak() if args.keep_soak and sk is None else None
-    text = report(args, tp, ck, sk, bl)
+    text = report(args, tp, ck, sk, bl, fs)
     print(text)
     if not args.no_write:
         update_section("bench_daemon", text)
