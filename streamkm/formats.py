@@ -493,7 +493,10 @@ def _json_event(obj: Any, d: int | None) -> tuple[str, float, np.ndarray]:
     ts = obj["ts"]
     if isinstance(ts, bool) or not isinstance(ts, (int, float)):
         raise _Bad("dtype", f"'ts' must be a number, got {type(ts).__name__} {ts!r}", "TypeError")
-    ts = float(ts)
+    try:
+        ts = float(ts)
+    except OverflowError:  # a JSON integer beyond the float64 range
+        raise _Bad("non_finite", f"'ts' is an integer too large for a float ({len(str(ts))} digits)") from None
     if ts != ts or ts in (float("inf"), float("-inf")):
         raise _Bad("non_finite", f"'ts' is {ts!r}")
     x = _as_float_array(obj["x"], 1, "'x'")

@@ -338,3 +338,15 @@ def test_bulk_binary_path_matches_per_record_path(data, fmt, fix_dim):
     assert np.array_equal(fast.record_index, slow.record_index)
     assert np.array_equal(fast.X, slow.X) and fast.X.shape == slow.X.shape
     assert fast.X.flags.c_contiguous and fast.X.flags.writeable
+
+
+def test_event_with_integer_ts_too_large_for_float_is_a_value_error():
+    # json.loads gives a Python int that float() cannot convert (OverflowError):
+    # it must become a DecodeError, not crash the consume loop.
+    big = b"1" + b"0" * 400
+    good = encode_event_json("u", 1.0, [0.0, 1.0])
+    bad = b'{"key": "u", "ts": ' + big + b', "x": [0.0, 1.0]}'
+    b = decode_events([good, bad, b"[" + bad + b"]"], fmt="json", dim=2)
+    assert b.keys == ["u"] and b.record_index.tolist() == [0]
+    assert [(i, e.reason) for i, e in b.errors] == [(1, "non_finite"), (2, "non_finite")]
+    assert "ts" in b.errors[0][1].message
