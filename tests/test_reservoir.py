@@ -379,3 +379,20 @@ def test_sample_is_a_subset_of_the_stream_of_the_right_size(capacity, sizes, see
         one = UniformReservoir(capacity, 2, dtype=np.float64)
         one.add(X, np.random.default_rng(seed))
         np.testing.assert_array_equal(one.sample, res.sample)  # boundary independent
+
+
+def test_load_state_dict_rejects_non_finite_sample_without_change():
+    # A NaN smuggled into a checkpointed reservoir would surface much later as
+    # NaN reseed candidates; reject it at load time, leaving the reservoir as is.
+    for make in (lambda: UniformReservoir(8, 3), lambda: TimeBiasedReservoir(8, 3, 4.0)):
+        res = make()
+        res.add(_stream(50, 3), np.random.default_rng(0))
+        good = res.state_dict()
+        bad = {**good, "sample": good["sample"].copy()}
+        bad["sample"][2, 1] = np.nan
+        other = make()
+        other.add(_stream(5, 3, seed=1), np.random.default_rng(1))
+        before = _snapshot(other)
+        with pytest.raises(ValueError, match="NaN or infinity in row 2"):
+            other.load_state_dict(bad)
+        _assert_same(before, other.state_dict())

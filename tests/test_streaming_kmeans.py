@@ -563,3 +563,19 @@ def test_total_weight_follows_decay_recursion(sizes, decay, unit, seed):
         assert model.counts_.sum() == pytest.approx(total, rel=1e-9)
         assert np.isfinite(model.cluster_centers_).all() and (model.counts_ >= 0).all()
         assert model.last_batch_objective_ >= 0 and model.last_center_shift_ >= 0
+
+
+@pytest.mark.parametrize("reservoir", ["uniform", "time_biased"])
+def test_half_life_so_small_that_gamma_underflows_is_rejected(reservoir):
+    # 0.5 ** (1 / 1e-300) underflows to 0.0, i.e. decay=0, which is invalid;
+    # with a time-biased reservoir it used to fail inside the first
+    # partial_fit after n_features_in_ was already set.
+    with pytest.raises(ValueError, match=r"half_life=1e-300 .*underflows"):
+        StreamingKMeans(2, half_life=1e-300, reservoir=reservoir)
+    # The smallest half-lives that still give gamma > 0 stream without NaN.
+    model = StreamingKMeans(2, half_life=1e-3, reservoir=reservoir, time_unit="points", seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        model.partial_fit(rng.normal(size=(8, 2)))
+    assert model.gamma > 0.0
+    assert np.isfinite(model.cluster_centers_).all() and np.isfinite(model.counts_).all()

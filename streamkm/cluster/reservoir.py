@@ -181,6 +181,9 @@ class _Reservoir:
             raise ValueError(f"reservoir sample has shape {sample.shape}; expected {want} for n_seen={n_seen}")
         if sample.dtype != self.dtype:
             raise ValueError(f"reservoir sample dtype {sample.dtype}; expected {self.dtype}")
+        if sample.size and not np.isfinite(sample).all():
+            row = int(np.flatnonzero(~np.isfinite(sample).all(axis=1))[0])
+            raise ValueError(f"reservoir sample contains NaN or infinity in row {row}")
         return sample
 
     def _set_base(self, state: dict[str, Any], sample: np.ndarray) -> None:

@@ -513,6 +513,11 @@ class StreamingKMeans:
                     f"decay={self.decay!r} and half_life={self.half_life!r}"
                 )
             gamma = 0.5 ** (1.0 / h)
+            if gamma == 0.0:
+                raise ValueError(
+                    f"half_life={self.half_life!r} is too small: gamma = 0.5^(1/half_life) "
+                    "underflows to 0 (decay must be > 0)"
+                )
         check_in("time_unit", self.time_unit, ("batches", "points"))
         check_positive_int("reservoir_size", self.reservoir_size)
         if self.reservoir_size < self.n_clusters:
