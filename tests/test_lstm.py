@@ -503,3 +503,22 @@ def test_content_hash_follows_documented_scheme():
         h.update(f"\n{name}:<f4:{list(arr.shape)}\n".encode())
         h.update(arr.astype("<f4").tobytes())
     assert enc.content_hash == h.hexdigest()
+
+
+def test_load_rejects_arrays_whose_dtype_differs_from_the_header(tmp_path):
+    # save() writes every parameter in the header's dtype; a file whose arrays
+    # are float64 or integers was not written by save() (or was edited) and
+    # used to be cast silently (float64) or fail with a misleading hash error.
+    enc = LSTMEncoder(3, 4, seed=0)
+    good = enc.save(tmp_path / "good.npz")
+    for dtype in (np.float64, np.int64, np.float16):
+        p = tmp_path / f"{np.dtype(dtype).name}.npz"
+        _rewrite(good, p, lambda a: a.__setitem__("weight_hh_l0", a["weight_hh_l0"].astype(dtype)))
+        with pytest.raises(ValueError, match=rf"weight_hh_l0 has dtype {np.dtype(dtype).name}, "
+                                             r"but the header records float32"):
+            LSTMEncoder.load(p)
+    # a float64 encoder's file (header dtype float64) still round-trips
+    enc64 = enc.astype("float64")
+    loaded = LSTMEncoder.load(enc64.save(tmp_path / "f64.npz"))
+    assert loaded.params_["weight_hh_l0"].dtype == np.float64
+    assert loaded.content_hash == enc64.content_hash

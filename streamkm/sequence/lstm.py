@@ -949,6 +949,11 @@ class LSTMEncoder:
                       dtype=header.get("dtype", "float32"))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path}: invalid sizes in header: {exc}") from None
+        want = np.dtype(enc.dtype)
+        for name, arr in arrays.items():
+            if name in enc.params_ and arr.dtype != want:
+                raise ValueError(f"{path}: {name} has dtype {arr.dtype}, but the header "
+                                 f"records {want.name} (not written by save(), or edited)")
         try:
             enc.load_state_dict(arrays)
         except (TypeError, ValueError) as exc:
