@@ -579,3 +579,21 @@ def test_half_life_so_small_that_gamma_underflows_is_rejected(reservoir):
         model.partial_fit(rng.normal(size=(8, 2)))
     assert model.gamma > 0.0
     assert np.isfinite(model.cluster_centers_).all() and np.isfinite(model.counts_).all()
+
+
+@pytest.mark.parametrize("initialized", [True, False])
+def test_float64_batch_overflowing_float32_model_is_rejected_unchanged(initialized):
+    # The first batch fixed float32; a later float64 batch is finite as float64
+    # but 1e39 overflows to inf when cast, which used to reach the centers.
+    rng = np.random.default_rng(0)
+    model = StreamingKMeans(2, seed=0, init_size=None if initialized else 1000)
+    model.partial_fit(rng.normal(size=(64, 3)).astype(np.float32))
+    assert model.is_initialized_ is initialized
+    before = model.state_dict()
+    bad = np.vstack([rng.normal(size=(4, 3)), [[0.0, 1e39, 0.0]]])
+    with pytest.raises(ValueError, match=r"row 4 .*float32"):
+        model.partial_fit(bad)
+    assert_state_equal(before, model.state_dict())
+    if initialized:
+        with pytest.raises(ValueError, match=r"row 4 .*float32"):
+            model.predict(bad)

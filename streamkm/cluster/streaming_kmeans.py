@@ -574,7 +574,16 @@ class StreamingKMeans:
     def _validate_X(self, X: Any) -> np.ndarray:
         X = check_array(X, name="X", n_features=self.n_features_in_)
         if self._dtype is not None and X.dtype != self._dtype:
-            X = X.astype(self._dtype)
+            # Only float64 -> float32 can overflow; the check costs a pass only
+            # on this (already copying) conversion path.
+            with np.errstate(over="ignore"):
+                X = X.astype(self._dtype)
+            if not (np.isfinite(X.min()) and np.isfinite(X.max())):
+                row = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
+                raise ValueError(
+                    f"X row {row} overflows the model's {self._dtype} dtype "
+                    f"(max |x| {float(np.finfo(self._dtype).max):.3g})"
+                )
         return X
 
     def _require_initialized(self, what: str) -> None:
