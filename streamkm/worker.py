@@ -300,14 +300,21 @@ class Worker:
             return
         self._lock_directory()
         self._started = True
-        for name, (topic, p) in self.pipelines.items():
-            self.metrics.init_pipeline(name, topic)
-        loaded = await asyncio.to_thread(self.store.load_latest)
+        try:
+            for name, (topic, p) in self.pipelines.items():
+                self.metrics.init_pipeline(name, topic)
+            loaded = await asyncio.to_thread(self.store.load_latest)
+        except BaseException:
+            self._started = False
+            self._unlock_directory()
+            raise
         if loaded is not None:
             state, info = loaded
             try:
                 self._load_state(state)
             except (ValueError, TypeError, KeyError) as exc:
+                self._started = False  # a refused start leaves the directory free
+                self._unlock_directory()
                 raise ValueError(
                     f"checkpoint {info.sequence} in {self.settings.checkpoint.dir} does not match the "
                     f"configuration ({exc}); point checkpoint.dir elsewhere or restore the old settings"

@@ -455,6 +455,10 @@ def test_checkpoint_dir_locked_and_foreign_checkpoint_refused(tmp_path):
         w5 = Worker(load_config(cfg, tmp_path / "b.toml"))
         with pytest.raises(ValueError, match=r"checkpoint 1 in .* does not match the configuration"):
             await w5.start()
+        # a refused start releases the directory: the original configuration starts again
+        w3 = Worker(s3)
+        await w3.start()
+        await w3.stop()
 
     asyncio.run(scenario())
 
