@@ -510,3 +510,35 @@ def test_matches_event_at_a_time_reference(events, cfg, lateness, cut_seed):
     assert w.n_evicted_["max_events_per_key"] == split
     assert w.n_dropped_events_ == dropped
     assert w.n_emitted_ == sum(len(v) for v in ref.values())
+
+
+def test_load_state_rejects_non_finite_or_negative_entries_and_leaves_state():
+    # A corrupted checkpoint must not smuggle NaN events (they would reach the
+    # LSTM at the next emission) or a NaN watermark/negative counters.
+    w = EventWindower(2, kind="session", gap=5.0)
+    w.add(["a", "b"], np.array([1.0, 2.0]), np.ones((2, 2)))
+    s = w.state_dict()
+
+    def with_array(name, index, value):
+        arr = s[name].copy()
+        arr[index] = value
+        return dict(s, **{name: arr})
+
+    bad_states = [
+        (with_array("X", (1, 0), np.nan), "'X' contains NaN or infinity"),
+        (with_array("ts", 0, np.inf), "'ts' contains NaN or infinity"),
+        (with_array("max_ts", 1, np.nan), "'max_ts' contains NaN"),
+        (dict(s, watermark=float("nan")), "watermark must be a finite number"),
+        (dict(s, n_events=-5), "n_events must be >= 0, got -5"),
+        (dict(s, n_emitted=float("inf")), "malformed windower state"),
+    ]
+    for bad, match in bad_states:
+        other = EventWindower(2, kind="session", gap=5.0)
+        other.add(["z"], np.array([9.0]), np.zeros((1, 2)))
+        before = other.state_dict()
+        with pytest.raises(ValueError, match=match):
+            other.load_state_dict(bad)
+        after = other.state_dict()
+        assert after["keys"] == ["z"] and after["watermark"] == 9.0
+        np.testing.assert_array_equal(after["X"], before["X"])
+        assert after["n_events"] == before["n_events"]

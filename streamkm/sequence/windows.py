@@ -681,7 +681,7 @@ class EventWindower:
             counters = {name: int(state[name]) for name in
                         ("n_events", "n_emitted", "n_dropped_events", "n_late_dropped")}
             evicted = {r: int(state["n_evicted"].get(r, 0)) for r in _REASONS}
-        except (KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as exc:
             raise ValueError(f"malformed windower state: missing or bad entry {exc}") from None
         if version != _STATE_VERSION:
             raise ValueError(f"unsupported windower state version {version!r}, "
@@ -708,6 +708,21 @@ class EventWindower:
         if arrays["ts"].shape != (total,):
             raise ValueError(f"windower state 'ts' has shape {arrays['ts'].shape}, "
                              f"expected ({total},)")
+        for name in ("X", "ts"):
+            if arrays[name].dtype.kind not in "biuf" or not np.isfinite(arrays[name]).all():
+                raise ValueError(f"windower state {name!r} contains NaN or infinity "
+                                 f"(or is not numeric: dtype {arrays[name].dtype})")
+        # max_ts is -inf for a key with no events yet; NaN/+inf never happen.
+        if arrays["max_ts"].dtype.kind not in "biuf" or (
+                K and not (arrays["max_ts"] < math.inf).all()):
+            raise ValueError("windower state 'max_ts' contains NaN or +inf")
+        if watermark is not None and not (isinstance(watermark, (int, float))
+                                          and math.isfinite(watermark)):
+            raise ValueError(f"windower state watermark must be a finite number or None, "
+                             f"got {watermark!r}")
+        for name, value in (*counters.items(), *evicted.items()):
+            if value < 0:
+                raise ValueError(f"windower state {name} must be >= 0, got {value}")
         keys_state: OrderedDict[str, _KeyState] = OrderedDict()
         offsets = np.concatenate(([0], np.cumsum(lengths)))
         for i, key in enumerate(keys):
