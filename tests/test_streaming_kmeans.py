@@ -597,3 +597,21 @@ def test_float64_batch_overflowing_float32_model_is_rejected_unchanged(initializ
     if initialized:
         with pytest.raises(ValueError, match=r"row 4 .*float32"):
             model.predict(bad)
+
+
+def test_load_state_dict_rejects_buffer_inconsistent_with_n_seen():
+    # Until initialization every point seen sits in the init buffer; a state
+    # whose buffer lost points was accepted and initialized from fewer points.
+    rng = np.random.default_rng(0)
+    src = StreamingKMeans(2, seed=0, init_size=20)
+    src.partial_fit(rng.normal(size=(5, 3)).astype(np.float32))
+    good = src.state_dict()
+    bad = {**good, "init_buffer": good["init_buffer"][:2].copy()}
+    target = StreamingKMeans(2, seed=0, init_size=20)
+    target.partial_fit(rng.normal(size=(3, 3)).astype(np.float32))
+    before = target.state_dict()
+    with pytest.raises(ValueError, match="init_buffer'] holds 2 points but n_seen=5"):
+        target.load_state_dict(bad)
+    assert_state_equal(before, target.state_dict())
+    target.load_state_dict(good)
+    assert_state_equal(good, target.state_dict())

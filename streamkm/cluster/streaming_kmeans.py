@@ -985,6 +985,12 @@ class StreamingKMeans:
                 if not np.isfinite(buf).all():
                     raise ValueError("state['init_buffer'] contains NaN or infinity")
                 buffer = [buf.copy()]
+            # Before initialization every point seen is still in the buffer.
+            n_buf = 0 if buf is None else buf.shape[0]
+            if n_buf != counters["n_seen"]:
+                raise ValueError(f"state['init_buffer'] holds {n_buf} points but n_seen="
+                                 f"{counters['n_seen']}; an uninitialized model buffers "
+                                 "every point it saw")
         res = None
         if d is not None:
             rstate = state["reservoir"]
