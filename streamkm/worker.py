@@ -95,6 +95,9 @@ unless noted):
 ``kafka_dlt-exception-fqcn``           exception class
 ``kafka_dlt-exception-message``        message
 ``streamkm.pipeline``                  ``vectors`` / ``sequence``
+``streamkm.dlq.value-dropped-bytes``   only when the value was too large to send
+                                       (``MessageSizeTooLargeError``): its size; the
+                                       record is then dead-lettered without value
 =====================================  ============================================
 """
 
@@ -693,15 +696,25 @@ class Worker:
                     fut.set_exception(exc)
                 futures.append(fut)
             results = await asyncio.gather(*futures, return_exceptions=True)
-            failed = [item for item, r in zip(todo, results) if isinstance(r, BaseException)]
+            failed = []
+            shrunk = 0
             for item, r in zip(todo, results):
                 if not isinstance(r, BaseException):
                     if item[0] == "output":
                         self.metrics.output_records.labels(pipeline=item[1]).inc()
-                elif item[0] == "dlq":
+                    continue
+                if item[0] == "dlq":
                     self.metrics.dlq_failures.labels(pipeline=item[1]).inc()
+                    smaller = _without_value_if_too_large(item, r)
+                    if smaller is not item:
+                        shrunk += 1
+                        item = smaller
+                failed.append(item)
             if not failed:
                 return
+            if shrunk == len(failed):  # retrying verbatim could never succeed; resend at once
+                todo = failed
+                continue
             log.warning("%d dead-letter/output writes failed (%s); retrying in %.1fs", len(failed),
                         next(r for r in results if isinstance(r, BaseException)), backoff)
             if self._stopping.is_set():
@@ -891,6 +904,22 @@ class Worker:
             self._unlock_directory()
             self._stopped = True
             log.info("worker stopped", extra={"event": "stopped"})
+
+
+def _without_value_if_too_large(item: tuple, exc: BaseException) -> tuple:
+    """A dead-letter send rejected as too large (by the producer's ``max_request_size`` or
+    the broker) can never succeed verbatim: resend it without the value (key, original
+    headers and provenance kept, plus ``streamkm.dlq.value-dropped-bytes``). Else *item*."""
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    kind, name, key, value, headers = item
+    if not isinstance(exc, MessageSizeTooLargeError) or value is None:
+        return item
+    r_topic = dict(headers).get("__connect.errors.topic", b"?").decode("utf-8", "replace")
+    r_off = dict(headers).get("__connect.errors.offset", b"?").decode("utf-8", "replace")
+    log.warning("dead-letter record for %s@%s is too large to send (%d bytes): sending it "
+                "without its value", r_topic, r_off, len(value), extra={"event": "dead_letter"})
+    return (kind, name, key, None, [*headers, ("streamkm.dlq.value-dropped-bytes", _s(len(value)))])
 
 
 def _really_cancelled() -> bool:

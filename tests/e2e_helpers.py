@@ -53,13 +53,16 @@ async def produce(
     *,
     partition: int | None = None,
     timeout: float = 30.0,
+    **producer_kwargs,
 ) -> list:
     """Produce ``(key, value[, headers])`` records in order; return their metadata.
 
     With ``partition`` given every record goes there (keeps the order exact
-    for single-partition determinism checks).
+    for single-partition determinism checks). ``producer_kwargs`` go to
+    ``AIOKafkaProducer`` (e.g. ``max_request_size`` for large records).
     """
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                                **producer_kwargs)
     await asyncio.wait_for(producer.start(), timeout)
     try:
         futures = []

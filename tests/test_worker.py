@@ -496,3 +496,48 @@ def test_drift_detected_counted_logged_and_reseeded(broker, make_topic, tmp_path
     assert m.n_reseeds_ + m.n_reseeds_rejected_ >= n_drift  # a reseed was attempted per drift
     drift_logs = [r for r in caplog.records if getattr(r, "event", None) == "drift"]
     assert len(drift_logs) == n_drift and "drift detected in vectors" in drift_logs[0].getMessage()
+
+
+def test_bad_record_too_large_for_the_dlq_producer_does_not_stall_the_worker(broker, make_topic, tmp_path):
+    # A consumer can fetch a record larger than the producer's max_request_size (1 MiB by
+    # default); dead-lettering it verbatim can never succeed, so the worker must not retry
+    # it forever: it dead-letters key + headers + provenance without the value.
+    topic, dlq = make_topic("in"), make_topic("dlq")
+    group = unique_name("g")
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(40, 4)).astype(np.float32)
+    huge = b"{" + b"x" * (3 * 2**19)  # 1.5 MiB, not JSON
+    records = [(f"k{i}".encode(), encode_json(x)) for i, x in enumerate(X[:20])]
+    records.append((b"huge", huge, [("trace", b"t-huge")]))
+    records += [(f"k{i}".encode(), encode_json(x)) for i, x in enumerate(X[20:], 20)]
+    cfg = worker_config(broker, tmp_path / "ckpt", group=group, vectors_topic=topic, dlq=dlq,
+                        max_records=64, input={"dimension": 4})
+    settings = load_config(cfg, tmp_path / "w.toml")
+
+    async def scenario():
+        await produce(broker, topic, records, partition=0, max_request_size=4 * 2**20)
+        metrics = Metrics()
+        worker = Worker(settings, metrics=metrics)
+        task = asyncio.create_task(worker.run())
+        pipe = worker.pipelines["vectors"][1]
+        try:
+            await wait_until(lambda: pipe.core.n_clustered_ == len(X), 30, "all vectors clustered")
+            await wait_until(lambda: worker.n_checkpoints >= 1, 10, "checkpoint")
+        finally:
+            await worker.shutdown(20)
+            await task
+        dead = await consume_all(broker, dlq, expected=1, idle=0.5)
+        commits = await committed_offsets(broker, group, topic)
+        return worker, dead, commits
+
+    worker, dead, commits = asyncio.run(scenario())
+    assert len(dead) == 1
+    rec = dead[0]
+    headers = dict(rec.headers)
+    assert rec.key == b"huge" and rec.value is None
+    assert headers["trace"] == b"t-huge"
+    assert headers["__connect.errors.reason"] == b"not_json"
+    assert headers["__connect.errors.offset"] == b"20"
+    assert headers["streamkm.dlq.value-dropped-bytes"] == str(len(huge)).encode()
+    assert commits[0] == len(records)
+    assert worker.pipelines["vectors"][1].model.counts_.sum() == pytest.approx(len(X))
