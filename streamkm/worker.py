@@ -564,9 +564,13 @@ class Worker:
         if self._prefetch is None and not self._stopping.is_set():
             self._prefetch = asyncio.ensure_future(self._fetch())
 
-    def _offload(self, recs: list) -> bool:
+    def _offload(self, recs: list, name: str = "vectors") -> bool:
         """Whether a batch is large enough for a worker thread (``worker.offload_min_rows``
-        rows; a binary record may hold many rows, so its size counts too)."""
+        rows; a binary record may hold many rows, so its size counts too). Sequence
+        batches always are: a few events can close many windows at once (a watermark
+        jump closes every open session), and LSTM embedding must not stall heartbeats."""
+        if name == "sequence":
+            return True
         limit = self.settings.worker.offload_min_rows
         if len(recs) >= limit:
             return True
@@ -607,7 +611,7 @@ class Worker:
                 continue
             topic, pipeline = self.pipelines[name]
             t0 = time.perf_counter()
-            if self._offload(recs):
+            if self._offload(recs, name):
                 if not stale:
                     self._start_prefetch()
                 res = await asyncio.to_thread(pipeline.process, recs)

@@ -541,3 +541,47 @@ def test_bad_record_too_large_for_the_dlq_producer_does_not_stall_the_worker(bro
     assert headers["streamkm.dlq.value-dropped-bytes"] == str(len(huge)).encode()
     assert commits[0] == len(records)
     assert worker.pipelines["vectors"][1].model.counts_.sum() == pytest.approx(len(X))
+
+
+def test_sequence_batches_are_embedded_off_the_event_loop(broker, make_topic, tmp_path):
+    # A small batch of events can close many windows at once (a watermark jump closes
+    # every open session): LSTM embedding must never run on the event loop, which would
+    # stall heartbeats. The real pipeline is wrapped only to see which thread runs it.
+    import threading
+
+    from streamkm.formats import encode_event_json
+    from streamkm.sequence.lstm import LSTMEncoder
+
+    LSTMEncoder(3, 8, seed=0).save(tmp_path / "lstm.npz")
+    topic = make_topic("ev")
+    group = unique_name("g")
+    rng = np.random.default_rng(5)
+    records = [(f"u{i % 4}".encode(), encode_event_json(f"u{i % 4}", float(i), rng.normal(size=3)))
+               for i in range(64)]
+    cfg = worker_config(broker, tmp_path / "ckpt", group=group, events_topic=topic, max_records=16,
+                        sequence={"enabled": True, "lstm_path": str(tmp_path / "lstm.npz"),
+                                  "window_kind": "tumbling", "window_size": 4,
+                                  "model": {"n_clusters": 2, "seed": 0}})
+    settings = load_config(cfg, tmp_path / "w.toml")
+    on_loop_thread = []
+
+    async def scenario():
+        await produce(broker, topic, records, partition=0)
+        worker = Worker(settings)
+        pipe = worker.pipelines["sequence"][1]
+        real = pipe.process
+
+        def process(recs):
+            on_loop_thread.append(threading.current_thread() is threading.main_thread())
+            return real(recs)
+
+        pipe.process = process
+        task = asyncio.create_task(worker.run())
+        await wait_until(lambda: pipe.n_events_ == len(records), 30, "all events consumed")
+        await worker.shutdown(20)
+        await task
+        return pipe
+
+    pipe = asyncio.run(scenario())
+    assert pipe.core.n_clustered_ + pipe.n_pending == len(records) // 4
+    assert on_loop_thread and not any(on_loop_thread)
