@@ -302,6 +302,39 @@ class _ChunkedModel:
         self._keys = keys
 
 
+#: Largest squared row norm the vector model accepts (float32 max / 4): then the squared
+#: distance between any two accepted rows, or means of them, stays finite in float32.
+_MAX_SQ_NORM = float(np.finfo(np.float32).max) / 4
+
+
+def _drop_overflowing(batch) -> None:
+    """Move records with a row too large for float32 distances into ``batch.errors``.
+
+    Such rows are finite (they pass decoding) but poison the model: their squared
+    distances overflow to inf/NaN. A record is rejected whole, like a decode error.
+    """
+    X = batch.X
+    with np.errstate(over="ignore", invalid="ignore"):
+        sq = np.einsum("ij,ij->i", X, X)
+    bad = ~(sq <= _MAX_SQ_NORM)
+    if not bad.any():
+        return
+    ri = batch.record_index
+    new: dict[int, DecodeError] = {}
+    for row in np.flatnonzero(bad).tolist():  # bad rows only
+        rec = int(ri[row])
+        if rec not in new:
+            in_rec = row - int(np.searchsorted(ri, rec))
+            new[rec] = DecodeError(
+                reason="non_finite", exc_type="ValueError",
+                message=f"row {in_rec} has squared norm {float(sq[row]):.3g} > {_MAX_SQ_NORM:.3g} "
+                        "(too large for float32 distances)")
+    keep = ~np.isin(ri, np.fromiter(new, dtype=np.int64, count=len(new)))
+    batch.X = X[keep]
+    batch.record_index = ri[keep]
+    batch.errors = sorted([*batch.errors, *new.items()], key=lambda t: t[0])
+
+
 def _json_bytes(obj: dict) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
 
@@ -336,6 +369,10 @@ class VectorPipeline:
     ``"row"`` (first row index), ``"clusters"`` and ``"sq_distances"`` lists.
     ``cluster`` is -1 (``sq_distance`` null) only if a flush happened before
     the model had enough rows to initialize.
+
+    A record with a row whose squared norm exceeds float32 max / 4 (finite,
+    but its distances would overflow and poison the model) is dead-lettered
+    as ``non_finite``, like a decode error.
 
     Examples
     --------
@@ -388,6 +425,8 @@ class VectorPipeline:
         self._topic = records[0].topic
         batch = decode_vectors([r.value for r in records], fmt=self.fmt, dim=self.dim_,
                                max_record_bytes=self.max_record_bytes)
+        if batch.X.shape[0]:
+            _drop_overflowing(batch)
         res.dead_letters = [DeadLetter(records[i], err) for i, err in batch.errors]
         if batch.X.shape[0]:
             if self.dim_ is None:

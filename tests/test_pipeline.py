@@ -249,3 +249,27 @@ def test_sequence_pipeline_windows_embeds_clusters_and_roundtrips():
         _seq_pipe(LSTMEncoder(3, 6, seed=1)).load_state_dict(st)
     with pytest.raises(ValueError, match="expects 3"):
         _seq_pipe(enc, n_features=4)
+
+
+def test_vectors_too_large_for_float32_distances_are_dead_lettered_not_clustered():
+    # 3e38 is a finite float32, but its squared distances overflow: one such record
+    # turned a centre into ~1e37 and the EWM objective into NaN for the whole stream.
+    X = blobs(200)
+    ref = VectorPipeline(model_kwargs=KW, batch_rows=32)
+    ref.process([Rec("t", 0, i, None, encode_json(x), (), 0) for i, x in enumerate(X)])
+    ref.flush()
+    recs = [Rec("t", 0, i, None, encode_json(x), (), 0) for i, x in enumerate(X[:100])]
+    huge = np.ones((2, 4), np.float32)
+    huge[1, 2] = 3e38
+    recs.append(Rec("t", 0, 100, b"h", encode_binary(huge), (), 0))  # all-or-nothing per record
+    recs.append(Rec("t", 0, 101, b"j", encode_json([1e20, 0.0, 0.0, 0.0]), (), 0))
+    recs += [Rec("t", 0, 102 + i, None, encode_json(x), (), 0) for i, x in enumerate(X[100:])]
+    p = VectorPipeline(model_kwargs=KW, batch_rows=32)
+    r = p.process(recs)
+    r.merge(p.flush())
+    assert [(d.record.offset, d.error.reason) for d in r.dead_letters] == [(100, "non_finite"),
+                                                                          (101, "non_finite")]
+    assert "row 1" in r.dead_letters[0].error.message
+    assert r.n_valid_records == len(X) and r.n_clustered == len(X)
+    np.testing.assert_array_equal(p.model.cluster_centers_, ref.model.cluster_centers_)
+    assert np.isfinite(p.model.ewm_objective_)
