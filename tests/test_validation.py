@@ -163,3 +163,30 @@ def test_sq_distances_and_chunk_rows():
     assert _chunk_rows(100, 10, 4, 1) == 1
     assert _chunk_rows(100, 10, 4, 400) == 10
     assert _chunk_rows(5, 10, 4, 10**9) == 5
+
+
+def test_check_array_rejects_values_whose_squares_overflow_float32():
+    from streamkm.cluster._validation import MAX_ABS_VALUE
+
+    X = np.zeros((5, 3), dtype=np.float32)
+    X[3, 1] = -3e19  # finite in float32, but its square is not
+    with pytest.raises(ValueError, match=r"magnitude above 1e\+15 in row 3"):
+        check_array(X)
+    X[3, 1] = MAX_ABS_VALUE  # the limit itself is accepted
+    assert check_array(X)[3, 1] == np.float32(MAX_ABS_VALUE)
+
+
+def test_streaming_kmeans_rejects_huge_values_and_keeps_state():
+    from streamkm import StreamingKMeans
+    from test_streaming_kmeans import assert_state_equal
+
+    rng = np.random.default_rng(0)
+    model = StreamingKMeans(n_clusters=2, seed=0).partial_fit(
+        rng.normal(size=(20, 3)).astype(np.float32))
+    before = model.state_dict()
+    bad = rng.normal(size=(4, 3)).astype(np.float32)
+    bad[2, 0] = 3e19
+    with pytest.raises(ValueError, match="row 2"):
+        model.partial_fit(bad)
+    assert_state_equal(before, model.state_dict())
+    assert np.isfinite(model.partial_fit(np.delete(bad, 2, axis=0)).ewm_objective_)

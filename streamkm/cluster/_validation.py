@@ -14,6 +14,7 @@ from typing import Any, Iterable
 import numpy as np
 
 __all__ = [
+    "MAX_ABS_VALUE",
     "check_array",
     "check_sample_weight",
     "check_positive_int",
@@ -24,6 +25,12 @@ __all__ = [
     "check_seed",
     "check_n_clusters",
 ]
+
+
+#: Largest accepted feature magnitude. Squared distances of larger values can overflow
+#: float32 (max ~3.4e38) even though each value is finite, and one such point would leave
+#: the objective at inf for good; 1e15 keeps ||x - mu||^2 finite for up to ~1e8 features.
+MAX_ABS_VALUE = 1e15
 
 
 def _first_bad_row(X: np.ndarray) -> int:
@@ -106,6 +113,13 @@ def check_array(
             row = _first_bad_row(arr)
             raise ValueError(
                 f"{name} contains NaN or infinity in row {row} (first bad row of {n})"
+            )
+        if max(-float(lo), float(hi)) > MAX_ABS_VALUE:
+            row = int(np.flatnonzero((np.abs(arr) > MAX_ABS_VALUE).any(axis=1))[0])
+            raise ValueError(
+                f"{name} has a value of magnitude above {MAX_ABS_VALUE:.0e} in row {row} "
+                f"(largest |value| {max(-float(lo), float(hi)):.3g}); squared distances "
+                f"would overflow float32"
             )
     return arr
 
