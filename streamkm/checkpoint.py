@@ -11,7 +11,8 @@ A checkpoint is a pair of files sharing a sequence number ``N``::
 Writing is atomic: both files are written to temp files in the same
 directory (flush + fsync), the .npz is renamed into place, then the manifest
 (its rename is the commit point), then the directory is fsynced. A checkpoint
-exists iff its manifest exists *and* the .npz matches the manifest's checksum;
+exists iff its manifest exists, matches its own checksum (``manifest_sha256``,
+over the rest of the manifest) *and* the .npz matches the manifest's checksum;
 anything else (torn temp files, a .npz without manifest, a flipped byte) is
 ignored by :meth:`CheckpointStore.load_latest`, which falls back to the
 previous valid checkpoint with a warning. One writer per directory.
@@ -145,6 +146,13 @@ def _join(tree: Any, arrays: Any) -> Any:
     return tree
 
 
+def _manifest_digest(man: dict[str, Any]) -> str:
+    """sha256 of the manifest without its own checksum (canonical JSON: the offsets and
+    scalar state live here, so they are covered like the .npz)."""
+    body = {k: v for k, v in man.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, allow_nan=True).encode()).hexdigest()
+
+
 # ------------------------------------------------------------------ fs helpers
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -244,6 +252,11 @@ class CheckpointStore:
         for k in ("sequence", "created_at", "npz_sha256", "npz_size", "data_file", "state", "arrays"):
             if k not in man:
                 raise CheckpointError(f"{path.name}: manifest lacks {k!r}")
+        if "manifest_sha256" in man:  # absent only in checkpoints written before it existed
+            digest = _manifest_digest(man)
+            if digest != man["manifest_sha256"]:
+                raise CheckpointError(f"{path.name}: manifest checksum mismatch ({digest[:12]}... != "
+                                      f"{str(man['manifest_sha256'])[:12]}...)")
         return man
 
     def _info(self, man: dict[str, Any], manifest_path: Path) -> CheckpointInfo:
@@ -312,6 +325,7 @@ class CheckpointStore:
             "metadata": meta,
             "state": tree,
         }
+        man["manifest_sha256"] = _manifest_digest(man)
         man_bytes = json.dumps(man, sort_keys=True, allow_nan=True).encode()
 
         token = uuid.uuid4().hex[:12]

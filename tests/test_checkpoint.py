@@ -170,6 +170,9 @@ def test_no_pickle(tmp_path):
     info.data_path.write_bytes(data)
     man = json.loads(info.manifest_path.read_text())
     man["npz_sha256"], man["npz_size"] = hashlib.sha256(data).hexdigest(), len(data)
+    from streamkm.checkpoint import _manifest_digest
+
+    man["manifest_sha256"] = _manifest_digest(man)  # a crafted manifest carries a valid checksum
     info.manifest_path.write_text(json.dumps(man))
     with pytest.raises(CheckpointError, match="bad npz"):
         store.load(info.sequence)
@@ -291,3 +294,18 @@ def test_real_component_states_roundtrip_and_summary(tmp_path):
     assert "pipeline sequence: k=2, not initialized" in text
     assert "open windows: 2 keys, 3 buffered events" in text
     assert "v:0: next offset 120" in text
+
+
+def test_manifest_corruption_that_stays_valid_json_is_detected(tmp_path):
+    # The offsets live in the JSON manifest: a flipped digit there must not be loaded
+    # silently (the restart would seek to a wrong offset: records lost or absorbed twice).
+    store = CheckpointStore(tmp_path, keep=3)
+    store.save(_state(1))
+    info = store.save(_state(2))
+    text = info.manifest_path.read_text()
+    assert '"vec:0": 102' in text
+    info.manifest_path.write_text(text.replace('"vec:0": 102', '"vec:0": 902'))
+    with pytest.raises(CheckpointError, match="manifest checksum"):
+        store.load(info.sequence)
+    state, linfo = store.load_latest()  # falls back to the previous valid one
+    assert linfo.sequence == info.sequence - 1 and state["offsets"]["vec:0"] == 101
