@@ -302,33 +302,30 @@ class _ChunkedModel:
         self._keys = keys
 
 
-#: Largest squared row norm the vector model accepts (float32 max / 4): then the squared
-#: distance between any two accepted rows, or means of them, stays finite in float32.
-_MAX_SQ_NORM = float(np.finfo(np.float32).max) / 4
-
-
 def _drop_overflowing(batch) -> None:
-    """Move records with a row too large for float32 distances into ``batch.errors``.
+    """Move records with a value above the model's limit into ``batch.errors``.
 
-    Such rows are finite (they pass decoding) but poison the model: their squared
-    distances overflow to inf/NaN. A record is rejected whole, like a decode error.
+    Such values are finite (they pass decoding) but their squared distances overflow
+    float32: ``StreamingKMeans`` rejects them (``MAX_ABS_VALUE``), which would make the
+    record a poison pill for the consume loop. A record is rejected whole, like a
+    decode error.
     """
+    from streamkm.cluster._validation import MAX_ABS_VALUE
+
     X = batch.X
-    with np.errstate(over="ignore", invalid="ignore"):
-        sq = np.einsum("ij,ij->i", X, X)
-    bad = ~(sq <= _MAX_SQ_NORM)
-    if not bad.any():
+    if max(-float(X.min()), float(X.max())) <= MAX_ABS_VALUE:
         return
+    absmax = np.abs(X).max(axis=1)
     ri = batch.record_index
     new: dict[int, DecodeError] = {}
-    for row in np.flatnonzero(bad).tolist():  # bad rows only
+    for row in np.flatnonzero(absmax > MAX_ABS_VALUE).tolist():  # bad rows only
         rec = int(ri[row])
         if rec not in new:
             in_rec = row - int(np.searchsorted(ri, rec))
             new[rec] = DecodeError(
                 reason="non_finite", exc_type="ValueError",
-                message=f"row {in_rec} has squared norm {float(sq[row]):.3g} > {_MAX_SQ_NORM:.3g} "
-                        "(too large for float32 distances)")
+                message=f"row {in_rec} has a value of magnitude {float(absmax[row]):.3g} > "
+                        f"{MAX_ABS_VALUE:.0e} (too large for float32 distances)")
     keep = ~np.isin(ri, np.fromiter(new, dtype=np.int64, count=len(new)))
     batch.X = X[keep]
     batch.record_index = ri[keep]
@@ -370,9 +367,9 @@ class VectorPipeline:
     ``cluster`` is -1 (``sq_distance`` null) only if a flush happened before
     the model had enough rows to initialize.
 
-    A record with a row whose squared norm exceeds float32 max / 4 (finite,
-    but its distances would overflow and poison the model) is dead-lettered
-    as ``non_finite``, like a decode error.
+    A record with a value above ``streamkm.cluster._validation.MAX_ABS_VALUE``
+    (finite, but its squared distances overflow float32; the model rejects it)
+    is dead-lettered as ``non_finite``, like a decode error.
 
     Examples
     --------

@@ -263,12 +263,14 @@ def test_vectors_too_large_for_float32_distances_are_dead_lettered_not_clustered
     huge[1, 2] = 3e38
     recs.append(Rec("t", 0, 100, b"h", encode_binary(huge), (), 0))  # all-or-nothing per record
     recs.append(Rec("t", 0, 101, b"j", encode_json([1e20, 0.0, 0.0, 0.0]), (), 0))
-    recs += [Rec("t", 0, 102 + i, None, encode_json(x), (), 0) for i, x in enumerate(X[100:])]
+    # above the model's MAX_ABS_VALUE: partial_fit would raise (a poison pill for the loop)
+    recs.append(Rec("t", 0, 102, b"k", encode_json([0.0, -2e15, 0.0, 0.0]), (), 0))
+    recs += [Rec("t", 0, 103 + i, None, encode_json(x), (), 0) for i, x in enumerate(X[100:])]
     p = VectorPipeline(model_kwargs=KW, batch_rows=32)
     r = p.process(recs)
     r.merge(p.flush())
-    assert [(d.record.offset, d.error.reason) for d in r.dead_letters] == [(100, "non_finite"),
-                                                                          (101, "non_finite")]
+    assert [(d.record.offset, d.error.reason) for d in r.dead_letters] == [
+        (100, "non_finite"), (101, "non_finite"), (102, "non_finite")]
     assert "row 1" in r.dead_letters[0].error.message
     assert r.n_valid_records == len(X) and r.n_clustered == len(X)
     np.testing.assert_array_equal(p.model.cluster_centers_, ref.model.cluster_centers_)
