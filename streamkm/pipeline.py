@@ -305,6 +305,9 @@ class _ChunkedModel:
 def _drop_overflowing(batch) -> None:
     """Move records with a value above the model's limit into ``batch.errors``.
 
+    Works on a ``VectorBatch`` and on an ``EventBatch`` (whose keys and timestamps are
+    filtered alongside); modifies *batch* in place.
+
     Such values are finite (they pass decoding) but their squared distances overflow
     float32: ``StreamingKMeans`` rejects them (``MAX_ABS_VALUE``), which would make the
     record a poison pill for the consume loop. A record is rejected whole, like a
@@ -329,6 +332,9 @@ def _drop_overflowing(batch) -> None:
     keep = ~np.isin(ri, np.fromiter(new, dtype=np.int64, count=len(new)))
     batch.X = X[keep]
     batch.record_index = ri[keep]
+    if hasattr(batch, "keys"):  # EventBatch: its per-row keys and timestamps go too
+        batch.keys = [k for k, ok in zip(batch.keys, keep.tolist()) if ok]
+        batch.ts = batch.ts[keep]
     batch.errors = sorted([*batch.errors, *new.items()], key=lambda t: t[0])
 
 
@@ -571,6 +577,8 @@ class SequencePipeline:
             return res
         batch = decode_events([r.value for r in records], fmt="json", dim=self.n_features,
                               max_record_bytes=self.max_record_bytes)
+        if len(batch.keys):
+            _drop_overflowing(batch)
         res.dead_letters = [DeadLetter(records[i], err) for i, err in batch.errors]
         n = len(batch.keys)
         if n:

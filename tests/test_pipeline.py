@@ -275,3 +275,22 @@ def test_vectors_too_large_for_float32_distances_are_dead_lettered_not_clustered
     assert r.n_valid_records == len(X) and r.n_clustered == len(X)
     np.testing.assert_array_equal(p.model.cluster_centers_, ref.model.cluster_centers_)
     assert np.isfinite(p.model.ewm_objective_)
+
+
+def test_events_too_large_are_dead_lettered_and_never_reach_the_windows():
+    # The same limit as for vectors: |x| > MAX_ABS_VALUE could overflow the LSTM's input
+    # projection (inf - inf = NaN in the gates), and one NaN embedding makes partial_fit
+    # raise on every replay.
+    from streamkm.sequence.lstm import LSTMEncoder
+
+    enc = LSTMEncoder(3, 6, seed=0)
+    recs, keys, _ = _events()
+    ref = _seq_pipe(enc)
+    run(ref, recs, [37])
+    bad = [Rec("ev", 0, 1000, b"h", encode_event_json(keys[0], 0.5, [3e38, -3e38, 3e38]), (), 0),
+           Rec("ev", 0, 1001, b"j", encode_event_json(keys[1], 0.5, [0.0, 2e15, 0.0]), (), 0)]
+    p = _seq_pipe(enc)
+    outs, dls = run(p, recs[:40] + bad + recs[40:], [37])
+    assert [(d.record.offset, d.error.reason) for d in dls] == [(1000, "non_finite"), (1001, "non_finite")]
+    assert p.n_events_ == len(recs)
+    np.testing.assert_array_equal(p.model.cluster_centers_, ref.model.cluster_centers_)
