@@ -342,7 +342,38 @@ def _json_bytes(obj: dict) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
 
 
-class VectorPipeline:
+class _Pipeline:
+    """What both pipelines share: a :class:`_ChunkedModel` (``self.core``) fed in
+    fixed-size chunks, and outputs built by the subclass's ``_make_outputs``."""
+
+    core: _ChunkedModel
+    emit_outputs: bool
+
+    @property
+    def model(self):
+        return self.core.model
+
+    @property
+    def n_pending(self) -> int:
+        return self.core.n_pending
+
+    def _absorb(self, res: BatchResult, *, flush: bool = False) -> None:
+        self.core.absorb(res, self._make_outputs if self.emit_outputs else None, flush=flush)
+
+    def flush(self) -> BatchResult:
+        """Absorb the queued partial chunk (call when caught up, then checkpoint).
+
+        Open event windows of the sequence pipeline stay open: they close on event time.
+        """
+        res = BatchResult()
+        self._absorb(res, flush=True)
+        return res
+
+    def _make_outputs(self, meta, keys, labels, min_sq, version) -> list[OutputRecord]:
+        raise NotImplementedError
+
+
+class VectorPipeline(_Pipeline):
     """Vectors topic: decode -> validate -> queue -> ``StreamingKMeans.partial_fit``.
 
     Parameters
@@ -412,14 +443,6 @@ class VectorPipeline:
                                   model_factory=model_factory)
         self.dim_: int | None = dim
 
-    @property
-    def model(self):
-        return self.core.model
-
-    @property
-    def n_pending(self) -> int:
-        return self.core.n_pending
-
     def process(self, records: Sequence[RecordLike]) -> BatchResult:
         """Decode *records* (one topic-partition order), queue valid rows, absorb full chunks."""
         res = BatchResult(n_records=len(records))
@@ -460,13 +483,7 @@ class VectorPipeline:
             self.core.enqueue(batch.X, meta, keys)
             res.n_valid_records = int(first.size)
             res.n_rows = int(ri.size)
-        self.core.absorb(res, self._make_outputs if self.emit_outputs else None)
-        return res
-
-    def flush(self) -> BatchResult:
-        """Absorb the queued partial chunk (call when caught up, then checkpoint)."""
-        res = BatchResult()
-        self.core.absorb(res, self._make_outputs if self.emit_outputs else None, flush=True)
+        self._absorb(res)
         return res
 
     def _make_outputs(self, meta, keys, labels, min_sq, version) -> list[OutputRecord]:
@@ -508,7 +525,7 @@ class VectorPipeline:
             self._topic = state["topic"]
 
 
-class SequencePipeline:
+class SequencePipeline(_Pipeline):
     """Events topic: decode -> per-key windows -> ``LSTMEncoder.embed`` -> its own k-means.
 
     Parameters
@@ -562,14 +579,6 @@ class SequencePipeline:
                                   model_factory=model_factory)
         self.n_events_ = 0
 
-    @property
-    def model(self):
-        return self.core.model
-
-    @property
-    def n_pending(self) -> int:
-        return self.core.n_pending
-
     def process(self, records: Sequence[RecordLike]) -> BatchResult:
         """Decode events, window them, embed ready windows, absorb full chunks."""
         res = BatchResult(n_records=len(records))
@@ -589,7 +598,7 @@ class SequencePipeline:
             wb = self.windower.add(batch.keys, batch.ts, batch.X)
             if wb is not None and len(wb.keys):
                 self._enqueue_windows(wb, res)
-        self.core.absorb(res, self._make_outputs if self.emit_outputs else None)
+        self._absorb(res)
         return res
 
     def _enqueue_windows(self, wb, res: BatchResult) -> None:
@@ -602,12 +611,6 @@ class SequencePipeline:
                          np.zeros(len(wb.keys))], axis=1)
         keys = [str(k).encode() for k in wb.keys]
         self.core.enqueue(np.asarray(E, dtype=np.float32), meta, keys)
-
-    def flush(self) -> BatchResult:
-        """Absorb queued embeddings (open windows stay open: they are event-time driven)."""
-        res = BatchResult()
-        self.core.absorb(res, self._make_outputs if self.emit_outputs else None, flush=True)
-        return res
 
     def _make_outputs(self, meta, keys, labels, min_sq, version) -> list[OutputRecord]:
         lab = labels.tolist()
