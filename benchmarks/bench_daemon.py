@@ -12,7 +12,7 @@ What is measured (all against the embedded Tansu broker on 127.0.0.1):
 1. **Throughput.** The same topic is consumed, in the same run and alternating
    ``--repeats`` times, by (i) a bare aiokafka loop that only calls
    ``getmany`` and counts records (the client's ceiling) and (ii) the real
-   :class:`streamkm.worker.Worker` (decode, validate, StreamingKMeans updates,
+   :class:`streamkm.service.worker.Worker` (decode, validate, StreamingKMeans updates,
    interval checkpoints and commits). Both use the same consumer settings and a
    fresh consumer group each time; the topic is completely produced (its last
    record fetched back) before either is timed. Rates exclude the first batch
@@ -102,8 +102,8 @@ async def _bare(bootstrap: str, topic: str, n: int, settings) -> float:
 
 async def _daemon(bootstrap: str, topic: str, n: int, fmt: str) -> tuple[float, dict]:
     """records/s through the real Worker, plus a few facts about the run."""
-    from streamkm.metrics import Metrics
-    from streamkm.worker import Worker
+    from streamkm.ops.metrics import Metrics
+    from streamkm.service.worker import Worker
 
     ckpt = tempfile.mkdtemp(prefix="bench-daemon-ckpt-")
     try:
@@ -154,8 +154,8 @@ async def _daemon(bootstrap: str, topic: str, n: int, fmt: str) -> tuple[float, 
 
 
 async def _fill(bootstrap: str, topic: str, n_records: int, fmt: str, rows: int) -> float:
-    from streamkm.embedded import create_topics
-    from streamkm.produce import blob_records, produce
+    from streamkm.kafka.embedded import create_topics
+    from streamkm.loadgen.producer import blob_records, produce
 
     await create_topics(bootstrap, [topic])
     stats = await produce(blob_records(n_records, fmt=fmt, rows_per_record=rows, n_clusters=8,
@@ -188,7 +188,7 @@ async def _fill(bootstrap: str, topic: str, n_records: int, fmt: str, rows: int)
 
 
 async def throughput(args) -> list[dict]:
-    from streamkm.embedded import EmbeddedBroker
+    from streamkm.kafka.embedded import EmbeddedBroker
 
     cases = [
         ("(a) 1 x 64-d / record, JSON", "json", 1, args.json_records),
@@ -240,7 +240,7 @@ async def fetch_sweep(args) -> list[dict]:
     """Bare-loop records/s and records per getmany for several max_partition_fetch_bytes."""
     from aiokafka import AIOKafkaConsumer
 
-    from streamkm.embedded import EmbeddedBroker
+    from streamkm.kafka.embedded import EmbeddedBroker
 
     out = []
     async with EmbeddedBroker(startup_timeout=60) as broker:
@@ -309,7 +309,7 @@ def blas_micro(args) -> list[dict]:
 def checkpoint_sweep(args) -> list[dict]:
     from streamkm.checkpoint import CheckpointStore
     from streamkm.cluster.streaming_kmeans import StreamingKMeans
-    from streamkm.synthetic import drifting_blobs
+    from streamkm.loadgen.synthetic import drifting_blobs
 
     out = []
     for R in args.reservoir_sizes:
@@ -363,7 +363,7 @@ def soak(args) -> dict:
         "STREAMKM_WORKER__LOG_LEVEL": "WARNING",
         "STREAMKM_MODEL__RESEED_INTERVAL": "50",
     })
-    proc = subprocess.Popen([sys.executable, "-m", "streamkm.cli", "run", "--duration",
+    proc = subprocess.Popen([sys.executable, "-m", "streamkm", "run", "--duration",
                              str(args.soak_seconds), "--status-interval", "30"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)

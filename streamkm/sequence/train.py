@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streamkm.sequence.lstm import (
+from streamkm.sequence.lstm.encoder import (
     LSTMEncoder,
     _as_float_array,
     _check_finite,

@@ -1,0 +1,1 @@
+"""Kafka plumbing shared by the service and the load generator: the embedded broker."""

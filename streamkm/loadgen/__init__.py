@@ -1,0 +1,1 @@
+"""Load generation: synthetic sources, the recording format, the producer."""

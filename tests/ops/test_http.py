@@ -1,0 +1,191 @@
+"""Tests for streamkm.ops.http: the /metrics /healthz /readyz server."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamkm.ops.http import HealthServer
+
+
+def _get(url: str, headers: dict[str, str] | None = None, method: str = "GET"):
+    req = urllib.request.Request(url, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def _raw(port: int, payload: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(payload)
+        chunks = []
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            chunks.append(b)
+    return b"".join(chunks)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, timeout=30))
+
+
+def _registry():
+    reg = CollectorRegistry()
+    c = Counter("streamkm_test_records", "Records.", ["pipeline"], registry=reg)
+    c.labels(pipeline="vectors").inc(7)
+    Gauge("streamkm_test_objective", "Objective.", registry=reg).set(1.25)
+    return reg
+
+
+def test_metrics_endpoint_serves_registry_values():
+    reg = _registry()
+
+    async def main():
+        async with HealthServer(reg, port=0) as srv:
+            return await asyncio.to_thread(_get, srv.url + "/metrics")
+
+    status, headers, body = run(main())
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    sample = families["streamkm_test_records"].samples[0]
+    assert sample.labels == {"pipeline": "vectors"} and sample.value == 7.0
+    assert families["streamkm_test_objective"].samples[0].value == 1.25
+
+
+def test_metrics_openmetrics_negotiation():
+    reg = _registry()
+
+    async def main():
+        async with HealthServer(reg, port=0) as srv:
+            return await asyncio.to_thread(
+                _get, srv.url + "/metrics",
+                {"Accept": "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"})
+
+    status, headers, body = run(main())
+    assert status == 200
+    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    assert body.rstrip().endswith(b"# EOF")
+
+
+def test_metrics_accepts_object_with_registry_attribute():
+    reg = _registry()
+
+    class Holder:
+        registry = reg
+
+    srv = HealthServer(Holder(), port=0)
+    assert srv.registry is reg
+
+
+def test_readyz_follows_ready_callable_and_healthz_is_independent():
+    state = {"ready": False}
+
+    async def main():
+        async with HealthServer(CollectorRegistry(), port=0, ready=lambda: state["ready"]) as srv:
+            out = [await asyncio.to_thread(_get, srv.url + "/readyz"),
+                   await asyncio.to_thread(_get, srv.url + "/healthz")]
+            state["ready"] = True
+            out.append(await asyncio.to_thread(_get, srv.url + "/readyz"))
+            return out
+
+    not_ready, healthz, ready = run(main())
+    assert not_ready[0] == 503 and healthz[0] == 200 and ready[0] == 200
+    assert healthz[2] == b"ok\n"
+
+
+def test_raising_checks_report_503_not_crash():
+    def boom():
+        raise RuntimeError("broken")
+
+    async def main():
+        async with HealthServer(CollectorRegistry(), port=0, ready=boom, live=boom) as srv:
+            r = await asyncio.to_thread(_get, srv.url + "/readyz")
+            h = await asyncio.to_thread(_get, srv.url + "/healthz")
+            ok = await asyncio.to_thread(_get, srv.url + "/metrics")
+            return r, h, ok
+
+    r, h, ok = run(main())
+    assert (r[0], h[0], ok[0]) == (503, 503, 200)
+
+
+def test_unknown_path_method_and_garbage():
+    async def main():
+        async with HealthServer(CollectorRegistry(), port=0) as srv:
+            nf = await asyncio.to_thread(_get, srv.url + "/nope")
+            post = await asyncio.to_thread(_get, srv.url + "/metrics", None, "POST")
+            head = await asyncio.to_thread(_get, srv.url + "/healthz", None, "HEAD")
+            garbage = await asyncio.to_thread(_raw, srv.port, b"\x00\x01 not http\r\n\r\n")
+            query = await asyncio.to_thread(_get, srv.url + "/healthz?verbose=1")
+            return nf, post, head, garbage, query
+
+    nf, post, head, garbage, query = run(main())
+    assert nf[0] == 404
+    assert post[0] == 405
+    assert head[0] == 200 and head[2] == b"" and head[1]["Content-Length"] == "3"
+    assert garbage.startswith(b"HTTP/1.1 400")
+    assert query[0] == 200
+
+
+def test_healthz_answers_while_a_slow_client_holds_a_connection():
+    async def main():
+        async with HealthServer(CollectorRegistry(), port=0) as srv:
+            # a client that connects and never sends a request must not block others
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+            t0 = time.monotonic()
+            status = (await asyncio.to_thread(_get, srv.url + "/healthz"))[0]
+            elapsed = time.monotonic() - t0
+            writer.close()
+            return status, elapsed
+
+    status, elapsed = run(main())
+    assert status == 200 and elapsed < 5
+
+
+def test_stop_is_idempotent_and_releases_port():
+    async def main():
+        srv = HealthServer(CollectorRegistry(), port=0)
+        await srv.start()
+        port = srv.port
+        await srv.stop()
+        await srv.stop()
+        # the port is free again: we can bind it ourselves
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        s.close()
+        return srv.started
+
+    assert run(main()) is False
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"port": -1}, ValueError, "port"),
+    ({"port": 70000}, ValueError, "70000"),
+    ({"host": ""}, ValueError, "host"),
+    ({"ready": 3}, TypeError, "ready"),
+])
+def test_invalid_arguments(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        HealthServer(CollectorRegistry(), **kwargs)
+
+
+def test_invalid_registry_type():
+    with pytest.raises(TypeError, match="CollectorRegistry"):
+        HealthServer(registry=42)
+
+
+def test_port_before_start_raises():
+    with pytest.raises(RuntimeError, match="not started"):
+        HealthServer(CollectorRegistry(), port=0).port
