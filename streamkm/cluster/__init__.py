@@ -2,29 +2,27 @@
 
 Batch: :func:`kmeans_plusplus` seeding, :class:`KMeans` (Lloyd) and
 :func:`select_k`. Streaming: :class:`StreamingKMeans` (mini-batch updates with
-decay and reservoir reseeding).
+decay and reservoir reseeding, :func:`compute_reseed`) and the reservoir
+samplers it uses. ``MAX_ABS_VALUE`` is the largest feature magnitude accepted.
 """
 
+from streamkm.cluster._reseed import ReseedResult, compute_reseed
+from streamkm.cluster._validation import MAX_ABS_VALUE
 from streamkm.cluster.kmeans import KMeans
 from streamkm.cluster.kmeans_plusplus import kmeans_plusplus
+from streamkm.cluster.reservoir import TimeBiasedReservoir, UniformReservoir
 from streamkm.cluster.select_k import SelectKResult, select_k
+from streamkm.cluster.streaming_kmeans import StreamingKMeans
 
-__all__: list[str] = ["kmeans_plusplus", "KMeans", "select_k", "SelectKResult"]
-
-# --- batch k-means (H1) -------------------------------------------------------
-
-# --- streaming k-means (H2) ---------------------------------------------------
-from streamkm.cluster.reservoir import TimeBiasedReservoir, UniformReservoir  # noqa: E402
-from streamkm.cluster.streaming_kmeans import (  # noqa: E402
-    ReseedResult,
-    StreamingKMeans,
-    compute_reseed,
-)
-
-__all__ += [
-    "StreamingKMeans",
-    "compute_reseed",
+__all__ = [
+    "MAX_ABS_VALUE",
+    "KMeans",
     "ReseedResult",
-    "UniformReservoir",
+    "SelectKResult",
+    "StreamingKMeans",
     "TimeBiasedReservoir",
+    "UniformReservoir",
+    "compute_reseed",
+    "kmeans_plusplus",
+    "select_k",
 ]

@@ -28,7 +28,8 @@ MAX_CHUNK_ROWS = 4096
 
 def _row_norms_sq(X: np.ndarray) -> np.ndarray:
     """Squared L2 norm of every row, shape (n,), dtype of ``X``."""
-    return np.einsum("ij,ij->i", X, X)
+    out: np.ndarray = np.einsum("ij,ij->i", X, X)
+    return out
 
 
 def _chunk_rows(
@@ -128,7 +129,7 @@ def _sq_distances(
         x_sq = _row_norms_sq(X)
     if c_sq is None:
         c_sq = _row_norms_sq(centers)
-    D = np.matmul(X, (-2.0 * centers).T.astype(dtype, copy=False))
+    D: np.ndarray = np.matmul(X, (-2.0 * centers).T.astype(dtype, copy=False))
     D += np.asarray(x_sq, dtype=dtype)[:, None]
     D += np.asarray(c_sq, dtype=dtype)[None, :]
     np.maximum(D, 0, out=D)

@@ -9,7 +9,8 @@ estimator unchanged. Errors are ``ValueError`` (bad value) or ``TypeError``
 from __future__ import annotations
 
 import numbers
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 

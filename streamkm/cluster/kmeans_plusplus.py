@@ -11,6 +11,7 @@ the potential ``φ = Σ w_i D(x_i)²`` the most.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,7 @@ def _kmeans_plusplus(
     def sq_dist_to(idx: np.ndarray) -> np.ndarray:
         """(len(idx), n) squared distances from rows ``idx`` to every point."""
         cand = X[idx]
-        D = np.matmul(cand, X.T)  # (t, n)
+        D: np.ndarray = np.matmul(cand, X.T)  # (t, n)
         D *= -2
         D += x_sq
         D += x_sq[idx][:, None]
@@ -86,7 +87,8 @@ def _kmeans_plusplus(
 
     def potentials(D: np.ndarray) -> np.ndarray:
         if w is None:
-            return D.sum(axis=1, dtype=np.float64)
+            pot: np.ndarray = D.sum(axis=1, dtype=np.float64)
+            return pot
         return np.array([np.dot(row.astype(np.float64), w) for row in D])
 
     def draw(closest: np.ndarray, size: int) -> np.ndarray:
@@ -97,7 +99,8 @@ def _kmeans_plusplus(
             cum = np.cumsum(np.ones(n) if w is None else w)
             total = cum[-1]
         r = rng.random(size) * total
-        return np.minimum(np.searchsorted(cum, r, side="right"), n - 1)
+        picks: np.ndarray = np.minimum(np.searchsorted(cum, r, side="right"), n - 1)
+        return picks
 
     if w is None:
         first = int(rng.integers(n))
@@ -118,10 +121,10 @@ def _kmeans_plusplus(
 
 
 def kmeans_plusplus(
-    X,
+    X: Any,
     n_clusters: int,
     *,
-    seed=None,
+    seed: Any = None,
     n_local_trials: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Choose initial k-means centers by greedy k-means++.

@@ -56,8 +56,8 @@ def _check_size(name: str, value: Any) -> int:
     return int(value)
 
 
-def _check_dtype(dtype: Any) -> np.dtype:
-    dt = np.dtype(dtype)
+def _check_dtype(dtype: Any) -> np.dtype[Any]:
+    dt: np.dtype[Any] = np.dtype(dtype)
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype must be float32 or float64; got {dt}")
     return dt
@@ -138,7 +138,7 @@ class _Reservoir:
 
     def _fill(self, X: np.ndarray) -> int:
         """Append leading rows while there is room; return how many."""
-        t = min(self.capacity - self._size, X.shape[0])
+        t: int = min(self.capacity - self._size, X.shape[0])
         if t > 0:
             self._buf[self._size : self._size + t] = X[:t]
             self._size += t
@@ -403,8 +403,8 @@ class TimeBiasedReservoir(_Reservoir):
             raise ValueError(f"half_life must be a finite number > 0; got {half_life}")
         if time_unit not in ("batches", "points"):
             raise ValueError(f"time_unit must be one of ('batches', 'points'); got {time_unit!r}")
-        self.half_life = float(half_life)
-        self.time_unit = time_unit
+        self.half_life: float = float(half_life)
+        self.time_unit: str = time_unit
 
     def insertion_probability(self, batch_size: int = 1) -> float:
         """Probability ``p`` that a point arriving in a batch of this size is inserted."""

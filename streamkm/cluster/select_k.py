@@ -31,8 +31,9 @@ Every candidate ``k`` is fitted with :class:`~streamkm.cluster.KMeans`
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -138,11 +139,11 @@ def _bic(J: float, labels_counts: np.ndarray, n: int, d: int, k: int) -> float:
 
 
 def select_k(
-    X,
+    X: Any,
     k_values: Iterable[int],
     *,
     method: str = "silhouette",
-    seed=None,
+    seed: Any = None,
     sample_size: int = 2000,
     n_init: int = 3,
     max_iter: int = 300,

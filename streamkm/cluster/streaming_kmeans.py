@@ -1,283 +1,29 @@
-"""Streaming mini-batch k-means with decay, dying-cluster replacement and
-reservoir reseeding.
+"""Streaming mini-batch k-means with decay, dying-cluster replacement and reseeding.
 
-Update rule
------------
-:class:`StreamingKMeans` uses the Spark/Flink form of Sculley's (2010)
-mini-batch rule. For a batch of ``m`` points, with assignments to the current
-centers ``μ`` and weights ``w`` (decayed point counts):
-
-1. **decay** every cluster: ``w_j ← γ_eff · w_j`` with ``γ_eff = γ`` per batch
-   (``time_unit="batches"``) or ``γ_eff = γ^m`` (``time_unit="points"``);
-2. for every cluster with ``m_j > 0`` assigned points of batch mean ``x̄_j``:
-   ``w_j ← w_j + m_j`` and ``μ_j ← μ_j + (m_j / w_j) (x̄_j − μ_j)``.
-
-With ``γ = 1`` this is exactly the running mean of all points ever assigned to
-the cluster (learning rate ``η = 1 / count`` per point, Sculley's rule); with
-``γ < 1`` it is an exponentially weighted mean in which a point's weight halves
-every ``half_life`` batches (or points). ``half_life = h`` sets
-``γ = 0.5^(1/h)``; ``decay`` sets ``γ`` directly; they are mutually exclusive.
-
-Choosing the half-life: the centers average roughly the last ``h / ln 2``
-batches (``h / ln 2`` points), so the steady-state noise of a center shrinks
-like ``1/sqrt(effective count)`` while its lag after an abrupt change decays
-like ``2^(−t/h)``: after ``3h`` the old regime still holds 1/8 of the weight.
-Pick ``h`` a few times shorter than the time scale of the drift you want to
-follow and long enough that ``h / ln 2 · m / k`` points per cluster give a
-stable mean. ``γ = 1`` never forgets.
-
-Everything is vectorized: assignment is one chunked GEMM (``_assign``), the
-per-cluster sums are a sort + ``np.add.reduceat`` (no Python loop over points).
-Centers and weights are kept in float64 (``k × d`` is tiny); assignment runs in
-the data dtype (float32 by default).
-
-References
-----------
-.. [1] D. Sculley, "Web-scale k-means clustering", Proc. WWW 2010, 1177-1178.
-.. [2] D. Arthur and S. Vassilvitskii, "k-means++: the advantages of careful
-   seeding", Proc. SODA 2007, 1027-1035.
-.. [3] K.-H. Li, "Reservoir-sampling algorithms of time complexity
-   O(n(1 + log(N/n)))", ACM TOMS 20(4), 481-493, 1994.
-.. [4] C. C. Aggarwal, "On biased reservoir sampling in the presence of stream
-   evolution", Proc. VLDB 2006.
+:class:`StreamingKMeans` is the estimator. Its pure parts are private modules:
+the mini-batch update kernel (:mod:`._streaming`), reseeding (:mod:`._reseed`)
+and the hyperparameter/state_dict checks (:mod:`._state`). The update rule, the
+choice of half-life and the behaviour under drift are explained in
+``docs/kmeans.md`` (section 5).
 """
 
 from __future__ import annotations
 
 import math
-import numbers
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ._distance import _assign, _row_norms_sq, _sq_distances
-from ._validation import (
-    check_array,
-    check_float,
-    check_in,
-    check_positive_int,
-    check_random_state,
-)
-from .kmeans import _lloyd
-from .kmeans_plusplus import _kmeans_plusplus
-from .reservoir import TimeBiasedReservoir, UniformReservoir, reservoir_from_state
+from ._reseed import ReseedResult, _d2_sample, _seed_and_refine, compute_reseed
+from ._state import _PARAMS, _check_params, _state_dict, _validated_state
+from ._streaming import _minibatch_step
+from ._validation import check_array, check_positive_int
+from .reservoir import TimeBiasedReservoir, UniformReservoir
 
 __all__ = ["StreamingKMeans", "ReseedResult", "compute_reseed"]
 
-_STATE_FORMAT = "streamkm.StreamingKMeans"
-_STATE_VERSION = 1
-_LLOYD_TOL = 1e-4
 
-#: Hyperparameters, in constructor order (also the ``params`` of a state_dict).
-_PARAMS = (
-    "n_clusters", "decay", "half_life", "time_unit", "reservoir_size", "reservoir",
-    "reseed_interval", "reseed_min_gain", "dying_threshold", "init_size", "n_init", "max_iter",
-    "ewm_alpha", "memory_budget_bytes", "seed",
-)
-
-
-# ---------------------------------------------------------------------------
-# Kernels
-# ---------------------------------------------------------------------------
-def _cluster_sums(X: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-cluster point counts (k,) int64 and sums (k, d) float64.
-
-    Sort-by-label + ``np.add.reduceat``: O(m log m + m d), no loop over points.
-    """
-    counts = np.bincount(labels, minlength=k)
-    # Small unsigned keys let the stable sort use radix sort; take() is the
-    # fastest row gather.
-    keys = labels.astype(np.uint16) if k <= 2**16 else labels
-    order = np.argsort(keys, kind="stable")
-    nz = np.flatnonzero(counts)
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))[nz]
-    sums = np.zeros((k, X.shape[1]), dtype=np.float64)
-    sums[nz] = np.add.reduceat(X.take(order, axis=0), starts, axis=0)
-    return counts, sums
-
-
-def _d2_sample(
-    S: np.ndarray, centers: np.ndarray, n: int, rng: np.random.Generator, memory_budget_bytes: int
-) -> np.ndarray:
-    """Draw ``n`` rows of ``S`` by D² sampling relative to ``centers`` and to
-    the rows already drawn (k-means++ continued). Returns row indices (n,).
-
-    A loop over the ``n`` draws (not over points); each draw is O(len(S) · d).
-    """
-    if centers.shape[0]:
-        _, d2 = _assign(S, centers, memory_budget_bytes=memory_budget_bytes)
-        d2 = d2.astype(np.float64)
-    else:
-        d2 = np.ones(S.shape[0])
-    picks = np.empty(n, dtype=np.int64)
-    for t in range(n):
-        cum = np.cumsum(d2)
-        total = cum[-1]
-        if total > 0:
-            i = int(np.searchsorted(cum, rng.random() * total, side="right"))
-            i = min(i, S.shape[0] - 1)
-        else:  # every point coincides with a center
-            i = int(rng.integers(S.shape[0]))
-        picks[t] = i
-        diff = S - S[i]
-        np.minimum(d2, np.einsum("ij,ij->i", diff, diff), out=d2)
-    return picks
-
-
-def _seed_and_refine(
-    X: np.ndarray, k: int, rng: np.random.Generator, n_init: int, max_iter: int,
-    memory_budget_bytes: int, x_sq: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Best (lowest J) of ``n_init`` runs of greedy k-means++ + Lloyd on ``X``.
-
-    Returns (centers (k, d) dtype of X, labels (n,) int64, inertia J).
-    """
-    if x_sq is None:
-        x_sq = _row_norms_sq(X)
-    best = None
-    for _ in range(n_init):
-        seeds, _ = _kmeans_plusplus(X, k, rng, x_sq=x_sq)
-        centers, labels, inertia, _, _ = _lloyd(
-            X, seeds, max_iter=max_iter, tol=_LLOYD_TOL,
-            memory_budget_bytes=memory_budget_bytes, rng=rng, x_sq=x_sq,
-        )
-        if best is None or inertia < best[2]:
-            best = (centers, labels, float(inertia))
-    return best
-
-
-@dataclass(frozen=True, eq=False)
-class ReseedResult:
-    """Outcome of :func:`compute_reseed`, applied by :meth:`StreamingKMeans.apply_reseed`.
-
-    Attributes
-    ----------
-    accepted : bool
-        Whether the candidate lowers the reservoir objective by at least
-        ``min_gain`` (relative).
-    centers : ndarray of shape (n_clusters, n_features), float64
-        Candidate centers (k-means++ + Lloyd on the reservoir).
-    counts : ndarray of shape (n_clusters,), float64
-        Reservoir points per candidate center, scaled to ``total_weight``.
-    objective_before, objective_after : float
-        Mean squared distance of the reservoir to the current / candidate centers.
-    n_samples : int
-        Number of reservoir points used.
-    """
-
-    accepted: bool
-    centers: np.ndarray
-    counts: np.ndarray
-    objective_before: float
-    objective_after: float
-    n_samples: int
-
-
-def compute_reseed(
-    reservoir_sample: Any,
-    centers: Any,
-    *,
-    n_clusters: int | None = None,
-    rng: Any = None,
-    min_gain: float = 0.01,
-    total_weight: float = 1.0,
-    n_init: int = 3,
-    max_iter: int = 20,
-    memory_budget_bytes: int = 64 * 2**20,
-) -> ReseedResult:
-    """Propose new centers from a reservoir sample (the heavy, pure part of a reseed).
-
-    Runs greedy k-means++ and Lloyd on the sample and compares the sample's
-    mean squared distance to the candidate with that to the current centers.
-    Reads its arguments only, so it can run in a worker thread while the model
-    keeps streaming; :meth:`StreamingKMeans.apply_reseed` then installs the
-    result atomically. Deterministic given ``rng`` and the inputs.
-
-    Parameters
-    ----------
-    reservoir_sample : array-like of shape (n_samples, n_features)
-        Points to recluster; ``n_samples >= n_clusters``.
-    centers : array-like of shape (n_clusters, n_features)
-        Current centers.
-    n_clusters : int, optional
-        Must equal ``len(centers)`` when given.
-    rng : None, int or numpy.random.Generator
-        Randomness for k-means++ and Lloyd's empty-cluster handling.
-    min_gain : float in [0, 1), default=0.01
-        Accept only if ``objective_after <= (1 − min_gain) · objective_before``.
-    total_weight : float >= 0, default=1.0
-        The candidate's ``counts`` (reservoir assignment counts) are scaled to
-        sum to this, so the model keeps its total weight.
-    n_init : int, default=3
-        Independent k-means++ + Lloyd runs; the lowest objective is the candidate.
-    max_iter : int, default=20
-        Lloyd iterations per run.
-    memory_budget_bytes : int
-        Bound on one distance block.
-
-    Returns
-    -------
-    ReseedResult
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(0)
-    >>> S = np.concatenate([rng.normal(c, 0.1, size=(50, 2)) for c in (0, 5, 10)])
-    >>> bad = np.array([[0.0, 0.0], [0.1, 0.1], [7.5, 7.5]])
-    >>> r = compute_reseed(S, bad, rng=0, total_weight=300.0)
-    >>> r.accepted, bool(r.objective_after < 0.05 < r.objective_before)
-    (True, True)
-    >>> sorted(np.round(r.counts).astype(int).tolist())
-    [100, 100, 100]
-    """
-    S = check_array(reservoir_sample, name="reservoir_sample")
-    C = check_array(centers, name="centers", n_features=S.shape[1])
-    k = C.shape[0]
-    if n_clusters is not None and check_positive_int("n_clusters", n_clusters) != k:
-        raise ValueError(f"n_clusters={n_clusters} does not match centers of shape {C.shape}")
-    if S.shape[0] < k:
-        raise ValueError(
-            f"reservoir_sample has {S.shape[0]} points; need at least n_clusters={k} to reseed"
-        )
-    min_gain = check_float("min_gain", min_gain, low=0.0, high=1.0, high_inclusive=False)
-    total_weight = check_float("total_weight", total_weight, low=0.0)
-    n_init = check_positive_int("n_init", n_init)
-    max_iter = check_positive_int("max_iter", max_iter)
-    memory_budget_bytes = check_positive_int("memory_budget_bytes", memory_budget_bytes)
-    gen = check_random_state(rng)
-    return _compute_reseed(S, C.astype(np.float64), gen, min_gain, total_weight, n_init,
-                           max_iter, memory_budget_bytes)
-
-
-def _compute_reseed(
-    S: np.ndarray,
-    centers64: np.ndarray,
-    rng: np.random.Generator,
-    min_gain: float,
-    total_weight: float,
-    n_init: int,
-    max_iter: int,
-    memory_budget_bytes: int,
-) -> ReseedResult:
-    """Kernel of :func:`compute_reseed`; assumes valid input, modifies nothing."""
-    n, k = S.shape[0], centers64.shape[0]
-    x_sq = _row_norms_sq(S)
-    _, d_before = _assign(S, centers64.astype(S.dtype), x_sq=x_sq,
-                          memory_budget_bytes=memory_budget_bytes)
-    before = float(d_before.mean(dtype=np.float64))
-    cand, labels, inertia = _seed_and_refine(S, k, rng, n_init, max_iter, memory_budget_bytes,
-                                             x_sq=x_sq)
-    after = inertia / n
-    counts = np.bincount(labels, minlength=k).astype(np.float64) * (total_weight / n)
-    accepted = bool(before > 0 and after <= (1.0 - min_gain) * before)
-    return ReseedResult(accepted, np.asarray(cand, dtype=np.float64), counts, before, after, n)
-
-
-# ---------------------------------------------------------------------------
-# Estimator
-# ---------------------------------------------------------------------------
 class StreamingKMeans:
     """Mini-batch k-means over an unbounded stream, with forgetting.
 
@@ -474,7 +220,7 @@ class StreamingKMeans:
         self.ewm_alpha = ewm_alpha
         self.memory_budget_bytes = memory_budget_bytes
         self.seed = seed
-        self._check_params()
+        self._gamma = _check_params(self)
         ss = np.random.SeedSequence(seed)
         model_ss, reservoir_ss = ss.spawn(2)
         self._rng = np.random.default_rng(model_ss)
@@ -491,7 +237,7 @@ class StreamingKMeans:
         self.n_reseeds_ = 0
         self.n_reseeds_rejected_ = 0
         self.n_dying_replaced_ = 0
-        self._dtype: np.dtype | None = None
+        self._dtype: np.dtype[Any] | None = None
         self._centers: np.ndarray | None = None  # float64 master copy
         self._c_sq: np.ndarray | None = None  # ‖μ‖² in the data dtype
         self._buffer: list[np.ndarray] = []
@@ -501,54 +247,6 @@ class StreamingKMeans:
     # ------------------------------------------------------------------
     # Hyperparameters
     # ------------------------------------------------------------------
-    def _check_params(self) -> None:
-        """Validate hyperparameters; set ``_gamma``. Raises ValueError/TypeError."""
-        check_positive_int("n_clusters", self.n_clusters)
-        gamma = check_float("decay", self.decay, low=0.0, high=1.0, low_inclusive=False)
-        if self.half_life is not None:
-            h = check_float("half_life", self.half_life, low=0.0, low_inclusive=False)
-            if self.decay != 1.0:
-                raise ValueError(
-                    "decay and half_life are mutually exclusive; got "
-                    f"decay={self.decay!r} and half_life={self.half_life!r}"
-                )
-            gamma = 0.5 ** (1.0 / h)
-            if gamma == 0.0:
-                raise ValueError(
-                    f"half_life={self.half_life!r} is too small: gamma = 0.5^(1/half_life) "
-                    "underflows to 0 (decay must be > 0)"
-                )
-        check_in("time_unit", self.time_unit, ("batches", "points"))
-        check_positive_int("reservoir_size", self.reservoir_size)
-        if self.reservoir_size < self.n_clusters:
-            raise ValueError(
-                f"reservoir_size={self.reservoir_size} must be >= n_clusters={self.n_clusters}"
-            )
-        check_in("reservoir", self.reservoir, ("uniform", "time_biased"))
-        if self.reservoir == "time_biased" and gamma == 1.0:
-            raise ValueError(
-                "reservoir='time_biased' needs forgetting: set half_life or decay < 1 "
-                f"(got decay={self.decay!r}, half_life={self.half_life!r})"
-            )
-        if self.reseed_interval is not None:
-            check_positive_int("reseed_interval", self.reseed_interval)
-        check_float("reseed_min_gain", self.reseed_min_gain, low=0.0, high=1.0,
-                    high_inclusive=False)
-        check_float("dying_threshold", self.dying_threshold, low=0.0, high=1.0,
-                    high_inclusive=False)
-        if self.init_size is not None:
-            check_positive_int("init_size", self.init_size)
-        check_positive_int("n_init", self.n_init)
-        check_positive_int("max_iter", self.max_iter)
-        check_float("ewm_alpha", self.ewm_alpha, low=0.0, high=1.0, low_inclusive=False)
-        check_positive_int("memory_budget_bytes", self.memory_budget_bytes)
-        if self.seed is not None and (
-            not isinstance(self.seed, numbers.Integral) or isinstance(self.seed, bool)
-            or self.seed < 0
-        ):
-            raise TypeError(f"seed must be None or a non-negative int; got {self.seed!r}")
-        self._gamma = float(gamma)
-
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """Hyperparameters as passed to the constructor (``deep`` is ignored)."""
         return {name: getattr(self, name) for name in _PARAMS}
@@ -559,7 +257,14 @@ class StreamingKMeans:
         return self._gamma
 
     @property
-    def _init_threshold(self) -> int:
+    def init_threshold(self) -> int:
+        """Points to buffer before initializing: ``max(n_clusters, init_size)``.
+
+        ``init_size`` defaults to ``3 · n_clusters``. :meth:`partial_fit` only
+        buffers until this many points have arrived; the batch that reaches it
+        initializes the model, so feeding at least this many rows at once
+        makes the first call initialize it.
+        """
         size = 3 * self.n_clusters if self.init_size is None else self.init_size
         return max(self.n_clusters, size)
 
@@ -572,25 +277,25 @@ class StreamingKMeans:
     # Input handling
     # ------------------------------------------------------------------
     def _validate_X(self, X: Any) -> np.ndarray:
-        X = check_array(X, name="X", n_features=self.n_features_in_)
-        if self._dtype is not None and X.dtype != self._dtype:
+        arr = check_array(X, name="X", n_features=self.n_features_in_)
+        if self._dtype is not None and arr.dtype != self._dtype:
             # Only float64 -> float32 can overflow; the check costs a pass only
             # on this (already copying) conversion path.
             with np.errstate(over="ignore"):
-                X = X.astype(self._dtype)
-            if not (np.isfinite(X.min()) and np.isfinite(X.max())):
-                row = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
+                arr = arr.astype(self._dtype)
+            if not (np.isfinite(arr.min()) and np.isfinite(arr.max())):
+                row = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
                 raise ValueError(
                     f"X row {row} overflows the model's {self._dtype} dtype "
                     f"(max |x| {float(np.finfo(self._dtype).max):.3g})"
                 )
-        return X
+        return arr
 
     def _require_initialized(self, what: str) -> None:
         if not self.is_initialized_:
             raise ValueError(
                 f"StreamingKMeans is not initialized yet, cannot {what}: "
-                f"{self._n_buffered} of {self._init_threshold} points buffered"
+                f"{self._n_buffered} of {self.init_threshold} points buffered"
             )
 
     # ------------------------------------------------------------------
@@ -625,10 +330,11 @@ class StreamingKMeans:
         if not was_initialized:
             self._buffer.append(X.copy())
             self._n_buffered += m
-            if self._n_buffered >= self._init_threshold:
+            if self._n_buffered >= self.init_threshold:
                 self._initialize()
         else:
             self._step(X)
+        assert self._res is not None  # created by _setup
         self._res._add(X, self._reservoir_rng)
         self.n_seen_ += m
         self.n_batches_ += 1
@@ -684,7 +390,8 @@ class StreamingKMeans:
 
     def _step(self, X: np.ndarray) -> None:
         """One decayed mini-batch update (shared by partial_fit and fit)."""
-        k = self.n_clusters
+        assert self.cluster_centers_ is not None and self._centers is not None
+        assert self.counts_ is not None
         labels, min_sq = _assign(X, self.cluster_centers_, c_sq=self._c_sq,
                                  memory_budget_bytes=self.memory_budget_bytes)
         obj = float(min_sq.mean(dtype=np.float64))
@@ -695,18 +402,8 @@ class StreamingKMeans:
 
         m = X.shape[0]
         g = self._gamma if self.time_unit == "batches" else self._gamma ** m
-        counts, sums = _cluster_sums(X, labels, k)
-        w = self.counts_ * g if g != 1.0 else self.counts_.copy()
-        w += counts
-        nz = np.flatnonzero(counts)
-        centers = self._centers.copy()
-        # μ + (m_j/w_j)(x̄_j − μ) written as μ + (S_j − m_j μ)/w_j (no division by m_j).
-        delta = (sums[nz] - counts[nz, None] * centers[nz]) / w[nz, None]
-        centers[nz] += delta
-        self.last_center_shift_ = (
-            float(np.sqrt(np.einsum("ij,ij->i", delta, delta).max())) if nz.size else 0.0
-        )
-        self.counts_ = w
+        centers, self.counts_, self.last_center_shift_ = _minibatch_step(
+            X, labels, self._centers, self.counts_, g)
         self._set_centers(centers)
 
     def _replace_dying(self) -> None:
@@ -714,11 +411,13 @@ class StreamingKMeans:
         if thr_rel <= 0.0:
             return
         w = self.counts_
+        assert w is not None and self._centers is not None and self.cluster_centers_ is not None
         thr = thr_rel * float(w.mean())
         dying = np.flatnonzero(w < thr)
         if dying.size == 0:
             return
         alive = np.flatnonzero(w >= thr)
+        assert self._res is not None
         S = self._res.sample
         picks = _d2_sample(S, self.cluster_centers_[alive], dying.size, self._rng,
                            self.memory_budget_bytes)
@@ -743,6 +442,7 @@ class StreamingKMeans:
         before the next :meth:`partial_fit`).
         """
         self._require_initialized("reseed")
+        assert self._res is not None and self._centers is not None and self.counts_ is not None
         return {
             "reservoir_sample": self._res.sample.copy(),
             "centers": self._centers.copy(),
@@ -773,6 +473,7 @@ class StreamingKMeans:
         if not result.accepted:
             self.n_reseeds_rejected_ += 1
             return False
+        assert self.counts_ is not None
         centers = np.array(result.centers, dtype=np.float64)
         counts = np.array(result.counts, dtype=np.float64)
         if not (np.isfinite(centers).all() and np.isfinite(counts).all() and counts.min() >= 0):
@@ -799,20 +500,74 @@ class StreamingKMeans:
         """Index of the nearest center, shape (n_samples,) int64."""
         self._require_initialized("predict")
         X = self._validate_X(X)
+        assert self.cluster_centers_ is not None
         labels, _ = _assign(X, self.cluster_centers_, c_sq=self._c_sq,
                             memory_budget_bytes=self.memory_budget_bytes)
         return labels
+
+    def assign(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest center and squared distance to it for every row of ``X``.
+
+        What a consumer reports per point: the labels of :meth:`predict`
+        together with their squared distances, from one pass. The model is
+        not changed.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Finite values, ``n_samples >= 1``; validated and converted to the
+            model's dtype as in :meth:`predict` (no copy when ``X`` already is
+            a C-contiguous array of that dtype and width).
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,), int64
+            Index of the nearest center (lowest index on ties).
+        sq_dist : ndarray of shape (n_samples,), dtype of ``cluster_centers_``
+            Squared Euclidean distance to that center, clamped at 0.
+
+        Raises
+        ------
+        ValueError
+            If the model is not initialized yet, or ``X`` has the wrong number
+            of features or non-finite values. The model is unchanged.
+
+        Notes
+        -----
+        Same chunked GEMM kernel as :meth:`predict`, but always in the
+        kernel's default row blocks (at most 4096 rows within 64 MiB), not
+        those of ``memory_budget_bytes``: the output is bit-identical to what
+        the service has always emitted. With the default
+        ``memory_budget_bytes`` the labels are exactly :meth:`predict`'s.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> X = np.array([[0, 0], [0, 1], [10, 10], [10, 11], [0, 0.5], [10, 10.5]])
+        >>> km = StreamingKMeans(n_clusters=2, seed=0).partial_fit(X)
+        >>> labels, sq_dist = km.assign([[0.0, 0.0], [10.0, 10.0], [0.0, 0.5]])
+        >>> labels.tolist() == km.predict([[0.0, 0.0], [10.0, 10.0], [0.0, 0.5]]).tolist()
+        True
+        >>> bool(labels[0] == labels[2] != labels[1]), sq_dist.tolist()
+        (True, [0.25, 0.25, 0.0])
+        """
+        self._require_initialized("assign")
+        X = self._validate_X(X)
+        assert self.cluster_centers_ is not None
+        return _assign(X, self.cluster_centers_, c_sq=self._c_sq)
 
     def transform(self, X: Any) -> np.ndarray:
         """Squared distances to every center, shape (n_samples, n_clusters)."""
         self._require_initialized("transform")
         X = self._validate_X(X)
+        assert self.cluster_centers_ is not None
         return _sq_distances(X, self.cluster_centers_, c_sq=self._c_sq)
 
     def score(self, X: Any, y: Any = None) -> float:
         """Negative sum of squared distances to the nearest centers (higher is better)."""
         self._require_initialized("score")
         X = self._validate_X(X)
+        assert self.cluster_centers_ is not None
         _, min_sq = _assign(X, self.cluster_centers_, c_sq=self._c_sq,
                             memory_budget_bytes=self.memory_budget_bytes)
         return -float(min_sq.sum(dtype=np.float64))
@@ -830,31 +585,7 @@ class StreamingKMeans:
         None), ``reservoir`` (see the reservoir's ``state_dict``, or None), and
         the counters and objectives. Arrays are copies.
         """
-        buf = None
-        if self._buffer:
-            buf = np.concatenate(self._buffer)
-        return {
-            "format": _STATE_FORMAT,
-            "version": _STATE_VERSION,
-            "params": self.get_params(),
-            "rng": self._rng.bit_generator.state,
-            "reservoir_rng": self._reservoir_rng.bit_generator.state,
-            "is_initialized": self.is_initialized_,
-            "n_features_in": self.n_features_in_,
-            "dtype": None if self._dtype is None else self._dtype.name,
-            "centers": None if self._centers is None else self._centers.copy(),
-            "counts": None if self.counts_ is None else self.counts_.copy(),
-            "init_buffer": buf,
-            "reservoir": None if self._res is None else self._res.state_dict(),
-            "n_seen": self.n_seen_,
-            "n_batches": self.n_batches_,
-            "last_batch_objective": self.last_batch_objective_,
-            "ewm_objective": self.ewm_objective_,
-            "last_center_shift": self.last_center_shift_,
-            "n_reseeds": self.n_reseeds_,
-            "n_reseeds_rejected": self.n_reseeds_rejected_,
-            "n_dying_replaced": self.n_dying_replaced_,
-        }
+        return _state_dict(self)
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> StreamingKMeans:
@@ -879,7 +610,7 @@ class StreamingKMeans:
         RNG state supersedes it), so ``StreamingKMeans(k, ...)`` with any seed
         can load a state saved with the same other hyperparameters.
         """
-        new = self._validated_state(state)
+        new = _validated_state(self, state)
         for name, value in new.items():
             setattr(self, name, value)
         if self._centers is not None:
@@ -887,149 +618,3 @@ class StreamingKMeans:
         else:
             self.cluster_centers_ = None
             self._c_sq = None
-
-    def _validated_state(self, state: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(state, dict):
-            raise TypeError(f"state must be a dict; got {type(state).__name__}")
-        expected = set(self.state_dict())
-        missing, unknown = expected - set(state), set(state) - expected
-        if missing or unknown:
-            raise ValueError(
-                f"state keys mismatch: missing {sorted(missing)}, unknown {sorted(unknown)}"
-            )
-        if state["format"] != _STATE_FORMAT or state["version"] != _STATE_VERSION:
-            raise ValueError(
-                f"state format {state['format']!r} version {state['version']!r} is not "
-                f"{_STATE_FORMAT!r} version {_STATE_VERSION}"
-            )
-        params = state["params"]
-        mine = self.get_params()
-        if not isinstance(params, dict) or set(params) != set(mine):
-            raise ValueError(f"state params must have keys {sorted(mine)}")
-        # ``seed`` only matters at construction; the restored RNG state replaces
-        # it, so it is adopted from the state rather than compared.
-        diff = {key: (params[key], mine[key]) for key in mine
-                if key != "seed" and params[key] != mine[key]}
-        if diff:
-            desc = ", ".join(f"{key}: state={a!r} vs model={b!r}" for key, (a, b) in diff.items())
-            raise ValueError(f"hyperparameter mismatch between state and model: {desc}")
-
-        rngs = {}
-        for key in ("rng", "reservoir_rng"):
-            gen = np.random.default_rng()
-            try:
-                gen.bit_generator.state = state[key]
-            except (TypeError, ValueError, KeyError) as exc:
-                raise ValueError(f"state[{key!r}] is not a valid {type(gen.bit_generator).__name__} "
-                                 f"state: {exc}") from exc
-            rngs[key] = gen
-
-        counters = {}
-        for key in ("n_seen", "n_batches", "n_reseeds", "n_reseeds_rejected", "n_dying_replaced"):
-            v = state[key]
-            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"state[{key!r}] must be an integer >= 0; got {v!r}")
-            counters[key] = int(v)
-        for key in ("last_batch_objective", "ewm_objective", "last_center_shift"):
-            v = state[key]
-            if v is not None and not (isinstance(v, numbers.Real) and math.isfinite(v)):
-                raise ValueError(f"state[{key!r}] must be None or a finite number; got {v!r}")
-
-        k = self.n_clusters
-        d = state["n_features_in"]
-        init = state["is_initialized"]
-        if not isinstance(init, bool):
-            raise ValueError(f"state['is_initialized'] must be a bool; got {init!r}")
-        dtype_name = state["dtype"]
-        if d is None:
-            if init or dtype_name is not None or any(
-                state[key] is not None for key in ("centers", "counts", "init_buffer", "reservoir")
-            ) or counters["n_seen"]:
-                raise ValueError("state without n_features_in must be a fresh, empty model")
-            dtype = None
-        else:
-            if not isinstance(d, numbers.Integral) or isinstance(d, bool) or d < 1:
-                raise ValueError(f"state['n_features_in'] must be an integer >= 1; got {d!r}")
-            if dtype_name not in ("float32", "float64"):
-                raise ValueError(f"state['dtype'] must be 'float32' or 'float64'; got {dtype_name!r}")
-            dtype = np.dtype(dtype_name)
-
-        centers = counts = None
-        buffer: list[np.ndarray] = []
-        if init:
-            centers = np.asarray(state["centers"])
-            counts = np.asarray(state["counts"])
-            if centers.shape != (k, d) or centers.dtype != np.float64:
-                raise ValueError(f"state['centers'] must be float64 of shape {(k, d)}; "
-                                 f"got {centers.dtype} {centers.shape}")
-            if counts.shape != (k,) or counts.dtype != np.float64:
-                raise ValueError(f"state['counts'] must be float64 of shape ({k},); "
-                                 f"got {counts.dtype} {counts.shape}")
-            if not (np.isfinite(centers).all() and np.isfinite(counts).all()) or counts.min() < 0:
-                raise ValueError("state['centers']/['counts'] must be finite with counts >= 0")
-            if state["init_buffer"] is not None:
-                raise ValueError("an initialized state must have init_buffer=None")
-            centers, counts = centers.copy(), counts.copy()
-        else:
-            if state["centers"] is not None or state["counts"] is not None:
-                raise ValueError("an uninitialized state must have centers=None and counts=None")
-            buf = state["init_buffer"]
-            if buf is not None:
-                buf = np.asarray(buf)
-                if buf.ndim != 2 or buf.shape[1] != d or buf.dtype != dtype or buf.shape[0] < 1:
-                    raise ValueError(f"state['init_buffer'] must be {dtype} of shape (n, {d}); "
-                                     f"got {buf.dtype} {buf.shape}")
-                if buf.shape[0] >= self._init_threshold:
-                    raise ValueError(f"state['init_buffer'] holds {buf.shape[0]} points, enough "
-                                     f"to initialize ({self._init_threshold}); corrupted state")
-                if not np.isfinite(buf).all():
-                    raise ValueError("state['init_buffer'] contains NaN or infinity")
-                buffer = [buf.copy()]
-            # Before initialization every point seen is still in the buffer.
-            n_buf = 0 if buf is None else buf.shape[0]
-            if n_buf != counters["n_seen"]:
-                raise ValueError(f"state['init_buffer'] holds {n_buf} points but n_seen="
-                                 f"{counters['n_seen']}; an uninitialized model buffers "
-                                 "every point it saw")
-        res = None
-        if d is not None:
-            rstate = state["reservoir"]
-            if not isinstance(rstate, dict):
-                raise ValueError("state['reservoir'] must be a dict once data was seen")
-            res = reservoir_from_state(rstate)
-            if (res.kind, res.capacity, res.n_features, res.dtype) != (
-                    self.reservoir, self.reservoir_size, d, dtype):
-                raise ValueError(
-                    f"state['reservoir'] is {res.kind} capacity={res.capacity} "
-                    f"n_features={res.n_features} dtype={res.dtype}; expected {self.reservoir} "
-                    f"capacity={self.reservoir_size} n_features={d} dtype={dtype}"
-                )
-            if res.n_seen != counters["n_seen"]:
-                raise ValueError(f"state['reservoir'] saw {res.n_seen} points but n_seen="
-                                 f"{counters['n_seen']}")
-
-        seed = params["seed"]
-        if seed is not None and (not isinstance(seed, numbers.Integral) or isinstance(seed, bool)
-                                 or seed < 0):
-            raise ValueError(f"state params seed must be None or an integer >= 0; got {seed!r}")
-        return {
-            "seed": seed,
-            "_rng": rngs["rng"],
-            "_reservoir_rng": rngs["reservoir_rng"],
-            "is_initialized_": init,
-            "n_features_in_": None if d is None else int(d),
-            "_dtype": dtype,
-            "_centers": centers,
-            "counts_": counts,
-            "_buffer": buffer,
-            "_n_buffered": sum(b.shape[0] for b in buffer),
-            "_res": res,
-            "n_seen_": counters["n_seen"],
-            "n_batches_": counters["n_batches"],
-            "n_reseeds_": counters["n_reseeds"],
-            "n_reseeds_rejected_": counters["n_reseeds_rejected"],
-            "n_dying_replaced_": counters["n_dying_replaced"],
-            "last_batch_objective_": state["last_batch_objective"],
-            "ewm_objective_": state["ewm_objective"],
-            "last_center_shift_": state["last_center_shift"],
-        }

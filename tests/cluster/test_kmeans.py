@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from streamkm.cluster import KMeans
-from streamkm.cluster.kmeans import _lloyd, _reseed_empty
+from streamkm.cluster._lloyd import _lloyd, _reseed_empty
 
 
 # ------------------------------------------------------------------ helpers
@@ -191,7 +191,7 @@ def test_reseed_empty_never_increases_objective():
         C = rng.normal(size=(5, 2))
         C[3] = C[4] = 100.0  # two empty clusters
         D = ((X[:, None] - C[None]) ** 2).sum(-1)
-        labels, d2 = D.argmin(1), D.min(1)
+        d2 = D.min(1)
         x_sq = (X * X).sum(1)
         C2 = C.copy()
         assert _reseed_empty(X, C2, np.array([3, 4]), d2, x_sq, None) == 2
@@ -271,7 +271,8 @@ BAD_FIT = [
     (dict(init=5), np.ones((5, 2)), TypeError, r"init must be .*got int"),
     (dict(n_clusters=2, init=np.ones((3, 2))), np.ones((5, 2)), ValueError, r"init has 3 centers but n_clusters=2"),
     (dict(n_clusters=2, init=np.ones((2, 3))), np.ones((5, 2)), ValueError, r"init: expected 2 features, got 3"),
-    (dict(n_clusters=2, init=[[0, np.nan], [1, 1]]), np.ones((5, 2)), ValueError, r"init contains NaN or infinity in row 0"),
+    (dict(n_clusters=2, init=[[0, np.nan], [1, 1]]), np.ones((5, 2)), ValueError,
+     r"init contains NaN or infinity in row 0"),
     (dict(seed=-3), np.ones((5, 2)), ValueError, r"seed must be a non-negative integer; got -3"),
     (dict(), np.array([[0.0, 1.0], [2.0, np.inf]]), ValueError, r"X contains NaN or infinity in row 1"),
     (dict(), np.array([[0.0, np.nan]]), ValueError, r"X contains NaN or infinity in row 0"),

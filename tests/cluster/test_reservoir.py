@@ -206,7 +206,7 @@ def test_time_biased_inclusion_matches_prediction(time_unit, half_life, batch_si
     bins_o, bins_e = [], []
     o_acc = e_acc = 0.0
     for o, e in zip(np.add.reduceat(counts[::-1], np.arange(0, N, 50)),
-                    np.add.reduceat(pred[::-1], np.arange(0, N, 50))):
+                    np.add.reduceat(pred[::-1], np.arange(0, N, 50)), strict=True):
         o_acc += o
         e_acc += e
         if e_acc >= 20:

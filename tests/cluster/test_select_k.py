@@ -1,3 +1,5 @@
+from itertools import pairwise
+
 import numpy as np
 import pytest
 
@@ -29,7 +31,7 @@ def test_inertias_decrease_and_elbow_scores_are_inertias():
     X, _ = blobs(4, seed=3)
     res = select_k(X, range(1, 8), method="elbow", seed=0)
     J = [res.inertias[k] for k in range(1, 8)]
-    assert all(a >= b for a, b in zip(J, J[1:]))
+    assert all(a >= b for a, b in pairwise(J))
     assert res.scores == res.inertias
 
 
