@@ -1,4 +1,4 @@
-"""The ``streamkm`` command line."""
+"""The ``streamkm`` command line (``streamkm`` console script and ``python -m streamkm``)."""
 
 from streamkm.cli.main import build_parser, main
 

@@ -1,14 +1,4 @@
-"""``streamkm lstm``: train NumPy LSTM encoders and inspect weights files.
-
-``streamkm lstm train --data windows.npz --hidden 128 --epochs N --out weights.npz``
-reads arrays ``X`` (N, T, F) and optional ``lengths`` (N,) from an .npz file (no
-pickle), trains an :class:`~streamkm.sequence.lstm.LSTMEncoder` with
-:func:`~streamkm.sequence.train.train_encoder` and writes the weights file the
-daemon loads. Progress (epoch, batch, loss, windows/s) goes to stderr as plain
-text updated in place with carriage returns.
-
-``streamkm lstm info weights.npz`` verifies a weights file and prints its header.
-"""
+"""``streamkm lstm``: train NumPy LSTM encoders and inspect weights files."""
 
 from __future__ import annotations
 
@@ -16,21 +6,46 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
+from numpy.typing import NDArray
+
+from streamkm.cli._common import add_progress_args
 
 __all__ = ["register"]
 
 
-def register(subparsers) -> argparse.ArgumentParser:
+DESCRIPTION = """\
+Train NumPy LSTM sequence encoders and inspect their weights files.
+
+  streamkm lstm train --data windows.npz --hidden 128 --epochs N --out weights.npz
+  streamkm lstm info weights.npz"""
+
+TRAIN_DESCRIPTION = """\
+Train an LSTM encoder on windows read from an .npz file (no pickle): array X
+of shape (n_windows, seq_len, features) and optionally lengths (n_windows,).
+Writes the weights file the daemon loads (sequence.lstm_path). A progress bar
+(epoch, batch, loss, windows/s) and one line per epoch go to stderr when it is
+a terminal or with --progress."""
+
+INFO_DESCRIPTION = """\
+Verify a weights file (shapes and content hash) and print its header:
+architecture, parameter count and training metadata."""
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``lstm`` command (``train``, ``info``) to a ``streamkm`` subparsers object."""
     from streamkm.sequence.train import OBJECTIVES
 
-    lstm = subparsers.add_parser("lstm", help="train and inspect NumPy LSTM sequence encoders",
-                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fmt = argparse.RawDescriptionHelpFormatter
+    lstm: argparse.ArgumentParser = subparsers.add_parser(
+        "lstm", help="train and inspect NumPy LSTM sequence encoders",
+        description=DESCRIPTION, formatter_class=fmt)
     sub = lstm.add_subparsers(dest="lstm_command", required=True, metavar="{train,info}")
 
-    t = sub.add_parser("train", help="train an encoder on windows from an .npz file")
+    t = sub.add_parser("train", help="train an encoder on windows from an .npz file",
+                       description=TRAIN_DESCRIPTION, formatter_class=fmt)
     t.add_argument("--data", required=True, type=Path,
                    help="npz with X (n_windows, seq_len, features) and optional lengths (n_windows,)")
     t.add_argument("--out", required=True, type=Path, help="weights file to write (.npz)")
@@ -47,10 +62,12 @@ def register(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--val-fraction", type=float, default=0.1,
                    help="fraction of windows held out for val_loss (default 0.1)")
     t.add_argument("--seed", type=int, default=0, help="seed for init, split and batch order (default 0)")
-    t.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_progress_args(t)
+    t.add_argument("--quiet", dest="progress", action="store_false", help="same as --no-progress")
     t.set_defaults(func=_cmd_train)
 
-    i = sub.add_parser("info", help="verify a weights file and print its header")
+    i = sub.add_parser("info", help="verify a weights file and print its header",
+                       description=INFO_DESCRIPTION, formatter_class=fmt)
     i.add_argument("weights", type=Path)
     i.add_argument("--json", action="store_true", help="print the header as JSON")
     i.set_defaults(func=_cmd_info)
@@ -62,7 +79,7 @@ def _fail(command: str, message: str) -> int:
     return 2
 
 
-def _load_windows(path: Path):
+def _load_windows(path: Path) -> tuple[NDArray[Any], NDArray[Any] | None]:
     if not path.exists():
         raise ValueError(f"data file not found: {path}")
     try:
@@ -84,41 +101,50 @@ def _load_windows(path: Path):
 
 
 class _Progress:
-    """Plain-text progress line on a stream, rewritten in place with ``\\r``."""
+    """tqdm bar per epoch (batches, running loss, windows/s), then one finished line per epoch."""
 
-    def __init__(self, stream, width: int = 20):
+    def __init__(self, stream: IO[str], width: int = 20) -> None:
         self.stream, self.width = stream, width
-        self._shown = 0  # length of the line currently displayed
+        self._bar: Any = None
+        self._epoch: int | None = None
 
-    def _write(self, line: str, end: str = "") -> None:
-        pad = " " * max(0, self._shown - len(line))   # blank out the rest of a longer line
-        self.stream.write("\r" + line + pad + end)
-        self.stream.flush()
-        self._shown = 0 if end else len(line)
+    def batch(self, info: dict[str, Any]) -> None:
+        from tqdm import tqdm
 
-    def batch(self, info: dict) -> None:
-        done = int(self.width * info["batch"] / info["n_batches"])
-        bar = "#" * done + "-" * (self.width - done)
-        self._write(f"epoch {info['epoch']}/{info['epochs']} [{bar}] "
-                    f"{info['batch']}/{info['n_batches']} loss {info['loss']:.5g} "
-                    f"{info['windows_per_s']:.0f} windows/s")
+        if self._bar is None or self._epoch != info["epoch"]:
+            self.close()
+            self._epoch = info["epoch"]
+            self._bar = tqdm(total=info["n_batches"], desc=f"epoch {info['epoch']}/{info['epochs']}",
+                             file=self.stream, leave=False, ascii="-#", dynamic_ncols=False,
+                             bar_format=f"{{desc}} [{{bar:{self.width}}}] {{n_fmt}}/{{total_fmt}}{{postfix}}")
+        self._bar.set_postfix_str(f"loss {info['loss']:.5g} {info['windows_per_s']:.0f} windows/s",
+                                  refresh=False)
+        self._bar.update(info["batch"] - self._bar.n)
 
-    def epoch(self, record: dict, epochs: int) -> None:
+    def epoch(self, record: dict[str, Any], epochs: int) -> None:
+        self.close()
         val = "n/a" if record["val_loss"] is None else f"{record['val_loss']:.5g}"
-        self._write(f"epoch {record['epoch']}/{epochs} loss {record['loss']:.5g} "
-                    f"val_loss {val} {record['windows_per_s']:.0f} windows/s "
-                    f"({record['seconds']:.1f} s)", end="\n")
+        self.stream.write(f"epoch {record['epoch']}/{epochs} loss {record['loss']:.5g} "
+                          f"val_loss {val} {record['windows_per_s']:.0f} windows/s "
+                          f"({record['seconds']:.1f} s)\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        bar, self._bar = self._bar, None
+        if bar is not None:
+            bar.close()
 
 
-def _cmd_train(args) -> int:
+def _cmd_train(args: argparse.Namespace) -> int:
     from streamkm.sequence.lstm import LSTMEncoder
     from streamkm.sequence.train import train_encoder
 
+    show = sys.stderr.isatty() if args.progress is None else args.progress
+    progress = _Progress(sys.stderr) if show else None
     try:
         X, lengths = _load_windows(args.data)
         encoder = LSTMEncoder(int(X.shape[2]), args.hidden, num_layers=args.layers,
                               bidirectional=args.bidirectional, seed=args.seed)
-        progress = None if args.quiet else _Progress(sys.stderr)
         result = train_encoder(
             encoder, X, lengths, objective=args.objective, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr,
@@ -128,6 +154,9 @@ def _cmd_train(args) -> int:
             on_batch=None if progress is None else progress.batch)
     except (ValueError, TypeError, FloatingPointError) as exc:
         return _fail("train", str(exc))
+    finally:
+        if progress is not None:
+            progress.close()
     encoder.training_metadata_["data"] = str(args.data)
     encoder.training_metadata_["history"] = [
         {k: r[k] for k in ("epoch", "loss", "val_loss", "windows_per_s")} for r in result.history]
@@ -144,7 +173,7 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def _cmd_info(args) -> int:
+def _cmd_info(args: argparse.Namespace) -> int:
     from streamkm.sequence.lstm import LSTMEncoder
 
     try:

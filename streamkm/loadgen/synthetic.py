@@ -282,9 +282,9 @@ def _cycle_successors(n_processes: int, n_states: int) -> np.ndarray:
             f"got n_processes={n_processes}")
     succ = np.empty((n_processes, n_states), dtype=np.int64)
     perms = itertools.permutations(range(1, n_states))
-    for p, perm in zip(range(n_processes), perms):
+    for p, perm in zip(range(n_processes), perms, strict=False):  # perms may be longer
         order = (0, *perm)
-        for a, b in zip(order, order[1:] + (0,)):
+        for a, b in zip(order, order[1:] + (0,), strict=True):
             succ[p, a] = b
     return succ
 

@@ -32,9 +32,10 @@ def windows(tmp_path):
 def test_train_then_info(tmp_path, windows):
     out = tmp_path / "weights.npz"
     r = _run("train", "--data", windows, "--hidden", 8, "--epochs", 3, "--out", out,
-             "--batch-size", 32, "--lr", 0.01, "--seed", 1, "--val-fraction", 0.2)
+             "--batch-size", 32, "--lr", 0.01, "--seed", 1, "--val-fraction", 0.2, "--progress")
     assert r.returncode == 0, r.stderr
-    # progress: \r-updated lines with epoch, loss and windows/s, one finished line per epoch
+    # progress (forced into the pipe by --progress): \r-updated lines with epoch, loss and
+    # windows/s, one finished line per epoch
     assert "\r" in r.stderr and "windows/s" in r.stderr
     finished = [ln for ln in r.stderr.replace("\r", "\n").splitlines() if "val_loss" in ln]
     assert [ln.split()[1] for ln in finished] == ["1/3", "2/3", "3/3"]
@@ -54,6 +55,16 @@ def test_train_then_info(tmp_path, windows):
     as_json = _run("info", out, "--json")
     header = json.loads(as_json.stdout)
     assert header["content_hash"] == enc.content_hash and header["training"]["epochs"] == 3
+
+
+def test_no_progress_into_a_pipe_without_the_flag(tmp_path, windows):
+    out = tmp_path / "w.npz"
+    r = _run("train", "--data", windows, "--hidden", 4, "--epochs", 2, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "\r" not in r.stderr and r.stderr == ""
+    assert "wrote" in r.stdout and "content_hash" in r.stdout
+    r = _run("train", "--data", windows, "--hidden", 4, "--epochs", 1, "--out", out, "--no-progress")
+    assert r.returncode == 0 and r.stderr == ""
 
 
 def test_train_options(tmp_path, windows):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -96,6 +97,56 @@ def test_help_lists_subcommands():
         assert cmd in out.stdout
 
 
+def test_help_is_plain_text_and_documents_exit_codes():
+    from streamkm.cli import build_parser
+
+    out = streamkm("--help")
+    assert out.returncode == 0
+    assert "exit codes:" in out.stdout
+    for code in ("0  success", "1  failure", "2  usage or configuration error"):
+        assert code in out.stdout
+    commands = [(), ("run",), ("config",), ("config", "check"), ("checkpoint",),
+                ("checkpoint", "inspect"), ("produce",), ("record",), ("lstm",), ("lstm", "train"),
+                ("lstm", "info")]
+    parser = build_parser()
+    for cmd in commands:
+        sub = parser
+        for name in cmd:  # walk the subparsers: format_help() is what --help prints
+            action = next(a for a in sub._actions if isinstance(a, argparse._SubParsersAction))
+            sub = action.choices[name]
+        text = sub.format_help()
+        assert sub.description, cmd
+        for markup in ("``", ":mod:", ":class:", ":func:", "-----"):
+            assert markup not in text, (cmd, markup)
+    # and the same through the real entry point for a subcommand
+    out = streamkm("lstm", "train", "--help")
+    assert out.returncode == 0 and "``" not in out.stdout and ":class:" not in out.stdout
+
+
+def test_user_errors_print_no_traceback(tmp_path):
+    cases = [
+        ("config", "check", str(tmp_path / "missing.toml")),
+        ("checkpoint", "inspect", str(tmp_path / "nope")),
+        ("produce", "--count", "1", "--no-progress"),
+        ("produce", "--bootstrap", "127.0.0.1:9", "--file", str(tmp_path / "missing.npz"),
+         "--no-progress"),
+        ("run", "--duration", "0"),
+        ("lstm", "info", str(tmp_path / "missing.npz")),
+        ("no-such-command",),
+    ]
+    for args in cases:
+        out = streamkm(*args, env=_env(STREAMKM_METRICS__PORT="0"), timeout=60)
+        assert out.returncode == 2, (args, out.stderr)
+        assert "Traceback" not in out.stderr, (args, out.stderr)
+
+
+def test_unreachable_broker_exits_1_without_traceback(tmp_path):
+    out = streamkm("produce", "--bootstrap", "127.0.0.1:9", "--count", "1", "--no-progress",
+                   timeout=120)
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr and "streamkm produce:" in out.stderr
+
+
 # ------------------------------------------------------------------ produce/record
 def test_produce_requires_bootstrap():
     out = streamkm("produce", "--count", "1", "--no-progress")
@@ -127,6 +178,39 @@ def test_produce_record_and_replay_via_cli(broker, make_topic, tmp_path):
     assert out.returncode == 0, out.stderr
     replayed = asyncio.run(consume_all(broker, dst, expected=120, idle=0.3))
     assert [m.value for m in replayed] == [m.value for m in msgs]
+
+
+def _raw(*args: str) -> subprocess.CompletedProcess:
+    """Like ``streamkm()`` but keeps a progress bar's ``\\r`` (text=True turns it into ``\\n``)."""
+    r = subprocess.run([sys.executable, "-m", "streamkm", *args], capture_output=True,
+                       timeout=120, env=_env())
+    return subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode(), r.stderr.decode())
+
+
+@pytest.mark.broker
+def test_progress_bar_only_on_a_terminal_or_with_progress(broker, make_topic, tmp_path):
+    topic = make_topic("cli-progress")
+    # stderr is a pipe here: without --progress nothing but the summary lines
+    out = _raw("produce", "--bootstrap", broker, "--topic", topic, "--count", "20",
+               "--features", "2")
+    assert out.returncode == 0, out.stderr
+    assert "\r" not in out.stderr and "%" not in out.stderr
+    assert "sent 20 records" in out.stderr
+    rec = tmp_path / "p.skmrec"
+    out = _raw("record", "--bootstrap", broker, "--topic", topic, "--out", str(rec))
+    assert out.returncode == 0, out.stderr
+    assert "\r" not in out.stderr and "records/s" not in out.stderr
+    assert "recorded 20 records" in out.stderr
+    # --progress forces the bar into the pipe; the summary line stays
+    out = _raw("record", "--bootstrap", broker, "--topic", topic, "--out", str(rec),
+               "--count", "20", "--progress")
+    assert out.returncode == 0, out.stderr
+    assert "\r" in out.stderr and "20/20 records" in out.stderr and "100.0%" in out.stderr
+    assert "recorded 20 records" in out.stderr
+    out = _raw("produce", "--bootstrap", broker, "--topic", topic, "--count", "5",
+               "--features", "2", "--progress")
+    assert out.returncode == 0, out.stderr
+    assert "\r" in out.stderr and "5/5 records" in out.stderr and "sent 5 records" in out.stderr
 
 
 @pytest.mark.broker
@@ -276,7 +360,7 @@ def test_run_rejects_bad_config_and_duration(tmp_path):
 
 
 def test_status_line_reads_the_metrics_registry():
-    from streamkm.cli.main import _Status
+    from streamkm.cli.run import _Status
     from streamkm.ops.metrics import Metrics
 
     m = Metrics(clock=lambda: 1000.0)
@@ -352,14 +436,46 @@ def test_produce_takes_connection_from_config(broker, make_topic, tmp_path):
     assert out.returncode == 2 and "kafka.sasl_plain_username" in out.stderr
 
 
-def test_limit_blas_threads_sets_openblas_threads():
-    from streamkm.cli.main import _limit_blas_threads, _openblas_libraries
+def test_status_line_names_the_pipelines_in_the_registry():
+    from prometheus_client import CollectorRegistry, Gauge
 
-    if not _openblas_libraries():
-        pytest.skip("NumPy is not linked against OpenBLAS here")
-    try:
-        if (os.cpu_count() or 1) >= 2:
-            assert set(_limit_blas_threads(2).values()) == {2}
-        assert set(_limit_blas_threads(1).values()) == {1}
-    finally:
-        _limit_blas_threads(os.cpu_count() or 1)
+    from streamkm.cli.run import _Status
+
+    registry = CollectorRegistry()
+    g = Gauge("streamkm_objective_ewma", "EWMA objective", ["pipeline"], registry=registry)
+    g.labels(pipeline="clicks").set(1.5)
+    g.labels(pipeline="payments").set(0.25)
+    line = _Status(registry).line()
+    assert "clicks objective(EWMA) 1.5" in line and "payments objective(EWMA) 0.25" in line
+    assert line.index("clicks") < line.index("payments")  # registry order
+    assert "vectors" not in line and "sequence" not in line
+
+
+_BLAS_CHECK = """
+import asyncio, json
+from threadpoolctl import threadpool_info
+from streamkm.cli.run import _limit_blas_threads
+
+def blas():
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+before = blas()
+limit = _limit_blas_threads(1)
+after, in_thread = blas(), asyncio.run(asyncio.to_thread(blas))
+limit.restore_original_limits()
+print(json.dumps({"before": before, "after": after, "in_thread": in_thread, "restored": blas()}))
+"""
+
+
+def test_limit_blas_threads_sets_every_blas_library_to_one_thread():
+    env = {k: v for k, v in _env().items() if k not in
+           ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", _BLAS_CHECK], capture_output=True, text=True,
+                         timeout=60, env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    if not r["after"]:
+        pytest.skip("NumPy reports no BLAS library to threadpoolctl here")
+    assert r["after"] == [1] * len(r["after"])
+    assert r["in_thread"] == [1] * len(r["in_thread"])  # asyncio.to_thread workers too
+    assert r["restored"] == r["before"]

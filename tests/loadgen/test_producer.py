@@ -1,4 +1,4 @@
-"""Tests for streamkm.loadgen.producer: load generator, recording and replay (real broker)."""
+"""Tests for streamkm.loadgen: sources, recording, producer and replay (real broker)."""
 
 from __future__ import annotations
 
@@ -10,21 +10,21 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers.e2e import consume_all
 from streamkm import codec as formats
-from streamkm.loadgen import synthetic
-from streamkm.loadgen.producer import (
-    Progress,
+from streamkm.loadgen import (
     Record,
     RecordingWriter,
     blob_records,
     event_records,
     file_records,
     produce,
+    progress_bar,
     read_recording,
     record,
+    synthetic,
     vector_records,
 )
+from tests.helpers.e2e import consume_all
 
 
 def run(coro, timeout=60):
@@ -122,7 +122,7 @@ def test_file_records_npz_and_jsonl(tmp_path):
 
 def test_progress_bar_renders_percent_and_final_line():
     buf = io.StringIO()
-    bar = Progress(200, stream=buf, interval=0.0)
+    bar = progress_bar(200, enabled=True, file=buf, mininterval=0.0)
     bar.update(50, 1000)
     assert "25.0%" in buf.getvalue() and "50/200" in buf.getvalue()
     bar.update(150, 3000)
@@ -130,9 +130,19 @@ def test_progress_bar_renders_percent_and_final_line():
     bar.close()
     out = buf.getvalue()
     assert "100.0%" in out and out.endswith("\n") and out.count("\n") == 1
-    unbounded = Progress(None, stream=io.StringIO(), interval=0.0)
+    assert "MB/s" in out and "records/s" in out
+    unbounded = progress_bar(None, enabled=True, file=io.StringIO(), mininterval=0.0)
     unbounded.update(7)
-    assert unbounded.line().startswith("7 records")
+    assert str(unbounded).startswith("7 records")
+
+
+def test_progress_bar_writes_nothing_when_off_or_not_a_terminal():
+    for enabled in (None, False):  # a StringIO is not a terminal
+        buf = io.StringIO()
+        bar = progress_bar(10, enabled=enabled, file=buf, mininterval=0.0)
+        bar.update(10, 100)
+        bar.close()
+        assert buf.getvalue() == ""
 
 
 @pytest.mark.parametrize("kwargs, match", [

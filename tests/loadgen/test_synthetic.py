@@ -59,7 +59,7 @@ def test_abrupt_drift_moves_every_mean_by_drift_scale_at_block_boundary():
     X, y = drifting_blobs(n, n_clusters=3, n_features=4, drift_every=every, drift_scale=5.0,
                           cluster_std=0.5, seed=2)
     m = [_cluster_means(X[i:i + every], y[i:i + every], 3) for i in range(0, n, every)]
-    for a, b in zip(m, m[1:]):
+    for a, b in zip(m, m[1:], strict=False):
         shift = np.linalg.norm(b - a, axis=1)
         np.testing.assert_allclose(shift, 5.0, atol=0.1)
     # abrupt: within a block the first and second halves agree
