@@ -21,8 +21,9 @@ Objectives
     one (F, D*H) matrix per time step, stored as W of shape (T*F, D*H). Loss:
     mean squared error over the valid steps.
 
-Layout: the kernels work feature-major, arrays (features, T, B), like the
-encoder's own kernel; the public functions take batch-first (B, T, F).
+Layout: the kernels (:mod:`streamkm.sequence.lstm.kernels` forward,
+:mod:`streamkm.sequence.lstm.backward` BPTT) work feature-major, arrays
+(features, T, B); the public functions take batch-first (B, T, F).
 
 References
 ----------
@@ -41,22 +42,15 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
-from streamkm.sequence.lstm.encoder import (
-    LSTMEncoder,
-    _as_float_array,
-    _check_finite,
-    _check_lengths,
-    _forward,
-    _gate_perm,
-    _LayerCache,
-    _Lengths,
-    _prepare,
-    _Prepared,
-    _Workspace,
-)
+from streamkm.sequence._validation import as_float_array, check_finite, check_lengths
+from streamkm.sequence.lstm.backward import encoder_backward
+from streamkm.sequence.lstm.encoder import LSTMEncoder
+from streamkm.sequence.lstm.kernels import Lengths, Workspace, forward_fm, prepare
 
 __all__ = ["OBJECTIVES", "TrainResult", "init_head", "loss_and_gradients", "train_encoder"]
 
@@ -82,143 +76,16 @@ class TrainResult:
         The trained encoder (same object that was passed in).
     """
 
-    history: list[dict] = field(default_factory=list)
-    head: dict[str, np.ndarray] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    head: dict[str, NDArray[Any]] = field(default_factory=dict)
     objective: str = "next_event"
     encoder: LSTMEncoder | None = None
 
 
 # --------------------------------------------------------------------------- #
-# backward kernel
-# --------------------------------------------------------------------------- #
-def _layer_backward(p: _Prepared, cache: _LayerCache, H: int, lens: _Lengths | None,
-                    dout: np.ndarray, dh_n: np.ndarray | None, dc_n: np.ndarray | None,
-                    need_dx: bool, ws: _Workspace | None = None, tag: str = ""):
-    """Backpropagate one layer (all directions) through time.
-
-    Parameters
-    ----------
-    dout : ndarray of shape (D*H, T, B)
-        Gradient of the loss with respect to the layer's output (not modified).
-    dh_n, dc_n : ndarray of shape (D, H, B) or None
-        Gradient with respect to the layer's final states.
-    ws, tag : optional workspace for the large scratch buffers.
-
-    Returns
-    -------
-    grads : list over directions of (dW_ih (4H, F_in), dW_hh (4H, H), db (4H,)),
-        rows in the internal gate order (i, f, o, g).
-    dx : ndarray of shape (F_in, T, B) or None
-        Gradient with respect to the layer input.
-    """
-    x = cache.x
-    F_in, T, B = x.shape
-    D = len(p.w_hh)
-    dtype = x.dtype
-    H2, H3 = 2 * H, 3 * H
-    alloc = (lambda name, shape, dt: np.empty(shape, dtype=dt)) if ws is None else ws.empty
-    # time-major copy of dout (T, D*H, B), padded outputs are constants (zero)
-    dout_tm = alloc(tag + "dout", (T, D * H, B), dtype)
-    np.copyto(dout_tm, dout.transpose(1, 0, 2))
-    if lens is not None:
-        dout_tm *= lens.mask[:, None, :]
-    ends = lens.ends if lens is not None else None
-    # time-major like the cache; every entry is written below
-    dZ = alloc(tag + "dZ", (T, D, 4 * H, B), dtype)
-    tmp = np.empty((H, B), dtype=dtype)
-    # activation derivatives for all steps at once: a(1 - a) for the sigmoid
-    # rows (i, f, o), 1 - g^2 for g; and 1 - tanh(c_t)^2
-    dA = alloc(tag + "dA", cache.A.shape, dtype)
-    np.subtract(1, cache.A, out=dA)
-    dA *= cache.A
-    np.multiply(cache.A[:, :, H3:], cache.A[:, :, H3:], out=dA[:, :, H3:])
-    np.subtract(1, dA[:, :, H3:], out=dA[:, :, H3:])
-    dTC = alloc(tag + "dTC", cache.TC.shape, dtype)
-    np.multiply(cache.TC, cache.TC, out=dTC)
-    np.subtract(1, dTC, out=dTC)
-    for d in range(D):
-        A, TC, Cp, dAd, dTCd = cache.A[:, d], cache.TC[:, d], cache.Cprev[:, d], dA[:, d], dTC[:, d]
-        dZd = dZ[:, d]
-        w_hh_t = p.w_hh[d].T
-        dout_d = dout_tm[:, d * H:(d + 1) * H]
-        dh = np.zeros((H, B), dtype=dtype)
-        dc = np.zeros((H, B), dtype=dtype)
-        if (d == 1 or lens is None) and dh_n is not None:
-            dh[:] = dh_n[d]
-        if (d == 1 or lens is None) and dc_n is not None:
-            dc[:] = dc_n[d]
-        steps = range(T - 1, -1, -1) if d == 0 else range(T)
-        for t in steps:
-            if d == 0 and ends is not None and t in ends:
-                # the forward pass took these sequences' final state here; anything
-                # accumulated from later (padded) steps is discarded
-                rows = ends[t]
-                dh[:, rows] = 0 if dh_n is None else dh_n[0][:, rows]
-                dc[:, rows] = 0 if dc_n is None else dc_n[0][:, rows]
-            dh += dout_d[t]
-            a = A[t]
-            i, f, o, g = a[:H], a[H:H2], a[H2:H3], a[H3:]
-            dz = dZd[t]
-            np.multiply(dh, TC[t], out=dz[H2:H3])      # dL/do
-            np.multiply(dTCd[t], o, out=tmp)
-            tmp *= dh
-            dc += tmp                                 # dL/dc_t
-            np.multiply(dc, g, out=dz[:H])            # dL/di
-            np.multiply(dc, Cp[t], out=dz[H:H2])      # dL/df
-            np.multiply(dc, i, out=dz[H3:])           # dL/dg
-            dz *= dAd[t]                              # through the activations
-            dc *= f                                   # dL/dc_{t-1}
-            np.matmul(w_hh_t, dz, out=dh)             # dL/dh_{t-1}
-    if lens is not None:
-        dZ *= lens.mask[:, None, None, :]        # padded steps never happened
-    x2 = x.reshape(F_in, T * B)
-    grads = []
-    dx = np.zeros((F_in, T * B), dtype=dtype) if need_dx else None
-    for d in range(D):
-        # feature-major (4H, T*B) and (H, T*B) for the weight gradients: one GEMM each
-        dz2 = alloc(tag + "dz2", (4 * H, T, B), dtype)
-        np.copyto(dz2, dZ[:, d].transpose(1, 0, 2))
-        dz2 = dz2.reshape(4 * H, T * B)
-        hp2 = alloc(tag + "hp2", (H, T, B), dtype)
-        np.copyto(hp2, cache.Hprev[:, d].transpose(1, 0, 2))
-        hp2 = hp2.reshape(H, T * B)
-        grads.append((dz2 @ x2.T, dz2 @ hp2.T, dz2.sum(axis=1)))
-        if need_dx:
-            dx += p.w_ih[d].T @ dz2
-    return grads, (dx.reshape(F_in, T, B) if need_dx else None)
-
-
-def _encoder_backward(prepared: list[_Prepared], caches: list[_LayerCache], H: int,
-                      lens: _Lengths | None, dout: np.ndarray, dh_n: np.ndarray | None,
-                      dc_n: np.ndarray | None, ws: _Workspace | None = None) -> dict[str, np.ndarray]:
-    """Gradients of every encoder parameter under torch's names.
-
-    ``dout`` (D*H, T, B) is the gradient w.r.t. the last layer's output; ``dh_n``,
-    ``dc_n`` (L*D, H, B) or None w.r.t. the final states.
-    """
-    L, D = len(prepared), len(prepared[0].w_hh)
-    inv = np.argsort(_gate_perm(H))
-    grads: dict[str, np.ndarray] = {}
-    for k in range(L - 1, -1, -1):
-        sl = slice(k * D, (k + 1) * D)
-        layer_grads, dx = _layer_backward(
-            prepared[k], caches[k], H, lens, dout,
-            None if dh_n is None else dh_n[sl], None if dc_n is None else dc_n[sl], need_dx=k > 0,
-            ws=ws, tag=f"l{k}.")
-        for d, (dw_ih, dw_hh, db) in enumerate(layer_grads):
-            sfx = "_reverse" if d else ""
-            grads[f"weight_ih_l{k}{sfx}"] = dw_ih[inv]
-            grads[f"weight_hh_l{k}{sfx}"] = dw_hh[inv]
-            grads[f"bias_ih_l{k}{sfx}"] = db[inv]
-            grads[f"bias_hh_l{k}{sfx}"] = db[inv].copy()
-        dout = dx
-    return grads
-
-
-# --------------------------------------------------------------------------- #
 # objectives
 # --------------------------------------------------------------------------- #
-def init_head(encoder: LSTMEncoder, objective: str, seq_len: int, rng) -> dict[str, np.ndarray]:
+def init_head(encoder: LSTMEncoder, objective: str, seq_len: int, rng: Any) -> dict[str, NDArray[Any]]:
     """Initial head parameters, ~U(-1/sqrt(fan_in), 1/sqrt(fan_in)) weights and zero bias.
 
     ``next_event``: weight (F, H), bias (F,). ``autoencoder``: weight (T*F, D*H),
@@ -228,6 +95,7 @@ def init_head(encoder: LSTMEncoder, objective: str, seq_len: int, rng) -> dict[s
     rng = np.random.default_rng(rng)
     dt = np.dtype(encoder.dtype)
     F, H = encoder.input_size, encoder.hidden_size
+    shape: tuple[int, int]
     if objective == "next_event":
         shape = (F, H)
     else:
@@ -237,14 +105,15 @@ def init_head(encoder: LSTMEncoder, objective: str, seq_len: int, rng) -> dict[s
             "bias": np.zeros(shape[0], dtype=dt)}
 
 
-def _check_objective(objective) -> None:
+def _check_objective(objective: object) -> None:
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
 
 
-def _objective(objective: str, head: Mapping[str, np.ndarray], x: np.ndarray, out: np.ndarray,
-               h_n: np.ndarray, lens: _Lengths | None, lengths: np.ndarray | None,
-               L: int, D: int, H: int, need_grad: bool):
+def _objective(objective: str, head: Mapping[str, NDArray[Any]], x: NDArray[Any], out: NDArray[Any],
+               h_n: NDArray[Any], lens: Lengths | None, lengths: NDArray[np.int64] | None,
+               L: int, D: int, H: int, need_grad: bool
+               ) -> tuple[float, float, dict[str, NDArray[Any]] | None, NDArray[Any] | None, NDArray[Any] | None]:
     """Loss, its number of targets, and (if ``need_grad``) head grads, dout, dh_n.
 
     ``x`` (F, T, B), ``out`` (D*H, T, B), ``h_n`` (L*D, H, B), all feature-major.
@@ -278,6 +147,7 @@ def _objective(objective: str, head: Mapping[str, np.ndarray], x: np.ndarray, ou
     recon += b[:, None]
     diff = recon.reshape(T, F, B) - x.transpose(1, 0, 2)
     if lens is not None:
+        assert lengths is not None  # lens is built from lengths
         diff *= lens.mask[:, None, :]
         count = float(lengths.sum()) * F
     else:
@@ -294,8 +164,9 @@ def _objective(objective: str, head: Mapping[str, np.ndarray], x: np.ndarray, ou
     return loss, count, head_grads, np.zeros_like(out), dh_n
 
 
-def _batch_loss(encoder: LSTMEncoder, head, x_ftb: np.ndarray, lengths: np.ndarray | None,
-                objective: str, need_grad: bool, ws: _Workspace | None = None):
+def _batch_loss(encoder: LSTMEncoder, head: Mapping[str, NDArray[Any]], x_ftb: NDArray[Any],
+                lengths: NDArray[np.int64] | None, objective: str, need_grad: bool,
+                ws: Workspace | None = None) -> tuple[float, float, dict[str, NDArray[Any]] | None]:
     """(loss, count, grads or None) for one feature-major batch (F, T, B).
 
     With a workspace ``ws`` the large buffers are reused across calls (the
@@ -306,23 +177,25 @@ def _batch_loss(encoder: LSTMEncoder, head, x_ftb: np.ndarray, lengths: np.ndarr
     H, L, D = encoder.hidden_size, encoder.num_layers, encoder.num_directions
     if lengths is not None and np.all(lengths == T):
         lengths = None
-    lens = _Lengths(lengths, T, dt) if lengths is not None else None
-    prepared = _prepare(encoder.params_, L, D, H, dt)
-    out, h_n, _, caches = _forward(x_ftb, prepared, H, lens, None, None, keep_cache=need_grad, ws=ws)
+    lens = Lengths(lengths, T, dt) if lengths is not None else None
+    prepared = prepare(encoder.params_, L, D, H, dt)
+    out, h_n, _, caches = forward_fm(x_ftb, prepared, H, lens, None, None, keep_cache=need_grad, ws=ws)
     loss, count, head_grads, dout, dh_n = _objective(objective, head, x_ftb, out, h_n, lens,
                                                      lengths, L, D, H, need_grad)
     if not need_grad:
         return loss, count, None
-    grads = _encoder_backward(prepared, caches, H, lens, dout, dh_n, None, ws)
+    assert head_grads is not None and dout is not None  # need_grad
+    grads = encoder_backward(prepared, caches, H, lens, dout, dh_n, None, ws)
     grads.update({"head." + k: v for k, v in head_grads.items()})
     return loss, count, grads
 
 
-def _validate_windows(encoder, windows, lengths, objective):
+def _validate_windows(encoder: LSTMEncoder, windows: ArrayLike, lengths_in: ArrayLike | None,
+                      objective: str) -> tuple[NDArray[Any], NDArray[np.int64] | None]:
     if not isinstance(encoder, LSTMEncoder):
         raise TypeError(f"encoder must be an LSTMEncoder, got {type(encoder).__name__}")
     _check_objective(objective)
-    X = _as_float_array(windows, "windows", np.dtype(encoder.dtype))
+    X = as_float_array(windows, "windows", np.dtype(encoder.dtype))
     if X.ndim != 3:
         raise ValueError(f"windows must be 3-D (n_windows, seq_len, features), got shape {X.shape}")
     N, T, F = X.shape
@@ -330,9 +203,8 @@ def _validate_windows(encoder, windows, lengths, objective):
         raise ValueError(f"expected {encoder.input_size} features, got {F}")
     if N == 0 or T == 0:
         raise ValueError(f"windows must be non-empty, got shape {X.shape}")
-    _check_finite(X, "windows")
-    if lengths is not None:
-        lengths = _check_lengths(lengths, N, T)
+    check_finite(X, "windows")
+    lengths = None if lengths_in is None else check_lengths(lengths_in, N, T)
     if objective == "next_event":
         if encoder.bidirectional and encoder.num_layers > 1:
             raise ValueError("objective 'next_event' cannot train a multi-layer bidirectional encoder: "
@@ -345,8 +217,9 @@ def _validate_windows(encoder, windows, lengths, objective):
     return X, lengths
 
 
-def loss_and_gradients(encoder: LSTMEncoder, head: Mapping[str, np.ndarray], windows,
-                       lengths=None, *, objective: str = "next_event"):
+def loss_and_gradients(encoder: LSTMEncoder, head: Mapping[str, ArrayLike], windows: ArrayLike,
+                       lengths: ArrayLike | None = None, *, objective: str = "next_event"
+                       ) -> tuple[float, dict[str, NDArray[Any]]]:
     """Loss of one batch and the gradient of every parameter.
 
     Parameters
@@ -363,22 +236,23 @@ def loss_and_gradients(encoder: LSTMEncoder, head: Mapping[str, np.ndarray], win
         Encoder parameters under torch's names, head parameters as ``"head.weight"``
         and ``"head.bias"``; same shapes as the parameters.
     """
-    X, lengths = _validate_windows(encoder, windows, lengths, objective)
-    head = _check_head(encoder, head, objective, X.shape[1])
+    X, lens = _validate_windows(encoder, windows, lengths, objective)
+    checked = _check_head(encoder, head, objective, X.shape[1])
     x_ftb = np.ascontiguousarray(X.transpose(2, 1, 0))
-    loss, _, grads = _batch_loss(encoder, head, x_ftb, lengths, objective, True)
+    loss, _, grads = _batch_loss(encoder, checked, x_ftb, lens, objective, True)
+    assert grads is not None  # need_grad=True
     return loss, grads
 
 
-def _check_head(encoder, head, objective, T):
+def _check_head(encoder: LSTMEncoder, head: Any, objective: str, T: int) -> dict[str, NDArray[Any]]:
     if not isinstance(head, Mapping) or set(head) != {"weight", "bias"}:
         raise ValueError(f"head must be a dict with keys 'weight' and 'bias', got "
                          f"{sorted(head) if isinstance(head, Mapping) else type(head).__name__}")
     F = encoder.input_size
     want = (F, encoder.hidden_size) if objective == "next_event" else (T * F, encoder.embedding_dim)
     dt = np.dtype(encoder.dtype)
-    w = _as_float_array(head["weight"], "head weight", dt)
-    b = _as_float_array(head["bias"], "head bias", dt)
+    w = as_float_array(head["weight"], "head weight", dt)
+    b = as_float_array(head["bias"], "head bias", dt)
     if w.shape != want or b.shape != (want[0],):
         raise ValueError(f"head for objective {objective!r} must have weight {want} and bias "
                          f"({want[0]},), got {w.shape} and {b.shape}")
@@ -388,11 +262,11 @@ def _check_head(encoder, head, objective, T):
 # --------------------------------------------------------------------------- #
 # training loop
 # --------------------------------------------------------------------------- #
-def _global_norm(grads: Mapping[str, np.ndarray]) -> float:
+def _global_norm(grads: Mapping[str, NDArray[Any]]) -> float:
     return math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
 
 
-def _clip_(grads: dict[str, np.ndarray], clip_norm: float | None) -> float:
+def _clip_(grads: dict[str, NDArray[Any]], clip_norm: float | None) -> float:
     """Scale all gradients in place so their global L2 norm is at most ``clip_norm``; return the norm before."""
     norm = _global_norm(grads)
     if clip_norm is not None and norm > clip_norm:
@@ -405,13 +279,15 @@ def _clip_(grads: dict[str, np.ndarray], clip_norm: float | None) -> float:
 class _Adam:
     """Adam (Kingma & Ba 2015) over a dict of arrays, updated in place."""
 
-    def __init__(self, params: dict[str, np.ndarray], lr: float, beta1=0.9, beta2=0.999, eps=1e-8):
+    def __init__(self, params: dict[str, NDArray[Any]], lr: float, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8) -> None:
         self.params, self.lr, self.beta1, self.beta2, self.eps = params, lr, beta1, beta2, eps
         self.m = {k: np.zeros_like(v) for k, v in params.items()}
         self.v = {k: np.zeros_like(v) for k, v in params.items()}
         self.t = 0
 
-    def step(self, grads: Mapping[str, np.ndarray]) -> None:
+    def step(self, grads: Mapping[str, NDArray[Any]]) -> None:
+        """One Adam update of every parameter (in place) from ``grads`` (same keys and shapes)."""
         self.t += 1
         b1, b2 = self.beta1, self.beta2
         step = self.lr * math.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
@@ -424,11 +300,11 @@ class _Adam:
             p -= step * m / (np.sqrt(v) + self.eps)
 
 
-def train_encoder(encoder: LSTMEncoder, windows, lengths=None, *, objective: str = "next_event",
-                  epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
-                  clip_norm: float | None = 1.0, val_fraction: float = 0.1, seed=None,
-                  callback: Callable[[dict], object] | None = None,
-                  on_batch: Callable[[dict], object] | None = None) -> TrainResult:
+def train_encoder(encoder: LSTMEncoder, windows: ArrayLike, lengths: ArrayLike | None = None, *,
+                  objective: str = "next_event", epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
+                  clip_norm: float | None = 1.0, val_fraction: float = 0.1, seed: Any = None,
+                  callback: Callable[[dict[str, Any]], object] | None = None,
+                  on_batch: Callable[[dict[str, Any]], object] | None = None) -> TrainResult:
     """Train ``encoder`` in place on unlabeled windows with a self-supervised objective.
 
     Parameters
@@ -471,7 +347,7 @@ def train_encoder(encoder: LSTMEncoder, windows, lengths=None, *, objective: str
     >>> res.history[-1]["loss"] < res.history[0]["loss"]
     True
     """
-    X, lengths = _validate_windows(encoder, windows, lengths, objective)
+    X, lens = _validate_windows(encoder, windows, lengths, objective)
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise TypeError(f"{name} must be an int, got {type(value).__name__}")
@@ -500,24 +376,26 @@ def train_encoder(encoder: LSTMEncoder, windows, lengths=None, *, objective: str
     params = dict(encoder.params_)
     params.update({"head." + k: v for k, v in head.items()})
     opt = _Adam(params, lr)
-    ws = _Workspace()
+    ws = Workspace()
     # feature-major copy of the data once: batches are column gathers
     X_ftb = np.ascontiguousarray(X.transpose(2, 1, 0))
 
-    def batch(idx):
+    def batch(idx: NDArray[np.intp]) -> tuple[NDArray[Any], NDArray[np.int64] | None]:
         return (np.ascontiguousarray(X_ftb[:, :, idx]),
-                None if lengths is None else lengths[idx])
+                None if lens is None else lens[idx])
 
-    history: list[dict] = []
+    history: list[dict[str, Any]] = []
     n_train = len(train_idx)
     n_batches = -(-n_train // batch_size)
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         order = train_idx[rng.permutation(n_train)]
-        total, count_sum, norms = 0.0, 0.0, []
+        total, count_sum = 0.0, 0.0
+        norms: list[float] = []
         for j in range(n_batches):
             xb, lb = batch(order[j * batch_size:(j + 1) * batch_size])
             loss, count, grads = _batch_loss(encoder, head, xb, lb, objective, True, ws)
+            assert grads is not None  # need_grad=True
             if not math.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss} at epoch {epoch}, batch {j}; "
                                          f"lower lr (now {lr}) or clip_norm")

@@ -1,107 +1,42 @@
 """Per-key event windows: tumbling, sliding and session windows over a keyed stream.
 
-An event is ``(key, timestamp, feature vector)``.  :class:`EventWindower`
-keeps, per key, a buffer of the events that belong to a window not yet
-emitted, and returns the windows that became ready as a :class:`WindowBatch`
-(keys, zero-padded ``(B, T, F)`` float32 array, lengths, end timestamps)
-ready for :meth:`streamkm.sequence.LSTMEncoder.embed`.
-
-Window kinds
-------------
-``"tumbling"`` (``size``)
-    Each key's events, in arrival order, are cut into consecutive windows of
-    ``size`` events.  A window is emitted when its last event arrives.
-``"sliding"`` (``size``, ``stride``)
-    Window ``j`` of a key holds its events ``[j*stride, j*stride + size)``;
-    it is emitted when event ``j*stride + size - 1`` arrives.  ``stride >
-    size`` skips the events between windows.
-``"session"`` (``gap``)
-    A key's session collects events until the key has been inactive for more
-    than ``gap`` time units *of event time*: the session closes as soon as the
-    watermark (the largest timestamp seen in the whole stream) exceeds the
-    session's newest timestamp by more than ``gap``.  The next event of the key
-    opens a new session.  Sessions have variable length; the batch is padded.
-
-Determinism
------------
-Everything is driven by the order of the events and their timestamps, never
-by the wall clock, so replaying the same events (e.g. after restoring a
-checkpoint with :meth:`EventWindower.state_dict`) yields the same windows --
-the daemon's exactly-once guarantee depends on this.  Session closes are
-evaluated per event: before each event the watermark including that event is
-compared with every open session, so which events form a session does not
-depend on how the stream is cut into ``add`` calls.  The windows of one call
-are ordered by the position of the event that made them ready (ties in a
-fixed order).
-
-Out-of-order events
--------------------
-Per key, an event older than the key's newest timestamp by more than
-``allowed_lateness`` is dropped and counted in ``n_late_dropped_``; an
-accepted late event is *appended* in arrival order (windows are sequences
-in arrival order; the key's clock stays at its newest timestamp and a
-window's ``end_ts`` is its largest timestamp).  Appending rather than
-inserting keeps count windows well defined (an event never moves into a
-window that was already emitted).  The reference is the newest timestamp of
-the key while the key is tracked: for count windows until the key is evicted
-(its buffers are released while empty, its newest timestamp and sliding
-position are kept), for sessions until the session closes -- the first
-event after a closed session starts a new one and is never late.  A key that
-is not tracked accepts any event.  ``allowed_lateness=inf`` accepts
-everything.  With these rules the windows, the late drops and the
-``max_events_per_key`` splits do not depend on how the stream is cut into
-``add`` calls (only ``max_keys`` eviction, applied at the end of a call,
-does).
-
-Bounded memory
---------------
-* ``max_keys``: after each ``add``, if more keys are tracked than
-  ``max_keys``, the least recently updated keys (by their last accepted
-  event's position in the stream) are evicted.  An evicted key holding events
-  not yet emitted counts as an eviction; ``on_evict="flush"`` emits its
-  partial window, ``"drop"`` discards it.  Evicting a key whose buffer is
-  empty only forgets its lateness reference and is not counted.  During one
-  call the number of tracked keys can exceed the cap by at most the number
-  of distinct keys in that call's batch.
-* ``max_events_per_key``: a session reaching this many buffered events is
-  split: the full buffer is emitted (``"flush"``) or discarded (``"drop"``)
-  and the session continues with an empty buffer.  Count windows must have
-  ``size <= max_events_per_key``, so they never hit this cap.
-
-Both count into ``n_evicted_`` by reason (``"max_keys"``,
-``"max_events_per_key"``); events discarded by ``"drop"`` count into
-``n_dropped_events_``.
-
-Buffers are per-key NumPy arrays: fixed capacity ``size`` for count windows,
-for sessions grown by doubling up to ``max_events_per_key``.  Grouping the
-events of a batch by key is vectorized (``np.unique`` + stable ``argsort``);
-the Python loop runs over the distinct keys of a batch, not over events.
-
-References
-----------
-Akidau, T. et al. (2015). The Dataflow Model: a practical approach to
-balancing correctness, latency, and cost in massive-scale, unbounded,
-out-of-order data processing. PVLDB 8(12), 1792-1803 (windows, watermarks,
-allowed lateness).
+:class:`EventWindower` buffers each key's events and returns the windows that
+became ready as a :class:`WindowBatch` (keys, zero-padded (B, T, F) float32
+array, lengths, end timestamps), ready for
+:meth:`streamkm.sequence.LSTMEncoder.embed`. Driven only by event order and
+timestamps, never the wall clock, so replays and restored checkpoints yield the
+same windows. Exact semantics (kinds, watermark, lateness, eviction): docs/lstm.md,
+section 4.
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from numpy.typing import ArrayLike, NDArray
+
+from streamkm.sequence._window_state import (
+    REASONS,
+    SESSION_INITIAL_CAPACITY,
+    STATE_VERSION,
+    Collector,
+    KeyState,
+    as_count,
+    check_events,
+    decode_state,
+    encode_keys,
+)
 
 __all__ = ["EventWindower", "WindowBatch"]
 
 _KINDS = ("tumbling", "sliding", "session")
 _ON_EVICT = ("flush", "drop")
-_REASONS = ("max_keys", "max_events_per_key")
-_STATE_VERSION = 1
-_SESSION_INITIAL_CAPACITY = 16
 
 
 @dataclass(eq=False)
@@ -130,81 +65,6 @@ class WindowBatch:
         return len(self.keys)
 
 
-class _KeyState:
-    """Open state of one key.
-
-    ``X[:n]``, ``ts[:n]``: buffered events (arrival order); ``max_ts``: newest
-    timestamp; ``last_seq``: stream position of the key's last event (LRU);
-    ``seen``: leading buffered events already part of an emitted window
-    (sliding); ``skip``: upcoming events to discard (sliding, stride > size).
-    """
-
-    __slots__ = ("X", "ts", "n", "max_ts", "last_seq", "seen", "skip")
-
-    def __init__(self, capacity: int, n_features: int):
-        self.X = np.zeros((capacity, n_features), dtype=np.float32)
-        self.ts = np.zeros(capacity, dtype=np.float64)
-        self.n = 0
-        self.max_ts = -math.inf
-        self.last_seq = -1
-        self.seen = 0
-        self.skip = 0
-
-    def release(self) -> None:
-        """Free the buffers of an empty count-window key (reallocated on demand)."""
-        self.X = self.X[:0]
-        self.ts = self.ts[:0]
-
-
-class _Collector:
-    """Blocks of emitted windows, assembled into one sorted WindowBatch."""
-
-    def __init__(self):
-        self.blocks = []  # (trigger (j,), key, X (j, L, F), end_ts (j,))
-
-    def add(self, trigger, key, X, end_ts):
-        self.blocks.append((np.asarray(trigger, dtype=np.int64).reshape(-1), key, X,
-                            np.asarray(end_ts, dtype=np.float64).reshape(-1)))
-
-    def build(self, n_features: int) -> WindowBatch | None:
-        if not self.blocks:
-            return None
-        sizes = [b[2].shape[0] for b in self.blocks]
-        B = sum(sizes)
-        T = max(b[2].shape[1] for b in self.blocks)
-        X = np.zeros((B, T, n_features), dtype=np.float32)
-        lengths = np.empty(B, dtype=np.int64)
-        keys: list[str] = []
-        pos = 0
-        for (_, key, xb, _), m in zip(self.blocks, sizes):
-            X[pos:pos + m, :xb.shape[1]] = xb
-            lengths[pos:pos + m] = xb.shape[1]
-            keys.extend([key] * m)
-            pos += m
-        trigger = np.concatenate([b[0] for b in self.blocks])
-        end_ts = np.concatenate([b[3] for b in self.blocks])
-        order = np.argsort(trigger, kind="stable")  # ties: creation order
-        if not np.array_equal(order, np.arange(B)):
-            X = X[order]
-            lengths = lengths[order]
-            end_ts = end_ts[order]
-            keys = [keys[i] for i in order.tolist()]
-        return WindowBatch(keys=keys, X=X, lengths=lengths, end_ts=end_ts)
-
-
-def _as_count(name: str, value, *, minimum: int = 1) -> int:
-    """Accept ints and integral floats (config files may give ``64.0``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if isinstance(value, (float, np.floating)):
-        if not math.isfinite(value) or value != int(value):
-            raise ValueError(f"{name} must be a whole number of events, got {value}")
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
 class EventWindower:
     """Per-key tumbling, sliding or session windows over an event stream.
 
@@ -213,7 +73,7 @@ class EventWindower:
     n_features : int
         Feature dimension ``F`` of every event.
     kind : {"tumbling", "sliding", "session"}, default="tumbling"
-        Window kind (see the module docstring for exact semantics).
+        Window kind (exact semantics: docs/lstm.md, section 4).
     size : int, default=32
         Events per window (tumbling, sliding); unused for sessions.
     stride : int or None, default=None
@@ -276,9 +136,9 @@ class EventWindower:
     Akidau, T. et al. (2015). The Dataflow Model. PVLDB 8(12), 1792-1803.
     """
 
-    def __init__(self, n_features, *, kind="tumbling", size=32, stride=None, gap=None,
-                 max_keys=10_000, max_events_per_key=1024, on_evict="flush",
-                 allowed_lateness=0.0):
+    def __init__(self, n_features: int, *, kind: str = "tumbling", size: int = 32, stride: int | None = None,
+                 gap: float | None = None, max_keys: int = 10_000, max_events_per_key: int = 1024,
+                 on_evict: str = "flush", allowed_lateness: float = 0.0) -> None:
         self.n_features = n_features
         self.kind = kind
         self.size = size
@@ -289,23 +149,23 @@ class EventWindower:
         self.on_evict = on_evict
         self.allowed_lateness = allowed_lateness
         self._validate_params()
-        self._keys: OrderedDict[str, _KeyState] = OrderedDict()
+        self._keys: OrderedDict[str, KeyState] = OrderedDict()
         self.watermark_ = -math.inf
         self.n_emitted_ = 0
-        self.n_evicted_ = {r: 0 for r in _REASONS}
+        self.n_evicted_ = {r: 0 for r in REASONS}
         self.n_dropped_events_ = 0
         self.n_late_dropped_ = 0
         self.n_events_ = 0
 
     # ------------------------------------------------------------ params
-    def _validate_params(self):
-        self._F = _as_count("n_features", self.n_features)
+    def _validate_params(self) -> None:
+        self._F = as_count("n_features", self.n_features)
         if self.kind not in _KINDS:
             raise ValueError(f"kind must be one of {_KINDS}, got {self.kind!r}")
         if self.on_evict not in _ON_EVICT:
             raise ValueError(f"on_evict must be one of {_ON_EVICT}, got {self.on_evict!r}")
-        self._max_keys = _as_count("max_keys", self.max_keys)
-        self._max_events = _as_count("max_events_per_key", self.max_events_per_key)
+        self._max_keys = as_count("max_keys", self.max_keys)
+        self._max_events = as_count("max_events_per_key", self.max_events_per_key)
         lat = self.allowed_lateness
         if isinstance(lat, bool) or not isinstance(lat, (int, float, np.integer, np.floating)):
             raise TypeError(f"allowed_lateness must be a number, got {type(lat).__name__}")
@@ -315,7 +175,7 @@ class EventWindower:
         self._size = self._stride = 0
         self._gap = math.inf
         if self.kind in ("tumbling", "sliding"):
-            self._size = _as_count("size", self.size)
+            self._size = as_count("size", self.size)
             if self._size > self._max_events:
                 raise ValueError(
                     f"size ({self._size}) must be <= max_events_per_key ({self._max_events})")
@@ -324,7 +184,7 @@ class EventWindower:
             else:
                 if self.stride is None:
                     raise ValueError("sliding windows need stride (events between window starts)")
-                self._stride = _as_count("stride", self.stride)
+                self._stride = as_count("stride", self.stride)
         else:
             g = self.gap
             if g is None:
@@ -348,42 +208,8 @@ class EventWindower:
     def n_open_events(self) -> int:
         return sum(st.n for st in self._keys.values())
 
-    # ------------------------------------------------------------ input
-    def _check_input(self, keys, ts, X):
-        if isinstance(keys, np.ndarray) and keys.ndim == 1:
-            keys = keys.tolist()
-        if isinstance(keys, (str, bytes)) or not isinstance(keys, Sequence):
-            raise TypeError(f"keys must be a sequence of str, got {type(keys).__name__}")
-        n = len(keys)
-        if not all(type(k) is str for k in keys):
-            i, k = next((i, k) for i, k in enumerate(keys) if type(k) is not str)
-            raise TypeError(f"keys must be str, got {type(k).__name__} at index {i}")
-        try:
-            ts = np.asarray(ts, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"ts must be numeric: {exc}") from None
-        if ts.ndim != 1 or ts.shape[0] != n:
-            raise ValueError(f"ts must have shape ({n},) to match {n} keys, got {ts.shape}")
-        bad = np.flatnonzero(~np.isfinite(ts))
-        if bad.size:
-            raise ValueError(f"ts must be finite, got {ts[bad[0]]} at index {bad[0]}")
-        X = np.asarray(X)
-        if X.dtype.kind not in "fiub":
-            raise TypeError(f"X must be numeric, got dtype {X.dtype}")
-        if X.ndim != 2:
-            raise ValueError(f"X must be 2-D (n_events, n_features), got shape {X.shape}")
-        if X.shape[0] != n:
-            raise ValueError(f"X has {X.shape[0]} rows but there are {n} keys")
-        if X.shape[1] != self._F:
-            raise ValueError(f"expected {self._F} features, got {X.shape[1]}")
-        X = np.ascontiguousarray(X, dtype=np.float32)
-        bad_rows = np.flatnonzero(~np.isfinite(X).all(axis=1))
-        if bad_rows.size:
-            raise ValueError(f"X must be finite, got a non-finite value in row {bad_rows[0]}")
-        return list(keys), ts, X
-
     # ------------------------------------------------------------ core
-    def add(self, keys: Sequence[str], ts, X) -> WindowBatch | None:
+    def add(self, keys: Sequence[str], ts: ArrayLike, X: ArrayLike) -> WindowBatch | None:
         """Add a batch of events; return the windows that became ready.
 
         Parameters
@@ -405,11 +231,11 @@ class EventWindower:
         TypeError, ValueError
             On malformed input; the windower is then unchanged.
         """
-        keys, ts, X = self._check_input(keys, ts, X)
+        keys, ts, X = check_events(keys, ts, X, self._F)
         n = len(keys)
         if n == 0:
             return None
-        out = _Collector()
+        out = Collector()
         seq0 = self.n_events_
         # watermark including each event: w_incl[i] = max(watermark, ts[:i+1])
         w_incl = np.maximum.accumulate(np.maximum(ts, self.watermark_))
@@ -438,24 +264,28 @@ class EventWindower:
             self._evict_lru(len(self._keys) - self._max_keys, trigger=n, out=out)
         return self._finish(out)
 
-    def _new_state(self) -> _KeyState:
-        cap = self._size if self.kind != "session" else min(_SESSION_INITIAL_CAPACITY,
+    def _new_state(self) -> KeyState:
+        cap = self._size if self.kind != "session" else min(SESSION_INITIAL_CAPACITY,
                                                              self._max_events)
-        return _KeyState(cap, self._F)
+        return KeyState(cap, self._F)
 
-    def _finish(self, out: _Collector) -> WindowBatch | None:
-        batch = out.build(self._F)
-        if batch is not None:
-            self.n_emitted_ += len(batch)
+    def _finish(self, out: Collector) -> WindowBatch | None:
+        built = out.build(self._F)
+        if built is None:
+            return None
+        keys, X, lengths, end_ts = built
+        batch = WindowBatch(keys=keys, X=X, lengths=lengths, end_ts=end_ts)
+        self.n_emitted_ += len(batch)
         return batch
 
-    def _drop_late(self, ref: float, kts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _drop_late(self, ref: float, kts: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
         """Running reference before each event and the late mask, from ``ref``."""
         prev = np.maximum.accumulate(np.concatenate(([ref], kts)))[:-1]
         late = kts < prev - self._lateness
         return prev, late
 
-    def _add_count(self, key, gidx, X, ts, seq0, out):
+    def _add_count(self, key: str, gidx: NDArray[np.intp], X: NDArray[np.float32], ts: NDArray[np.float64], seq0: int,
+                   out: Collector) -> None:
         """Tumbling/sliding: drop late events, append, emit every completed window."""
         st = self._keys.get(key)
         kts = ts[gidx]
@@ -466,7 +296,7 @@ class EventWindower:
             if gidx.size == 0:
                 return
         if st is None:
-            st = self._keys[key] = _KeyState(0, self._F)
+            st = self._keys[key] = KeyState(0, self._F)
         st.max_ts = max(st.max_ts, float(kts.max()))
         st.last_seq = seq0 + int(gidx[-1])
         if st.skip:
@@ -505,7 +335,8 @@ class EventWindower:
         if st.n == 0:
             st.release()
 
-    def _add_session(self, key, gidx, w_incl, X, ts, seq0, out):
+    def _add_session(self, key: str, gidx: NDArray[np.intp], w_incl: NDArray[np.float64], X: NDArray[np.float32],
+                     ts: NDArray[np.float64], seq0: int, out: Collector) -> None:
         """Sessions: close at watermark/gap breaks, drop late events, split at the cap.
 
         Loops over the sessions of the key in this batch (not over events):
@@ -523,6 +354,7 @@ class EventWindower:
             if b == 0:
                 # the open session closed before event gidx[pos] (when the
                 # watermark passed its newest timestamp + gap): emit it
+                assert st is not None  # a break needs a finite reference: an open session
                 self._close_session(key, st, w_incl, seq0, out)
                 st = None
                 continue
@@ -538,14 +370,16 @@ class EventWindower:
                 st.last_seq = seq0 + int(seg[-1])
             pos += b
 
-    def _close_session(self, key, st, w_incl, seq0, out):
+    def _close_session(self, key: str, st: KeyState, w_incl: NDArray[np.float64], seq0: int,
+                       out: Collector) -> None:
         """Remove a session whose gap elapsed; emit its buffer at the crossing event."""
         del self._keys[key]
         if st.n:
             p = int(np.searchsorted(w_incl, st.max_ts + self._gap, side="right"))
             self._emit_buffer(key, st, max(p, st.last_seq - seq0), out)
 
-    def _append_session(self, key, st, idx, X, ts, out):
+    def _append_session(self, key: str, st: KeyState, idx: NDArray[np.intp], X: NDArray[np.float32],
+                        ts: NDArray[np.float64], out: Collector) -> None:
         cap_max = self._max_events
         pos = 0
         m = idx.size
@@ -571,12 +405,12 @@ class EventWindower:
                 self.n_evicted_["max_events_per_key"] += 1
                 self._evict_buffer(key, st, int(part[-1]), out)
 
-    def _emit_buffer(self, key, st, trigger, out):
+    def _emit_buffer(self, key: str, st: KeyState, trigger: int, out: Collector) -> None:
         n = st.n
         out.add([trigger], key, st.X[None, :n].copy(), [st.ts[:n].max()])
         st.n = st.seen = 0
 
-    def _evict_buffer(self, key, st, trigger, out):
+    def _evict_buffer(self, key: str, st: KeyState, trigger: int, out: Collector) -> None:
         """Emit (flush) or discard (drop) the un-emitted part of a key's buffer."""
         if st.n > st.seen:
             if self.on_evict == "flush":
@@ -585,13 +419,13 @@ class EventWindower:
                 self.n_dropped_events_ += st.n - st.seen
         st.n = st.seen = 0
 
-    def _close_idle(self, w_incl, seq0, out):
+    def _close_idle(self, w_incl: NDArray[np.float64], seq0: int, out: Collector) -> None:
         wm, gap = self.watermark_, self._gap
         idle = [(k, st) for k, st in self._keys.items() if wm - st.max_ts > gap]
         for key, st in idle:
             self._close_session(key, st, w_incl, seq0, out)
 
-    def _evict_lru(self, count, *, trigger, out):
+    def _evict_lru(self, count: int, *, trigger: int, out: Collector) -> None:
         """Evict the ``count`` least recently updated keys.
 
         Only keys holding events not yet emitted count as evictions; a key
@@ -614,7 +448,7 @@ class EventWindower:
         -------
         WindowBatch or None
         """
-        out = _Collector()
+        out = Collector()
         for i, (key, st) in enumerate(self._keys.items()):
             if st.n > st.seen:
                 self._emit_buffer(key, st, i, out)
@@ -622,11 +456,11 @@ class EventWindower:
         return self._finish(out)
 
     # ------------------------------------------------------------ state
-    def _config(self) -> dict:
+    def _config(self) -> dict[str, Any]:
         return {"n_features": self._F, "kind": self.kind, "size": self._size,
                 "stride": self._stride, "gap": None if self.kind != "session" else self._gap}
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """Open windows and counters as NumPy arrays and JSON-able values (no pickle).
 
         Returns
@@ -638,23 +472,10 @@ class EventWindower:
             int64, plus ``config``, counters, ``watermark`` (None before the
             first event) and ``format_version``.
         """
-        states = list(self._keys.values())
-        lengths = np.array([st.n for st in states], dtype=np.int64)
-        X = (np.concatenate([st.X[:st.n] for st in states]) if states
-             else np.zeros((0, self._F), dtype=np.float32))
-        ts = (np.concatenate([st.ts[:st.n] for st in states]) if states
-              else np.zeros(0, dtype=np.float64))
         return {
-            "format_version": _STATE_VERSION,
+            "format_version": STATE_VERSION,
             "config": self._config(),
-            "keys": list(self._keys.keys()),
-            "lengths": lengths,
-            "X": X.astype(np.float32, copy=False),
-            "ts": ts,
-            "max_ts": np.array([st.max_ts for st in states], dtype=np.float64),
-            "last_seq": np.array([st.last_seq for st in states], dtype=np.int64),
-            "seen": np.array([st.seen for st in states], dtype=np.int64),
-            "skip": np.array([st.skip for st in states], dtype=np.int64),
+            **encode_keys(self._keys, self._F),
             "watermark": None if self.watermark_ == -math.inf else self.watermark_,
             "n_events": self.n_events_,
             "n_emitted": self.n_emitted_,
@@ -663,7 +484,7 @@ class EventWindower:
             "n_late_dropped": self.n_late_dropped_,
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output; validated before anything changes.
 
         Raises
@@ -671,79 +492,12 @@ class EventWindower:
         ValueError
             If the state is from another window configuration or malformed.
         """
-        try:
-            version = state["format_version"]
-            config = state["config"]
-            keys = list(state["keys"])
-            arrays = {name: np.asarray(state[name]) for name in
-                      ("lengths", "X", "ts", "max_ts", "last_seq", "seen", "skip")}
-            watermark = state["watermark"]
-            counters = {name: int(state[name]) for name in
-                        ("n_events", "n_emitted", "n_dropped_events", "n_late_dropped")}
-            evicted = {r: int(state["n_evicted"].get(r, 0)) for r in _REASONS}
-        except (KeyError, TypeError, AttributeError, ValueError, OverflowError) as exc:
-            raise ValueError(f"malformed windower state: missing or bad entry {exc}") from None
-        if version != _STATE_VERSION:
-            raise ValueError(f"unsupported windower state version {version!r}, "
-                             f"expected {_STATE_VERSION}")
-        mine = self._config()
-        if dict(config) != mine:
-            raise ValueError(f"windower state is for config {dict(config)}, this windower is {mine}")
-        K = len(keys)
-        if not all(type(k) is str for k in keys) or len(set(keys)) != K:
-            raise ValueError("windower state keys must be distinct strings")
-        for name in ("lengths", "max_ts", "last_seq", "seen", "skip"):
-            if arrays[name].shape != (K,):
-                raise ValueError(f"windower state {name!r} has shape {arrays[name].shape}, "
-                                 f"expected ({K},)")
-        lengths = arrays["lengths"].astype(np.int64)
-        total = int(lengths.sum())
-        limit = self._size if self.kind != "session" else self._max_events
-        if K and (lengths.min() < 0 or lengths.max() > limit):
-            raise ValueError(f"windower state lengths must be in [0, {limit}], "
-                             f"got max {lengths.max()}")
-        if arrays["X"].shape != (total, self._F):
-            raise ValueError(f"windower state 'X' has shape {arrays['X'].shape}, "
-                             f"expected ({total}, {self._F})")
-        if arrays["ts"].shape != (total,):
-            raise ValueError(f"windower state 'ts' has shape {arrays['ts'].shape}, "
-                             f"expected ({total},)")
-        for name in ("X", "ts"):
-            if arrays[name].dtype.kind not in "biuf" or not np.isfinite(arrays[name]).all():
-                raise ValueError(f"windower state {name!r} contains NaN or infinity "
-                                 f"(or is not numeric: dtype {arrays[name].dtype})")
-        # max_ts is -inf for a key with no events yet; NaN/+inf never happen.
-        if arrays["max_ts"].dtype.kind not in "biuf" or (
-                K and not (arrays["max_ts"] < math.inf).all()):
-            raise ValueError("windower state 'max_ts' contains NaN or +inf")
-        if watermark is not None and not (isinstance(watermark, (int, float))
-                                          and math.isfinite(watermark)):
-            raise ValueError(f"windower state watermark must be a finite number or None, "
-                             f"got {watermark!r}")
-        for name, value in (*counters.items(), *evicted.items()):
-            if value < 0:
-                raise ValueError(f"windower state {name} must be >= 0, got {value}")
-        keys_state: OrderedDict[str, _KeyState] = OrderedDict()
-        offsets = np.concatenate(([0], np.cumsum(lengths)))
-        for i, key in enumerate(keys):
-            n = int(lengths[i])
-            if self.kind == "session":
-                cap = max(min(_SESSION_INITIAL_CAPACITY, self._max_events), n)
-            else:
-                cap = self._size if n else 0
-            st = _KeyState(cap, self._F)
-            st.X[:n] = arrays["X"][offsets[i]:offsets[i + 1]]
-            st.ts[:n] = arrays["ts"][offsets[i]:offsets[i + 1]]
-            st.n = n
-            st.max_ts = float(arrays["max_ts"][i])
-            st.last_seq = int(arrays["last_seq"][i])
-            st.seen = int(arrays["seen"][i])
-            st.skip = int(arrays["skip"][i])
-            keys_state[key] = st
-        self._keys = keys_state
-        self.watermark_ = -math.inf if watermark is None else float(watermark)
-        self.n_events_ = counters["n_events"]
-        self.n_emitted_ = counters["n_emitted"]
-        self.n_dropped_events_ = counters["n_dropped_events"]
-        self.n_late_dropped_ = counters["n_late_dropped"]
-        self.n_evicted_ = evicted
+        restored = decode_state(state, config=self._config(), session=self.kind == "session", size=self._size,
+                                max_events=self._max_events, n_features=self._F)
+        self._keys = restored.keys
+        self.watermark_ = restored.watermark
+        self.n_events_ = restored.counters["n_events"]
+        self.n_emitted_ = restored.counters["n_emitted"]
+        self.n_dropped_events_ = restored.counters["n_dropped_events"]
+        self.n_late_dropped_ = restored.counters["n_late_dropped"]
+        self.n_evicted_ = restored.evicted

@@ -19,9 +19,9 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from streamkm.cluster import StreamingKMeans
+from streamkm.loadgen.synthetic import behaviour_events, behaviour_sequences
 from streamkm.sequence import EventWindower, LSTMEncoder
 from streamkm.sequence.train import train_encoder
-from streamkm.loadgen.synthetic import behaviour_events, behaviour_sequences
 
 N_PROC = 4
 T = 20          # events per window

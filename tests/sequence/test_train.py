@@ -237,7 +237,7 @@ def test_validation_errors_leave_encoder_unchanged():
 
 @pytest.mark.parametrize("objective", ["next_event", "autoencoder"])
 def test_workspace_reuse_gives_identical_gradients(objective):
-    from streamkm.sequence.lstm.encoder import _Workspace
+    from streamkm.sequence.lstm.kernels import Workspace
     from streamkm.sequence.train import _batch_loss
 
     rng = np.random.default_rng(4)
@@ -247,7 +247,7 @@ def test_workspace_reuse_gives_identical_gradients(objective):
     xb = np.ascontiguousarray(rng.normal(size=(2, 6, 5)).astype(np.float32) * 3)
     la, lb = np.array([6, 2, 5, 3, 6]), np.array([4, 6, 6, 2, 3])
     _, _, ref = _batch_loss(enc, head, xa, la, objective, True)
-    ws = _Workspace()
+    ws = Workspace()
     _batch_loss(enc, head, xa, la, objective, True, ws)
     _batch_loss(enc, head, xb, lb, objective, True, ws)   # dirties every buffer
     _, _, again = _batch_loss(enc, head, xa, la, objective, True, ws)

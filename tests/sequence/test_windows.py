@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamkm.sequence.windows import EventWindower, WindowBatch
 from streamkm.loadgen.synthetic import behaviour_events
+from streamkm.sequence.windows import EventWindower, WindowBatch
 
 
 def feed(w, keys, ts, vals=None):
@@ -100,7 +100,7 @@ def test_count_windows_independent_of_batching(kind, kw):
     cuts = np.sort(rng.choice(np.arange(1, len(keys)), size=12, replace=False))
     many = EventWindower(3, kind=kind, **kw)
     outs = [many.add(keys[a:b], ts[a:b], X[a:b])
-            for a, b in zip([0, *cuts], [*cuts, len(keys)])]
+            for a, b in zip([0, *cuts], [*cuts, len(keys)], strict=True)]
     outs.append(many.flush())
 
     def windows(batches):
@@ -422,7 +422,7 @@ def reference_windows(keys, ts, vals, *, kind, size=None, stride=None, gap=None,
     def emit(k, buf):
         out.setdefault(k, []).append(tuple(v for _, v in buf))
 
-    for k, t, v in zip(keys, ts, vals):
+    for k, t, v in zip(keys, ts, vals, strict=True):
         wm = max(wm, t)
         if kind == "session":
             for kk in [kk for kk, s in state.items() if wm - s["max"] > gap]:
@@ -467,7 +467,7 @@ def run_windower(keys, ts, vals, cuts, **cfg):
     w = EventWindower(1, max_keys=10_000, **cfg)
     ts = np.asarray(ts, dtype=np.float64)
     X = np.asarray(vals, dtype=np.float32).reshape(-1, 1)
-    batches = [w.add(keys[a:b], ts[a:b], X[a:b]) for a, b in zip([0, *cuts], [*cuts, len(keys)])]
+    batches = [w.add(keys[a:b], ts[a:b], X[a:b]) for a, b in zip([0, *cuts], [*cuts, len(keys)], strict=True)]
     batches.append(w.flush())
     out = {}
     for b in batches:
