@@ -1,17 +1,22 @@
 """HTTP endpoints for operators: ``/metrics``, ``/healthz`` and ``/readyz``.
 
-A deliberately small HTTP/1.1 server on :func:`asyncio.start_server`: it reads
-one request line and its headers, answers, and closes the connection. That is
-all Prometheus and Kubernetes probes need, and it keeps the daemon free of a web
-framework dependency.
+A small WSGI app served by a threaded :mod:`wsgiref` server in a daemon thread
+(the way :func:`prometheus_client.start_wsgi_server` does it), so a scrape never
+waits for the event loop and a busy loop never delays a scrape.
 
-- ``/metrics`` — the Prometheus exposition of a registry (text format 0.0.4 or
-  OpenMetrics, negotiated from the ``Accept`` header by prometheus-client).
-- ``/healthz`` — liveness: answered from the event loop itself, so a response
-  proves the loop is running. It never depends on the broker. An optional
-  ``live`` callable can add checks (e.g. the worker's own ``is_live()``).
+- ``/metrics`` — :func:`prometheus_client.make_wsgi_app` for the registry:
+  text format 0.0.4 or OpenMetrics negotiated from ``Accept``, gzip when the
+  scraper accepts it, ``name[]`` filters.
+- ``/healthz`` — liveness. :meth:`HealthServer.start` runs a heartbeat task on
+  the event loop that records a monotonic timestamp every 0.5 s; ``/healthz``
+  answers 503 when the loop has not ticked for ``liveness_timeout_seconds``
+  (a blocked or dead loop) or when the optional ``live`` callable is false,
+  else 200. It never depends on the broker.
 - ``/readyz`` — readiness: ``ready()`` (the worker's ``is_ready()``: partitions
   assigned, model restored, fetching). 200 when true, 503 otherwise.
+
+``ready`` and ``live`` are called on the server's threads: they must be cheap,
+read-only checks.
 
 Example
 -------
@@ -40,26 +45,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, Callable
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app
 
 __all__ = ["HealthServer"]
 
 log = logging.getLogger(__name__)
 
-_MAX_REQUEST_LINE = 8192
-_MAX_HEADERS = 100
 _READ_TIMEOUT_S = 10.0
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
+_TICK_SECONDS = 0.5
+_TEXT = "text/plain; charset=utf-8"
+_STATUS = {
+    200: "200 OK",
+    404: "404 Not Found",
+    405: "405 Method Not Allowed",
+    500: "500 Internal Server Error",
+    503: "503 Service Unavailable",
 }
+
+_StartResponse = Callable[..., Any]
 
 
 def _resolve_registry(source: Any) -> CollectorRegistry:
@@ -72,11 +83,43 @@ def _resolve_registry(source: Any) -> CollectorRegistry:
     if isinstance(registry, CollectorRegistry):
         return registry
     if hasattr(source, "collect"):  # any prometheus Collector
-        return source
+        return source  # type: ignore[no-any-return]
     raise TypeError(
         "expected a prometheus_client CollectorRegistry or an object with a "
         f"'registry' attribute (e.g. streamkm.ops.metrics.Metrics), got {type(source).__name__}"
     )
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """One request per connection, no per-request log lines, a read timeout for idle clients."""
+
+    timeout = _READ_TIMEOUT_S
+    # Malformed request lines get a full "HTTP/1.1 400" status line (the stdlib
+    # default treats them as HTTP/0.9 and sends the error page without one).
+    protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
+    """A thread per request; the threads never block interpreter exit."""
+
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves socket.getfqdn(host), a DNS lookup
+        # that can take seconds; SERVER_NAME only needs the address.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+        self.setup_environ()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # idle clients timing out, resets: not worth a traceback on stderr
+        log.debug("health server: error while answering %s", client_address, exc_info=True)
 
 
 class HealthServer:
@@ -95,15 +138,17 @@ class HealthServer:
     ready : callable returning bool, optional
         Readiness check for ``/readyz``; without one the service reports ready.
     live : callable returning bool, optional
-        Extra liveness check for ``/healthz``; without one, answering at all
-        (the event loop is running) means live.
+        Extra liveness check for ``/healthz``; without one, a ticking event
+        loop means live.
+    liveness_timeout_seconds : float, default 10.0
+        ``/healthz`` answers 503 when the event loop's heartbeat is older.
 
     Notes
     -----
-    ``start()`` / ``stop()`` manage the listening socket; ``stop()`` is safe to
-    call twice, and ``async with`` delegates to them. Exceptions raised by the
-    ``ready``/``live`` callables are logged and reported as 503, never as a
-    crashed connection.
+    ``start()`` binds (an occupied port raises :class:`OSError`) and starts the
+    server thread and the heartbeat task on the running loop; ``stop()`` is
+    safe to call twice, and ``async with`` delegates to them. Exceptions raised
+    by the ``ready``/``live`` callables are logged and reported as 503.
     """
 
     def __init__(
@@ -114,6 +159,7 @@ class HealthServer:
         port: int = 9108,
         ready: Callable[[], bool] | None = None,
         live: Callable[[], bool] | None = None,
+        liveness_timeout_seconds: float = 10.0,
     ) -> None:
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
             raise ValueError(f"port must be an integer in [0, 65535], got {port!r}")
@@ -122,14 +168,20 @@ class HealthServer:
         for name, fn in (("ready", ready), ("live", live)):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+        if not liveness_timeout_seconds > 0:
+            raise ValueError(f"liveness_timeout_seconds must be > 0, got {liveness_timeout_seconds!r}")
         self.registry = _resolve_registry(registry)
         self.host = host
         self.requested_port = port
         self.ready = ready
         self.live = live
-        self._server: asyncio.base_events.Server | None = None
+        self.liveness_timeout_seconds = float(liveness_timeout_seconds)
+        self._metrics_app = make_wsgi_app(self.registry)
+        self._server: _ThreadingServer | None = None
+        self._thread: threading.Thread | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
         self._port: int | None = None
-        self._connections: set[asyncio.Task] = set()
+        self._last_tick = time.monotonic()
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -147,90 +199,75 @@ class HealthServer:
 
     @property
     def started(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
         return self._server is not None
 
     async def start(self) -> None:
-        """Bind and start serving (idempotent)."""
+        """Bind, start the server thread and the loop heartbeat (idempotent).
+
+        Raises
+        ------
+        OSError
+            The address cannot be bound (port in use, unknown host, ...).
+        """
         if self._server is not None:
             return
-        self._server = await asyncio.start_server(
-            self._handle, host=self.host, port=self.requested_port, reuse_address=True
-        )
-        self._port = self._server.sockets[0].getsockname()[1]
+        server = await asyncio.to_thread(self._bind)
+        port = int(server.server_address[1])
+        thread = threading.Thread(target=server.serve_forever, name=f"streamkm-http-{port}", daemon=True)
+        try:
+            self._last_tick = time.monotonic()
+            self._heartbeat = asyncio.get_running_loop().create_task(self._tick(), name="health-heartbeat")
+            thread.start()
+        except BaseException:
+            if self._heartbeat is not None:
+                self._heartbeat.cancel()
+                self._heartbeat = None
+            server.server_close()
+            raise
+        self._server, self._thread, self._port = server, thread, port
         log.info("health server listening on %s (/metrics /healthz /readyz)", self.url)
 
     async def stop(self) -> None:
-        """Stop listening and finish open connections (safe to call twice)."""
+        """Stop listening and the heartbeat (safe to call twice)."""
         server, self._server = self._server, None
         if server is None:
             return
-        server.close()
-        for task in list(self._connections):
-            task.cancel()
-        for task in list(self._connections):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), timeout=5.0)
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        thread, self._thread = self._thread, None
+        await asyncio.to_thread(server.shutdown)  # returns once serve_forever has
+        server.server_close()
+        if thread is not None:
+            await asyncio.to_thread(thread.join, 5.0)
 
-    async def __aenter__(self) -> "HealthServer":
+    async def __aenter__(self) -> HealthServer:
         await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    def _bind(self) -> _ThreadingServer:
+        infos = socket.getaddrinfo(self.host, self.requested_port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+        family, _, _, _, sockaddr = infos[0]
+
+        class Server(_ThreadingServer):
+            address_family = family
+
+        return make_server(str(sockaddr[0]), self.requested_port, self._app, Server,
+                           handler_class=_QuietHandler)
+
+    async def _tick(self) -> None:
+        while True:
+            self._last_tick = time.monotonic()
+            await asyncio.sleep(_TICK_SECONDS)
+
     # ------------------------------------------------------------------ requests
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._connections.add(task)
-        try:
-            try:
-                method, path, headers = await asyncio.wait_for(
-                    self._read_request(reader), timeout=_READ_TIMEOUT_S
-                )
-            except (ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-                await self._respond(writer, 400, b"bad request\n")
-                return
-            except (asyncio.TimeoutError, ConnectionError):
-                return
-            status, body, ctype = self._route(method, path, headers)
-            await self._respond(writer, status, b"" if method == "HEAD" else body,
-                                content_type=ctype, content_length=len(body))
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        except Exception:  # never let one bad connection take anything else down
-            log.exception("health server: error while answering a request")
-        finally:
-            with contextlib.suppress(Exception):
-                writer.close()
-            if task is not None:
-                self._connections.discard(task)
-
-    @staticmethod
-    async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]]:
-        line = await reader.readline()
-        if not line or len(line) > _MAX_REQUEST_LINE:
-            raise ValueError("missing or oversized request line")
-        parts = line.decode("latin-1").strip().split()
-        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-            raise ValueError(f"malformed request line {line[:80]!r}")
-        method, target, _version = parts
-        headers: dict[str, str] = {}
-        for _ in range(_MAX_HEADERS + 1):
-            raw = await reader.readline()
-            if raw in (b"\r\n", b"\n", b""):
-                break
-            name, sep, value = raw.decode("latin-1").partition(":")
-            if not sep:
-                raise ValueError(f"malformed header {raw[:80]!r}")
-            headers[name.strip().lower()] = value.strip()
-        else:
-            raise ValueError("too many headers")
-        path = target.split("?", 1)[0]
-        return method.upper(), path, headers
-
     def _check(self, name: str, fn: Callable[[], bool] | None) -> bool:
         if fn is None:
             return True
@@ -240,39 +277,53 @@ class HealthServer:
             log.exception("health server: %s check raised", name)
             return False
 
-    def _route(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, bytes, str]:
-        text = "text/plain; charset=utf-8"
+    def _is_live(self) -> bool:
+        stalled = time.monotonic() - self._last_tick
+        if stalled > self.liveness_timeout_seconds:
+            log.warning("health server: event loop has not ticked for %.1f s (limit %.1f s)",
+                        stalled, self.liveness_timeout_seconds)
+            return False
+        return self._check("live", self.live)
+
+    def _app(self, environ: dict[str, Any], start_response: _StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        path = environ.get("PATH_INFO", "")
         if method not in ("GET", "HEAD"):
-            return 405, b"method not allowed\n", text
+            return _reply(start_response, 405, b"method not allowed\n", head=False,
+                          extra=[("Allow", "GET, HEAD")])
+        head = method == "HEAD"
         if path == "/metrics":
-            try:
-                encoder, ctype = choose_encoder(headers.get("accept", ""))
-                return 200, encoder(self.registry), ctype
-            except Exception:
-                log.exception("health server: metrics collection failed")
-                return 500, b"metrics collection failed\n", text
+            return self._metrics(environ, start_response, head)
         if path == "/healthz":
-            if self._check("live", self.live):
-                return 200, b"ok\n", text
-            return 503, b"not live\n", text
+            if self._is_live():
+                return _reply(start_response, 200, b"ok\n", head)
+            return _reply(start_response, 503, b"not live\n", head)
         if path == "/readyz":
             if self._check("ready", self.ready):
-                return 200, b"ready\n", text
-            return 503, b"not ready\n", text
+                return _reply(start_response, 200, b"ready\n", head)
+            return _reply(start_response, 503, b"not ready\n", head)
         if path == "/":
-            return 200, b"streamkm: /metrics /healthz /readyz\n", text
-        return 404, b"not found\n", text
+            return _reply(start_response, 200, b"streamkm: /metrics /healthz /readyz\n", head)
+        return _reply(start_response, 404, b"not found\n", head)
 
-    @staticmethod
-    async def _respond(writer: asyncio.StreamWriter, status: int, body: bytes, *,
-                       content_type: str = "text/plain; charset=utf-8",
-                       content_length: int | None = None) -> None:
-        length = len(body) if content_length is None else content_length
-        head = (
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
-            f"Content-Type: {content_type}\r\n"
-            f"Content-Length: {length}\r\n"
-            "Connection: close\r\n\r\n"
-        ).encode("latin-1")
-        writer.write(head + body)
-        await writer.drain()
+    def _metrics(self, environ: dict[str, Any], start_response: _StartResponse, head: bool) -> Iterable[bytes]:
+        captured: list[tuple[str, list[tuple[str, str]]]] = []
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+            captured.append((status, headers))
+
+        try:
+            # the library answers GET only; HEAD is a GET without the body
+            body = b"".join(self._metrics_app({**environ, "REQUEST_METHOD": "GET"}, capture))
+        except Exception:
+            log.exception("health server: metrics collection failed")
+            return _reply(start_response, 500, b"metrics collection failed\n", head)
+        status, headers = captured[0]
+        start_response(status, [*headers, ("Content-Length", str(len(body)))])
+        return [b"" if head else body]
+
+
+def _reply(start_response: _StartResponse, code: int, body: bytes, head: bool, *,
+           extra: list[tuple[str, str]] | None = None) -> list[bytes]:
+    start_response(_STATUS[code], [("Content-Type", _TEXT), ("Content-Length", str(len(body))), *(extra or [])])
+    return [b"" if head else body]

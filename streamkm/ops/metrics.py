@@ -4,23 +4,31 @@
 one per instance unless one is passed, so tests and several workers in one
 process stay isolated) and exposes each metric as an attribute. Conventions:
 ``streamkm_`` prefix, base units as suffix (``_seconds``, ``_bytes``), counters
-end in ``_total``, and the only labels are ``pipeline`` (``vectors``,
-``sequence``), ``topic``, ``partition``, ``reason`` (a bounded enum such as
-:data:`streamkm.codec.REASONS`) and ``cluster`` (``0 .. k-1``).
+end in ``_total``, and the only labels are ``pipeline`` (any name registered
+with :meth:`Metrics.init_pipeline`), ``topic``, ``partition``, ``reason`` (a
+bounded enum such as :data:`streamkm.codec.REASONS`) and ``cluster``
+(``0 .. k-1``).
 
-Model-derived values are set by helpers so the worker needs one call per
-batch: :meth:`Metrics.observe_model` (StreamingKMeans gauges and reseed /
-dying-cluster counters) and :meth:`Metrics.observe_windower` (EventWindower).
-Those estimators keep *cumulative* counts in their state (restored from
-checkpoints); the helpers turn them into counter increments by differencing.
-Call them once with ``baseline=True`` right after creating or restoring the
-estimator so events that happened before this process are not counted again.
+A pipeline publishes its model once per batch as an immutable snapshot,
+:class:`ModelStats` (and :class:`WindowStats` for an event windower), with
+:meth:`Metrics.observe_model` / :meth:`Metrics.observe_windows`. The estimators
+keep *cumulative* counts in their state (restored from checkpoints); the
+helpers turn them into counter increments by differencing. Call them once with
+``baseline=True`` right after creating or restoring the estimator so events
+that happened before this process are not counted again. The per-cluster
+weights are not stored in labelled gauges: a custom collector yields them at
+scrape time from the last snapshot (k can be thousands).
 
 Examples
 --------
 >>> m = Metrics()
->>> m.records_consumed.labels(pipeline="vectors", topic="t").inc(3)
->>> b"streamkm_records_consumed_total" in m.exposition()
+>>> m.init_pipeline("vectors", "in.vectors")
+>>> m.records_consumed.labels(pipeline="vectors", topic="in.vectors").inc(3)
+>>> m.observe_model("vectors", ModelStats(
+...     n_seen=3, n_batches=1, last_batch_objective=0.5, ewm_objective=0.5, last_center_shift=0.0,
+...     weights=np.array([2.0, 1.0]), n_reseeds=0, n_reseeds_rejected=0, n_dying_replaced=0))
+>>> text = m.exposition().decode()
+>>> 'streamkm_cluster_weight{cluster="1",pipeline="vectors"} 1.0' in text
 True
 """
 
@@ -28,21 +36,109 @@ from __future__ import annotations
 
 import platform
 import time
-from typing import Any, Callable
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
 
-__all__ = ["Metrics", "ALLOWED_LABELS", "PIPELINES"]
+__all__ = ["Metrics", "ModelStats", "WindowStats", "ALLOWED_LABELS"]
 
 #: The only label names any streamkm metric may use (besides build_info's).
 ALLOWED_LABELS = frozenset({"pipeline", "topic", "partition", "reason", "cluster"})
-#: Pipeline label values.
-PIPELINES = ("vectors", "sequence")
 
 _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _CKPT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStats:
+    """One snapshot of a StreamingKMeans, built by the pipeline after each batch.
+
+    Attributes
+    ----------
+    n_seen : int
+        Points seen over the model's life.
+    n_batches : int
+        Mini-batch updates applied (the model version).
+    last_batch_objective, ewm_objective, last_center_shift : float or None
+        None until the model has one (the gauge is then left unset).
+    weights : ndarray of shape (k,) float64 or None
+        A *copy* of ``counts_``; None until the model is initialized. Kept by
+        reference and read at scrape time, possibly from another thread, so
+        the caller must not modify it afterwards.
+    n_reseeds, n_reseeds_rejected, n_dying_replaced : int
+        Cumulative counts (differenced into counters).
+    """
+
+    n_seen: int
+    n_batches: int
+    last_batch_objective: float | None
+    ewm_objective: float | None
+    last_center_shift: float | None
+    weights: np.ndarray | None
+    n_reseeds: int
+    n_reseeds_rejected: int
+    n_dying_replaced: int
+
+
+@dataclass(frozen=True, slots=True)
+class WindowStats:
+    """One snapshot of an EventWindower.
+
+    Attributes
+    ----------
+    n_open_keys, n_open_events : int
+        Current open windows and the events buffered in them.
+    n_emitted, n_late_dropped : int
+        Cumulative counts.
+    n_evicted : mapping of str to int
+        Eviction reason -> cumulative count.
+    """
+
+    n_open_keys: int
+    n_open_events: int
+    n_emitted: int
+    n_late_dropped: int
+    n_evicted: Mapping[str, int]
+
+
+class _ClusterCollector(Collector):
+    """``streamkm_cluster_weight`` and ``streamkm_clusters``, yielded at scrape time.
+
+    Holds, per pipeline, the weights array of its last initialized
+    :class:`ModelStats`. The mapping is replaced (copy on write), never
+    mutated, so a scrape on another thread reads one consistent snapshot.
+    """
+
+    WEIGHT = ("streamkm_cluster_weight", "Decayed weight (point count) of each cluster.")
+    CLUSTERS = ("streamkm_clusters", "Number of clusters k of the model.")
+
+    def __init__(self) -> None:
+        self._weights: Mapping[str, np.ndarray] = {}
+
+    def set_weights(self, pipeline: str, weights: np.ndarray) -> None:
+        self._weights = {**self._weights, pipeline: weights}
+
+    def describe(self) -> Iterator[Metric]:
+        # names only, so the registry rejects duplicates without collecting
+        yield GaugeMetricFamily(*self.WEIGHT, labels=("pipeline", "cluster"))
+        yield GaugeMetricFamily(*self.CLUSTERS, labels=("pipeline",))
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self._weights
+        weight = GaugeMetricFamily(*self.WEIGHT, labels=("pipeline", "cluster"))
+        clusters = GaugeMetricFamily(*self.CLUSTERS, labels=("pipeline",))
+        for pipeline, w in snapshot.items():
+            for j, wj in enumerate(w.tolist()):
+                weight.add_metric((pipeline, str(j)), wj)
+            clusters.add_metric((pipeline,), float(w.shape[0]))
+        yield weight
+        yield clusters
 
 
 class Metrics:
@@ -52,7 +148,7 @@ class Metrics:
     ----------
     registry : prometheus_client.CollectorRegistry, optional
         Where to register; default a new, private registry (expose it with
-        :meth:`exposition` or ``health.HealthServer(metrics.registry)``).
+        :meth:`exposition` or ``streamkm.ops.http.HealthServer(metrics)``).
     clock : callable, optional
         Wall clock (``time.time``) used for the checkpoint age; injectable for
         tests.
@@ -70,8 +166,10 @@ class Metrics:
     dlq_failures : Counter (pipeline)
     output_records : Counter (pipeline)
     batch_objective, objective_ewma, centroid_shift : Gauge (pipeline)
-    cluster_weight : Gauge (pipeline, cluster)
-    clusters : Gauge (pipeline)
+    cluster_stats : Collector
+        Yields ``streamkm_cluster_weight`` (pipeline, cluster) and
+        ``streamkm_clusters`` (pipeline) at scrape time from the last
+        :class:`ModelStats` with weights.
     model_points : Gauge (pipeline)
     model_version : Gauge (pipeline)
     reseeds_accepted, reseeds_rejected, dying_clusters_replaced : Counter (pipeline)
@@ -97,15 +195,15 @@ class Metrics:
         self._clock = clock
         self._started = clock()
         self._last_ckpt: float | None = None
+        self._pipelines: dict[str, str] = {}  # registered pipeline -> input topic
         self._model_seen: dict[str, dict[str, int]] = {}
-        self._model_k: dict[str, int] = {}
         self._win_seen: dict[str, dict[str, int]] = {}
         r = self.registry
 
-        def counter(name, doc, labels=()):
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
             return Counter(name, doc, labelnames=labels, registry=r)
 
-        def gauge(name, doc, labels=()):
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
             return Gauge(name, doc, labelnames=labels, registry=r)
 
         # --- records
@@ -139,10 +237,9 @@ class Metrics:
         self.centroid_shift = gauge(
             "streamkm_centroid_shift",
             "Largest Euclidean distance any centroid moved in the last update.", ("pipeline",))
-        self.cluster_weight = gauge(
-            "streamkm_cluster_weight", "Decayed weight (point count) of each cluster.",
-            ("pipeline", "cluster"))
-        self.clusters = gauge("streamkm_clusters", "Number of clusters k of the model.", ("pipeline",))
+        # registered here so the exposition keeps its family order
+        self.cluster_stats = _ClusterCollector()
+        r.register(self.cluster_stats)
         self.model_points = gauge(
             "streamkm_model_points", "Points the model has seen over its whole life (from its state).",
             ("pipeline",))
@@ -214,21 +311,29 @@ class Metrics:
 
         self.build_info.info({"version": str(__version__), "python": platform.python_version()})
 
-    # ------------------------------------------------------------------ helpers
-    def init_pipeline(self, pipeline: str, topic: str, reasons: tuple[str, ...] | None = None) -> None:
-        """Create the pipeline's labelled series at 0 so they are exported before the first event.
+    # ------------------------------------------------------------------ pipelines
+    def init_pipeline(self, pipeline: str, topic: str, *, reasons: tuple[str, ...] | None = None,
+                      windows: bool = False) -> None:
+        """Register a pipeline and create its labelled series at 0 (exported before the first event).
 
         Parameters
         ----------
-        pipeline : {"vectors", "sequence"}
+        pipeline : str
+            The pipeline's name (its ``pipeline`` label value).
         topic : str
             Its input topic.
         reasons : tuple of str, optional
             Dead-letter reasons to pre-create; default :data:`streamkm.codec.REASONS`.
+        windows : bool
+            Also pre-create the window series (pipelines with an event windower).
         """
-        _check_pipeline(pipeline)
+        if not isinstance(pipeline, str) or not pipeline:
+            raise ValueError(f"pipeline must be a non-empty string, got {pipeline!r}")
         if reasons is None:
-            from streamkm.codec import REASONS as reasons  # noqa: N811
+            from streamkm.codec import REASONS
+
+            reasons = tuple(REASONS)
+        self._pipelines[pipeline] = topic
         self.records_consumed.labels(pipeline=pipeline, topic=topic)
         for c in (self.records_clustered, self.vectors_clustered, self.dlq_failures, self.output_records,
                   self.reseeds_accepted, self.reseeds_rejected, self.dying_clusters_replaced,
@@ -237,89 +342,57 @@ class Metrics:
         for reason in reasons:
             self.records_dead_lettered.labels(pipeline=pipeline, reason=reason)
         self.batch_processing.labels(pipeline=pipeline)
-        if pipeline == "sequence":
-            for c in (self.windows_emitted, self.late_events_dropped, self.windows_open, self.window_events_open):
-                c.labels(pipeline=pipeline)
+        if windows:
+            for w in (self.windows_emitted, self.late_events_dropped, self.windows_open, self.window_events_open):
+                w.labels(pipeline=pipeline)
 
-    def observe_model(self, pipeline: str, model: Any, *, baseline: bool = False) -> None:
-        """Update the model gauges and counters from a StreamingKMeans.
+    def observe_model(self, pipeline: str, stats: ModelStats, *, baseline: bool = False) -> None:
+        """Update the model gauges and counters from a :class:`ModelStats` snapshot.
 
         Parameters
         ----------
-        pipeline : {"vectors", "sequence"}
-        model : StreamingKMeans
-            Read: ``cluster_centers_``, ``counts_``, ``n_seen_``, ``n_batches_``,
-            ``last_batch_objective_``, ``ewm_objective_``, ``last_center_shift_``,
-            ``n_reseeds_``, ``n_reseeds_rejected_``, ``n_dying_replaced_``
-            (missing or None attributes are skipped).
+        pipeline : str
+            A pipeline registered with :meth:`init_pipeline`.
+        stats : ModelStats
+            The model's state after the batch. ``None`` objectives leave their
+            gauges unset; ``weights=None`` (not initialized) keeps the last
+            exported weights.
         baseline : bool
             Record the model's cumulative counts as the starting point without
             incrementing counters (call after creating or restoring a model).
         """
-        _check_pipeline(pipeline)
-        for attr, g in (("last_batch_objective_", self.batch_objective), ("ewm_objective_", self.objective_ewma),
-                        ("last_center_shift_", self.centroid_shift), ("n_seen_", self.model_points),
-                        ("n_batches_", self.model_version)):
-            v = getattr(model, attr, None)
-            if v is not None and _is_number(v):
+        self._check_pipeline(pipeline)
+        for v, g in ((stats.last_batch_objective, self.batch_objective), (stats.ewm_objective, self.objective_ewma),
+                     (stats.last_center_shift, self.centroid_shift), (stats.n_seen, self.model_points),
+                     (stats.n_batches, self.model_version)):
+            if v is not None:
                 g.labels(pipeline=pipeline).set(float(v))
-        counts = getattr(model, "counts_", None) if getattr(model, "is_initialized_", True) else None
-        if counts is not None:
-            w = np.asarray(counts, dtype=np.float64).ravel()
-            k = int(w.shape[0])
-            old_k = self._model_k.get(pipeline, 0)
-            for j in range(k, old_k):  # k shrank (new model): drop stale series
-                try:
-                    self.cluster_weight.remove(pipeline, str(j))
-                except KeyError:
-                    pass
-            for j, wj in enumerate(w.tolist()):
-                self.cluster_weight.labels(pipeline=pipeline, cluster=str(j)).set(wj)
-            self._model_k[pipeline] = k
-            self.clusters.labels(pipeline=pipeline).set(k)
+        if stats.weights is not None:
+            self.cluster_stats.set_weights(pipeline, stats.weights)
         seen = self._model_seen.setdefault(pipeline, {})
-        for attr, c in (("n_reseeds_", self.reseeds_accepted), ("n_reseeds_rejected_", self.reseeds_rejected),
-                        ("n_dying_replaced_", self.dying_clusters_replaced)):
-            v = getattr(model, attr, None)
-            if v is None:
-                continue
-            v = int(v)
-            child = c.labels(pipeline=pipeline)
-            if not baseline:
-                delta = v - seen.get(attr, 0)
-                if delta > 0:
-                    child.inc(delta)
-            seen[attr] = v
+        for key, v, c in (("n_reseeds", stats.n_reseeds, self.reseeds_accepted),
+                          ("n_reseeds_rejected", stats.n_reseeds_rejected, self.reseeds_rejected),
+                          ("n_dying_replaced", stats.n_dying_replaced, self.dying_clusters_replaced)):
+            self._count(c.labels(pipeline=pipeline), seen, key, int(v), baseline)
 
-    def observe_windower(self, pipeline: str, windower: Any, *, baseline: bool = False) -> None:
-        """Update window gauges and counters from an EventWindower.
+    def observe_windows(self, pipeline: str, stats: WindowStats, *, baseline: bool = False) -> None:
+        """Update the window gauges and counters from a :class:`WindowStats` snapshot.
 
-        Reads ``n_open_keys``, ``n_open_events``, ``n_evicted_`` (dict
-        reason -> cumulative count), ``n_late_dropped_`` and ``n_emitted_``.
-        ``baseline`` as in :meth:`observe_model`.
+        ``pipeline`` and ``baseline`` as in :meth:`observe_model`.
         """
-        _check_pipeline(pipeline)
-        for attr, g in (("n_open_keys", self.windows_open), ("n_open_events", self.window_events_open)):
-            v = getattr(windower, attr, None)
-            if v is not None:
-                g.labels(pipeline=pipeline).set(float(v))
+        self._check_pipeline(pipeline)
+        self.windows_open.labels(pipeline=pipeline).set(float(stats.n_open_keys))
+        self.window_events_open.labels(pipeline=pipeline).set(float(stats.n_open_events))
         seen = self._win_seen.setdefault(pipeline, {})
-        items: list[tuple[str, Any, Any]] = []
-        for attr, c in (("n_late_dropped_", self.late_events_dropped), ("n_emitted_", self.windows_emitted)):
-            v = getattr(windower, attr, None)
-            if v is not None:
-                items.append((attr, int(v), c.labels(pipeline=pipeline)))
-        evicted = getattr(windower, "n_evicted_", None) or {}
-        for reason, v in dict(evicted).items():
-            items.append((f"evicted:{reason}", int(v),
-                          self.windows_evicted.labels(pipeline=pipeline, reason=str(reason))))
-        for key, v, child in items:
-            if not baseline:
-                delta = v - seen.get(key, 0)
-                if delta > 0:
-                    child.inc(delta)
-            seen[key] = v
+        self._count(self.late_events_dropped.labels(pipeline=pipeline), seen, "n_late_dropped",
+                    int(stats.n_late_dropped), baseline)
+        self._count(self.windows_emitted.labels(pipeline=pipeline), seen, "n_emitted", int(stats.n_emitted),
+                    baseline)
+        for reason, v in dict(stats.n_evicted).items():
+            self._count(self.windows_evicted.labels(pipeline=pipeline, reason=str(reason)), seen,
+                        f"evicted:{reason}", int(v), baseline)
 
+    # ------------------------------------------------------------------ service
     def set_lag(self, topic: str, partition: int, lag: float) -> None:
         """Set the consumer lag of one partition (records)."""
         self.consumer_lag.labels(topic=topic, partition=str(int(partition))).set(max(0.0, float(lag)))
@@ -348,21 +421,21 @@ class Metrics:
         """The registry in Prometheus text format 0.0.4."""
         return generate_latest(self.registry)
 
+    # ------------------------------------------------------------------ private
+    def _check_pipeline(self, pipeline: str) -> None:
+        if pipeline not in self._pipelines:
+            raise ValueError(f"unknown pipeline {pipeline!r}: register it with init_pipeline() first "
+                             f"(known: {', '.join(map(repr, self._pipelines)) or 'none'})")
+
+    @staticmethod
+    def _count(child: Any, seen: dict[str, int], key: str, value: int, baseline: bool) -> None:
+        """Increment a counter child by how much a cumulative count grew since it was last seen."""
+        if not baseline:
+            delta = value - seen.get(key, 0)
+            if delta > 0:
+                child.inc(delta)
+        seen[key] = value
+
     def _checkpoint_age(self) -> float:
         ref = self._started if self._last_ckpt is None else self._last_ckpt
         return max(0.0, self._clock() - ref)
-
-
-def _check_pipeline(pipeline: str) -> None:
-    if pipeline not in PIPELINES:
-        raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
-
-
-def _is_number(v: Any) -> bool:
-    if isinstance(v, bool):
-        return False
-    try:
-        float(v)
-    except (TypeError, ValueError):
-        return False
-    return True

@@ -34,7 +34,9 @@ def test_defaults_load_and_match_default_toml():
     assert defaults.model_dump() == from_file.model_dump()
     assert defaults.kafka.embedded  # no bootstrap servers -> embedded broker
     assert defaults.worker.shutdown_deadline_seconds == 30.0
-    assert defaults.pipelines == {"vectors": "streamkm.vectors"}
+    from streamkm.pipeline import enabled_topics
+
+    assert enabled_topics(defaults) == {"vectors": "streamkm.vectors"}
 
 
 def test_default_toml_lists_every_key_with_a_comment():

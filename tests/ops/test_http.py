@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -175,6 +177,7 @@ def test_stop_is_idempotent_and_releases_port():
     ({"port": 70000}, ValueError, "70000"),
     ({"host": ""}, ValueError, "host"),
     ({"ready": 3}, TypeError, "ready"),
+    ({"liveness_timeout_seconds": 0}, ValueError, "liveness_timeout_seconds"),
 ])
 def test_invalid_arguments(kwargs, exc, match):
     with pytest.raises(exc, match=match):
@@ -188,4 +191,69 @@ def test_invalid_registry_type():
 
 def test_port_before_start_raises():
     with pytest.raises(RuntimeError, match="not started"):
-        HealthServer(CollectorRegistry(), port=0).port
+        _ = HealthServer(CollectorRegistry(), port=0).port
+
+
+def test_occupied_port_raises_oserror_from_start():
+    async def main():
+        async with HealthServer(CollectorRegistry(), port=0) as first:
+            second = HealthServer(CollectorRegistry(), port=first.port)
+            with pytest.raises(OSError):
+                await second.start()
+            assert not second.started
+            await second.stop()  # nothing to stop: no error
+            return (await asyncio.to_thread(_get, first.url + "/healthz"))[0]
+
+    assert run(main()) == 200
+
+
+def test_head_and_gzip_metrics():
+    reg = _registry()
+
+    async def main():
+        async with HealthServer(reg, port=0) as srv:
+            get = await asyncio.to_thread(_get, srv.url + "/metrics")
+            head = await asyncio.to_thread(_get, srv.url + "/metrics", None, "HEAD")
+            gz = await asyncio.to_thread(_get, srv.url + "/metrics", {"Accept-Encoding": "gzip"})
+            return get, head, gz
+
+    get, head, gz = run(main())
+    assert head[0] == 200 and head[2] == b"" and head[1]["Content-Length"] == str(len(get[2]))
+    assert gz[0] == 200 and gz[1]["Content-Encoding"] == "gzip"
+    assert gzip.decompress(gz[2]) == get[2]
+
+
+def test_healthz_fails_while_the_event_loop_is_blocked_and_metrics_still_answer():
+    async def main():
+        async with HealthServer(_registry(), port=0, liveness_timeout_seconds=0.3) as srv:
+            before = await asyncio.to_thread(_get, srv.url + "/healthz")
+            out: dict[str, tuple] = {}
+
+            def probe():
+                time.sleep(0.8)  # the loop is blocked by now, for longer than the timeout
+                out["healthz"] = _get(srv.url + "/healthz")
+                out["readyz"] = _get(srv.url + "/readyz")
+                out["metrics"] = _get(srv.url + "/metrics")
+
+            t = threading.Thread(target=probe)
+            t.start()
+            time.sleep(1.5)  # block the event loop (no await)
+            t.join(10)
+            await asyncio.sleep(0.6)  # the heartbeat ticks again
+            after = await asyncio.to_thread(_get, srv.url + "/healthz")
+            return before, out, after
+
+    before, out, after = run(main())
+    assert before[0] == 200
+    assert out["healthz"][0] == 503 and out["healthz"][2] == b"not live\n"
+    assert out["readyz"][0] == 200 and out["metrics"][0] == 200  # served from the server thread
+    assert after[0] == 200
+
+
+def test_live_callable_false_is_503():
+    async def main():
+        async with HealthServer(CollectorRegistry(), port=0, live=lambda: False) as srv:
+            return await asyncio.to_thread(_get, srv.url + "/healthz")
+
+    status, _, body = run(main())
+    assert status == 503 and body == b"not live\n"

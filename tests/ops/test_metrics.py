@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamkm.codec import REASONS
-from streamkm.ops.metrics import ALLOWED_LABELS, Metrics
+from streamkm.ops.metrics import ALLOWED_LABELS, Metrics, ModelStats, WindowStats
 
 REQUIRED = {
     "streamkm_records_consumed_total", "streamkm_records_clustered_total", "streamkm_records_dead_lettered_total",
@@ -41,15 +42,51 @@ def _model(k=3, **kw):
     return FakeModel(**base)
 
 
+def _model_stats(model) -> ModelStats:
+    """A ModelStats from a StreamingKMeans-like test double (what the pipelines build from a model).
+
+    Missing or non-numeric optional attributes become None (gauge left unset),
+    missing counts 0; ``counts_`` is copied only when ``is_initialized_``.
+    """
+    def opt(attr: str) -> float | None:
+        v = getattr(model, attr, None)
+        if v is None or isinstance(v, bool):
+            return None
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return None
+
+    counts = getattr(model, "counts_", None) if getattr(model, "is_initialized_", True) else None
+    return ModelStats(
+        n_seen=int(getattr(model, "n_seen_", 0) or 0),
+        n_batches=int(getattr(model, "n_batches_", 0) or 0),
+        last_batch_objective=opt("last_batch_objective_"),
+        ewm_objective=opt("ewm_objective_"),
+        last_center_shift=opt("last_center_shift_"),
+        weights=None if counts is None else np.array(counts, dtype=np.float64).ravel(),
+        n_reseeds=int(getattr(model, "n_reseeds_", 0) or 0),
+        n_reseeds_rejected=int(getattr(model, "n_reseeds_rejected_", 0) or 0),
+        n_dying_replaced=int(getattr(model, "n_dying_replaced_", 0) or 0),
+    )
+
+
+def _window_stats(windower) -> WindowStats:
+    """A WindowStats from an EventWindower-like object."""
+    return WindowStats(n_open_keys=int(windower.n_open_keys), n_open_events=int(windower.n_open_events),
+                       n_emitted=int(windower.n_emitted_), n_late_dropped=int(windower.n_late_dropped_),
+                       n_evicted=dict(windower.n_evicted_ or {}))
+
+
 def _populated() -> Metrics:
     m = Metrics()
     m.init_pipeline("vectors", "in.vectors")
-    m.init_pipeline("sequence", "in.events")
+    m.init_pipeline("sequence", "in.events", windows=True)
     m.records_consumed.labels(pipeline="vectors", topic="in.vectors").inc(10)
     m.records_dead_lettered.labels(pipeline="vectors", reason="not_json").inc()
-    m.observe_model("vectors", _model())
-    m.observe_windower("sequence", SimpleNamespace(n_open_keys=3, n_open_events=7, n_evicted_={"max_keys": 1},
-                                                   n_late_dropped_=2, n_emitted_=5))
+    m.observe_model("vectors", _model_stats(_model()))
+    m.observe_windows("sequence", _window_stats(SimpleNamespace(
+        n_open_keys=3, n_open_events=7, n_evicted_={"max_keys": 1}, n_late_dropped_=2, n_emitted_=5)))
     m.set_lag("in.vectors", 0, 42)
     m.checkpoint_written(0.05, 1234, timestamp=1000.0)
     m.batch_processing.labels(pipeline="vectors").observe(0.01)
@@ -121,8 +158,9 @@ def test_registries_isolated():
 
 def test_observe_model_gauges_and_counter_deltas():
     m = Metrics()
+    m.init_pipeline("vectors", "in.vectors")
     mod = _model(k=3, n_reseeds_=5, n_reseeds_rejected_=2, n_dying_replaced_=1)
-    m.observe_model("vectors", mod, baseline=True)  # restored model: history not re-counted
+    m.observe_model("vectors", _model_stats(mod), baseline=True)  # restored model: history not re-counted
     assert _value(m, "streamkm_reseeds_accepted_total", pipeline="vectors") == 0
     assert _value(m, "streamkm_cluster_weight", pipeline="vectors", cluster="2") == 3.0
     assert _value(m, "streamkm_batch_objective", pipeline="vectors") == 2.5
@@ -131,13 +169,13 @@ def test_observe_model_gauges_and_counter_deltas():
     assert _value(m, "streamkm_model_version", pipeline="vectors") == 4
     mod.n_reseeds_, mod.n_reseeds_rejected_, mod.n_dying_replaced_ = 7, 2, 4
     mod.counts_ = np.array([9.0, 8.0, 7.0])
-    m.observe_model("vectors", mod)
+    m.observe_model("vectors", _model_stats(mod))
     assert _value(m, "streamkm_reseeds_accepted_total", pipeline="vectors") == 2
     assert _value(m, "streamkm_reseeds_rejected_total", pipeline="vectors") == 0
     assert _value(m, "streamkm_dying_clusters_replaced_total", pipeline="vectors") == 3
     assert _value(m, "streamkm_cluster_weight", pipeline="vectors", cluster="0") == 9.0
     # k shrinks -> stale cluster series removed
-    m.observe_model("vectors", _model(k=2, n_reseeds_=7, n_dying_replaced_=4))
+    m.observe_model("vectors", _model_stats(_model(k=2, n_reseeds_=7, n_dying_replaced_=4)))
     with pytest.raises(KeyError):
         _value(m, "streamkm_cluster_weight", pipeline="vectors", cluster="2")
     assert _value(m, "streamkm_clusters", pipeline="vectors") == 2
@@ -145,23 +183,25 @@ def test_observe_model_gauges_and_counter_deltas():
 
 def test_observe_model_uninitialized_and_bad_pipeline():
     m = Metrics()
-    m.observe_model("sequence", FakeModel(is_initialized_=False, counts_=None, n_seen_=3,
-                                          last_batch_objective_=None))
+    m.init_pipeline("sequence", "in.events")
+    m.observe_model("sequence", _model_stats(FakeModel(is_initialized_=False, counts_=None, n_seen_=3,
+                                                       last_batch_objective_=None)))
     assert _value(m, "streamkm_model_points", pipeline="sequence") == 3
     with pytest.raises(KeyError):
         _value(m, "streamkm_batch_objective", pipeline="sequence")
     with pytest.raises(ValueError, match="pipeline"):
-        m.observe_model("user-123", _model())
+        m.observe_model("user-123", _model_stats(_model()))
 
 
 def test_observe_windower_deltas():
     m = Metrics()
+    m.init_pipeline("sequence", "in.events", windows=True)
     w = SimpleNamespace(n_open_keys=3, n_open_events=10, n_evicted_={"max_keys": 2}, n_late_dropped_=1,
                         n_emitted_=4)
-    m.observe_windower("sequence", w)
+    m.observe_windows("sequence", _window_stats(w))
     w.n_evicted_ = {"max_keys": 5, "max_events": 1}
     w.n_emitted_, w.n_open_keys = 9, 1
-    m.observe_windower("sequence", w)
+    m.observe_windows("sequence", _window_stats(w))
     assert _value(m, "streamkm_windows_evicted_total", pipeline="sequence", reason="max_keys") == 5
     assert _value(m, "streamkm_windows_evicted_total", pipeline="sequence", reason="max_events") == 1
     assert _value(m, "streamkm_windows_emitted_total", pipeline="sequence") == 9
@@ -221,10 +261,12 @@ def test_observe_real_model_and_windower():
     rng = np.random.default_rng(0)
     km = StreamingKMeans(3, seed=0, reservoir_size=100)
     m = Metrics()
-    m.observe_model("vectors", km, baseline=True)  # not initialized yet: no weights, no error
+    m.init_pipeline("vectors", "in.vectors")
+    m.init_pipeline("sequence", "in.events", windows=True)
+    m.observe_model("vectors", _model_stats(km), baseline=True)  # not initialized yet: no weights, no error
     for _ in range(4):
         km.partial_fit(rng.normal(size=(50, 2)).astype(np.float32))
-    m.observe_model("vectors", km)
+    m.observe_model("vectors", _model_stats(km))
     assert _value(m, "streamkm_model_version", pipeline="vectors") == km.n_batches_
     assert _value(m, "streamkm_model_points", pipeline="vectors") == km.n_seen_ == 200
     total = sum(_value(m, "streamkm_cluster_weight", pipeline="vectors", cluster=str(j)) for j in range(3))
@@ -232,7 +274,111 @@ def test_observe_real_model_and_windower():
     assert _value(m, "streamkm_objective_ewma", pipeline="vectors") == pytest.approx(km.ewm_objective_)
     w = EventWindower(2, size=2, max_keys=1)
     w.add(["a", "b", "c"], np.array([1.0, 2.0, 3.0]), np.zeros((3, 2), np.float32))
-    m.observe_windower("sequence", w)
+    m.observe_windows("sequence", _window_stats(w))
     assert _value(m, "streamkm_windows_evicted_total", pipeline="sequence", reason="max_keys") == \
         w.n_evicted_["max_keys"] > 0
     assert _value(m, "streamkm_windows_open", pipeline="sequence") == w.n_open_keys
+
+
+def _stats(weights=None, **kw) -> ModelStats:
+    base = dict(n_seen=100, n_batches=4, last_batch_objective=2.5, ewm_objective=2.0, last_center_shift=0.125,
+                weights=weights, n_reseeds=0, n_reseeds_rejected=0, n_dying_replaced=0)
+    base.update(kw)
+    return ModelStats(**base)
+
+
+def test_snapshot_api_exports_the_same_as_the_model_adapter():
+    a, b = Metrics(clock=lambda: 5.0), Metrics(clock=lambda: 5.0)
+    for m in (a, b):
+        m.init_pipeline("vectors", "in.vectors")
+        m.init_pipeline("sequence", "in.events", windows=True)
+    mod = _model(k=5, n_reseeds_=2)
+    w = SimpleNamespace(n_open_keys=3, n_open_events=7, n_evicted_={"max_keys": 1}, n_late_dropped_=2,
+                        n_emitted_=5)
+    a.observe_model("vectors", _model_stats(mod), baseline=True)
+    a.observe_windows("sequence", _window_stats(w), baseline=True)
+    b.observe_model("vectors", _stats(np.arange(1, 6, dtype=np.float64), n_reseeds=2), baseline=True)
+    b.observe_windows("sequence", WindowStats(3, 7, 5, 2, {"max_keys": 1}), baseline=True)
+    mod.n_reseeds_, w.n_emitted_, w.n_evicted_ = 4, 8, {"max_keys": 3}
+    a.observe_model("vectors", _model_stats(mod))
+    a.observe_windows("sequence", _window_stats(w))
+    b.observe_model("vectors", _stats(np.arange(1, 6, dtype=np.float64), n_reseeds=4))
+    b.observe_windows("sequence", WindowStats(3, 7, 8, 2, {"max_keys": 3}))
+
+    def text(m):  # creation timestamps differ
+        return re.sub(r"(?m)^.*_created.*\n", "", m.exposition().decode())
+
+    assert text(a) == text(b)
+    assert _value(b, "streamkm_reseeds_accepted_total", pipeline="vectors") == 2
+    assert _value(b, "streamkm_windows_evicted_total", pipeline="sequence", reason="max_keys") == 2
+
+
+def test_any_registered_pipeline_name_and_unknown_names_rejected():
+    m = Metrics()
+    m.init_pipeline("clicks", "in.clicks")
+    m.observe_model("clicks", _stats(np.array([1.0, 2.0])))
+    assert _value(m, "streamkm_clusters", pipeline="clicks") == 2
+    with pytest.raises(ValueError, match="'clicks'") as ei:
+        m.observe_model("vectors", _stats())
+    assert "init_pipeline" in str(ei.value)
+    with pytest.raises(ValueError, match="unknown pipeline"):
+        m.observe_windows("sequence", WindowStats(0, 0, 0, 0, {}))
+
+
+def test_init_pipeline_windows_flag_precreates_window_series():
+    m = Metrics()
+    m.init_pipeline("a", "ta")
+    m.init_pipeline("b", "tb", windows=True, reasons=("bad",))
+    assert _value(m, "streamkm_windows_open", pipeline="b") == 0
+    assert _value(m, "streamkm_windows_emitted_total", pipeline="b") == 0
+    with pytest.raises(KeyError):
+        _value(m, "streamkm_windows_open", pipeline="a")
+    assert _value(m, "streamkm_records_dead_lettered_total", pipeline="b", reason="bad") == 0
+    with pytest.raises(KeyError):
+        _value(m, "streamkm_records_dead_lettered_total", pipeline="b", reason="not_json")
+
+
+def test_cluster_weights_are_read_at_scrape_time_from_the_last_snapshot():
+    m = Metrics()
+    m.init_pipeline("vectors", "in.vectors")
+    w = np.linspace(0.0, 1.0, 4096)
+    m.observe_model("vectors", _stats(w))
+    fam = _families(m)["streamkm_cluster_weight"]
+    assert [s.labels["cluster"] for s in fam.samples] == [str(j) for j in range(4096)]
+    assert [s.value for s in fam.samples] == w.tolist()
+    assert _value(m, "streamkm_clusters", pipeline="vectors") == 4096
+    # an uninitialized snapshot keeps the last weights (as the old gauges did)
+    m.observe_model("vectors", _stats(None, last_batch_objective=None))
+    assert _value(m, "streamkm_clusters", pipeline="vectors") == 4096
+    # HELP and TYPE are exported before any model has weights
+    text = Metrics().exposition().decode()
+    assert "# TYPE streamkm_cluster_weight gauge" in text and "# TYPE streamkm_clusters gauge" in text
+
+
+def test_scrapes_from_another_thread_see_consistent_snapshots():
+    m = Metrics()
+    m.init_pipeline("vectors", "in.vectors")
+    m.init_pipeline("sequence", "in.events")
+    stop = threading.Event()
+    problems: list[str] = []
+
+    def scrape():
+        while not stop.is_set():
+            fams = _families(m)
+            for p in ("vectors", "sequence"):
+                n = sum(1 for s in fams["streamkm_cluster_weight"].samples if s.labels["pipeline"] == p)
+                k = [s.value for s in fams["streamkm_clusters"].samples if s.labels["pipeline"] == p]
+                if k and k[0] != n:
+                    problems.append(f"{p}: k={k[0]} but {n} weights")
+
+    t = threading.Thread(target=scrape)
+    t.start()
+    try:
+        rng = np.random.default_rng(0)
+        for i in range(300):
+            k = int(rng.integers(1, 64))
+            m.observe_model("vectors" if i % 2 else "sequence", _stats(rng.random(k)))
+    finally:
+        stop.set()
+        t.join(30)
+    assert not problems, problems[:3]

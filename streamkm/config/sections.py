@@ -1,0 +1,467 @@
+"""The configuration sections: one small pydantic model per ``[table]`` of the TOML file.
+
+Each field declares its default, bounds and a description (rendered into
+``configs/default.toml``); cross-field checks are after-validators that raise
+``ValueError("key: message")`` so the error names the key. Unknown keys are
+errors (``extra="forbid"``).
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from streamkm.pipeline.drift import DRIFT_METHOD_PARAMS
+
+__all__ = [
+    "KafkaSettings",
+    "InputSettings",
+    "ModelSettings",
+    "SequenceSettings",
+    "DriftSettings",
+    "CheckpointSettings",
+    "MetricsSettings",
+    "DLQSettings",
+    "OutputSettings",
+    "WorkerSettings",
+]
+
+
+def _blank_to_none(v: Any) -> Any:
+    if isinstance(v, str) and v.strip() == "":
+        return None
+    return v
+
+
+class _Section(BaseModel):
+    """Base for config sections: unknown keys are errors, assignment validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- kafka
+class KafkaSettings(_Section):
+    """Kafka connection, consumer group and security (passed to aiokafka)."""
+
+    bootstrap_servers: str | None = Field(
+        default=None,
+        description="Comma-separated host:port list. Unset or empty: start the embedded broker "
+        "(Tansu, extra 'embedded') on 127.0.0.1.",
+    )
+    group_id: str = Field(default="streamkm", min_length=1, description="Consumer group id.")
+    client_id: str = Field(default="streamkm", min_length=1, description="Client id sent to the broker.")
+    vectors_topic: str | None = Field(
+        default="streamkm.vectors", description="Input topic of the vectors pipeline (unset: pipeline off)."
+    )
+    events_topic: str | None = Field(
+        default="streamkm.events", description="Input topic of the sequence (events) pipeline."
+    )
+    auto_offset_reset: Literal["earliest", "latest", "none"] = Field(
+        default="earliest",
+        description="Where to start a partition that has neither a checkpointed nor a committed offset.",
+    )
+    max_records: int = Field(
+        default=10_000, ge=1, description="Maximum records returned by one getmany() (micro-batch bound)."
+    )
+    fetch_timeout_ms: int = Field(
+        default=500, ge=0, description="getmany() timeout: how long to wait for records before an empty batch."
+    )
+    max_partition_fetch_bytes: int = Field(
+        default=4 * 2**20, ge=1024, description="Maximum bytes fetched per partition per request."
+    )
+    fetch_max_bytes: int = Field(
+        default=50 * 2**20, ge=1024, description="Maximum bytes fetched per request over all partitions."
+    )
+    session_timeout_ms: int = Field(
+        default=10_000, ge=1, description="Group session timeout; missed heartbeats for this long evict the member."
+    )
+    heartbeat_interval_ms: int = Field(
+        default=3_000, ge=1, description="Heartbeat interval; must be below session_timeout_ms."
+    )
+    max_poll_interval_ms: int = Field(
+        default=300_000, ge=1, description="Maximum time between getmany() calls before the member is evicted."
+    )
+    request_timeout_ms: int = Field(default=40_000, ge=1, description="Broker request timeout.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="Transport security."
+    )
+    ssl_cafile: Path | None = Field(
+        default=None, description="CA bundle (PEM) to verify the brokers (SSL, SASL_SSL); unset: system CAs."
+    )
+    ssl_certfile: Path | None = Field(default=None, description="Client certificate (PEM) for mutual TLS.")
+    ssl_keyfile: Path | None = Field(default=None, description="Client private key (PEM) for mutual TLS.")
+    ssl_password: SecretStr | None = Field(default=None, description="Password of ssl_keyfile (secret).")
+    ssl_check_hostname: bool = Field(default=True, description="Verify the broker host name against its certificate.")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="PLAIN", description="SASL mechanism (SASL_PLAINTEXT, SASL_SSL)."
+    )
+    sasl_plain_username: str | None = Field(default=None, description="SASL user name.")
+    sasl_plain_password: SecretStr | None = Field(default=None, description="SASL password (secret).")
+
+    _blank = field_validator(
+        "bootstrap_servers",
+        "vectors_topic",
+        "events_topic",
+        "ssl_cafile",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_password",
+        "sasl_plain_username",
+        "sasl_plain_password",
+        mode="before",
+    )(_blank_to_none)
+
+    @model_validator(mode="after")
+    def _check(self) -> KafkaSettings:
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError(
+                f"heartbeat_interval_ms: must be below session_timeout_ms "
+                f"({self.heartbeat_interval_ms} >= {self.session_timeout_ms})"
+            )
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+                raise ValueError(
+                    "ssl_keyfile: ssl_certfile and ssl_keyfile must be set together for mutual TLS"
+                )
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+                p = getattr(self, name)
+                if p is not None and not Path(p).is_file():
+                    raise ValueError(f"{name}: file not found: {str(p)!r}")
+        if self.security_protocol.startswith("SASL_"):
+            if not self.sasl_plain_username or self.sasl_plain_password is None:
+                raise ValueError(
+                    f"sasl_plain_username: sasl_plain_username and sasl_plain_password are required "
+                    f"when security_protocol is {self.security_protocol}"
+                )
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when no bootstrap servers are configured (use the embedded broker)."""
+        return self.bootstrap_servers is None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """Build the :class:`ssl.SSLContext` for SSL/SASL_SSL, else None."""
+        if self.security_protocol not in ("SSL", "SASL_SSL"):
+            return None
+        from aiokafka.helpers import create_ssl_context
+
+        ctx: ssl.SSLContext = create_ssl_context(
+            cafile=str(self.ssl_cafile) if self.ssl_cafile else None,
+            certfile=str(self.ssl_certfile) if self.ssl_certfile else None,
+            keyfile=str(self.ssl_keyfile) if self.ssl_keyfile else None,
+            password=self.ssl_password.get_secret_value() if self.ssl_password else None,
+        )
+        ctx.check_hostname = self.ssl_check_hostname
+        return ctx
+
+    def client_kwargs(self, bootstrap_servers: str | None = None) -> dict[str, Any]:
+        """Connection keyword arguments for aiokafka consumers, producers and admin clients.
+
+        Parameters
+        ----------
+        bootstrap_servers : str, optional
+            Override (e.g. the embedded broker's address when
+            ``self.bootstrap_servers`` is unset).
+
+        Returns
+        -------
+        dict
+            ``bootstrap_servers``, ``client_id``, ``security_protocol``,
+            ``request_timeout_ms``, plus ``ssl_context`` for SSL/SASL_SSL and
+            ``sasl_mechanism``/``sasl_plain_username``/``sasl_plain_password``
+            (revealed) for SASL. Never log this dict.
+        """
+        servers = bootstrap_servers or self.bootstrap_servers
+        if servers is None:
+            raise ValueError(
+                "kafka.bootstrap_servers is unset (embedded mode): pass the embedded broker's address"
+            )
+        kw: dict[str, Any] = {
+            "bootstrap_servers": servers,
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            kw["ssl_context"] = self.ssl_context()
+        if self.security_protocol.startswith("SASL_"):
+            kw["sasl_mechanism"] = self.sasl_mechanism
+            kw["sasl_plain_username"] = self.sasl_plain_username
+            assert self.sasl_plain_password is not None  # required for SASL by _check
+            kw["sasl_plain_password"] = self.sasl_plain_password.get_secret_value()
+        return kw
+
+    def consumer_kwargs(self, bootstrap_servers: str | None = None) -> dict[str, Any]:
+        """:meth:`client_kwargs` plus the consumer-group settings (auto-commit off)."""
+        kw = self.client_kwargs(bootstrap_servers)
+        kw.update(
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=self.auto_offset_reset,
+            max_partition_fetch_bytes=self.max_partition_fetch_bytes,
+            fetch_max_bytes=self.fetch_max_bytes,
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=self.heartbeat_interval_ms,
+            max_poll_interval_ms=self.max_poll_interval_ms,
+        )
+        return kw
+
+
+# --------------------------------------------------------------------------- input
+class InputSettings(_Section):
+    """Decoding of the vectors pipeline's records (see docs/formats.md)."""
+
+    vectors_enabled: bool = Field(default=True, description="Run the vectors pipeline (needs kafka.vectors_topic).")
+    format: Literal["json", "binary", "auto"] = Field(
+        default="auto", description="Record value format; 'auto' sniffs the binary magic per record."
+    )
+    dimension: int | None = Field(
+        default=None, ge=1, description="Expected vector dimension; unset: taken from the first valid record."
+    )
+    max_record_bytes: int = Field(
+        default=8 * 2**20, ge=16, description="Records with a larger value are dead-lettered as 'oversized'."
+    )
+
+
+# --------------------------------------------------------------------------- model
+class ModelSettings(_Section):
+    """StreamingKMeans hyperparameters (passed verbatim, see :meth:`estimator_kwargs`)."""
+
+    n_clusters: int = Field(default=8, ge=1, le=4096, description="Number of clusters k.")
+    decay: float = Field(
+        default=1.0, gt=0.0, le=1.0, description="Per-time-unit forgetting factor (1 = no forgetting)."
+    )
+    half_life: float | None = Field(
+        default=None, gt=0.0, description="Half-life in time units (exclusive with decay != 1)."
+    )
+    time_unit: Literal["batches", "points"] = Field(
+        default="batches", description="What one time unit of decay is: a batch or a point."
+    )
+    reservoir_size: int = Field(default=10_000, ge=1, description="Points kept in the reservoir for reseeding.")
+    reservoir: Literal["uniform", "time_biased"] = Field(
+        default="uniform", description="Reservoir kind: uniform sample or time-biased (favours recent points)."
+    )
+    reseed_interval: int | None = Field(
+        default=None, ge=1, description="Attempt a reseed every this many points; unset: only on drift or on demand."
+    )
+    reseed_min_gain: float = Field(
+        default=0.01, ge=0.0, lt=1.0, description="Minimum relative objective gain for a reseed to be accepted."
+    )
+    dying_threshold: float = Field(
+        default=0.01, ge=0.0, lt=1.0, description="Relative weight below which a cluster is re-placed (0 = never)."
+    )
+    init_size: int | None = Field(
+        default=None, ge=1, description="Points buffered before k-means++ init; unset: estimator default."
+    )
+    n_init: int = Field(
+        default=3, ge=1, description="k-means++ + Lloyd runs at initialization and per reseed candidate (best kept)."
+    )
+    max_iter: int = Field(default=20, ge=1, description="Lloyd iterations of a reseed candidate on the reservoir.")
+    ewm_alpha: float = Field(
+        default=0.1, gt=0.0, le=1.0, description="Smoothing of the EWMA objective (weight of the newest batch)."
+    )
+    memory_budget_bytes: int = Field(
+        default=64 * 2**20, ge=2**20, description="Scratch memory bound for chunked distance computations."
+    )
+    seed: int | None = Field(default=0, ge=0, description="RNG seed (fix it: replay determinism relies on it).")
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSettings:
+        if self.half_life is not None and self.decay != 1.0:
+            raise ValueError(
+                f"half_life: set either decay or half_life, not both (decay={self.decay}, "
+                f"half_life={self.half_life})"
+            )
+        return self
+
+    def estimator_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``StreamingKMeans(**kwargs)``; unset optionals are omitted."""
+        d = self.model_dump()
+        for k in ("init_size",):
+            if d[k] is None:
+                del d[k]
+        return d
+
+
+# ------------------------------------------------------------------------ sequence
+class SequenceSettings(_Section):
+    """The sequence pipeline: events -> per-key windows -> LSTM embedding -> k-means."""
+
+    enabled: bool = Field(default=False, description="Run the sequence pipeline (needs kafka.events_topic, lstm_path).")
+    n_features: int | None = Field(
+        default=None, ge=1, description="Event feature dimension; unset: the LSTM's input_size."
+    )
+    window_kind: Literal["tumbling", "sliding", "session"] = Field(default="tumbling", description="Window kind.")
+    window_size: int = Field(
+        default=32, ge=1, description="Events per window (tumbling, sliding); unused for sessions."
+    )
+    window_stride: int | None = Field(
+        default=None, ge=1, description="Events between starts of consecutive sliding windows."
+    )
+    window_gap: float | None = Field(default=None, gt=0.0, description="Inactivity gap closing a session window.")
+    max_keys: int = Field(default=10_000, ge=1, description="Open keys kept; least recently updated are evicted.")
+    max_events_per_key: int = Field(default=1_024, ge=1, description="Events buffered per key before eviction.")
+    on_evict: Literal["flush", "drop"] = Field(
+        default="flush", description="What happens to an evicted key's window: embed it (flush) or drop it."
+    )
+    allowed_lateness: float = Field(
+        default=0.0, ge=0.0, description="How far (event time) an event may be older than its key's newest and "
+        "still be accepted; older ones are dropped and counted."
+    )
+    lstm_path: Path | None = Field(default=None, description="LSTMEncoder weights (.npz from LSTMEncoder.save).")
+    pooling: Literal["last", "mean"] = Field(
+        default="mean", description="How a window's hidden states are pooled (mean separated behaviours far better "
+        "than last in tests/sequence/test_embedding_quality.py)."
+    )
+    normalize: bool = Field(default=True, description="L2-normalize embeddings before clustering.")
+    model: ModelSettings = Field(
+        default_factory=ModelSettings, description="StreamingKMeans over the embeddings."
+    )
+
+    _blank = field_validator("lstm_path", mode="before")(_blank_to_none)
+
+    @model_validator(mode="after")
+    def _check(self) -> SequenceSettings:
+        if self.window_kind == "sliding" and self.window_stride is None:
+            raise ValueError("window_stride: required when window_kind is 'sliding'")
+        if self.window_kind == "session" and self.window_gap is None:
+            raise ValueError("window_gap: required when window_kind is 'session'")
+        if self.window_kind != "session" and self.window_size > self.max_events_per_key:
+            raise ValueError(
+                f"window_size: must be <= max_events_per_key ({self.window_size} > {self.max_events_per_key})"
+            )
+        if self.enabled and self.lstm_path is None:
+            raise ValueError("lstm_path: required when the sequence pipeline is enabled")
+        return self
+
+    def windower_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``EventWindower(n_features, **kwargs)``."""
+        return {
+            "kind": self.window_kind,
+            "size": self.window_size,
+            "stride": self.window_stride,
+            "gap": self.window_gap,
+            "max_keys": self.max_keys,
+            "max_events_per_key": self.max_events_per_key,
+            "on_evict": self.on_evict,
+            "allowed_lateness": self.allowed_lateness,
+        }
+
+
+# --------------------------------------------------------------------------- drift
+class DriftSettings(_Section):
+    """Drift detection on each pipeline's per-batch objective (river detectors)."""
+
+    enabled: bool = Field(default=True, description="Feed each batch objective to a drift detector.")
+    method: Literal["adwin", "page_hinkley", "kswin"] = Field(default="adwin", description="Detector.")
+    params: dict[str, float | int | bool | str] = Field(
+        default_factory=dict, description="Detector constructor parameters (river names)."
+    )
+    seed: int = Field(default=0, ge=0, description="Seed for randomized detectors (KSWIN).")
+    reseed_on_drift: bool = Field(default=True, description="Attempt a reservoir reseed when drift is detected.")
+    max_history: int = Field(
+        default=10_000, ge=16, description="Values kept for checkpoint replay; older ones are trimmed."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> DriftSettings:
+        allowed = DRIFT_METHOD_PARAMS[self.method]
+        unknown = sorted(set(self.params) - allowed)
+        if unknown:
+            raise ValueError(
+                f"params: unknown parameter(s) {unknown} for method {self.method!r}; "
+                f"allowed: {sorted(allowed)}"
+            )
+        if "seed" in self.params:
+            raise ValueError("params: set drift.seed, not params.seed")
+        return self
+
+    def monitor_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``DriftMonitor(**kwargs)``."""
+        kw: dict[str, Any] = {"method": self.method, "max_history": self.max_history, **self.params}
+        if self.method == "kswin":
+            kw["seed"] = self.seed
+        return kw
+
+
+# ----------------------------------------------------------------- small sections
+class CheckpointSettings(_Section):
+    """Checkpoint directory and cadence."""
+
+    dir: Path = Field(default=Path("streamkm-checkpoints"), description="Checkpoint directory (created).")
+    interval_seconds: float = Field(
+        default=30.0, ge=0.0, description="Checkpoint at least this often (0 = no time trigger)."
+    )
+    interval_records: int = Field(
+        default=100_000, ge=0, description="Checkpoint after this many records (0 = no count trigger)."
+    )
+    keep: int = Field(default=3, ge=1, description="Checkpoints kept on disk (older ones are pruned).")
+
+
+class MetricsSettings(_Section):
+    """The HTTP server for /metrics, /healthz and /readyz."""
+
+    enabled: bool = Field(default=True, description="Serve /metrics, /healthz, /readyz.")
+    host: str = Field(default="127.0.0.1", min_length=1, description="Listen address.")
+    port: int = Field(default=9108, ge=0, le=65535, description="Listen port (0 = pick a free port).")
+
+
+class DLQSettings(_Section):
+    """Dead-letter topic for records that fail decoding/validation."""
+
+    topic: str | None = Field(
+        default="streamkm.dlq", description="Dead-letter topic; unset: bad records are only counted and logged."
+    )
+
+    _blank = field_validator("topic", mode="before")(_blank_to_none)
+
+
+class OutputSettings(_Section):
+    """Optional assignments topic (one record per clustered input)."""
+
+    topic: str | None = Field(default=None, description="Assignments topic; unset: no output.")
+
+    _blank = field_validator("topic", mode="before")(_blank_to_none)
+
+
+class WorkerSettings(_Section):
+    """Worker lifecycle, retries, logging and the embedded demo producer."""
+
+    shutdown_deadline_seconds: float = Field(
+        default=30.0, gt=0.0, description="SIGTERM/SIGINT: finish, checkpoint, commit and exit within this."
+    )
+    retry_backoff_initial_seconds: float = Field(
+        default=0.5, gt=0.0, description="First delay when the broker is unreachable."
+    )
+    retry_backoff_max_seconds: float = Field(default=30.0, gt=0.0, description="Maximum retry delay.")
+    offload_min_rows: int = Field(
+        default=4_096, ge=0, description="Batches with at least this many rows run in a worker thread (a "
+        "record's value counts as one row per 64 bytes, so few large binary records qualify too); "
+        "meanwhile the next fetch proceeds on the event loop."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
+    log_json: bool = Field(default=False, description="Emit logs as JSON lines.")
+    demo_producer: bool = Field(
+        default=True, description="In embedded mode, also run the demo producer so the loop is visible."
+    )
+    demo_rate: float = Field(default=1_000.0, gt=0.0, description="Demo producer records per second.")
+    demo_format: Literal["json", "binary"] = Field(default="json", description="Demo producer value format.")
+    demo_n_clusters: int = Field(default=4, ge=1, description="Gaussian clusters in the demo stream.")
+    demo_n_features: int = Field(default=8, ge=1, description="Dimension of the demo vectors.")
+    demo_drift_every: int | None = Field(
+        default=50_000, ge=1, description="Demo cluster centres move every this many records (unset: never)."
+    )
+    demo_seed: int = Field(default=0, ge=0, description="Demo producer seed.")
+
+    @model_validator(mode="after")
+    def _check(self) -> WorkerSettings:
+        if self.retry_backoff_max_seconds < self.retry_backoff_initial_seconds:
+            raise ValueError(
+                f"retry_backoff_max_seconds: must be >= retry_backoff_initial_seconds "
+                f"({self.retry_backoff_max_seconds} < {self.retry_backoff_initial_seconds})"
+            )
+        return self
