@@ -302,7 +302,7 @@ def main(argv=None) -> None:
     re_ = e["ours_pps"] / e["river_pps"]
     mib = 2**20
     rows = [
-        ["(a) streaming points/s (partial_fit, batches of %d)" % batch,
+        [f"(a) streaming points/s (partial_fit, batches of {batch})",
          f"{a['ours_pps']:,.0f} (best {a['ours_best']:,.0f})",
          f"{a['sk_pps']:,.0f} (best {a['sk_best']:,.0f}, MiniBatchKMeans)",
          f"{ra:.2f}x (best-vs-best {ra_best:.2f}x)",
@@ -334,8 +334,8 @@ def main(argv=None) -> None:
     ]
     table = markdown_table(["case", "streamkm", "reference", "ratio", "target", "met"], rows)
     cmd = "python benchmarks/bench_cluster.py" + (" --quick" if args.quick else "")
-    import sklearn
     import river
+    import sklearn
 
     body = "\n".join([
         "## Clustering (`benchmarks/bench_cluster.py`)",

@@ -155,7 +155,7 @@ async def _daemon(bootstrap: str, topic: str, n: int, fmt: str) -> tuple[float, 
 
 async def _fill(bootstrap: str, topic: str, n_records: int, fmt: str, rows: int) -> float:
     from streamkm.kafka.embedded import create_topics
-    from streamkm.loadgen.producer import blob_records, produce
+    from streamkm.loadgen import blob_records, produce
 
     await create_topics(bootstrap, [topic])
     stats = await produce(blob_records(n_records, fmt=fmt, rows_per_record=rows, n_clusters=8,
@@ -218,8 +218,6 @@ async def throughput(args) -> list[dict]:
             rows.append(row)
             if per > 1 and args.compare_blas:
                 # The same case with OpenBLAS at its default (one thread per core).
-                from streamkm.cli import _limit_blas_threads
-
                 ncpu = os.cpu_count() or 1
                 _limit_blas_threads(ncpu)
                 try:
@@ -284,9 +282,19 @@ async def fetch_sweep(args) -> list[dict]:
     return out
 
 
+_BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+
+
+def _limit_blas_threads(n: int) -> dict[str, int]:
+    """Set every loaded BLAS to *n* threads (threadpoolctl, as `streamkm run` does); {library: threads}."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    threadpool_limits(n, user_api="blas")
+    return {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+
 def blas_micro(args) -> list[dict]:
     """Median time of the nearest-centre search (10 000 x 64 rows, k = 8) per BLAS thread count."""
-    from streamkm.cli import _limit_blas_threads
     from streamkm.cluster._distance import _assign
 
     X = np.random.default_rng(0).normal(size=(10_000, DIM)).astype(np.float32)
@@ -440,7 +448,7 @@ def report(args, tp, ck, sk, bl=None, fs=None) -> str:
                  "daemon vectors/s", "target", "met"],
                 [[r["case"], f"{r['records']:,}", f"{r['bare']:,.0f}", f"{r['daemon']:,.0f}",
                   f"{r['ratio']:.0%}", f"{r['vectors_per_s']:,.0f}", t, m]
-                 for r, (t, m) in zip(tp, _targets(tp))]),
+                 for r, (t, m) in zip(tp, _targets(tp), strict=True)]),
             "",
         ]
     if fs:
@@ -548,8 +556,6 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     # Same BLAS threading as `streamkm run` (one thread unless the environment says otherwise).
-    from streamkm.cli import _BLAS_ENV, _limit_blas_threads
-
     if args.blas_threads is not None or not any(os.environ.get(v) for v in _BLAS_ENV):
         threads = _limit_blas_threads(args.blas_threads or 1)
         args.blas = ", ".join(f"{Path(k).name}: {v} thread(s)" for k, v in threads.items()) or "unknown"

@@ -2,11 +2,12 @@
 
 The numerical core lives in :mod:`streamkm.cluster` (batch and streaming
 k-means, pure NumPy) and :mod:`streamkm.sequence` (NumPy LSTM encoder and
-event windows); the service side (config, worker, checkpoints, metrics) wires
-them to Kafka.
+event windows); records flow kafka -> codec -> pipeline -> service, with
+checkpoint, ops and config beside them (docs/architecture.md).
 """
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 try:
     __version__ = _version("streamkm")

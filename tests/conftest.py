@@ -12,8 +12,6 @@ import asyncio
 
 import pytest
 
-
-
 from tests.helpers.e2e import unique_name
 from tests.helpers.prometheus import PrometheusServer, require_prometheus_binary
 

@@ -1,4 +1,14 @@
-"""Durable, checksummed checkpoints of the daemon state (no pickle)."""
+"""Checkpoints: the durable store, its inspection, and the one-writer directory lock."""
 
-from streamkm.checkpoint.store import *  # noqa: F401,F403
-from streamkm.checkpoint.store import __all__  # noqa: F401
+from streamkm.checkpoint.inspect import inspect_summary
+from streamkm.checkpoint.lock import DirectoryLock
+from streamkm.checkpoint.store import (
+    FAULT_POINTS,
+    FORMAT_VERSION,
+    CheckpointError,
+    CheckpointInfo,
+    CheckpointStore,
+)
+
+__all__ = ["CheckpointStore", "CheckpointInfo", "CheckpointError", "FORMAT_VERSION", "FAULT_POINTS",
+           "inspect_summary", "DirectoryLock"]

@@ -1,4 +1,4 @@
-"""Durable, checksummed checkpoints of the daemon state (no pickle).
+"""The checkpoint store: durable, checksummed checkpoints of a state tree (no pickle).
 
 A checkpoint is a pair of files sharing a sequence number ``N``::
 
@@ -17,21 +17,10 @@ anything else (torn temp files, a .npz without manifest, a flipped byte) is
 ignored by :meth:`CheckpointStore.load_latest`, which falls back to the
 previous valid checkpoint with a warning. One writer per directory.
 
-State convention (the daemon's checkpoint; :func:`inspect_summary` reads it)::
-
-    {
-      "offsets": {"<topic>:<partition>": next_offset, ...},
-      "model_version": int,
-      "pipelines": {
-        "vectors":  {"model": StreamingKMeans.state_dict(), ...},
-        "sequence": {"model": ..., "windows": EventWindower.state_dict(),
-                     "lstm_hash": LSTMEncoder.content_hash},
-      },
-      "drift": {"vectors": DriftMonitor.state_dict(), ...},
-    }
-
-Any nested dict of str keys whose leaves are ndarrays (numeric/bool dtypes),
-NumPy scalars, or JSON values (None, bool, int, float, str, lists) is accepted.
+The worker's state layout inside a checkpoint is described in docs/architecture.md
+("Checkpoint layout"). Any nested dict of str keys whose leaves are ndarrays
+(numeric/bool dtypes), NumPy scalars, or JSON values (None, bool, int, float, str,
+lists) is accepted.
 """
 
 from __future__ import annotations
@@ -44,14 +33,16 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-__all__ = ["CheckpointStore", "CheckpointInfo", "CheckpointError", "FORMAT_VERSION", "FAULT_POINTS",
-           "inspect_summary"]
+from streamkm.atomic import TMP_PREFIX, fsync_dir, write_durable
+
+__all__ = ["CheckpointStore", "CheckpointInfo", "CheckpointError", "FORMAT_VERSION", "FAULT_POINTS"]
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +52,7 @@ FAULT_POINTS = ("before_temp_write", "after_temp_write", "after_data_rename", "a
 
 _PREFIX = "ckpt-"
 _NAME_RE = re.compile(r"^ckpt-(\d{12})\.(npz|json)$")
-_TMP_PREFIX = ".tmp-"
+_TMP_PREFIX = TMP_PREFIX
 _ARRAY_MARK = "__ndarray__"
 
 
@@ -154,26 +145,6 @@ def _manifest_digest(man: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------ fs helpers
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_durable(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _file_size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -310,7 +281,7 @@ class CheckpointStore:
         manifest_path, data_path = self._paths(seq)
 
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
         data = buf.getvalue()
         digest = hashlib.sha256(data).hexdigest()
         man = {
@@ -332,13 +303,13 @@ class CheckpointStore:
         tmp_data = self.directory / f"{_TMP_PREFIX}{seq:012d}-{token}.npz"
         tmp_man = self.directory / f"{_TMP_PREFIX}{seq:012d}-{token}.json"
         try:
-            _write_durable(tmp_data, data)
-            _write_durable(tmp_man, man_bytes)
+            write_durable(tmp_data, data)
+            write_durable(tmp_man, man_bytes)
             self._hook("after_temp_write")
             os.replace(tmp_data, data_path)
             self._hook("after_data_rename")
             os.replace(tmp_man, manifest_path)  # commit point
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         except BaseException:
             for p in (tmp_data, tmp_man):
                 try:
@@ -377,7 +348,7 @@ class CheckpointStore:
                     pass
             removed.append(s)
         if removed:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         return sorted(removed)
 
     def cleanup_temp(self) -> int:
@@ -445,110 +416,3 @@ class CheckpointStore:
                 log.warning("checkpoint %d in %s is invalid, falling back to the previous one: %s",
                             s, self.directory, e)
         return None
-
-
-# ------------------------------------------------------------------ inspection
-def _fmt_age(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.1f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f}min"
-    return f"{seconds / 3600:.1f}h"
-
-
-def _first(d: dict, *names: str) -> Any:
-    for n in names:
-        if n in d and d[n] is not None:
-            return d[n]
-    return None
-
-
-def inspect_summary(directory: str | os.PathLike, *, now: float | None = None) -> str:
-    """Human-readable summary of the newest valid checkpoint in ``directory``.
-
-    Shows sequence, age, size, model version, offsets, and per pipeline k,
-    dimension, cluster weights and points seen (read from the conventional
-    keys documented in the module docstring), plus skipped invalid checkpoints.
-
-    Parameters
-    ----------
-    directory : str or Path
-    now : float, optional
-        Current Unix time (for the age); default ``time.time()``.
-
-    Returns
-    -------
-    str
-    """
-    directory = Path(directory)
-    store = CheckpointStore(directory, create=False)
-    now = time.time() if now is None else now
-    lines = [f"checkpoint directory: {directory}"]
-    infos = store.list()
-    lines.append(f"checkpoints: {len(infos)} " + (f"(sequences {', '.join(str(i.sequence) for i in infos)})"
-                                                  if infos else ""))
-    loaded = store.load_latest()
-    if loaded is None:
-        lines.append("no valid checkpoint")
-        return "\n".join(lines)
-    state, info = loaded
-    skipped = [i.sequence for i in infos if i.sequence > info.sequence]
-    if skipped:
-        lines.append(f"WARNING: newer invalid checkpoint(s) skipped: {skipped}")
-    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info.created_at))
-    lines.append(f"latest valid: sequence {info.sequence}, written {created} "
-                 f"(age {_fmt_age(now - info.created_at)}), {info.size_bytes} bytes, sha256 {info.sha256[:16]}")
-    if "model_version" in state:
-        lines.append(f"model version: {state['model_version']}")
-    offsets = state.get("offsets")
-    if isinstance(offsets, dict):
-        lines.append(f"offsets ({len(offsets)} partitions):")
-        for tp in sorted(offsets):
-            lines.append(f"  {tp}: next offset {offsets[tp]}")
-    pipes = state.get("pipelines")
-    if isinstance(pipes, dict):
-        for name in sorted(pipes):
-            p = pipes[name] if isinstance(pipes[name], dict) else {}
-            model = p.get("model") if isinstance(p.get("model"), dict) else {}
-            centers = _first(model, "centers", "cluster_centers_")
-            counts = _first(model, "counts", "counts_")
-            head = f"pipeline {name}:"
-            if isinstance(centers, np.ndarray) and centers.ndim == 2:
-                head += f" k={centers.shape[0]}, dim={centers.shape[1]}"
-            else:
-                params = model.get("params") if isinstance(model.get("params"), dict) else {}
-                k = _first(params, "n_clusters") or _first(model, "n_clusters")
-                head += f" k={k}, not initialized" if k is not None else " no model"
-            for keys, label in ((("n_seen", "n_seen_"), "points seen"), (("n_batches", "n_batches_"), "batches")):
-                v = _first(model, *keys)
-                if v is not None:
-                    head += f", {label}={v}"
-            lines.append(head)
-            if isinstance(counts, np.ndarray) and counts.size:
-                w = np.asarray(counts, dtype=np.float64).ravel()
-                shown = ", ".join(f"{x:.4g}" for x in w[:16]) + (" ..." if w.size > 16 else "")
-                lines.append(f"  weights (sum {w.sum():.6g}): [{shown}]")
-            for key, label in (("ewm_objective", "EWMA objective"), ("last_batch_objective", "last objective")):
-                v = _first(model, key, key + "_")
-                if isinstance(v, (int, float)):
-                    lines.append(f"  {label}: {v:.6g}")
-            if p.get("lstm_hash"):
-                lines.append(f"  lstm hash: {str(p['lstm_hash'])[:16]}")
-            win = p.get("windows")
-            if isinstance(win, dict):
-                lengths = win.get("lengths")
-                if isinstance(win.get("keys"), list) and isinstance(lengths, np.ndarray):
-                    lines.append(f"  open windows: {len(win['keys'])} keys, {int(lengths.sum())} buffered events")
-    drift = state.get("drift")
-    if isinstance(drift, dict) and drift:
-        parts = []
-        for name in sorted(drift):
-            d = drift[name]
-            if isinstance(d, dict):
-                parts.append(f"{name}: {d.get('method', '?')}, {d.get('n_detections', 0)} detections")
-        if parts:
-            lines.append("drift: " + "; ".join(parts))
-    if info.metadata:
-        lines.append(f"metadata: {json.dumps(info.metadata, sort_keys=True)}")
-    return "\n".join(lines)

@@ -157,7 +157,9 @@ async def _start_embedded(settings: Settings) -> EmbeddedBroker:
            "(Tansu, in memory) on 127.0.0.1")
     broker = EmbeddedBroker()
     await broker.astart()
-    topics = list(settings.pipelines.values())
+    from streamkm.pipeline import enabled_topics
+
+    topics = list(enabled_topics(settings).values())
     topics += [t for t in (settings.dlq.topic, settings.output.topic) if t]
     try:
         await create_topics(broker.bootstrap_servers, topics)
@@ -171,35 +173,36 @@ async def _start_embedded(settings: Settings) -> EmbeddedBroker:
 
 def _start_demo_producers(settings: Settings, bootstrap: str,
                           stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    """One demo producer per enabled pipeline, chosen by what its topic carries."""
     from streamkm import loadgen
+    from streamkm.pipeline import REGISTRY
 
     w = settings.worker
     kwargs = settings.kafka.client_kwargs(bootstrap)
     tasks = []
-    if "vectors" in settings.pipelines:
-        source = loadgen.blob_records(None, fmt=w.demo_format, n_clusters=w.demo_n_clusters,
-                                      n_features=w.demo_n_features, drift_every=w.demo_drift_every,
-                                      seed=w.demo_seed)
-        topic = settings.pipelines["vectors"]
-        eprint(f"streamkm: demo producer -> {topic!r}: {w.demo_n_clusters} drifting Gaussian "
-               f"clusters in {w.demo_n_features}-d, {w.demo_rate:g} records/s ({w.demo_format}); "
-               f"centres move every {w.demo_drift_every} records")
-        tasks.append(asyncio.create_task(
-            _demo(loadgen.produce(source, topic=topic, client_kwargs=kwargs, rate=w.demo_rate,
-                                  progress=False, stop_event=stop)), name="demo-vectors"))
-    if "sequence" in settings.pipelines:
-        n_features = settings.sequence.n_features
-        if n_features is None and settings.sequence.lstm_path is not None:
-            from streamkm.sequence.lstm import LSTMEncoder
+    for spec in REGISTRY:
+        topic = spec.topic(settings)
+        if not topic:
+            continue
+        if spec.input_kind == "vectors":
+            source = loadgen.blob_records(None, fmt=w.demo_format, n_clusters=w.demo_n_clusters,
+                                          n_features=w.demo_n_features, drift_every=w.demo_drift_every,
+                                          seed=w.demo_seed)
+            eprint(f"streamkm: demo producer -> {topic!r}: {w.demo_n_clusters} drifting Gaussian "
+                   f"clusters in {w.demo_n_features}-d, {w.demo_rate:g} records/s ({w.demo_format}); "
+                   f"centres move every {w.demo_drift_every} records")
+        else:  # "events"
+            n_features = settings.sequence.n_features
+            if n_features is None and settings.sequence.lstm_path is not None:
+                from streamkm.sequence.lstm import LSTMEncoder
 
-            n_features = LSTMEncoder.load(settings.sequence.lstm_path).input_size
-        topic = settings.pipelines["sequence"]
-        source = loadgen.event_records(None, n_features=int(n_features or 8), seed=w.demo_seed)
-        eprint(f"streamkm: demo producer -> {topic!r}: behaviour event streams of 64 keys, "
-               f"{n_features}-d events, {w.demo_rate:g} events/s")
+                n_features = LSTMEncoder.load(settings.sequence.lstm_path).input_size
+            source = loadgen.event_records(None, n_features=int(n_features or 8), seed=w.demo_seed)
+            eprint(f"streamkm: demo producer -> {topic!r}: behaviour event streams of 64 keys, "
+                   f"{n_features}-d events, {w.demo_rate:g} events/s")
         tasks.append(asyncio.create_task(
             _demo(loadgen.produce(source, topic=topic, client_kwargs=kwargs, rate=w.demo_rate,
-                                  progress=False, stop_event=stop)), name="demo-events"))
+                                  progress=False, stop_event=stop)), name=f"demo-{spec.input_kind}"))
     return tasks
 
 
@@ -217,7 +220,9 @@ async def _demo(coro: Awaitable[ProduceStats]) -> None:
 async def _run(settings: Settings, *, duration: float | None, status_interval: float) -> int:
     from streamkm.ops.http import HealthServer
     from streamkm.ops.metrics import Metrics
-    from streamkm.service.worker import Worker, _fault_hook_from_env
+    from streamkm.pipeline import enabled_topics
+    from streamkm.service.faults import fault_hook_from_env
+    from streamkm.service.worker import Worker
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -256,7 +261,7 @@ async def _run(settings: Settings, *, duration: float | None, status_interval: f
                + (" - temporary, removed at exit" if tmp_ckpt else ""))
         metrics = Metrics()
         worker = Worker(settings, metrics=metrics, bootstrap_servers=bootstrap,
-                        fault_hook=_fault_hook_from_env(os.environ.get("STREAMKM_FAULT")))
+                        fault_hook=fault_hook_from_env(os.environ.get("STREAMKM_FAULT")))
         if settings.metrics.enabled:
             health = HealthServer(metrics, host=settings.metrics.host, port=settings.metrics.port,
                                   ready=worker.is_ready, live=worker.is_live)
@@ -272,7 +277,7 @@ async def _run(settings: Settings, *, duration: float | None, status_interval: f
                    f"readiness {health.url}/readyz")
         else:
             eprint("streamkm: metrics server disabled (metrics.enabled = false)")
-        pipelines = ", ".join(f"{name} <- {topic!r}" for name, topic in settings.pipelines.items())
+        pipelines = ", ".join(f"{name} <- {topic!r}" for name, topic in enabled_topics(settings).items())
         eprint(f"streamkm: consuming as group {settings.kafka.group_id!r} from {bootstrap}: "
                f"{pipelines}; dead letters -> {settings.dlq.topic!r}; "
                f"assignments -> {settings.output.topic!r}")

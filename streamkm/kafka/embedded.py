@@ -50,6 +50,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 __all__ = [
     "EmbeddedBroker",
@@ -175,7 +176,7 @@ class EmbeddedBroker:
         self.binary = binary
         self.log_path = Path(log_path) if log_path is not None else None
         self._proc: subprocess.Popen | None = None
-        self._log_file = None
+        self._log_file: BinaryIO | None = None
         self._own_log = False
         self._port_in_use: int | None = None
 
@@ -202,7 +203,7 @@ class EmbeddedBroker:
         return data.decode("utf-8", "replace")
 
     # -------------------------------------------------------------- lifecycle
-    def start(self) -> "EmbeddedBroker":
+    def start(self) -> EmbeddedBroker:
         """Launch the broker and block until it answers (bounded by ``startup_timeout``)."""
         if self.running:
             return self
@@ -278,7 +279,7 @@ class EmbeddedBroker:
             self.log_path = None
             self._own_log = False
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
@@ -286,13 +287,13 @@ class EmbeddedBroker:
         self.cleanup_log()
 
     # asyncio forms: the blocking waits run in a thread so the loop stays live.
-    async def astart(self) -> "EmbeddedBroker":
+    async def astart(self) -> EmbeddedBroker:
         return await asyncio.to_thread(self.start)
 
     async def astop(self) -> None:
         await asyncio.to_thread(self.stop)
 
-    async def __aenter__(self) -> "EmbeddedBroker":
+    async def __aenter__(self) -> EmbeddedBroker:
         return await self.astart()
 
     async def __aexit__(self, *exc_info) -> None:

@@ -46,11 +46,11 @@ DRIFT_METHOD_PARAMS: dict[str, frozenset[str]] = {
 }
 
 
-def _make_detector(method: str, params: dict[str, Any]):
+def _make_detector(method: str, params: dict[str, Any]) -> Any:
     from river import drift
 
-    cls = {"adwin": drift.ADWIN, "page_hinkley": drift.PageHinkley, "kswin": drift.KSWIN}[method]
-    return cls(**params)
+    classes: dict[str, Any] = {"adwin": drift.ADWIN, "page_hinkley": drift.PageHinkley, "kswin": drift.KSWIN}
+    return classes[method](**params)
 
 
 class DriftMonitor:

@@ -7,18 +7,10 @@ import json
 import numpy as np
 
 from streamkm.cluster import StreamingKMeans
+from tests.helpers.data import mixture as blobs
+from tests.helpers.data import separated_means
 
 __all__ = ["assert_state_equal", "blobs", "fitted_model", "json_roundtrip", "separated_means"]
-
-
-def blobs(means, n, rng, sigma=1.0, dtype=np.float32):
-    labels = rng.integers(0, len(means), n)
-    X = means[labels] + sigma * rng.normal(size=(n, means.shape[1]))
-    return X.astype(dtype), labels
-
-
-def separated_means(k, d, rng, scale=10.0):
-    return rng.normal(scale=scale, size=(k, d))
 
 
 def json_roundtrip(state):

@@ -3,6 +3,7 @@ import pytest
 
 from streamkm.cluster import KMeans
 from streamkm.cluster._lloyd import _lloyd, _reseed_empty
+from tests.helpers.data import balanced_blobs as make_blobs
 
 
 # ------------------------------------------------------------------ helpers
@@ -24,15 +25,6 @@ def adjusted_rand_index(a, b):
     if max_index == expected:
         return 1.0
     return (s_ij - expected) / (max_index - expected)
-
-
-def make_blobs(n_per=100, k=5, d=4, spread=10.0, scale=1.0, seed=0, dtype=np.float32):
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(k, d)) * spread
-    y = np.repeat(np.arange(k), n_per)
-    X = centers[y] + scale * rng.normal(size=(len(y), d))
-    perm = rng.permutation(len(y))
-    return X[perm].astype(dtype), y[perm]
 
 
 def objective64(X, C, labels):

@@ -2,14 +2,7 @@ import numpy as np
 import pytest
 
 from streamkm.cluster.kmeans_plusplus import _kmeans_plusplus, kmeans_plusplus
-
-
-def blobs(n_per, centers, scale=0.1, seed=0, dtype=np.float32):
-    rng = np.random.default_rng(seed)
-    centers = np.asarray(centers, dtype=np.float64)
-    X = np.concatenate([c + scale * rng.normal(size=(n_per, centers.shape[1])) for c in centers])
-    y = np.repeat(np.arange(len(centers)), n_per)
-    return X.astype(dtype), y
+from tests.helpers.data import clusters_at as blobs
 
 
 def potential(X, C):

@@ -5,13 +5,7 @@ import pytest
 
 from streamkm.cluster import SelectKResult, select_k
 from streamkm.cluster.select_k import _bic, _knee, _silhouette
-
-
-def blobs(k, d=4, n_per=80, spread=20.0, seed=0):
-    rng = np.random.default_rng(seed)
-    centers = rng.uniform(-spread, spread, size=(k, d))
-    y = np.repeat(np.arange(k), n_per)
-    return (centers[y] + rng.normal(size=(len(y), d))).astype(np.float32), y
+from tests.helpers.data import uniform_blobs as blobs
 
 
 @pytest.mark.parametrize("method", ["silhouette", "elbow", "bic"])

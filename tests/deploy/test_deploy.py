@@ -2,11 +2,10 @@
 panel query against a real Prometheus scraping a real streamkm /metrics endpoint.
 
 The endpoint is :class:`streamkm.ops.http.HealthServer` serving a
-:class:`streamkm.ops.metrics.Metrics` that is kept busy by a feeder thread running
-the real components on data: binary/JSON records (some bad) decoded by
-``formats.decode_vectors`` into a ``StreamingKMeans`` with reseeding, behaviour
-events windowed by ``EventWindower`` and embedded by ``LSTMEncoder`` into a
-second ``StreamingKMeans``, and checkpoints written by ``CheckpointStore``.
+:class:`streamkm.ops.metrics.Metrics` that is kept busy by a feeder thread driving
+the worker's own components on data: binary/JSON vector records (some bad) and JSON
+behaviour events through the real pipelines, their results counted by the worker's
+accounting, checkpoints and commits through its durability code.
 A second live check points Prometheus at a real ``streamkm run`` subprocess
 (embedded broker, demo producers for both pipelines).
 """
@@ -136,16 +135,15 @@ def test_provisioning_files_reference_the_dashboard_folder():
 def test_every_referenced_metric_exists_in_streamkm_metrics():
     from prometheus_client.parser import text_string_to_metric_families
 
-    from streamkm.ops.metrics import Metrics
+    from streamkm.ops.metrics import Metrics, ModelStats
 
     m = Metrics()
     m.init_pipeline("vectors", "t")
-    m.init_pipeline("sequence", "e")
-    m.cluster_weight.labels(pipeline="vectors", cluster="0").set(1)
+    m.init_pipeline("sequence", "e", windows=True)
+    m.observe_model("vectors", ModelStats(n_seen=1, n_batches=1, last_batch_objective=1.0, ewm_objective=1.0,
+                                          last_center_shift=1.0, weights=np.ones(1), n_reseeds=0,
+                                          n_reseeds_rejected=0, n_dying_replaced=0))
     m.set_lag("t", 0, 1)
-    for g in (m.batch_objective, m.objective_ewma, m.centroid_shift, m.clusters, m.model_points,
-              m.model_version):
-        g.labels(pipeline="vectors").set(1)
     m.windows_evicted.labels(pipeline="sequence", reason="max_keys").inc()
     exported = set()
     for fam in text_string_to_metric_families(m.exposition().decode()):
@@ -160,30 +158,74 @@ def test_every_referenced_metric_exists_in_streamkm_metrics():
 
 
 # ------------------------------------------------------- live Prometheus checks
+class _FakeConsumer:
+    """The two consumer calls the worker's durability and lag code make (no Kafka here)."""
+
+    def __init__(self, rng) -> None:
+        self.rng = rng
+        self.commits = 0
+
+    async def commit(self, offsets) -> None:
+        self.commits += 1
+
+    def highwater(self, tp) -> int:
+        return int(self.rng.integers(0, 500))
+
+
+class _FakeProducer:
+    """Acknowledges every send at once (what the worker's delivery code awaits)."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def send(self, topic, value=None, key=None, headers=None):
+        self.sent += 1
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+
 class _Feeder:
-    """Runs the real clustering components on data and reports into Metrics."""
+    """Drives the worker's own components on data and lets them report into Metrics.
+
+    Records (binary and JSON vectors, some bad; JSON behaviour events) go through the
+    real :class:`~streamkm.pipeline.VectorPipeline` and
+    :class:`~streamkm.pipeline.SequencePipeline`; their results are counted by the
+    worker's :func:`streamkm.service.accounting.account`, dead letters and outputs are
+    delivered by :func:`streamkm.service.delivery.deliver`, checkpoints and commits go
+    through :class:`streamkm.service.durability.Durability`, lag through the
+    :class:`~streamkm.service.offsets.OffsetBook`. Only Kafka itself is absent.
+    """
 
     def __init__(self, metrics, workdir: Path) -> None:
+        from aiokafka import TopicPartition
+
         from streamkm.checkpoint import CheckpointStore
-        from streamkm.cluster.streaming_kmeans import StreamingKMeans
+        from streamkm.pipeline import SequencePipeline, VectorPipeline
         from streamkm.sequence.lstm import LSTMEncoder
-        from streamkm.sequence.windows import EventWindower
+        from streamkm.service.durability import Durability
+        from streamkm.service.offsets import OffsetBook
 
         self.m = metrics
-        self.vec_model = StreamingKMeans(n_clusters=4, reservoir_size=500, reseed_interval=3, seed=0)
-        self.seq_model = StreamingKMeans(n_clusters=3, reservoir_size=200, seed=1)
-        self.encoder = LSTMEncoder(4, 6, seed=0)
-        self.windower = EventWindower(4, kind="tumbling", size=8.0, max_keys=12, max_events_per_key=64)
-        self.store = CheckpointStore(workdir, keep=2)
+        self.vectors = VectorPipeline(
+            model_kwargs=dict(n_clusters=4, reservoir_size=500, reseed_interval=3, seed=0), topic="vec",
+            dim=5, max_record_bytes=1 << 16, batch_rows=256,
+            drift_kwargs={"method": "page_hinkley", "threshold": 5.0}, reseed_on_drift=True)
+        self.sequence = SequencePipeline(
+            encoder=LSTMEncoder(4, 6, seed=0), topic="ev",
+            windower_kwargs=dict(kind="tumbling", size=8.0, max_keys=12, max_events_per_key=64),
+            model_kwargs=dict(n_clusters=3, reservoir_size=200, seed=1), normalize=True, batch_rows=16)
+        self.pipelines = (self.vectors, self.sequence)
+        self.durability = Durability(CheckpointStore(workdir, keep=2), metrics, commit_timeout=5.0)
+        self.book = OffsetBook()
+        self.book.assigned = {TopicPartition("vec", 0), TopicPartition("vec", 1)}
         self.stop = threading.Event()
         self.error: BaseException | None = None
         self.batches = 0
         self.thread = threading.Thread(target=self._run, name="metrics-feeder", daemon=True)
-        for p, t in (("vectors", "vec"), ("sequence", "ev")):
-            metrics.init_pipeline(p, t)
-        metrics.observe_model("vectors", self.vec_model, baseline=True)
-        metrics.observe_model("sequence", self.seq_model, baseline=True)
-        metrics.observe_windower("sequence", self.windower, baseline=True)
+        for p in self.pipelines:
+            p.init_metrics(metrics)
+            p.observe(metrics, baseline=True)
 
     def start(self):
         self.thread.start()
@@ -197,20 +239,33 @@ class _Feeder:
 
     def _run(self):
         try:
-            self._loop()
+            asyncio.run(self._loop())
         except BaseException as e:  # surfaced by close()
             self.error = e
 
-    def _loop(self):
+    async def _loop(self):
+        import collections
+
         from streamkm import codec as formats
         from streamkm.loadgen import synthetic
+        from streamkm.service.accounting import account
+        from streamkm.service.delivery import deliver, outbound_records
 
+        Rec = collections.namedtuple("Rec", "topic partition offset key value headers timestamp")
         m = self.m
         blobs = synthetic.iter_drifting_blobs(256, n_clusters=4, n_features=5, drift_every=2048,
                                               seed=0)
         t_ev = 0.0
         rng = np.random.default_rng(0)
-        m.assigned_partitions.set(2)
+        consumer, producer = _FakeConsumer(rng), _FakeProducer()
+        offsets = {"vec": 0, "ev": 0}
+
+        def records(topic, values):
+            out = [Rec(topic, 0, offsets[topic] + i, None, v, (), 0) for i, v in enumerate(values)]
+            offsets[topic] += len(values)
+            return out
+
+        m.assigned_partitions.set(len(self.book.assigned))
         m.set_ready(True)
         while not self.stop.is_set():
             # vectors pipeline: real records, some of them bad
@@ -218,51 +273,31 @@ class _Feeder:
             values = formats.encode_binary_records(X[:200], 8) + [
                 formats.encode_json(x) for x in X[200:]]
             values += [b"", b"{not json", formats.encode_json(np.ones(3))]
-            t0 = time.perf_counter()
-            batch = formats.decode_vectors(values, fmt="auto", dim=5, max_record_bytes=1 << 16)
-            m.records_consumed.labels(pipeline="vectors", topic="vec").inc(len(values))
-            for _, err in batch.errors:
-                m.records_dead_lettered.labels(pipeline="vectors", reason=err.reason).inc()
-            self.vec_model.partial_fit(batch.X)
-            n_good = len(values) - len(batch.errors)
-            m.records_clustered.labels(pipeline="vectors").inc(n_good)
-            m.vectors_clustered.labels(pipeline="vectors").inc(len(batch.X))
-            m.output_records.labels(pipeline="vectors").inc(n_good)
-            m.batch_processing.labels(pipeline="vectors").observe(time.perf_counter() - t0)
-            if self.batches % 7 == 6:
-                m.drift_detections.labels(pipeline="vectors").inc()
-                self.vec_model.reseed()
-            m.observe_model("vectors", self.vec_model)
             # sequence pipeline: events -> windows -> LSTM -> k-means
             keys, ts, E, _ = synthetic.behaviour_events(16, 8, n_features=4, start_ts=t_ev,
                                                         seed=int(rng.integers(1 << 30)))
             t_ev = float(ts.max()) + 1.0
-            t0 = time.perf_counter()
-            m.records_consumed.labels(pipeline="sequence", topic="ev").inc(len(keys))
-            wb = self.windower.add(keys, ts, E)
-            if wb is not None and len(wb.keys):
-                t1 = time.perf_counter()
-                emb = self.encoder.embed(wb.X, wb.lengths, normalize=True)
-                m.lstm_embed.observe(time.perf_counter() - t1)
-                self.seq_model.partial_fit(emb)
-                m.vectors_clustered.labels(pipeline="sequence").inc(len(emb))
-            m.records_clustered.labels(pipeline="sequence").inc(len(keys))
-            m.batch_processing.labels(pipeline="sequence").observe(time.perf_counter() - t0)
-            m.observe_model("sequence", self.seq_model)
-            m.observe_windower("sequence", self.windower)
-            # worker-level facts
-            for p in (0, 1):
-                m.set_lag("vec", p, float(rng.integers(0, 500)))
-            m.commits.inc()
-            if self.batches % 3 == 0:
+            events = [formats.encode_event_json(str(k), float(s), e) for k, s, e in zip(keys, ts, E, strict=True)]
+            for pipe, recs in ((self.vectors, records("vec", values)), (self.sequence, records("ev", events))):
                 t0 = time.perf_counter()
-                info = self.store.save({"vectors": self.vec_model.state_dict(),
-                                        "offsets": {"vec": {"0": self.batches}}})
-                size = sum(f.stat().st_size for f in self.store.directory.iterdir() if f.is_file())
-                m.checkpoint_written(time.perf_counter() - t0, size)
-                assert info is not None
+                res = pipe.process(recs)
+                m.batch_processing.labels(pipeline=pipe.name).observe(time.perf_counter() - t0)
+                account(m, pipe, res)
+                await deliver(producer, outbound_records(
+                    res, pipeline=pipe.name, pipeline_class=type(pipe).__name__, dlq_topic="dlq",
+                    output_topic="out", group_id="g", client_id="c"), metrics=m, backoff_initial=0.1,
+                    backoff_max=1.0, stopping=lambda: False)
+                self.durability.absorbed(len(recs))
+            self.book.next = {tp: offsets["vec"] for tp in self.book.assigned}
+            self.book.report_lag(consumer, m)
+            if self.batches % 3 == 0:
+                state = {"offsets": self.book.formatted(),
+                         "pipelines": {p.name: p.state_dict() for p in self.pipelines}}
+                assert await self.durability.checkpoint(state, "interval") is not None
+                assert await self.durability.commit(consumer, self.book.committable(), "interval",
+                                                    coordinator_known=lambda: True)
             self.batches += 1
-            self.stop.wait(0.05)
+            await asyncio.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

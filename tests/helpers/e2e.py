@@ -35,7 +35,7 @@ def offline(X, kw, batch_rows):
     ref = StreamingKMeans(**kw)
     i = 0
     while i < len(X):
-        n = batch_rows if ref.is_initialized_ else max(batch_rows, ref._init_threshold)
+        n = batch_rows if ref.is_initialized_ else max(batch_rows, ref.init_threshold)
         ref.partial_fit(X[i:i + n])
         i += n
     return ref

@@ -48,7 +48,7 @@ def test_sync_lifecycle_and_stop_twice():
     broker.stop()  # second stop is a no-op
     assert not broker.running
     with pytest.raises(EmbeddedBrokerError, match="not started"):
-        broker.bootstrap_servers
+        _ = broker.bootstrap_servers
 
 
 def test_async_context_manager_produce_consume():

@@ -13,7 +13,7 @@ import pytest
 from streamkm.checkpoint import CheckpointStore
 from streamkm.codec import encode_binary, encode_event_json, encode_json
 from streamkm.pipeline import SequencePipeline, VectorPipeline
-
+from tests.helpers.data import blobs
 from tests.helpers.e2e import offline
 
 Rec = collections.namedtuple("Rec", "topic partition offset key value headers timestamp")
@@ -21,12 +21,6 @@ Rec = collections.namedtuple("Rec", "topic partition offset key value headers ti
 KW = dict(n_clusters=3, seed=0)
 
 
-
-
-def blobs(n, d=4, seed=0):
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(scale=6.0, size=(3, d))
-    return (centers[rng.integers(0, 3, n)] + rng.normal(size=(n, d))).astype(np.float32)
 
 
 def bad_values(d=4):
@@ -99,7 +93,7 @@ def test_every_valid_record_clustered_once_and_equals_offline():
     vals = [json.loads(o.value) for o in outs]
     assert [v["offset"] for v in vals] == valid
     # the last chunk's assignments are the final model's nearest centres
-    last = len(X) - (len(X) - max(32, ref._init_threshold)) % 32
+    last = len(X) - (len(X) - max(32, ref.init_threshold)) % 32
     tail = X[last:]
     d2 = ((tail[:, None, :] - m.cluster_centers_[None]) ** 2).sum(-1)
     assert [v["cluster"] for v in vals[last:]] == d2.argmin(1).tolist()
@@ -135,7 +129,7 @@ def test_multi_row_records_output_per_segment():
     for segs in by_off.values():
         assert segs[0][0] == 0
         assert sum(n for _, n in segs) == 10
-        for (r0, n0), (r1, _) in zip(segs, segs[1:]):
+        for (r0, n0), (r1, _) in zip(segs, segs[1:], strict=False):
             assert r1 == r0 + n0
 
 
@@ -209,7 +203,7 @@ def _events(n_keys=12, per_key=24, seed=0):
 
     keys, ts, X, proc = behaviour_events(n_keys, per_key, n_processes=3, n_features=3, seed=seed)
     recs = [Rec("ev", 0, i, None, encode_event_json(k, float(t), x), (), 0)
-            for i, (k, t, x) in enumerate(zip(keys, ts, X))]
+            for i, (k, t, x) in enumerate(zip(keys, ts, X, strict=True))]
     return recs, keys, proc
 
 

@@ -16,6 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streamkm.checkpoint import CheckpointStore
+from streamkm.cluster.streaming_kmeans import StreamingKMeans
+from streamkm.codec import encode_binary, encode_event_json, encode_json
+from streamkm.service.offsets import parse_offsets
+from tests.helpers.data import blobs
 from tests.helpers.e2e import (
     committed_offsets,
     consume_all,
@@ -27,10 +32,6 @@ from tests.helpers.e2e import (
     wait_until,
     worker_config,
 )
-from streamkm.checkpoint import CheckpointStore
-from streamkm.cluster.streaming_kmeans import StreamingKMeans
-from streamkm.codec import encode_binary, encode_event_json, encode_json
-from streamkm.service.worker import parse_offsets
 
 pytestmark = pytest.mark.broker
 
@@ -39,9 +40,7 @@ BATCH = 50
 
 
 def vectors(seed=0):
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(scale=5.0, size=(4, 5))
-    X = (centers[rng.integers(0, 4, N)] + rng.normal(size=(N, 5))).astype(np.float32)
+    X = blobs(N, d=5, k=4, center_scale=5.0, seed=seed)
     records = [(f"k{i}".encode(), encode_binary(x[None]) if i % 2 else encode_json(x))
                for i, x in enumerate(X)]
     return X, records
@@ -67,7 +66,7 @@ class WorkerProcess:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"worker did not exit within {timeout}s; log:\n{self.tail()}")
+            raise AssertionError(f"worker did not exit within {timeout}s; log:\n{self.tail()}") from None
 
     def tail(self) -> str:
         return self.log.read_bytes()[-4000:].decode("utf-8", "replace")
@@ -132,7 +131,7 @@ def test_kill9_and_restart_gives_the_uninterrupted_model(broker, make_topic, tmp
         try:
             asyncio.run(wait_until(done, 60, "restarted worker commits the end", interval=0.3))
         except TimeoutError:
-            raise AssertionError(w.tail())
+            raise AssertionError(w.tail()) from None
         w.proc.send_signal(signal.SIGTERM)
         assert w.wait(30) == 0, w.tail()
         assert f"restored checkpoint {info.sequence} " in w.tail()
@@ -185,9 +184,9 @@ def test_sigterm_exits_0_with_fresh_checkpoint_and_matching_commit(broker, make_
 
 
 def _train_small_lstm(path: Path):
+    from streamkm.loadgen.synthetic import behaviour_sequences
     from streamkm.sequence.lstm import LSTMEncoder
     from streamkm.sequence.train import train_encoder
-    from streamkm.loadgen.synthetic import behaviour_sequences
 
     W, _ = behaviour_sequences(96, n_processes=3, length=8, n_features=3, seed=0)
     enc = LSTMEncoder(3, 8, seed=0)
@@ -199,15 +198,15 @@ def _train_small_lstm(path: Path):
 
 
 def test_sequence_pipeline_end_to_end_with_trained_lstm(broker, make_topic, tmp_path):
-    from streamkm.pipeline import SequencePipeline
     from streamkm.loadgen.synthetic import behaviour_events
+    from streamkm.pipeline import SequencePipeline
     from streamkm.service.worker import Worker
 
     enc, _ = _train_small_lstm(tmp_path / "lstm.npz")
     topic, dlq, out = make_topic("ev"), make_topic("dlq"), make_topic("out")
     group = unique_name("g")
     keys, ts, Xe, _ = behaviour_events(12, 32, n_processes=3, n_features=3, seed=1)
-    records = [(k.encode(), encode_event_json(k, float(t), x)) for k, t, x in zip(keys, ts, Xe)]
+    records = [(k.encode(), encode_event_json(k, float(t), x)) for k, t, x in zip(keys, ts, Xe, strict=True)]
     bad = [(b"b1", b'{"key": "u", "ts": 1.0}'), (b"b2", b'{"key": "u", "ts": 1.0, "x": [1, 2]}')]
     records = records[:10] + bad + records[10:]
     cfg = worker_config(broker, tmp_path / "ckpt", group=group, events_topic=topic, dlq=dlq,
@@ -222,7 +221,7 @@ def test_sequence_pipeline_end_to_end_with_trained_lstm(broker, make_topic, tmp_
         await produce(broker, topic, records, partition=0)
         worker = Worker(settings)
         task = asyncio.create_task(worker.run())
-        pipe = worker.pipelines["sequence"][1]
+        pipe = worker.pipelines["sequence"]
         await wait_until(lambda: pipe.core.n_clustered_ == n_windows, 30, "all windows clustered")
         await worker.shutdown(20)
         await task
@@ -231,7 +230,7 @@ def test_sequence_pipeline_end_to_end_with_trained_lstm(broker, make_topic, tmp_
         return worker, dl, outs
 
     worker, dl, outs = asyncio.run(scenario())
-    pipe = worker.pipelines["sequence"][1]
+    pipe = worker.pipelines["sequence"]
     assert pipe.model.counts_.sum() == pytest.approx(n_windows)
     assert sorted(dict(r.headers)["__connect.errors.reason"] for r in dl) == [b"dimension", b"schema"]
     assert len(outs) == n_windows
@@ -263,14 +262,14 @@ def test_sequence_pipeline_end_to_end_with_trained_lstm(broker, make_topic, tmp_
 def test_sequence_kill9_with_open_windows_and_restart(broker, make_topic, tmp_path):
     """Killed between a checkpoint and its commit while windows are open: the restarted
     worker restores the windows and queued embeddings and ends with the offline model."""
-    from streamkm.pipeline import SequencePipeline
     from streamkm.loadgen.synthetic import behaviour_events
+    from streamkm.pipeline import SequencePipeline
 
     enc, _ = _train_small_lstm(tmp_path / "lstm.npz")
     topic = make_topic("ev")
     group = unique_name("g")
     keys, ts, Xe, _ = behaviour_events(16, 40, n_processes=3, n_features=3, seed=2)
-    records = [(k.encode(), encode_event_json(k, float(t), x)) for k, t, x in zip(keys, ts, Xe)]
+    records = [(k.encode(), encode_event_json(k, float(t), x)) for k, t, x in zip(keys, ts, Xe, strict=True)]
     ckpt = tmp_path / "ckpt"
     cfg = worker_config(broker, ckpt, group=group, events_topic=topic, max_records=30,
                         checkpoint={"interval_records": 90},

@@ -12,6 +12,13 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamkm.checkpoint import CheckpointStore
+from streamkm.cluster.streaming_kmeans import StreamingKMeans
+from streamkm.codec import encode_binary, encode_json
+from streamkm.ops.metrics import Metrics
+from streamkm.service.offsets import parse_offsets
+from streamkm.service.worker import Worker
+from tests.helpers.data import blobs
 from tests.helpers.e2e import (
     committed_offsets,
     consume_all,
@@ -23,11 +30,6 @@ from tests.helpers.e2e import (
     wait_until,
     worker_config,
 )
-from streamkm.checkpoint import CheckpointStore
-from streamkm.cluster.streaming_kmeans import StreamingKMeans
-from streamkm.codec import encode_binary, encode_json
-from streamkm.ops.metrics import Metrics
-from streamkm.service.worker import Worker, parse_offsets
 
 pytestmark = pytest.mark.broker
 
@@ -46,9 +48,7 @@ BAD = {  # value -> DLQ reason
 
 
 def dataset(n=600, d=4, seed=0):
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(scale=6.0, size=(3, d))
-    X = (centers[rng.integers(0, 3, n)] + rng.normal(size=(n, d))).astype(np.float32)
+    X = blobs(n, d=d, k=3, center_scale=6.0, seed=seed)
     records, bad_at = [], {}
     bad_items = list(BAD.items())
     for i, x in enumerate(X):
@@ -89,7 +89,7 @@ def test_vectors_exactly_once_dlq_output_and_metrics(broker, make_topic, tmp_pat
         async with HealthServer(metrics.registry, port=0, ready=worker.is_ready,
                                 live=worker.is_live) as server:
             task = asyncio.create_task(worker.run())
-            pipe = worker.pipelines["vectors"][1]
+            pipe = worker.pipelines["vectors"]
             await wait_until(lambda: pipe.core.n_clustered_ == len(X) and worker.is_ready(), 30,
                              "all vectors clustered")
             await wait_until(lambda: worker.n_checkpoints >= 1, 10, "checkpoint after flush")
@@ -115,7 +115,7 @@ def test_vectors_exactly_once_dlq_output_and_metrics(broker, make_topic, tmp_pat
 
     worker, live, ok, committed, dl, outs = asyncio.run(scenario())
     assert ok and not worker.is_live()
-    model = worker.pipelines["vectors"][1].model
+    model = worker.pipelines["vectors"].model
     # every valid record clustered exactly once (decay 1: weights sum to N valid)
     assert model.counts_.sum() == pytest.approx(len(X))
     ref = offline(X, dict(settings.model.estimator_kwargs()), 64)
@@ -187,7 +187,7 @@ def test_restart_resumes_from_checkpoint_without_loss(broker, make_topic, tmp_pa
     async def one_run(n_expected):
         worker = Worker(settings)
         task = asyncio.create_task(worker.run())
-        pipe = worker.pipelines["vectors"][1]
+        pipe = worker.pipelines["vectors"]
         await wait_until(lambda: pipe.core.n_clustered_ == n_expected and pipe.n_pending == 0, 30,
                          f"{n_expected} clustered")
         await worker.shutdown(20)
@@ -202,11 +202,11 @@ def test_restart_resumes_from_checkpoint_without_loss(broker, make_topic, tmp_pa
         return first, second
 
     first, second = asyncio.run(scenario())
-    m = second.pipelines["vectors"][1].model
+    m = second.pipelines["vectors"].model
     assert m.counts_.sum() == pytest.approx(len(X))
-    assert second.pipelines["vectors"][1].core.n_clustered_ == len(X)
+    assert second.pipelines["vectors"].core.n_clustered_ == len(X)
     # the restarted worker's model saw only the second half over the Kafka connection
-    assert first.pipelines["vectors"][1].core.n_clustered_ == 230
+    assert first.pipelines["vectors"].core.n_clustered_ == 230
 
 
 def test_broker_unreachable_live_not_ready_and_clean_shutdown(tmp_path):
@@ -260,7 +260,7 @@ def test_two_workers_partitions_move_nothing_lost(broker, make_topic, tmp_path):
         await put(records[:400], 0)
 
         def total():
-            return sum(w.pipelines["vectors"][1].core.n_clustered_ for w in (a, b))
+            return sum(w.pipelines["vectors"].core.n_clustered_ for w in (a, b))
 
         await wait_until(lambda: total() == 400, 30, "first half clustered")
         a_parts = {tp.partition for tp in a.assignment}
@@ -268,7 +268,7 @@ def test_two_workers_partitions_move_nothing_lost(broker, make_topic, tmp_path):
         await ta
         await wait_until(lambda: len(b.assignment) == 4, 30, "b takes over a's partitions")
         await put(records[400:], 400)
-        await wait_until(lambda: total() == len(X) and b.pipelines["vectors"][1].n_pending == 0, 30,
+        await wait_until(lambda: total() == len(X) and b.pipelines["vectors"].n_pending == 0, 30,
                          "everything clustered")
         await b.shutdown(20)
         await tb
@@ -277,11 +277,11 @@ def test_two_workers_partitions_move_nothing_lost(broker, make_topic, tmp_path):
         return a, b, a_parts, committed, ends
 
     a, b, a_parts, committed, ends = asyncio.run(scenario())
-    na = a.pipelines["vectors"][1].core.n_clustered_
-    nb = b.pipelines["vectors"][1].core.n_clustered_
+    na = a.pipelines["vectors"].core.n_clustered_
+    nb = b.pipelines["vectors"].core.n_clustered_
     assert na + nb == len(X)  # nothing lost, nothing counted twice across the group
-    assert a.pipelines["vectors"][1].model.counts_.sum() == pytest.approx(na)
-    assert b.pipelines["vectors"][1].model.counts_.sum() == pytest.approx(nb)
+    assert a.pipelines["vectors"].model.counts_.sum() == pytest.approx(na)
+    assert b.pipelines["vectors"].model.counts_.sum() == pytest.approx(nb)
     assert na == 200 and nb == 600  # a: its 2 partitions of the first half; b: the rest
     assert committed == ends == {p: 200 for p in range(4)}
     # a's final checkpoint holds only its own partitions, at the offsets it committed
@@ -305,7 +305,7 @@ def test_broker_lost_while_running_not_ready_still_live_and_shuts_down(tmp_path)
             await produce(bs, "in", [(None, encode_binary(x[None])) for x in X], partition=0)
             worker = Worker(settings)
             task = asyncio.create_task(worker.run())
-            pipe = worker.pipelines["vectors"][1]
+            pipe = worker.pipelines["vectors"]
             await wait_until(lambda: pipe.core.n_clustered_ == 100 and worker.is_ready(), 30, "ready")
             await asyncio.to_thread(broker.stop)
             await wait_until(lambda: not worker.is_ready(), 30, "readiness drops with the broker")
@@ -352,7 +352,7 @@ def test_member_joins_mid_stream_each_record_absorbed_once(broker, make_topic, t
                           partition=p)
         a = Worker(settings("a"), fault_hook=slow)
         b = Worker(settings("b"), fault_hook=slow)
-        pa, pb = a.pipelines["vectors"][1], b.pipelines["vectors"][1]
+        pa, pb = a.pipelines["vectors"], b.pipelines["vectors"]
         ta = asyncio.create_task(a.run())
         await wait_until(lambda: pa.core.n_clustered_ + pa.n_pending >= 200, 30, "a consuming")
         tb = asyncio.create_task(b.run())
@@ -367,13 +367,13 @@ def test_member_joins_mid_stream_each_record_absorbed_once(broker, make_topic, t
                              and pb.n_pending == 0, 60, "all absorbed")
         except TimeoutError:
             raise AssertionError((pa.core.n_clustered_, pa.n_pending, pb.core.n_clustered_, pb.n_pending,
-                                  a.offsets, b.offsets, a.n_batches, b.n_batches))
+                                  a.offsets, b.offsets, a.n_batches, b.n_batches)) from None
         await b.shutdown(20)
         await tb
         return a, b, mid, await committed_offsets(broker, group, topic)
 
     a, b, mid, committed = asyncio.run(scenario())
-    pa, pb = a.pipelines["vectors"][1], b.pipelines["vectors"][1]
+    pa, pb = a.pipelines["vectors"], b.pipelines["vectors"]
     na = pa.core.n_clustered_ + pa.n_pending  # a's queued rows are in its final checkpoint
     nb = pb.core.n_clustered_
     assert mid < n  # the rebalance really happened with a backlog left
@@ -398,7 +398,7 @@ def test_pipeline_failure_is_not_checkpointed_and_restart_replays(broker, make_t
     settings = load_config(cfg, tmp_path / "w.toml")
 
     pipes = build_pipelines(settings)
-    pipe = pipes["vectors"][1]
+    pipe = pipes["vectors"]
     real = pipe.process
     calls = [0]
 
@@ -420,7 +420,7 @@ def test_pipeline_failure_is_not_checkpointed_and_restart_replays(broker, make_t
         saved = parse_offsets(state["offsets"])
         good = Worker(settings)
         task = asyncio.create_task(good.run())
-        p = good.pipelines["vectors"][1]
+        p = good.pipelines["vectors"]
         await wait_until(lambda: p.core.n_clustered_ == 300 and p.n_pending == 0
                          and good.offsets and list(good.offsets.values())[0] == 300, 30, "replayed")
         await good.shutdown(20)
@@ -431,7 +431,7 @@ def test_pipeline_failure_is_not_checkpointed_and_restart_replays(broker, make_t
     assert list(saved.values())[0] <= 5 * 30  # nothing from the failed batch was saved
     assert p.model.counts_.sum() == pytest.approx(300)
     ref = StreamingKMeans(**settings.model.estimator_kwargs())
-    ref_n = [max(30, ref._init_threshold)] + [30] * 20
+    ref_n = [max(30, ref.init_threshold)] + [30] * 20
     i = 0
     for n in ref_n:
         if i >= 300:
@@ -478,7 +478,7 @@ def test_drift_detected_counted_logged_and_reseeded(broker, make_topic, tmp_path
         metrics = Metrics()
         worker = Worker(settings, metrics=metrics)
         task = asyncio.create_task(worker.run())
-        pipe = worker.pipelines["vectors"][1]
+        pipe = worker.pipelines["vectors"]
         await wait_until(lambda: pipe.core.n_clustered_ == len(X), 30, "all clustered")
         await worker.shutdown(20)
         await task
@@ -519,7 +519,7 @@ def test_bad_record_too_large_for_the_dlq_producer_does_not_stall_the_worker(bro
         metrics = Metrics()
         worker = Worker(settings, metrics=metrics)
         task = asyncio.create_task(worker.run())
-        pipe = worker.pipelines["vectors"][1]
+        pipe = worker.pipelines["vectors"]
         try:
             await wait_until(lambda: pipe.core.n_clustered_ == len(X), 30, "all vectors clustered")
             await wait_until(lambda: worker.n_checkpoints >= 1, 10, "checkpoint")
@@ -540,7 +540,7 @@ def test_bad_record_too_large_for_the_dlq_producer_does_not_stall_the_worker(bro
     assert headers["__connect.errors.offset"] == b"20"
     assert headers["streamkm.dlq.value-dropped-bytes"] == str(len(huge)).encode()
     assert commits[0] == len(records)
-    assert worker.pipelines["vectors"][1].model.counts_.sum() == pytest.approx(len(X))
+    assert worker.pipelines["vectors"].model.counts_.sum() == pytest.approx(len(X))
 
 
 def test_sequence_batches_are_embedded_off_the_event_loop(broker, make_topic, tmp_path):
@@ -568,7 +568,7 @@ def test_sequence_batches_are_embedded_off_the_event_loop(broker, make_topic, tm
     async def scenario():
         await produce(broker, topic, records, partition=0)
         worker = Worker(settings)
-        pipe = worker.pipelines["sequence"][1]
+        pipe = worker.pipelines["sequence"]
         real = pipe.process
 
         def process(recs):

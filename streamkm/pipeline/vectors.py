@@ -1,0 +1,217 @@
+"""The vectors pipeline: decode feature vectors, queue them, update the model in fixed chunks."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from streamkm.codec import decode_vectors
+from streamkm.pipeline.base import (
+    STATE_VERSION,
+    BatchResult,
+    DeadLetter,
+    OutputRecord,
+    RecordLike,
+    finite_or_none,
+    json_bytes,
+    model_stats,
+)
+from streamkm.pipeline.chunking import ChunkedModel
+from streamkm.pipeline.guards import drop_overflowing
+
+if TYPE_CHECKING:
+    from streamkm.cluster import StreamingKMeans
+    from streamkm.ops.metrics import Metrics
+
+__all__ = ["VectorPipeline"]
+
+_PARTITION = operator.attrgetter("partition")
+_OFFSET = operator.attrgetter("offset")
+_KEY = operator.attrgetter("key")
+
+#: Per queued row: source partition, source offset, row index within the record.
+_META = {"partition": np.int64, "offset": np.int64, "row": np.int64}
+
+
+class VectorPipeline:
+    """Vectors topic: decode -> validate -> queue -> ``StreamingKMeans.partial_fit``.
+
+    Parameters
+    ----------
+    model_kwargs : dict
+        ``StreamingKMeans`` keyword arguments (``ModelSettings.estimator_kwargs()``).
+    topic : str
+        Input topic (for the service's routing; outputs name the records' own topic).
+    fmt : {"json", "binary", "auto"}
+    dim : int or None
+        Expected dimension; None: fixed by the first valid record ever seen
+        (then kept in the state).
+    max_record_bytes : int
+    batch_rows : int
+        Rows per ``partial_fit`` (model mini-batch; independent of fetches).
+    drift_kwargs : dict or None
+        ``DriftMonitor`` arguments; None disables drift detection.
+    reseed_on_drift : bool
+    emit_outputs : bool
+        Build assignment output records.
+
+    Notes
+    -----
+    Output value (JSON) for a single-row record: ``{"cluster", "sq_distance",
+    "model_version", "topic", "partition", "offset"}``; for a record with
+    several rows, one output per record *segment* absorbed together, with
+    ``"row"`` (first row index), ``"clusters"`` and ``"sq_distances"`` lists.
+    ``cluster`` is -1 (``sq_distance`` null) only if a flush happened before
+    the model had enough rows to initialize.
+
+    A record with a value above :data:`streamkm.cluster.MAX_ABS_VALUE` (finite, but
+    its squared distances overflow float32; the model rejects it) is dead-lettered
+    as ``non_finite``, like a decode error.
+
+    Examples
+    --------
+    >>> import collections, numpy as np
+    >>> from streamkm.codec import encode_json
+    >>> Rec = collections.namedtuple("Rec", "topic partition offset key value headers timestamp")
+    >>> X = np.random.default_rng(0).normal(size=(40, 2))
+    >>> recs = [Rec("t", 0, i, None, encode_json(x), (), 0) for i, x in enumerate(X)]
+    >>> recs.append(Rec("t", 0, 40, None, b"oops", (), 0))
+    >>> p = VectorPipeline(model_kwargs={"n_clusters": 2, "seed": 0}, batch_rows=16)
+    >>> r = p.process(recs)
+    >>> r.n_valid_records, r.n_clustered, p.n_pending, [d.error.reason for d in r.dead_letters]
+    (40, 32, 8, ['not_json'])
+    >>> p.flush().n_clustered, float(p.model.counts_.sum())
+    (8, 40.0)
+    """
+
+    name = "vectors"
+    always_offload: ClassVar[bool] = False
+
+    def __init__(self, *, model_kwargs: dict[str, Any], topic: str = "", fmt: str = "auto",
+                 dim: int | None = None, max_record_bytes: int = 8 * 2**20, batch_rows: int = 1024,
+                 drift_kwargs: dict[str, Any] | None = None, reseed_on_drift: bool = True,
+                 emit_outputs: bool = True):
+        if fmt not in ("json", "binary", "auto"):
+            raise ValueError(f"fmt must be 'json', 'binary' or 'auto', got {fmt!r}")
+        if dim is not None and dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        self.topic = topic
+        self.fmt = fmt
+        self.dim = dim
+        self.max_record_bytes = int(max_record_bytes)
+        self.emit_outputs = bool(emit_outputs)
+        self.core = ChunkedModel(model_kwargs=model_kwargs, batch_rows=batch_rows, drift_kwargs=drift_kwargs,
+                                 reseed_on_drift=reseed_on_drift, meta_columns=_META)
+        self.dim_: int | None = dim
+        self._topic: str | None = None  # topic of the records seen (named in the outputs)
+
+    @property
+    def model(self) -> StreamingKMeans:
+        """The pipeline's streaming k-means."""
+        return self.core.model
+
+    @property
+    def n_pending(self) -> int:
+        """Rows queued for the next update."""
+        return self.core.n_pending
+
+    def process(self, records: Sequence[RecordLike]) -> BatchResult:
+        """Decode *records* (one topic-partition order), queue valid rows, absorb full chunks."""
+        res = BatchResult(n_records=len(records))
+        if not records:
+            return res
+        self._topic = records[0].topic
+        batch = decode_vectors([r.value for r in records], fmt=self.fmt, dim=self.dim_,
+                               max_record_bytes=self.max_record_bytes)
+        if batch.X.shape[0]:
+            drop_overflowing(batch)
+        res.dead_letters = [DeadLetter(records[i], err) for i, err in batch.errors]
+        if batch.X.shape[0]:
+            if self.dim_ is None:
+                self.dim_ = int(batch.X.shape[1])
+            ri = batch.record_index
+            starts = np.r_[True, ri[1:] != ri[:-1]]
+            first = np.flatnonzero(starts)
+            counts = np.diff(np.r_[first, ri.size])
+            # the records that produced rows (all of them, usually: no per-record indexing)
+            valid = records if first.size == len(records) else [records[i] for i in ri[first].tolist()]
+            part = np.fromiter(map(_PARTITION, valid), dtype=np.int64, count=first.size)
+            offs = np.fromiter(map(_OFFSET, valid), dtype=np.int64, count=first.size)
+            if first.size == ri.size:  # one row per record
+                meta = {"partition": part, "offset": offs, "row": np.zeros(ri.size, dtype=np.int64)}
+            else:
+                meta = {"partition": np.repeat(part, counts), "offset": np.repeat(offs, counts),
+                        "row": np.arange(ri.size) - np.repeat(first, counts)}
+            if self.emit_outputs:
+                keys = list(map(_KEY, valid))
+                if first.size != ri.size:
+                    keys = [k for k, c in zip(keys, counts.tolist(), strict=True) for _ in range(c)]
+            else:
+                keys = [None] * ri.size
+            self.core.enqueue(batch.X, meta, keys)
+            res.n_valid_records = int(first.size)
+            res.n_rows = int(ri.size)
+        self._absorb(res)
+        return res
+
+    def flush(self) -> BatchResult:
+        """Absorb the queued partial chunk (call when caught up, then checkpoint)."""
+        res = BatchResult()
+        self._absorb(res, flush=True)
+        return res
+
+    def _absorb(self, res: BatchResult, *, flush: bool = False) -> None:
+        self.core.absorb(res, self._make_outputs if self.emit_outputs else None, flush=flush)
+
+    def _make_outputs(self, meta: Mapping[str, NDArray[Any]], keys: Sequence[bytes | None],
+                      labels: NDArray[np.int64], min_sq: NDArray[np.float64], version: int) -> list[OutputRecord]:
+        part, offs, row = meta["partition"], meta["offset"], meta["row"]
+        n = part.shape[0]
+        # segments = consecutive rows of the same (partition, offset)
+        starts = np.flatnonzero(np.r_[True, (part[1:] != part[:-1]) | (offs[1:] != offs[:-1])])
+        ends = np.r_[starts[1:], n]
+        lab = labels.tolist()
+        dist = [finite_or_none(v) for v in np.asarray(min_sq, dtype=np.float64).tolist()]
+        out: list[OutputRecord] = []
+        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+            base: dict[str, Any] = {"model_version": version, "topic": self._topic,
+                                    "partition": int(part[s]), "offset": int(offs[s])}
+            if e - s == 1 and row[s] == 0:
+                base.update(cluster=int(lab[s]), sq_distance=dist[s])
+            else:
+                base.update(row=int(row[s]), clusters=[int(v) for v in lab[s:e]], sq_distances=dist[s:e])
+            out.append(OutputRecord(keys[s], json_bytes(base)))
+        return out
+
+    # ---------------------------------------------------------------- metrics
+    def init_metrics(self, metrics: Metrics) -> None:
+        """Create this pipeline's labelled series."""
+        metrics.init_pipeline(self.name, self.topic)
+
+    def observe(self, metrics: Metrics, *, baseline: bool = False) -> None:
+        """Publish the model's statistics."""
+        metrics.observe_model(self.name, model_stats(self.model), baseline=baseline)
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """Pipeline state for the checkpoint (model, drift, queue, dimension, topic)."""
+        return {"kind": self.name, "version": STATE_VERSION, "dim": self.dim_,
+                "topic": self._topic, **self.core.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; rejects another pipeline's state or another dimension."""
+        if state.get("kind") != self.name:
+            raise ValueError(f"expected a {self.name!r} pipeline state, got {state.get('kind')!r}")
+        if int(state.get("version", -1)) != STATE_VERSION:
+            raise ValueError(f"unsupported pipeline state version {state.get('version')!r}")
+        dim = state.get("dim")
+        if self.dim is not None and dim is not None and int(dim) != self.dim:
+            raise ValueError(f"checkpoint has dimension {dim}, config says {self.dim}")
+        self.core.load_state_dict(state)
+        self.dim_ = None if dim is None else int(dim)
+        if state.get("topic") is not None:
+            self._topic = state["topic"]

@@ -1,0 +1,126 @@
+"""The offsets book: for each partition, the next offset the model state reflects.
+
+Commits only ever follow a durable checkpoint, and a partition resumes at
+``max(own checkpoint offset, committed offset)`` (see docs/architecture.md,
+"Where a partition resumes"). This module owns that rule and the checkpoint's
+``"topic:partition"`` offset encoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from streamkm.ops.metrics import Metrics
+
+__all__ = ["OffsetBook", "format_offsets", "parse_offsets"]
+
+
+def _order(tp: TopicPartition) -> tuple[str, int]:
+    return (tp.topic, tp.partition)
+
+
+def format_offsets(offsets: Mapping[Any, int]) -> dict[str, int]:
+    """``{TopicPartition: offset}`` -> ``{"topic:partition": offset}`` (checkpoint form)."""
+    return {f"{tp.topic}:{tp.partition}": int(off) for tp, off in sorted(offsets.items(), key=lambda kv: _order(kv[0]))}
+
+
+def parse_offsets(d: Mapping[str, int]) -> dict[TopicPartition, int]:
+    """Inverse of :func:`format_offsets`."""
+    out = {}
+    for key, off in d.items():
+        topic, _, part = str(key).rpartition(":")
+        if not topic or not part.isdigit():
+            raise ValueError(f"bad offset key {key!r} (expected 'topic:partition')")
+        out[TopicPartition(topic, int(part))] = int(off)
+    return out
+
+
+class OffsetBook:
+    """Next offset to process per partition, and the partitions currently assigned.
+
+    Attributes
+    ----------
+    next : dict of TopicPartition to int
+        For each partition whose records are reflected in the model: the next offset.
+    assigned : set of TopicPartition
+    """
+
+    def __init__(self) -> None:
+        self.next: dict[TopicPartition, int] = {}
+        self.assigned: set[TopicPartition] = set()
+
+    def restore(self, formatted: Mapping[str, int], topics: Iterable[str]) -> None:
+        """Load the offsets of a checkpoint, keeping only *topics*."""
+        keep = set(topics)
+        self.next = {tp: off for tp, off in parse_offsets(formatted).items() if tp.topic in keep}
+
+    def formatted(self) -> dict[str, int]:
+        """The checkpoint form of :attr:`next`."""
+        return format_offsets(self.next)
+
+    def committable(self) -> dict[TopicPartition, int]:
+        """Offsets of the assigned partitions (what a commit after a checkpoint sends)."""
+        return {tp: off for tp, off in self.next.items() if tp in self.assigned}
+
+    def resume_at(self, tp: TopicPartition, committed: int | None) -> int | None:
+        """Where *tp* resumes on assignment: max(own offset, committed), None if neither exists.
+
+        Records the result as the partition's next offset.
+        """
+        cands = [x for x in (self.next.get(tp), committed) if x is not None]
+        if not cands:
+            return None
+        self.next[tp] = max(cands)
+        return self.next[tp]
+
+    def absorbable(self, tp: TopicPartition, records: list[Any], *, stale: bool) -> list[Any] | None:
+        """The records of one fetched partition batch that may be absorbed now.
+
+        Never twice: records below the partition's next offset are dropped. Never a gap:
+        a batch fetched before a rebalance (*stale*) that starts after the next offset
+        returns None (the caller seeks back to :attr:`next`).
+        """
+        expected = self.next.get(tp)
+        if expected is not None and records and records[0].offset < expected:
+            records = [r for r in records if r.offset >= expected]  # already absorbed
+        if stale and expected is not None and records and records[0].offset > expected:
+            return None
+        return records
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """Drop the offsets of *partitions* (revoked, or not in a new assignment)."""
+        for tp in partitions:
+            self.next.pop(tp, None)
+
+    async def caught_up(self, consumer: Any) -> bool:
+        """True if every assigned partition's next offset (or position) reached its high watermark."""
+        if consumer is None or not self.assigned:
+            return False
+        for tp in self.assigned:
+            hw = consumer.highwater(tp)
+            if hw is None:
+                return False
+            off = self.next.get(tp)
+            if off is None:
+                try:
+                    pos = await consumer.position(tp)
+                except Exception:  # unassigned meanwhile (rebalance)
+                    return False
+                if pos < hw:
+                    return False
+            elif off < hw:
+                return False
+        return True
+
+    def report_lag(self, consumer: Any, metrics: Metrics) -> None:
+        """Set the consumer-lag gauge of every assigned partition (high watermark - next offset)."""
+        if consumer is None:
+            return
+        for tp in list(self.assigned):
+            hw = consumer.highwater(tp)
+            off = self.next.get(tp)
+            if hw is not None and off is not None:
+                metrics.set_lag(tp.topic, tp.partition, hw - off)
