@@ -34,7 +34,7 @@ from streamkm.config.sections import (
 )
 from streamkm.config.settings import CONFIG_ENV_VAR, ConfigError, Settings, format_validation_error, load_settings
 from streamkm.config.toml_doc import default_toml
-from streamkm.pipeline.drift import DRIFT_METHOD_PARAMS
+from streamkm.drift import DRIFT_METHOD_PARAMS
 
 __all__ = [
     "ConfigError",

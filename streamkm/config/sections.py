@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from streamkm.pipeline.drift import DRIFT_METHOD_PARAMS
+from streamkm.drift import DRIFT_METHOD_PARAMS
 
 __all__ = [
     "KafkaSettings",

@@ -17,8 +17,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from streamkm.cluster import StreamingKMeans
+from streamkm.drift import DriftMonitor
 from streamkm.pipeline.base import BatchResult, OutputRecord, finite_or_none
-from streamkm.pipeline.drift import DriftMonitor
 
 __all__ = ["ChunkedModel", "RowMeta", "MakeOutputs", "LEGACY_META_WIDTH"]
 

@@ -259,7 +259,7 @@ def test_bad_arguments(tmp_path):
 
 def test_real_component_states_roundtrip_and_summary(tmp_path):
     from streamkm.cluster.streaming_kmeans import StreamingKMeans
-    from streamkm.pipeline.drift import DriftMonitor
+    from streamkm.drift import DriftMonitor
     from streamkm.sequence.windows import EventWindower
 
     rng = np.random.default_rng(0)

@@ -298,7 +298,7 @@ def test_kwargs_construct_the_real_estimators():
     import numpy as np
 
     from streamkm.cluster.streaming_kmeans import StreamingKMeans
-    from streamkm.pipeline.drift import DriftMonitor
+    from streamkm.drift import DriftMonitor
     from streamkm.sequence.windows import EventWindower
 
     s = load_settings(env={"STREAMKM_MODEL__N_CLUSTERS": "3", "STREAMKM_SEQUENCE__WINDOW_KIND": "sliding",

@@ -1,4 +1,4 @@
-"""Tests for streamkm.pipeline.drift: detection, no false alarms, bit-identical restore."""
+"""Tests for streamkm.drift: detection, no false alarms, bit-identical restore."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streamkm.checkpoint import CheckpointStore
-from streamkm.pipeline.drift import DriftMonitor
+from streamkm.drift import DriftMonitor
 
 METHODS = [("adwin", {}), ("page_hinkley", {}), ("kswin", {})]
 
