@@ -20,7 +20,7 @@ from streamkm.cluster import StreamingKMeans
 from streamkm.drift import DriftMonitor
 from streamkm.pipeline.base import BatchResult, OutputRecord, finite_or_none
 
-__all__ = ["ChunkedModel", "RowMeta", "MakeOutputs", "LEGACY_META_WIDTH"]
+__all__ = ["ChunkedModel", "ChunkedPipeline", "RowMeta", "MakeOutputs", "LEGACY_META_WIDTH"]
 
 #: Named per-row metadata columns (what a row's output record needs), all of one length.
 RowMeta = dict[str, NDArray[Any]]
@@ -190,3 +190,37 @@ class ChunkedModel:
         self._X = np.ascontiguousarray(X) if X.shape[0] else None
         self._meta = {name: meta[:, j].astype(dt) for j, (name, dt) in enumerate(self.meta_columns.items())}
         self._keys = keys
+
+
+class ChunkedPipeline:
+    """What both pipelines share: a :class:`ChunkedModel` (``self.core``) fed in fixed-size
+    chunks, and output records built by the subclass's ``_make_outputs``."""
+
+    core: ChunkedModel
+    emit_outputs: bool
+
+    @property
+    def model(self) -> StreamingKMeans:
+        """The pipeline's streaming k-means."""
+        return self.core.model
+
+    @property
+    def n_pending(self) -> int:
+        """Rows queued for the next update."""
+        return self.core.n_pending
+
+    def flush(self) -> BatchResult:
+        """Absorb the queued partial chunk (call when caught up, then checkpoint).
+
+        Open event windows of the sequence pipeline stay open: they close on event time.
+        """
+        res = BatchResult()
+        self._absorb(res, flush=True)
+        return res
+
+    def _absorb(self, res: BatchResult, *, flush: bool = False) -> None:
+        self.core.absorb(res, self._make_outputs if self.emit_outputs else None, flush=flush)
+
+    def _make_outputs(self, meta: Mapping[str, NDArray[Any]], keys: Sequence[bytes | None],
+                      labels: NDArray[np.int64], min_sq: NDArray[np.float64], version: int) -> list[OutputRecord]:
+        raise NotImplementedError

@@ -21,12 +21,11 @@ from streamkm.pipeline.base import (
     json_bytes,
     model_stats,
 )
-from streamkm.pipeline.chunking import ChunkedModel
+from streamkm.pipeline.chunking import ChunkedModel, ChunkedPipeline
 from streamkm.pipeline.guards import drop_overflowing
 from streamkm.sequence import EventWindower, LSTMEncoder, WindowBatch
 
 if TYPE_CHECKING:
-    from streamkm.cluster import StreamingKMeans
     from streamkm.ops.metrics import Metrics
 
 __all__ = ["SequencePipeline", "SEQUENCE_BATCH_ROWS"]
@@ -38,7 +37,7 @@ SEQUENCE_BATCH_ROWS = 256
 _META = {"length": np.int64, "window_end_ts": np.float64}
 
 
-class SequencePipeline:
+class SequencePipeline(ChunkedPipeline):
     """Events topic: decode -> per-key windows -> ``LSTMEncoder.embed`` -> its own k-means.
 
     Parameters
@@ -94,16 +93,6 @@ class SequencePipeline:
                                  reseed_on_drift=reseed_on_drift, meta_columns=_META)
         self.n_events_ = 0
 
-    @property
-    def model(self) -> StreamingKMeans:
-        """The pipeline's streaming k-means (over window embeddings)."""
-        return self.core.model
-
-    @property
-    def n_pending(self) -> int:
-        """Window embeddings queued for the next update."""
-        return self.core.n_pending
-
     def process(self, records: Sequence[RecordLike]) -> BatchResult:
         """Decode events, window them, embed ready windows, absorb full chunks."""
         res = BatchResult(n_records=len(records))
@@ -125,15 +114,6 @@ class SequencePipeline:
                 self._enqueue_windows(wb, res)
         self._absorb(res)
         return res
-
-    def flush(self) -> BatchResult:
-        """Absorb the queued partial chunk. Open windows stay open: they close on event time."""
-        res = BatchResult()
-        self._absorb(res, flush=True)
-        return res
-
-    def _absorb(self, res: BatchResult, *, flush: bool = False) -> None:
-        self.core.absorb(res, self._make_outputs if self.emit_outputs else None, flush=flush)
 
     def _enqueue_windows(self, wb: WindowBatch, res: BatchResult) -> None:
         t0 = time.perf_counter()

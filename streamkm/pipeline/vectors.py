@@ -20,11 +20,10 @@ from streamkm.pipeline.base import (
     json_bytes,
     model_stats,
 )
-from streamkm.pipeline.chunking import ChunkedModel
+from streamkm.pipeline.chunking import ChunkedModel, ChunkedPipeline
 from streamkm.pipeline.guards import drop_overflowing
 
 if TYPE_CHECKING:
-    from streamkm.cluster import StreamingKMeans
     from streamkm.ops.metrics import Metrics
 
 __all__ = ["VectorPipeline"]
@@ -37,7 +36,7 @@ _KEY = operator.attrgetter("key")
 _META = {"partition": np.int64, "offset": np.int64, "row": np.int64}
 
 
-class VectorPipeline:
+class VectorPipeline(ChunkedPipeline):
     """Vectors topic: decode -> validate -> queue -> ``StreamingKMeans.partial_fit``.
 
     Parameters
@@ -109,16 +108,6 @@ class VectorPipeline:
         self.dim_: int | None = dim
         self._topic: str | None = None  # topic of the records seen (named in the outputs)
 
-    @property
-    def model(self) -> StreamingKMeans:
-        """The pipeline's streaming k-means."""
-        return self.core.model
-
-    @property
-    def n_pending(self) -> int:
-        """Rows queued for the next update."""
-        return self.core.n_pending
-
     def process(self, records: Sequence[RecordLike]) -> BatchResult:
         """Decode *records* (one topic-partition order), queue valid rows, absorb full chunks."""
         res = BatchResult(n_records=len(records))
@@ -157,15 +146,6 @@ class VectorPipeline:
             res.n_rows = int(ri.size)
         self._absorb(res)
         return res
-
-    def flush(self) -> BatchResult:
-        """Absorb the queued partial chunk (call when caught up, then checkpoint)."""
-        res = BatchResult()
-        self._absorb(res, flush=True)
-        return res
-
-    def _absorb(self, res: BatchResult, *, flush: bool = False) -> None:
-        self.core.absorb(res, self._make_outputs if self.emit_outputs else None, flush=flush)
 
     def _make_outputs(self, meta: Mapping[str, NDArray[Any]], keys: Sequence[bytes | None],
                       labels: NDArray[np.int64], min_sq: NDArray[np.float64], version: int) -> list[OutputRecord]:
