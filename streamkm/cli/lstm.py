@@ -25,9 +25,9 @@ Train NumPy LSTM sequence encoders and inspect their weights files.
 TRAIN_DESCRIPTION = """\
 Train an LSTM encoder on windows read from an .npz file (no pickle): array X
 of shape (n_windows, seq_len, features) and optionally lengths (n_windows,).
-Writes the weights file the daemon loads (sequence.lstm_path). A progress bar
-(epoch, batch, loss, windows/s) and one line per epoch go to stderr when it is
-a terminal or with --progress."""
+Writes the weights file the daemon loads (sequence.lstm_path). One line per
+epoch goes to stderr (unless --quiet), and a progress bar (epoch, batch, loss,
+windows/s) when stderr is a terminal or with --progress."""
 
 INFO_DESCRIPTION = """\
 Verify a weights file (shapes and content hash) and print its header:
@@ -63,7 +63,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help="fraction of windows held out for val_loss (default 0.1)")
     t.add_argument("--seed", type=int, default=0, help="seed for init, split and batch order (default 0)")
     add_progress_args(t)
-    t.add_argument("--quiet", dest="progress", action="store_false", help="same as --no-progress")
+    t.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
     t.set_defaults(func=_cmd_train)
 
     i = sub.add_parser("info", help="verify a weights file and print its header",
@@ -101,16 +101,18 @@ def _load_windows(path: Path) -> tuple[NDArray[Any], NDArray[Any] | None]:
 
 
 class _Progress:
-    """tqdm bar per epoch (batches, running loss, windows/s), then one finished line per epoch."""
+    """tqdm bar per epoch (batches, running loss, windows/s) if *bar*, then one finished line per epoch."""
 
-    def __init__(self, stream: IO[str], width: int = 20) -> None:
-        self.stream, self.width = stream, width
+    def __init__(self, stream: IO[str], width: int = 20, *, bar: bool = True) -> None:
+        self.stream, self.width, self.show_bar = stream, width, bar
         self._bar: Any = None
         self._epoch: int | None = None
 
     def batch(self, info: dict[str, Any]) -> None:
         from tqdm import tqdm
 
+        if not self.show_bar:
+            return
         if self._bar is None or self._epoch != info["epoch"]:
             self.close()
             self._epoch = info["epoch"]
@@ -140,7 +142,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from streamkm.sequence.train import train_encoder
 
     show = sys.stderr.isatty() if args.progress is None else args.progress
-    progress = _Progress(sys.stderr) if show else None
+    progress = None if args.quiet else _Progress(sys.stderr, bar=show)
     try:
         X, lengths = _load_windows(args.data)
         encoder = LSTMEncoder(int(X.shape[2]), args.hidden, num_layers=args.layers,

@@ -37,7 +37,6 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,6 +45,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
+from streamkm.ops.stats import ModelStats, WindowStats
+
 __all__ = ["Metrics", "ModelStats", "WindowStats", "ALLOWED_LABELS"]
 
 #: The only label names any streamkm metric may use (besides build_info's).
@@ -53,58 +54,6 @@ ALLOWED_LABELS = frozenset({"pipeline", "topic", "partition", "reason", "cluster
 
 _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _CKPT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-
-
-@dataclass(frozen=True, slots=True)
-class ModelStats:
-    """One snapshot of a StreamingKMeans, built by the pipeline after each batch.
-
-    Attributes
-    ----------
-    n_seen : int
-        Points seen over the model's life.
-    n_batches : int
-        Mini-batch updates applied (the model version).
-    last_batch_objective, ewm_objective, last_center_shift : float or None
-        None until the model has one (the gauge is then left unset).
-    weights : ndarray of shape (k,) float64 or None
-        A *copy* of ``counts_``; None until the model is initialized. Kept by
-        reference and read at scrape time, possibly from another thread, so
-        the caller must not modify it afterwards.
-    n_reseeds, n_reseeds_rejected, n_dying_replaced : int
-        Cumulative counts (differenced into counters).
-    """
-
-    n_seen: int
-    n_batches: int
-    last_batch_objective: float | None
-    ewm_objective: float | None
-    last_center_shift: float | None
-    weights: np.ndarray | None
-    n_reseeds: int
-    n_reseeds_rejected: int
-    n_dying_replaced: int
-
-
-@dataclass(frozen=True, slots=True)
-class WindowStats:
-    """One snapshot of an EventWindower.
-
-    Attributes
-    ----------
-    n_open_keys, n_open_events : int
-        Current open windows and the events buffered in them.
-    n_emitted, n_late_dropped : int
-        Cumulative counts.
-    n_evicted : mapping of str to int
-        Eviction reason -> cumulative count.
-    """
-
-    n_open_keys: int
-    n_open_events: int
-    n_emitted: int
-    n_late_dropped: int
-    n_evicted: Mapping[str, int]
 
 
 class _ClusterCollector(Collector):

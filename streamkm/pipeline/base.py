@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import numpy as np
 
 from streamkm.codec import DecodeError
-from streamkm.ops.metrics import ModelStats
+from streamkm.ops.stats import ModelStats
 
 if TYPE_CHECKING:
     from streamkm.cluster import StreamingKMeans

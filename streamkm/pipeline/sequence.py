@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from streamkm.codec import decode_events
-from streamkm.ops.metrics import WindowStats
+from streamkm.ops.stats import WindowStats
 from streamkm.pipeline.base import (
     STATE_VERSION,
     BatchResult,

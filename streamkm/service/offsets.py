@@ -65,16 +65,10 @@ class OffsetBook:
         """Offsets of the assigned partitions (what a commit after a checkpoint sends)."""
         return {tp: off for tp, off in self.next.items() if tp in self.assigned}
 
-    def resume_at(self, tp: TopicPartition, committed: int | None) -> int | None:
-        """Where *tp* resumes on assignment: max(own offset, committed), None if neither exists.
-
-        Records the result as the partition's next offset.
-        """
+    def resume_target(self, tp: TopicPartition, committed: int | None) -> int | None:
+        """Where *tp* resumes on assignment: max(own offset, committed), None if neither exists."""
         cands = [x for x in (self.next.get(tp), committed) if x is not None]
-        if not cands:
-            return None
-        self.next[tp] = max(cands)
-        return self.next[tp]
+        return max(cands) if cands else None
 
     def absorbable(self, tp: TopicPartition, records: list[Any], *, stale: bool) -> list[Any] | None:
         """The records of one fetched partition batch that may be absorbed now.

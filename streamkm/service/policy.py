@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Progress", "CheckpointPolicy", "due", "needs_caught_up"]
+__all__ = ["Progress", "CheckpointPolicy", "due", "ASK_CAUGHT_UP"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,13 +38,14 @@ def _idle_elapsed(p: Progress, policy: CheckpointPolicy) -> bool:
     return p.dirty and p.now - p.last_checkpoint_at >= policy.idle_seconds
 
 
-def needs_caught_up(p: Progress, policy: CheckpointPolicy) -> bool:
-    """Whether :func:`due` depends on ``caught_up`` now (so the worker asks Kafka only then)."""
-    return _linger_elapsed(p, policy) or _idle_elapsed(p, policy)
+#: Returned by :func:`due` when the decision depends on whether the worker has caught up
+#: (asking Kafka costs a round trip per unpositioned partition, so it is asked only then).
+ASK_CAUGHT_UP = "ask_caught_up"
 
 
-def due(p: Progress, policy: CheckpointPolicy, *, caught_up: bool) -> str | None:
-    """The reason to checkpoint now, or None.
+def due(p: Progress, policy: CheckpointPolicy, *, caught_up: bool | None = None) -> str | None:
+    """The reason to checkpoint now, or None; :data:`ASK_CAUGHT_UP` if that depends on *caught_up*
+    and it is None (call again with the answer).
 
     - ``"flush"``: caught up with a partial chunk queued for ``flush_linger_seconds``:
       absorb it (the caller flushes the pipelines first), then checkpoint.
@@ -59,15 +60,21 @@ def due(p: Progress, policy: CheckpointPolicy, *, caught_up: bool) -> str | None
     ...                        idle_seconds=1.0)
     >>> p = Progress(now=10.0, last_checkpoint_at=0.0, records_since_checkpoint=10, dirty=True,
     ...              pending=False, pending_since=None, has_assignment=True)
-    >>> due(p, pol, caught_up=False), due(p, pol, caught_up=True)
-    (None, 'idle')
+    >>> due(p, pol), due(p, pol, caught_up=False), due(p, pol, caught_up=True)
+    ('ask_caught_up', None, 'idle')
     """
-    if _linger_elapsed(p, policy) and caught_up:
-        return "flush"
+    if _linger_elapsed(p, policy):
+        if caught_up is None:
+            return ASK_CAUGHT_UP
+        if caught_up:
+            return "flush"
     due_records = bool(policy.interval_records) and p.records_since_checkpoint >= policy.interval_records
     due_time = bool(policy.interval_seconds) and p.now - p.last_checkpoint_at >= policy.interval_seconds
     if (p.dirty and due_records) or (due_time and (p.dirty or p.has_assignment)):
         return "interval"
-    if _idle_elapsed(p, policy) and caught_up:
-        return "idle"
+    if _idle_elapsed(p, policy):
+        if caught_up is None:
+            return ASK_CAUGHT_UP
+        if caught_up:
+            return "idle"
     return None

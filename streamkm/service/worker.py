@@ -29,7 +29,7 @@ from streamkm.service.delivery import DeliveryAborted, OutboundRecord, deliver, 
 from streamkm.service.durability import Durability
 from streamkm.service.faults import FaultHook
 from streamkm.service.offsets import OffsetBook
-from streamkm.service.policy import CheckpointPolicy, Progress, due, needs_caught_up
+from streamkm.service.policy import ASK_CAUGHT_UP, CheckpointPolicy, Progress, due
 from streamkm.service.rebalance import RebalanceListener
 
 if TYPE_CHECKING:
@@ -97,6 +97,10 @@ class Worker:
         self.pipelines: dict[str, Pipeline] = dict(pipelines if pipelines is not None else build_pipelines(settings))
         if not self.pipelines:
             raise ValueError("no pipeline enabled")
+        for name, p in self.pipelines.items():
+            if name != p.name or not p.topic:
+                raise ValueError(f"pipeline {name!r}: must be keyed by its name ({p.name!r}) and have an input "
+                                 f"topic (got {p.topic!r})")
         self._by_topic = {p.topic: p for p in self.pipelines.values()}
         if len(self._by_topic) != len(self.pipelines):
             raise ValueError("each pipeline needs its own input topic")
@@ -449,8 +453,9 @@ class Worker:
                             records_since_checkpoint=d.records_since, dirty=d.dirty,
                             pending=any(p.n_pending for p in self.pipelines.values()),
                             pending_since=self._pending_since, has_assignment=bool(self.book.assigned))
-        caught_up = await self.book.caught_up(self._consumer) if needs_caught_up(progress, self.policy) else False
-        reason = due(progress, self.policy, caught_up=caught_up)
+        reason = due(progress, self.policy)
+        if reason == ASK_CAUGHT_UP:
+            reason = due(progress, self.policy, caught_up=await self.book.caught_up(self._consumer))
         if reason == "flush":
             await self._flush_pipelines()
         if reason is not None:
@@ -511,11 +516,12 @@ class Worker:
                     log.warning("committed offset of %s:%d unavailable (%s: %s)", tp.topic, tp.partition,
                                 type(exc).__name__, exc)
                     committed = None
-                target = self.book.resume_at(tp, committed)
+                target = self.book.resume_target(tp, committed)
                 if target is None:
                     positions[f"{tp.topic}:{tp.partition}"] = f"reset:{self.settings.kafka.auto_offset_reset}"
                     continue
                 consumer.seek(tp, target)
+                self.book.next[tp] = target
                 positions[f"{tp.topic}:{tp.partition}"] = target
                 if mine is not None and committed is not None and committed > mine:
                     log.info("%s:%d resumes at committed offset %d (another member processed %d..%d)",

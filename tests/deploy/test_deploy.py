@@ -2,10 +2,10 @@
 panel query against a real Prometheus scraping a real streamkm /metrics endpoint.
 
 The endpoint is :class:`streamkm.ops.http.HealthServer` serving a
-:class:`streamkm.ops.metrics.Metrics` that is kept busy by a feeder thread driving
-the worker's own components on data: binary/JSON vector records (some bad) and JSON
-behaviour events through the real pipelines, their results counted by the worker's
-accounting, checkpoints and commits through its durability code.
+:class:`streamkm.ops.metrics.Metrics` that is kept busy by a feeder thread driving a
+real :class:`~streamkm.service.worker.Worker` on data (binary/JSON vector records,
+some bad, and JSON behaviour events), with only Kafka replaced by a consumer and a
+producer that acknowledge everything.
 A second live check points Prometheus at a real ``streamkm run`` subprocess
 (embedded broker, demo producers for both pipelines).
 """
@@ -159,21 +159,37 @@ def test_every_referenced_metric_exists_in_streamkm_metrics():
 
 # ------------------------------------------------------- live Prometheus checks
 class _FakeConsumer:
-    """The two consumer calls the worker's durability and lag code make (no Kafka here)."""
+    """The consumer calls the worker makes outside getmany (no Kafka here): it is always caught up."""
 
     def __init__(self, rng) -> None:
         self.rng = rng
+        self.end: dict = {}
         self.commits = 0
+
+    def highwater(self, tp) -> int:
+        return self.end.get(tp, 0) + int(self.rng.integers(0, 500))  # lag for the dashboard
+
+    async def position(self, tp) -> int:
+        return self.end.get(tp, 0)
+
+    async def getmany(self, timeout_ms=0, max_records=None) -> dict:
+        return {}  # the worker prefetches while a batch runs in a thread; the feeder hands batches itself
+
+    async def committed(self, tp):
+        return None
+
+    def seek(self, tp, offset) -> None:
+        pass
 
     async def commit(self, offsets) -> None:
         self.commits += 1
 
-    def highwater(self, tp) -> int:
-        return int(self.rng.integers(0, 500))
+    async def stop(self) -> None:
+        pass
 
 
 class _FakeProducer:
-    """Acknowledges every send at once (what the worker's delivery code awaits)."""
+    """Acknowledges every send at once (what the worker's delivery awaits)."""
 
     def __init__(self) -> None:
         self.sent = 0
@@ -184,48 +200,46 @@ class _FakeProducer:
         fut.set_result(None)
         return fut
 
+    async def stop(self) -> None:
+        pass
+
 
 class _Feeder:
-    """Drives the worker's own components on data and lets them report into Metrics.
+    """Drives a real :class:`~streamkm.service.worker.Worker` on data and lets it report into Metrics.
 
-    Records (binary and JSON vectors, some bad; JSON behaviour events) go through the
-    real :class:`~streamkm.pipeline.VectorPipeline` and
-    :class:`~streamkm.pipeline.SequencePipeline`; their results are counted by the
-    worker's :func:`streamkm.service.accounting.account`, dead letters and outputs are
-    delivered by :func:`streamkm.service.delivery.deliver`, checkpoints and commits go
-    through :class:`streamkm.service.durability.Durability`, lag through the
-    :class:`~streamkm.service.offsets.OffsetBook`. Only Kafka itself is absent.
+    Each round hands the worker one fetched batch (binary and JSON vector records, some bad,
+    and JSON behaviour events) exactly as its consume loop does after ``getmany``: the worker
+    processes it through the real pipelines, delivers dead letters and outputs, and
+    checkpoints and commits by its own policy. Only Kafka is replaced, by a consumer and a
+    producer that acknowledge everything.
     """
 
     def __init__(self, metrics, workdir: Path) -> None:
-        from aiokafka import TopicPartition
-
-        from streamkm.checkpoint import CheckpointStore
+        from streamkm.config import load_settings
         from streamkm.pipeline import SequencePipeline, VectorPipeline
         from streamkm.sequence.lstm import LSTMEncoder
-        from streamkm.service.durability import Durability
-        from streamkm.service.offsets import OffsetBook
+        from streamkm.service.worker import Worker
 
+        settings = load_settings(env={
+            "STREAMKM_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9", "STREAMKM_CHECKPOINT__DIR": str(workdir),
+            "STREAMKM_CHECKPOINT__INTERVAL_RECORDS": "300", "STREAMKM_CHECKPOINT__KEEP": "2",
+            "STREAMKM_DLQ__TOPIC": "dlq", "STREAMKM_OUTPUT__TOPIC": "out"})
+        pipelines = {
+            "vectors": VectorPipeline(
+                model_kwargs=dict(n_clusters=4, reservoir_size=500, reseed_interval=3, seed=0), topic="vec",
+                dim=5, max_record_bytes=1 << 16, batch_rows=256,
+                drift_kwargs={"method": "page_hinkley", "threshold": 5.0}, reseed_on_drift=True),
+            "sequence": SequencePipeline(
+                encoder=LSTMEncoder(4, 6, seed=0), topic="ev",
+                windower_kwargs=dict(kind="tumbling", size=8.0, max_keys=12, max_events_per_key=64),
+                model_kwargs=dict(n_clusters=3, reservoir_size=200, seed=1), normalize=True, batch_rows=16),
+        }
         self.m = metrics
-        self.vectors = VectorPipeline(
-            model_kwargs=dict(n_clusters=4, reservoir_size=500, reseed_interval=3, seed=0), topic="vec",
-            dim=5, max_record_bytes=1 << 16, batch_rows=256,
-            drift_kwargs={"method": "page_hinkley", "threshold": 5.0}, reseed_on_drift=True)
-        self.sequence = SequencePipeline(
-            encoder=LSTMEncoder(4, 6, seed=0), topic="ev",
-            windower_kwargs=dict(kind="tumbling", size=8.0, max_keys=12, max_events_per_key=64),
-            model_kwargs=dict(n_clusters=3, reservoir_size=200, seed=1), normalize=True, batch_rows=16)
-        self.pipelines = (self.vectors, self.sequence)
-        self.durability = Durability(CheckpointStore(workdir, keep=2), metrics, commit_timeout=5.0)
-        self.book = OffsetBook()
-        self.book.assigned = {TopicPartition("vec", 0), TopicPartition("vec", 1)}
+        self.worker = Worker(settings, metrics=metrics, pipelines=pipelines)
         self.stop = threading.Event()
         self.error: BaseException | None = None
         self.batches = 0
         self.thread = threading.Thread(target=self._run, name="metrics-feeder", daemon=True)
-        for p in self.pipelines:
-            p.init_metrics(metrics)
-            p.observe(metrics, baseline=True)
 
     def start(self):
         self.thread.start()
@@ -246,58 +260,55 @@ class _Feeder:
     async def _loop(self):
         import collections
 
+        from aiokafka import TopicPartition
+
         from streamkm import codec as formats
         from streamkm.loadgen import synthetic
-        from streamkm.service.accounting import account
-        from streamkm.service.delivery import deliver, outbound_records
 
         Rec = collections.namedtuple("Rec", "topic partition offset key value headers timestamp")
-        m = self.m
+        worker, m = self.worker, self.m
         blobs = synthetic.iter_drifting_blobs(256, n_clusters=4, n_features=5, drift_every=2048,
                                               seed=0)
         t_ev = 0.0
         rng = np.random.default_rng(0)
-        consumer, producer = _FakeConsumer(rng), _FakeProducer()
-        offsets = {"vec": 0, "ev": 0}
+        consumer = _FakeConsumer(rng)
+        tps = {"vec": TopicPartition("vec", 0), "ev": TopicPartition("ev", 0)}
 
         def records(topic, values):
-            out = [Rec(topic, 0, offsets[topic] + i, None, v, (), 0) for i, v in enumerate(values)]
-            offsets[topic] += len(values)
-            return out
+            tp = tps[topic]
+            start = consumer.end.get(tp, 0)
+            consumer.end[tp] = start + len(values)
+            return [Rec(topic, 0, start + i, None, v, (), 0) for i, v in enumerate(values)]
 
-        m.assigned_partitions.set(len(self.book.assigned))
+        await worker.start()
+        worker._consumer, worker._producer = consumer, _FakeProducer()
+        await worker._on_assigned(set(tps.values()), consumer)
         m.set_ready(True)
-        while not self.stop.is_set():
-            # vectors pipeline: real records, some of them bad
-            X, _ = next(blobs)
-            values = formats.encode_binary_records(X[:200], 8) + [
-                formats.encode_json(x) for x in X[200:]]
-            values += [b"", b"{not json", formats.encode_json(np.ones(3))]
-            # sequence pipeline: events -> windows -> LSTM -> k-means
-            keys, ts, E, _ = synthetic.behaviour_events(16, 8, n_features=4, start_ts=t_ev,
-                                                        seed=int(rng.integers(1 << 30)))
-            t_ev = float(ts.max()) + 1.0
-            events = [formats.encode_event_json(str(k), float(s), e) for k, s, e in zip(keys, ts, E, strict=True)]
-            for pipe, recs in ((self.vectors, records("vec", values)), (self.sequence, records("ev", events))):
-                t0 = time.perf_counter()
-                res = pipe.process(recs)
-                m.batch_processing.labels(pipeline=pipe.name).observe(time.perf_counter() - t0)
-                account(m, pipe, res)
-                await deliver(producer, outbound_records(
-                    res, pipeline=pipe.name, pipeline_class=type(pipe).__name__, dlq_topic="dlq",
-                    output_topic="out", group_id="g", client_id="c"), metrics=m, backoff_initial=0.1,
-                    backoff_max=1.0, stopping=lambda: False)
-                self.durability.absorbed(len(recs))
-            self.book.next = {tp: offsets["vec"] for tp in self.book.assigned}
-            self.book.report_lag(consumer, m)
-            if self.batches % 3 == 0:
-                state = {"offsets": self.book.formatted(),
-                         "pipelines": {p.name: p.state_dict() for p in self.pipelines}}
-                assert await self.durability.checkpoint(state, "interval") is not None
-                assert await self.durability.commit(consumer, self.book.committable(), "interval",
-                                                    coordinator_known=lambda: True)
-            self.batches += 1
-            await asyncio.sleep(0.05)
+        try:
+            while not self.stop.is_set():
+                X, _ = next(blobs)
+                values = formats.encode_binary_records(X[:200], 8) + [
+                    formats.encode_json(x) for x in X[200:]]
+                values += [b"", b"{not json", formats.encode_json(np.ones(3))]
+                keys, ts, E, _ = synthetic.behaviour_events(16, 8, n_features=4, start_ts=t_ev,
+                                                            seed=int(rng.integers(1 << 30)))
+                t_ev = float(ts.max()) + 1.0
+                events = [formats.encode_event_json(str(k), float(s), e)
+                          for k, s, e in zip(keys, ts, E, strict=True)]
+                batch = {tps["vec"]: records("vec", values), tps["ev"]: records("ev", events)}
+                # what the consume loop does with one fetched batch
+                async with worker._lock:
+                    await worker._process(batch)
+                    await worker._maybe_checkpoint()
+                fetch, worker._prefetch = worker._prefetch, None
+                if fetch is not None:
+                    await fetch
+                worker.book.report_lag(consumer, m)
+                self.batches += 1
+                await asyncio.sleep(0.05)
+        finally:
+            await worker.stop()
+        assert worker.n_checkpoints > 0 and consumer.commits > 0
 
 
 @pytest.fixture(scope="module")

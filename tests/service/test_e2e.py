@@ -1,4 +1,4 @@
-"""End to end against Tansu: the worker as a subprocess (`python -m streamkm.service.worker`) killed
+"""End to end against Tansu: the worker as a subprocess (`python -m streamkm run`) killed
 with SIGKILL at precise points and restarted, SIGTERM, and the sequence pipeline with a small
 trained LSTM."""
 
