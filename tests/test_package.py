@@ -29,3 +29,14 @@ def test_the_old_worker_entry_point_is_gone():
     out = subprocess.run([sys.executable, "-m", "streamkm.worker", "--help"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode != 0 and "No module named streamkm.worker" in out.stderr
+
+
+def test_estimators_are_exported_lazily_and_completely():
+    import streamkm.cluster
+
+    assert sorted(streamkm._CLUSTER_NAMES) == sorted(streamkm.cluster.__all__)
+    assert streamkm.StreamingKMeans is streamkm.cluster.StreamingKMeans
+    # importing the package (and the CLI) does not import NumPy: SIGTERM handling starts early
+    out = subprocess.run([sys.executable, "-c", "import sys, streamkm.cli; print('numpy' in sys.modules)"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr

@@ -16,6 +16,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_FAILURE",
     "EXIT_USAGE",
+    "EXIT_CHECKPOINT",
     "eprint",
     "fail",
     "load_settings_or_exit",
@@ -32,6 +33,8 @@ EXIT_FAILURE = 1
 """It ran but failed (broker unreachable, shutdown deadline missed, ...)."""
 EXIT_USAGE = 2
 """Bad command line or configuration; nothing was done."""
+EXIT_CHECKPOINT = 3
+"""``run`` stopped, but its final checkpoint could not be written (a restart replays from the last one)."""
 
 
 def eprint(*args: Any) -> None:

@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 from streamkm.cli._common import EXIT_OK, eprint, load_settings_or_exit
-from streamkm.pipeline import enabled_topics
 
 __all__ = ["register", "cmd_config_check"]
 
@@ -32,6 +31,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def cmd_config_check(args: argparse.Namespace) -> int:
     settings = load_settings_or_exit(args.file)
     print(json.dumps(settings.redacted_dict(), indent=2, sort_keys=False))
+    from streamkm.pipeline import enabled_topics
+
     pipelines = ", ".join(f"{p} <- {t}" for p, t in enabled_topics(settings).items())
     broker = settings.kafka.bootstrap_servers or "embedded broker on 127.0.0.1"
     eprint(f"config OK: {args.file} (pipelines: {pipelines}; kafka: {broker})")

@@ -7,7 +7,9 @@ produce, lstm) and adds itself to the parser with ``register(subparsers)``.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 from streamkm.cli import checkpoint_cmd, config_cmd, produce, run
 from streamkm.cli._common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, eprint
@@ -26,7 +28,10 @@ exit codes:
   0  success (including a graceful shutdown on SIGTERM/SIGINT)
   1  failure (the broker is unreachable, the worker failed, the shutdown
      deadline passed, interrupted)
-  2  usage or configuration error; nothing was done
+  2  usage or configuration error (also: a checkpoint made with another
+     configuration, unreadable LSTM weights); nothing was done
+  3  run: stopped, but the final checkpoint could not be written (a restart
+     resumes from the last checkpoint and replays what came after it)
 
 configuration: a TOML file (--config or $STREAMKM_CONFIG) plus STREAMKM_*
 environment variables, e.g. STREAMKM_MODEL__N_CLUSTERS=8; check it with
@@ -54,17 +59,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stopped(Exception):
+    """SIGTERM arrived before a command installed its own handling (the event loop's)."""
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise _Stopped(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``streamkm`` command line; return the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    # Until a command's event loop takes SIGTERM over, it ends start-up cleanly (exit 0)
+    # instead of killing the process half way, its default action.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
-        return int(args.func(args) or 0)
-    except SystemExit as exc:
-        return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_FAILURE
-    except KeyboardInterrupt:
-        eprint("streamkm: interrupted")
-        return EXIT_FAILURE
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        try:
+            return int(args.func(args) or 0)
+        except SystemExit as exc:
+            return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_FAILURE
+        except KeyboardInterrupt:
+            eprint("streamkm: interrupted")
+            return EXIT_FAILURE
+    except _Stopped as exc:
+        eprint(f"streamkm: stopped by {exc} before it started")
+        return EXIT_OK
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

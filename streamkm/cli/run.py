@@ -18,7 +18,15 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamkm.cli._common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, eprint, load_settings_or_exit, setup_logging
+from streamkm.cli._common import (
+    EXIT_CHECKPOINT,
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    eprint,
+    load_settings_or_exit,
+    setup_logging,
+)
 
 if TYPE_CHECKING:
     from threadpoolctl import threadpool_limits
@@ -260,8 +268,15 @@ async def _run(settings: Settings, *, duration: float | None, status_interval: f
                f"{settings.checkpoint.interval_records} records, keep {settings.checkpoint.keep})"
                + (" - temporary, removed at exit" if tmp_ckpt else ""))
         metrics = Metrics()
-        worker = Worker(settings, metrics=metrics, bootstrap_servers=bootstrap,
-                        fault_hook=fault_hook_from_env(os.environ.get("STREAMKM_FAULT")))
+        try:
+            # User errors (unreadable LSTM weights, a checkpoint made with another
+            # configuration, a checkpoint directory in use) end here with one line.
+            worker = Worker(settings, metrics=metrics, bootstrap_servers=bootstrap,
+                            fault_hook=fault_hook_from_env(os.environ.get("STREAMKM_FAULT")))
+            await worker.start()
+        except (ValueError, OSError, RuntimeError) as exc:
+            eprint(f"streamkm: cannot start the worker: {exc}")
+            return EXIT_USAGE
         if settings.metrics.enabled:
             health = HealthServer(metrics, host=settings.metrics.host, port=settings.metrics.port,
                                   ready=worker.is_ready, live=worker.is_live)
@@ -309,12 +324,17 @@ async def _run(settings: Settings, *, duration: float | None, status_interval: f
                    f"committing within {deadline:g}s")
             demo_stop.set()
             ok = await worker.shutdown(deadline)
-            if ok:
-                eprint(f"streamkm: stopped cleanly; last checkpoint: "
-                       f"{getattr(worker.last_checkpoint, 'sequence', None)}")
-            else:
+            if not ok:
                 log.error("shutdown did not complete within %.1fs", deadline)
                 code = EXIT_FAILURE
+            elif not worker.final_checkpoint_ok:
+                last = getattr(worker.last_checkpoint, "sequence", None)
+                eprint(f"streamkm: the final checkpoint could not be written; a restart resumes from "
+                       f"checkpoint {last} and replays what came after it")
+                code = EXIT_CHECKPOINT
+            else:
+                eprint(f"streamkm: stopped cleanly; last checkpoint: "
+                       f"{getattr(worker.last_checkpoint, 'sequence', None)}")
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(worker_task, timeout=5.0)
     finally:

@@ -110,7 +110,11 @@ class Worker:
                                        idle_seconds=float(idle_checkpoint_seconds))
         self.store = CheckpointStore(ck.dir, keep=ck.keep, fault_hook=fault_hook)
         self.durability = Durability(self.store, self.metrics,
-                                     commit_timeout=min(settings.kafka.request_timeout_ms / 1000 + 5, 10.0))
+                                     commit_timeout=min(settings.kafka.request_timeout_ms / 1000 + 5, 10.0),
+                                     backoff_initial=settings.worker.retry_backoff_initial_seconds,
+                                     backoff_max=settings.worker.retry_backoff_max_seconds)
+        #: False if the final checkpoint at shutdown could not be written (the CLI exits 3).
+        self.final_checkpoint_ok = True
         self._dir_lock = DirectoryLock(self.store.directory)
         self.group_id = settings.kafka.group_id
         self.client_id = settings.kafka.client_id
@@ -281,10 +285,11 @@ class Worker:
         return not self._stopped
 
     def is_ready(self) -> bool:
-        """Partitions assigned, model restored and fetching recently."""
+        """Partitions assigned, model restored, fetching recently, and checkpoints and commits succeeding."""
         window = max(5.0, 3 * self.settings.kafka.fetch_timeout_ms / 1000)
         return bool(self._restored and self._connected and self.book.assigned
                     and not self._stopping.is_set() and self._coordinator_known()
+                    and not self.durability.blocked  # progress is not being made durable
                     and time.monotonic() - self._last_fetch < window)
 
     def _coordinator_known(self) -> bool:
@@ -453,6 +458,8 @@ class Worker:
                             records_since_checkpoint=d.records_since, dirty=d.dirty,
                             pending=any(p.n_pending for p in self.pipelines.values()),
                             pending_since=self._pending_since, has_assignment=bool(self.book.assigned))
+        if self.durability.in_backoff():
+            return  # a failed checkpoint is retried only when its backoff expires
         reason = due(progress, self.policy)
         if reason == ASK_CAUGHT_UP:
             reason = due(progress, self.policy, caught_up=await self.book.caught_up(self._consumer))
@@ -541,7 +548,7 @@ class Worker:
                 # Always a fresh checkpoint (its offsets are then committed); without a
                 # broker it is only written, and the restart seeks to it.
                 if self._restored and not self._unsafe:
-                    await self._checkpoint_and_commit("shutdown")
+                    self.final_checkpoint_ok = await self._checkpoint_and_commit("shutdown")
         finally:
             await self._disconnect(final=True)
             self._dir_lock.release()

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers.e2e import consume_all
+from streamkm import codec as formats
+from tests.helpers.e2e import consume_all, produce
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -479,3 +480,91 @@ def test_limit_blas_threads_sets_every_blas_library_to_one_thread():
     assert r["after"] == [1] * len(r["after"])
     assert r["in_thread"] == [1] * len(r["in_thread"])  # asyncio.to_thread workers too
     assert r["restored"] == r["before"]
+
+
+# ------------------------------------------------------- failures at the edges of a run
+def _worker_env(broker: str, topic: str, tmp_path: Path, **extra: str) -> dict:
+    """A `streamkm run` against the test broker (no embedded broker, no HTTP server)."""
+    return _env(STREAMKM_KAFKA__BOOTSTRAP_SERVERS=broker, STREAMKM_KAFKA__VECTORS_TOPIC=topic,
+                STREAMKM_KAFKA__GROUP_ID=f"g-{topic}", STREAMKM_KAFKA__SESSION_TIMEOUT_MS="3000",
+                STREAMKM_KAFKA__HEARTBEAT_INTERVAL_MS="300", STREAMKM_KAFKA__FETCH_TIMEOUT_MS="100",
+                STREAMKM_KAFKA__MAX_RECORDS="50", STREAMKM_MODEL__N_CLUSTERS="3",
+                STREAMKM_CHECKPOINT__DIR=str(tmp_path / "ckpt"), STREAMKM_CHECKPOINT__INTERVAL_RECORDS="50",
+                STREAMKM_METRICS__ENABLED="false", STREAMKM_DLQ__TOPIC="", STREAMKM_OUTPUT__TOPIC="",
+                STREAMKM_WORKER__RETRY_BACKOFF_INITIAL_SECONDS="0.2",
+                STREAMKM_WORKER__RETRY_BACKOFF_MAX_SECONDS="1", **extra)
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("delay", [0.15, 0.3, 0.6, 1.0, 1.5, 3.0])
+def test_sigterm_at_any_moment_of_start_up_exits_0(broker, make_topic, tmp_path, delay):
+    """Before, SIGTERM in the first 1-2 s (imports, settings) killed the process (exit -15)."""
+    env = _worker_env(broker, make_topic("in"), tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "streamkm", "run", "--status-interval", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=40)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+
+
+def _limit_file_size() -> None:
+    """In the child: regular files may not grow past 1 KiB (EFBIG instead of SIGXFSZ)."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+
+
+@pytest.mark.broker
+def test_failing_checkpoint_disk_is_logged_once_and_the_final_failure_exits_3(broker, make_topic, tmp_path):
+    topic = make_topic("in")
+    values = [formats.encode_json(x) for x in np.random.default_rng(0).normal(size=(400, 4))]
+    asyncio.run(produce(broker, topic, [(None, v) for v in values], partition=0))
+    env = _worker_env(broker, topic, tmp_path)
+    # stderr is a pipe (not a regular file), so the log itself is not size-limited
+    proc = subprocess.Popen([sys.executable, "-m", "streamkm", "run", "--status-interval", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=_limit_file_size, start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        _poll(lambda: any("checkpoint failed" in ln for ln in lines), 60, "a failing checkpoint")
+        time.sleep(3.0)  # several more due checkpoints, retried with backoff
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(40)
+        reader.join(10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    text = "".join(lines)
+    assert rc == 3, text[-4000:]
+    assert sum("checkpoint failed" in ln for ln in lines) == 1, text[-4000:]  # was one per batch
+    assert "File too large" in text and "Traceback" not in text
+    assert "final checkpoint could not be written" in text
+    assert not list((tmp_path / "ckpt").glob("ckpt-*.json"))  # nothing was ever committed to disk
+
+
+@pytest.mark.broker
+def test_checkpoint_of_another_dimension_exits_2_without_traceback(broker, make_topic, tmp_path):
+    topic = make_topic("in")
+    asyncio.run(produce(broker, topic, [(None, formats.encode_json(x)) for x in np.ones((60, 4))], partition=0))
+    env = _worker_env(broker, topic, tmp_path, STREAMKM_INPUT__DIMENSION="4")
+    first = subprocess.run([sys.executable, "-m", "streamkm", "run", "--duration", "8", "--status-interval", "0"],
+                           capture_output=True, text=True, env=env, timeout=90)
+    assert first.returncode == 0, first.stderr[-3000:]
+    env["STREAMKM_INPUT__DIMENSION"] = "5"
+    second = subprocess.run([sys.executable, "-m", "streamkm", "run", "--duration", "5"], capture_output=True,
+                            text=True, env=env, timeout=90)
+    assert second.returncode == 2, second.stderr[-3000:]
+    assert "checkpoint has dimension 4, config says 5" in second.stderr
+    assert "Traceback" not in second.stderr

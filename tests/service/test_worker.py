@@ -585,3 +585,46 @@ def test_sequence_batches_are_embedded_off_the_event_loop(broker, make_topic, tm
     pipe = asyncio.run(scenario())
     assert pipe.core.n_clustered_ + pipe.n_pending == len(records) // 4
     assert on_loop_thread and not any(on_loop_thread)
+
+
+def test_not_ready_while_checkpoints_fail_and_nothing_is_committed(broker, make_topic, tmp_path):
+    """A failing checkpoint disk: /readyz turns false, no offset is committed past the last
+    durable checkpoint, and readiness and commits come back with the disk."""
+    topic = make_topic("in")
+    group = unique_name("g")
+    cfg = worker_config(broker, tmp_path / "ckpt", group=group, vectors_topic=topic, max_records=20,
+                        checkpoint={"interval_records": 40},
+                        worker={"retry_backoff_initial_seconds": 0.1, "retry_backoff_max_seconds": 0.5})
+    settings = load_config(cfg, tmp_path / "w.toml")
+    X = np.random.default_rng(1).normal(size=(200, 2)).astype(np.float32)
+
+    async def scenario():
+        await produce(broker, topic, [(None, encode_binary(x[None])) for x in X[:100]], partition=0)
+        worker = Worker(settings)
+        real_save = worker.store.save
+        task = asyncio.create_task(worker.run())
+        pipe = worker.pipelines["vectors"]
+        await wait_until(lambda: pipe.core.n_clustered_ + pipe.n_pending == 100 and worker.is_ready(), 30, "ready")
+        await wait_until(lambda: not worker.durability.dirty, 30, "first 100 checkpointed")
+        durable = await committed_offsets(broker, group, topic)
+
+        def failing(state):
+            raise OSError(28, "No space left on device")
+
+        worker.store.save = failing
+        await produce(broker, topic, [(None, encode_binary(x[None])) for x in X[100:]], partition=0)
+        await wait_until(lambda: worker.durability.blocked and not worker.is_ready(), 30, "not ready")
+        await asyncio.sleep(1.0)
+        blocked_commit = await committed_offsets(broker, group, topic)
+        attempts = worker.durability.n_failed_attempts
+        worker.store.save = real_save
+        await wait_until(lambda: worker.is_ready() and not worker.durability.blocked, 30, "ready again")
+        ok = await worker.shutdown(20)
+        await task
+        return durable, blocked_commit, attempts, ok, worker.metrics
+
+    durable, blocked_commit, attempts, ok, metrics = asyncio.run(scenario())
+    assert durable == {0: 100} and blocked_commit == {0: 100}  # nothing committed while failing
+    assert attempts >= 2 and ok
+    assert metrics.registry.get_sample_value("streamkm_checkpoint_failures_total") == attempts
+    assert asyncio.run(committed_offsets(broker, group, topic)) == {0: 200}
