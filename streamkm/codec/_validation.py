@@ -7,7 +7,9 @@ internal :class:`~streamkm.codec.errors._Bad`, which the decoders turn into a
 
 from __future__ import annotations
 
+import codecs
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -46,14 +48,52 @@ def _precheck(v: Any, max_record_bytes: int) -> bytes:
 
 
 def _load_json(v: bytes) -> Any:
+    """Parse one record as UTF-8 JSON (RFC 8259) or raise _Bad (``encoding`` or ``not_json``)."""
     try:
-        return json.loads(v)
-    except UnicodeDecodeError as e:
-        raise _Bad("not_json", f"not UTF-8: {e}", "UnicodeDecodeError") from None
-    except ValueError as e:
+        return json.loads(v.decode("utf-8"))  # not json.loads(bytes): that guesses UTF-16/32 and skips a BOM
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        enc = _foreign_encoding(v)
+        if enc is not None:
+            raise _Bad("encoding", f"JSON must be UTF-8 (RFC 8259), this record is {enc}", "UnicodeError") from None
+        if isinstance(e, UnicodeDecodeError):
+            raise _Bad("not_json", f"not UTF-8: {e}", "UnicodeDecodeError") from None
+        if isinstance(e, RecursionError):
+            raise _Bad("not_json", "JSON nested too deeply", type(e).__name__) from None
         raise _Bad("not_json", f"not JSON: {e}", type(e).__name__) from None
-    except RecursionError as e:
-        raise _Bad("not_json", "JSON nested too deeply", type(e).__name__) from None
+
+
+_BOMS = ((codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16: FF FE 00 00
+         (codecs.BOM_UTF16_BE, "utf-16"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF8, "utf-8-sig"))
+_BOM_NAMES = {"utf-8-sig": "UTF-8 with a byte-order mark", "utf-16": "UTF-16 with a byte-order mark",
+              "utf-32": "UTF-32 with a byte-order mark"}
+
+
+def _foreign_encoding(v: bytes) -> str | None:
+    """Name of the non-UTF-8 Unicode encoding ``v`` is text in, or None.
+
+    Detected as ``json.detect_encoding`` (and RFC 4627 section 3) do: a
+    byte-order mark, else the pattern of NUL bytes among the first four (JSON
+    text starts with an ASCII character). The value must also decode in that
+    encoding, so bytes valid in no encoding (``b"\\xff\\xfe\\xfa"``) stay
+    ``not_json``. Only called once UTF-8 parsing has failed: a BOM or a NUL byte
+    never parses as UTF-8 JSON, so a record this names was never accepted.
+    """
+    enc = next((e for bom, e in _BOMS if v.startswith(bom)), None)
+    if enc is None:
+        n = len(v)
+        if n >= 4 and not v[0]:
+            enc = "utf-16-be" if v[1] else "utf-32-be"
+        elif n >= 4 and not v[1]:
+            enc = "utf-16-le" if v[2] or v[3] else "utf-32-le"
+        elif n == 2 and not (v[0] and v[1]):
+            enc = "utf-16-be" if not v[0] else "utf-16-le"
+        else:
+            return None
+    try:
+        v.decode(enc)
+    except UnicodeDecodeError:
+        return None
+    return _BOM_NAMES.get(enc, enc.upper())
 
 
 def _non_finite_error(a: NDArray[Any]) -> DecodeError:
@@ -79,15 +119,56 @@ def _as_float_array(obj: Any, ndim: int, what: str) -> NDArray[np.float32]:
     if a.size == 0:
         raise _Bad("empty", f"{what} has shape {a.shape}")
     if a.dtype.kind not in "iuf":
+        bad = _first_non_number(obj)
         raise _Bad("dtype", f"{what} must contain only numbers, got element dtype {a.dtype.kind!r} "
-                            f"({_first_non_number(obj)!r})", "TypeError")
-    with np.errstate(over="ignore", invalid="ignore"):
-        out = a.astype(np.float32)
+                            + (f"({bad!r})" if bad is not _ALL_NUMBERS else "(an integer outside the 64-bit range)"),
+                   "TypeError")
+    out = _to_float32(a)
+    if _holds_bool(out if ndim == 2 else out[None, :], obj if ndim == 2 else [obj]):
+        raise _Bad("dtype", f"{what} must contain only numbers, got the boolean {json.dumps(_first_non_number(obj))}",
+                   "TypeError")
     if not np.isfinite(out).all():
         err = _non_finite_error(out if out.ndim == 2 else out[None, :])
         raise _Bad("non_finite", err.message.replace("value", f"value in {what}", 1)
                    + (" (out of float32 range)" if np.isfinite(a).all() else ""))
     return out
+
+
+def _to_float32(a: NDArray[Any]) -> NDArray[np.float32]:
+    """The float32 rows of a numeric array converted from JSON, rounded the same way on every path.
+
+    Integers go through float64 first, as floats do when ``json.loads`` reads
+    them: an int64 array cast straight to float32 can round differently (once,
+    not twice), so a batch whose integers end up in one float64 array would
+    disagree with the same record decoded alone. Out-of-range values become
+    ±inf, which the callers reject as ``non_finite``.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        return a.astype(np.float64, copy=False).astype(np.float32)
+
+
+def _holds_bool(X: NDArray[Any], rows: Sequence[Any], texts: Sequence[bytes] | None = None) -> bool:
+    """Whether a numeric 2-D array converted from the JSON lists ``rows`` came from booleans too.
+
+    ``np.array`` turns ``true``/``false`` into exactly 1/0 and gives no other sign
+    of them, so only the rows of ``X`` holding a 0 or a 1 are looked at (the
+    others cost one vectorized comparison): element by element, unless
+    ``texts[r]``, the UTF-8 text row ``r`` was parsed from, holds neither a
+    ``u`` nor an ``l`` (no ``true``, no ``false``; two ``memchr`` calls).
+    """
+    m = X == 0
+    m |= X == 1
+    if not m.any():
+        return False
+    for r in np.flatnonzero(m.any(axis=1)).tolist():
+        if texts is not None and b"u" not in texts[r] and b"l" not in texts[r]:
+            continue
+        if bool in set(map(type, rows[r])):
+            return True
+    return False
+
+
+_ALL_NUMBERS = object()  # _first_non_number found none (JSON null is a value it can return)
 
 
 def _first_non_number(obj: Any) -> Any:
@@ -98,7 +179,7 @@ def _first_non_number(obj: Any) -> Any:
             stack.extend(reversed(o))
         elif isinstance(o, bool) or not isinstance(o, (int, float)):
             return o
-    return None
+    return _ALL_NUMBERS
 
 
 # ------------------------------------------------------------- encoder arguments

@@ -10,11 +10,14 @@ from dataclasses import dataclass
 
 __all__ = ["REASONS", "DecodeError"]
 
-#: Every value DecodeError.reason can take (bounded: used as a metric label).
+#: Every value DecodeError.reason can take (bounded: used as a metric label);
+#: ``docs/formats.md`` says what each means. ``encoding``: JSON text that is not
+#: UTF-8 (a byte-order mark, UTF-16 or UTF-32; RFC 8259 section 8.1 requires UTF-8).
 REASONS: tuple[str, ...] = (
     "empty",
     "oversized",
     "not_json",
+    "encoding",
     "schema",
     "dtype",
     "dimension",

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
-from streamkm.codec._validation import _as_float_array, _check_common, _check_vector, _load_json, _precheck
+from streamkm.codec._validation import (
+    _as_float_array,
+    _check_common,
+    _check_vector,
+    _holds_bool,
+    _load_json,
+    _precheck,
+    _to_float32,
+)
 from streamkm.codec.batches import EventBatch
 from streamkm.codec.binary import MAGIC
 from streamkm.codec.errors import DecodeError, _Bad
@@ -23,6 +31,17 @@ from streamkm.codec.json_vectors import _floats, _json_numbers
 __all__ = ["decode_events", "encode_event_json"]
 
 _EVENT_KEYS = frozenset({"key", "ts", "x"})
+
+
+def _utf8_key(key: str) -> bool:
+    """False for a key the pipeline could not encode back to bytes (a JSON ``\\ud800`` escape)."""
+    if key.isascii():
+        return True
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _json_event(obj: Any, d: int | None) -> tuple[str, float, NDArray[np.float32]]:
@@ -34,6 +53,8 @@ def _json_event(obj: Any, d: int | None) -> tuple[str, float, NDArray[np.float32
     key = obj["key"]
     if isinstance(key, bool) or not isinstance(key, (str, int)):
         raise _Bad("schema", f"'key' must be a string, got {type(key).__name__}")
+    if isinstance(key, str) and not _utf8_key(key):
+        raise _Bad("schema", "'key' holds a lone surrogate escape (not encodable as UTF-8)")
     ts = obj["ts"]
     if isinstance(ts, bool) or not isinstance(ts, (int, float)):
         raise _Bad("dtype", f"'ts' must be a number, got {type(ts).__name__} {ts!r}", "TypeError")
@@ -101,14 +122,14 @@ def _fast_events(values: Sequence[bytes | None], dim: int | None,
             ok = False
             continue
         try:
-            obj = loads(v)
+            obj = loads(v.decode())  # UTF-8 only; anything else is left to the per-record path
         except (ValueError, RecursionError):
             ok = False
             continue
         parsed[i] = obj
         if ok:
             if (type(obj) is dict and obj.keys() == _EVENT_KEYS and type(obj["key"]) is str
-                    and type(obj["ts"]) in (int, float) and type(obj["x"]) is list):
+                    and _utf8_key(obj["key"]) and type(obj["ts"]) in (int, float) and type(obj["x"]) is list):
                 keys.append(obj["key"])
                 ts_list.append(obj["ts"])
                 xs.append(obj["x"])
@@ -123,9 +144,10 @@ def _fast_events(values: Sequence[bytes | None], dim: int | None,
         return parsed
     if a.ndim != 2 or a.dtype.kind not in "iuf" or a.shape[1] == 0 or (dim is not None and a.shape[1] != dim):
         return parsed
-    with np.errstate(over="ignore", invalid="ignore"):
-        X = a.astype(np.float32)
+    X = _to_float32(a)
     if not (np.isfinite(X).all() and np.isfinite(ts).all()):
+        return parsed
+    if _holds_bool(X, xs, cast("Sequence[bytes]", values)):  # all bytes by now
         return parsed
     return EventBatch(keys, ts, X, np.arange(len(values), dtype=np.int64), [])
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
-from streamkm.codec._validation import _as_float_array, _check_matrix, _check_vector
+from streamkm.codec._validation import _as_float_array, _check_matrix, _check_vector, _holds_bool, _to_float32
 from streamkm.codec.batches import VectorBatch
 from streamkm.codec.binary import MAGIC
 from streamkm.codec.errors import _Bad
@@ -55,7 +55,7 @@ def _fast_json(values: Sequence[bytes | None], dim: int | None, max_record_bytes
             ok = False
             continue
         try:
-            obj = loads(v)
+            obj = loads(v.decode())  # UTF-8 only; anything else is left to the per-record path
         except (ValueError, RecursionError):
             ok = False
             continue
@@ -73,9 +73,8 @@ def _fast_json(values: Sequence[bytes | None], dim: int | None, max_record_bytes
         return parsed
     if a.ndim != 2 or a.dtype.kind not in "iuf" or a.shape[1] == 0 or (dim is not None and a.shape[1] != dim):
         return parsed
-    with np.errstate(over="ignore", invalid="ignore"):
-        X = a.astype(np.float32)
-    if not np.isfinite(X).all():
+    X = _to_float32(a)
+    if not np.isfinite(X).all() or _holds_bool(X, xs, cast("Sequence[bytes]", values)):  # all bytes by now
         return parsed
     return VectorBatch(X, np.arange(len(values), dtype=np.int64), [])
 

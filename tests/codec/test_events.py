@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamkm.codec import decode_events, encode_binary, encode_event_json
-from streamkm.codec.events import _decode_events_generic
+from streamkm.codec import EventBatch, decode_events, encode_binary, encode_event_json
+from streamkm.codec.events import _decode_events_generic, _fast_events
 
 
 def _reasons(batch):
@@ -75,3 +76,38 @@ def test_event_with_integer_ts_too_large_for_float_is_a_value_error():
     assert b.keys == ["u"] and b.record_index.tolist() == [0]
     assert [(i, e.reason) for i, e in b.errors] == [(1, "non_finite"), (2, "non_finite")]
     assert "ts" in b.errors[0][1].message
+
+
+# Booleans in 'x' are dtype errors on both event paths (issue 9); before, they became
+# 1.0/0.0 on both, except an all-boolean 'x' on the per-record path.
+GOOD_EVENT = b'{"key": "a", "ts": 1, "x": [1.0, 2.0]}'
+BOOLEAN_EVENTS = [
+    b'{"key": "b", "ts": 2, "x": [true, 2.0]}',
+    b'{"key": "b", "ts": 2, "x": [0, false]}',
+    b'{"key": "b", "ts": 2, "x": [false, true]}',
+    b'[{"key": "b", "ts": 2, "x": [1, 2]}, {"key": "c", "ts": 3, "x": [1, true]}]',
+]
+
+
+@pytest.mark.parametrize("bad", BOOLEAN_EVENTS)
+@pytest.mark.parametrize("path", ["batched", "per_record"])
+def test_boolean_features_are_dtype_errors_on_every_path(bad, path):
+    values = [GOOD_EVENT, bad, GOOD_EVENT]
+    if path == "batched":
+        assert not isinstance(_fast_events(values, 2, 2**20), EventBatch)
+        b = decode_events(values, dim=2)
+    else:
+        b = _decode_events_generic(values, None, 2**20)
+    assert [(i, e.reason, e.exc_type) for i, e in b.errors] == [(1, "dtype", "TypeError")]
+    assert b.record_index.tolist() == [0, 2] and b.keys == ["a", "a"]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_key_that_is_a_lone_surrogate_escape_is_a_schema_error(batch):
+    # '\ud800' is valid JSON but no UTF-8 string: the sequence pipeline would crash encoding
+    # the window key for its output record (UnicodeEncodeError), a poison pill.
+    bad = b'{"key": "\\ud800", "ts": 1.0, "x": [1.0, 2.0]}'
+    good = encode_event_json("k\u00fc", 2.0, [1.0, 2.0])
+    b = decode_events([good] * (batch - 1) + [bad], dim=2)
+    assert [(i, e.reason) for i, e in b.errors] == [(batch - 1, "schema")]
+    assert b.keys == ["k\u00fc"] * (batch - 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import struct
 
 import numpy as np
@@ -21,6 +22,8 @@ from streamkm.codec import (
     encode_json,
     encode_json_batch,
 )
+from streamkm.codec.events import _decode_events_generic
+from streamkm.codec.vectors import _decode_vectors_generic
 
 
 def _reasons(batch):
@@ -155,3 +158,55 @@ def test_single_bad_record_does_not_affect_others(n, rows, data):
     keep = np.repeat(np.arange(n) != j, rows)
     assert np.array_equal(b.X, X[keep])
     assert np.array_equal(b.record_index, np.repeat(np.arange(n), rows)[keep])
+
+
+# JSON is UTF-8 only (RFC 8259 section 8.1; issue 9). Before, json.loads(bytes) guessed
+# the encoding: every value below decoded to a valid vector or event.
+_VECTOR_TEXT = '{"x": [1.0, 2.0, 3.0]}'
+_EVENT_TEXT = '{"key": "b", "ts": 2, "x": [1.0, 2.0, 3.0]}'
+FOREIGN_ENCODINGS = {
+    "utf-8 with BOM": lambda s: s.encode("utf-8-sig"),
+    "utf-16 with BOM (LE)": lambda s: s.encode("utf-16"),
+    "utf-16-be with BOM": lambda s: codecs.BOM_UTF16_BE + s.encode("utf-16-be"),
+    "utf-16-le": lambda s: s.encode("utf-16-le"),
+    "utf-16-be": lambda s: s.encode("utf-16-be"),
+    "utf-32 with BOM (LE)": lambda s: s.encode("utf-32"),
+    "utf-32-be with BOM": lambda s: codecs.BOM_UTF32_BE + s.encode("utf-32-be"),
+    "utf-32-le": lambda s: s.encode("utf-32-le"),
+    "utf-32-be": lambda s: s.encode("utf-32-be"),
+}
+
+
+@pytest.mark.parametrize("encoding", FOREIGN_ENCODINGS)
+@pytest.mark.parametrize("decoder", ["vectors_json", "vectors_auto", "vectors_per_record", "events",
+                                     "events_per_record"])
+def test_json_that_is_not_utf8_is_an_encoding_error(encoding, decoder):
+    good_v, good_e = encode_json(np.ones(3)), _EVENT_TEXT.encode()
+    if decoder.startswith("vectors"):
+        values = [good_v, FOREIGN_ENCODINGS[encoding](_VECTOR_TEXT), good_v]
+        b = (_decode_vectors_generic(values, "json", 3, 2**20) if decoder == "vectors_per_record"
+             else decode_vectors(values, fmt=decoder.split("_")[1], dim=3))
+    else:
+        values = [good_e, FOREIGN_ENCODINGS[encoding](_EVENT_TEXT), good_e]
+        b = (_decode_events_generic(values, 3, 2**20) if decoder == "events_per_record"
+             else decode_events(values, dim=3))
+    assert [(i, e.reason, e.exc_type) for i, e in b.errors] == [(1, "encoding", "UnicodeError")]
+    assert "UTF-8" in b.errors[0][1].message
+    assert b.record_index.tolist() == [0, 2]
+
+
+@pytest.mark.parametrize("value, reason", [
+    (b"\xff\xfe\xfa", "not_json"),  # a UTF-16 BOM, but not UTF-16 text (odd length): invalid UTF-8
+    (b"\xfe\xff\xd8\x00", "not_json"),  # UTF-16-BE BOM and a lone surrogate
+    (b'{"x": [1, 2, 3], "key": "\xc3("}', "not_json"),  # invalid UTF-8 in a string
+    (b'{"x": [1, 2, 3], "key": "\xed\xa0\x80"}', "not_json"),  # an encoded surrogate is not UTF-8 (was accepted)
+    (b"\x00", "not_json"),
+    (b"1\x00\x00", "not_json"),  # three bytes: no UTF-16 or UTF-32 text
+    (b"1\x00", "encoding"),  # "1" in UTF-16-LE
+    (b'{"x": [1, 2, 3], "key": "\\ud800"}', None),  # an escaped lone surrogate is valid UTF-8 JSON
+])
+def test_invalid_utf8_in_no_other_encoding_stays_not_json(value, reason):
+    b = decode_vectors([value], fmt="auto", dim=3)
+    assert [e.reason for _, e in b.errors] == ([reason] if reason else [])
+    e = decode_events([value], dim=3)
+    assert reason is None or [x.reason for _, x in e.errors] == [reason]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamkm.codec import decode_vectors, encode_binary, encode_json, encode_json_batch
+from streamkm.codec import VectorBatch, decode_vectors, encode_binary, encode_json, encode_json_batch
+from streamkm.codec.json_vectors import _fast_json
 from streamkm.codec.vectors import _decode_vectors_generic
 
 RNG = np.random.default_rng(0)
@@ -48,3 +50,33 @@ def test_batched_json_path_matches_per_record_path(values, dim):
     slow = _decode_vectors_generic(values, "json", dim, 8 * 2**20)
     assert np.array_equal(fast.X, slow.X) and np.array_equal(fast.record_index, slow.record_index)
     assert fast.errors == slow.errors
+
+
+# Booleans are dtype errors on every path (issue 9). Before, np.array turned true into
+# 1.0: every example below was accepted by the path named, except an all-boolean
+# vector on the per-record path, which was already a dtype error.
+GOOD3 = b'{"x": [1.0, 2.0, 3.0]}'
+BOOLEAN_RECORDS = [
+    b'{"x": [true, 2.0, 3.0]}',
+    b'{"x": [1, false, 3]}',
+    b'{"x": [1.5, 2.5, true], "key": "k", "ts": 1}',
+    b'{"x": [true, false, true]}',
+    b'{"X": [[1, 2, 3], [true, 5, 6]]}',
+    b'{"X": [[1, 2, 3], [true, false, true]]}',
+]
+
+
+@pytest.mark.parametrize("bad", BOOLEAN_RECORDS)
+@pytest.mark.parametrize("path", ["batched", "per_record", "auto"])
+def test_booleans_are_dtype_errors_on_every_path(bad, path):
+    if path == "batched":  # a batch the batched path handles, but for the boolean
+        values = [GOOD3, bad, GOOD3]
+        assert not isinstance(_fast_json(values, 3, 2**20, False), VectorBatch)
+        b = decode_vectors(values, fmt="json", dim=3)
+    elif path == "per_record":
+        b = _decode_vectors_generic([GOOD3, bad, GOOD3], "json", None, 2**20)
+    else:
+        b = decode_vectors([encode_binary(np.ones((1, 3))), bad, GOOD3], fmt="auto")
+    assert [(i, e.reason, e.exc_type) for i, e in b.errors] == [(1, "dtype", "TypeError")]
+    assert "true" in b.errors[0][1].message.lower() or "false" in b.errors[0][1].message.lower()
+    assert b.record_index.tolist() == [0, 2] and b.X.shape == (2, 3)
