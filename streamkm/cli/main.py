@@ -59,8 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Stopped(Exception):
-    """SIGTERM arrived before a command installed its own handling (the event loop's)."""
+class _Stopped(BaseException):
+    """SIGTERM arrived before a command installed its own handling (the event loop's).
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` on the way swallows it.
+    """
 
 
 def _raise_stopped(signum: int, frame: object) -> None:
