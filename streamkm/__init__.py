@@ -19,7 +19,8 @@ except PackageNotFoundError:  # running from a source tree without install
 # stays light: the CLI installs its signal handling before NumPy is imported.
 _CLUSTER_NAMES = (
     "MAX_ABS_VALUE", "KMeans", "ReseedResult", "SelectKResult", "StreamingKMeans", "TimeBiasedReservoir",
-    "UniformReservoir", "compute_reseed", "kmeans_plusplus", "select_k",
+    "UniformReservoir", "compute_reseed", "kmeans_plusplus", "select_k", "TRANSITIONS", "Matching", "Transition",
+    "default_threshold", "match_clusters", "ChunkSummary", "summarize",
 )
 
 __all__ = ["__version__", *_CLUSTER_NAMES]

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from streamkm.atomic import TMP_PREFIX, fsync_dir, write_durable
+from streamkm.statetree import StateTreeError, join_tree, split_tree
 
 __all__ = ["CheckpointStore", "CheckpointInfo", "CheckpointError", "FORMAT_VERSION", "FAULT_POINTS"]
 
@@ -53,7 +54,6 @@ FAULT_POINTS = ("before_temp_write", "after_temp_write", "after_data_rename", "a
 _PREFIX = "ckpt-"
 _NAME_RE = re.compile(r"^ckpt-(\d{12})\.(npz|json)$")
 _TMP_PREFIX = TMP_PREFIX
-_ARRAY_MARK = "__ndarray__"
 
 
 class CheckpointError(ValueError):
@@ -89,52 +89,6 @@ class CheckpointInfo:
     size_bytes: int
     keys: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-# ------------------------------------------------------------------ tree codec
-def _split(state: Any, path: str, arrays: dict[str, np.ndarray], table: dict[str, dict]) -> Any:
-    """Replace ndarray leaves by markers; returns the JSON-able tree."""
-    if isinstance(state, np.ndarray):
-        if state.dtype.kind not in "biufc" or state.dtype.hasobject:
-            raise TypeError(f"checkpoint state at {path or '<root>'!r}: array dtype {state.dtype} is not "
-                            f"allowed (numeric/bool only, no object arrays: no pickle)")
-        name = f"a{len(arrays)}"
-        arrays[name] = state
-        table[name] = {"path": path, "dtype": state.dtype.str, "shape": list(state.shape)}
-        return {_ARRAY_MARK: name}
-    if isinstance(state, dict):
-        out = {}
-        for k, v in state.items():
-            if not isinstance(k, str):
-                raise TypeError(f"checkpoint state at {path or '<root>'!r}: dict keys must be str, "
-                                f"got {type(k).__name__} {k!r}")
-            if k == _ARRAY_MARK:
-                raise ValueError(f"checkpoint state at {path!r}: key {_ARRAY_MARK!r} is reserved")
-            out[k] = _split(v, f"{path}.{k}" if path else k, arrays, table)
-        return out
-    if isinstance(state, (list, tuple)):
-        return [_split(v, f"{path}[{i}]", arrays, table) for i, v in enumerate(state)]
-    if isinstance(state, np.generic):
-        if state.dtype.kind not in "biuf":
-            raise TypeError(f"checkpoint state at {path!r}: NumPy scalar of dtype {state.dtype} not allowed")
-        return state.item()
-    if state is None or isinstance(state, (bool, int, float, str)):
-        return state
-    raise TypeError(f"checkpoint state at {path or '<root>'!r}: unsupported type {type(state).__name__} "
-                    f"(use ndarrays, dicts, lists and JSON scalars)")
-
-
-def _join(tree: Any, arrays: Any) -> Any:
-    if isinstance(tree, dict):
-        if len(tree) == 1 and _ARRAY_MARK in tree:
-            name = tree[_ARRAY_MARK]
-            if name not in arrays:
-                raise CheckpointError(f"array {name!r} listed in the manifest is missing from the .npz")
-            return arrays[name]
-        return {k: _join(v, arrays) for k, v in tree.items()}
-    if isinstance(tree, list):
-        return [_join(v, arrays) for v in tree]
-    return tree
 
 
 def _manifest_digest(man: dict[str, Any]) -> str:
@@ -268,9 +222,9 @@ class CheckpointStore:
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
         arrays: dict[str, np.ndarray] = {}
         table: dict[str, dict] = {}
-        tree = _split(state, "", arrays, table)
+        tree = split_tree(state, "", arrays, table)
         meta_arrays: dict[str, np.ndarray] = {}
-        meta = _split(dict(metadata or {}), "metadata", meta_arrays, {})
+        meta = split_tree(dict(metadata or {}), "metadata", meta_arrays, {})
         if meta_arrays:
             raise TypeError("metadata must be JSON-able (no arrays)")
 
@@ -404,7 +358,10 @@ class CheckpointStore:
                 arrays = {k: z[k] for k in z.files}
         except (ValueError, OSError, EOFError) as e:
             raise CheckpointError(f"{info.data_path.name}: bad npz: {e}") from None
-        state = _join(man["state"], arrays)
+        try:
+            state = join_tree(man["state"], arrays)
+        except StateTreeError as e:
+            raise CheckpointError(f"{info.data_path.name}: {e}") from None
         return state, info
 
     def load_latest(self) -> tuple[dict[str, Any], CheckpointInfo] | None:

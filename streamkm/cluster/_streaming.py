@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["_cluster_sums", "_minibatch_step"]
+__all__ = ["_apply_sums", "_cluster_sums", "_minibatch_step"]
 
 
 def _cluster_sums(X: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -65,6 +65,37 @@ def _minibatch_step(
         ``max_j ‖Δμ_j‖`` over the clusters that received points (0 if none).
     """
     counts, sums = _cluster_sums(X, labels, centers.shape[0])
+    return _apply_sums(counts, sums, centers, weights, gamma)
+
+
+def _apply_sums(
+    counts: np.ndarray,
+    sums: np.ndarray,
+    centers: np.ndarray,
+    weights: np.ndarray,
+    gamma: float,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The decayed update from a batch's sufficient statistics (the reduce step).
+
+    What Spark's driver and Flink's model reducer apply to the per-cluster
+    (count, vector sum) of a batch; :func:`_minibatch_step` is this after
+    :func:`_cluster_sums`, so a batch folded from its statistics and a batch
+    fitted from its points give the same model.
+
+    Parameters
+    ----------
+    counts : ndarray of shape (n_clusters,)
+        Points per cluster ``m_j`` (int64 or float64, >= 0).
+    sums : ndarray of shape (n_clusters, n_features), float64
+        Vector sums ``S_j``.
+    centers, weights, gamma
+        As for :func:`_minibatch_step`.
+
+    Returns
+    -------
+    centers, weights, shift
+        As for :func:`_minibatch_step`.
+    """
     w = weights * gamma if gamma != 1.0 else weights.copy()
     w += counts
     nz = np.flatnonzero(counts)

@@ -17,7 +17,7 @@ import numpy as np
 from ._distance import _assign, _row_norms_sq, _sq_distances
 from ._reseed import ReseedResult, _d2_sample, _seed_and_refine, compute_reseed
 from ._state import _PARAMS, _check_params, _state_dict, _validated_state
-from ._streaming import _minibatch_step
+from ._streaming import _apply_sums, _minibatch_step
 from ._validation import check_array, check_positive_int
 from .reservoir import TimeBiasedReservoir, UniformReservoir
 
@@ -334,8 +334,14 @@ class StreamingKMeans:
                 self._initialize()
         else:
             self._step(X)
+        self._end_batch(X, m, prev_seen, was_initialized)
+        return self
+
+    def _end_batch(self, sample: np.ndarray, m: int, prev_seen: int, was_initialized: bool) -> None:
+        """Reservoir, counters, dying clusters and interval reseeds after one update."""
         assert self._res is not None  # created by _setup
-        self._res._add(X, self._reservoir_rng)
+        if sample.shape[0]:
+            self._res._add(sample, self._reservoir_rng)
         self.n_seen_ += m
         self.n_batches_ += 1
         if was_initialized:
@@ -343,6 +349,70 @@ class StreamingKMeans:
             R = self.reseed_interval
             if R is not None and self.n_seen_ // R > prev_seen // R:
                 self.reseed()
+
+    def partial_fit_stats(self, counts: Any, sums: Any, sq_dist_sums: Any, sample: Any) -> StreamingKMeans:
+        """Update the model with one batch's sufficient statistics instead of its points.
+
+        The reduce step of Spark's ``StreamingKMeans`` and Flink ML's
+        ``OnlineKMeans``: the points were assigned to these centers elsewhere
+        (see :func:`streamkm.cluster.summarize`), and only their per-cluster
+        counts and sums travel. The update is the one :meth:`partial_fit` applies
+        (same kernel), so folding a batch's statistics gives the model that
+        fitting its points against the same centers would.
+
+        Parameters
+        ----------
+        counts : array-like of shape (n_clusters,)
+            Points per cluster (>= 0, finite), summing to at least 1.
+        sums : array-like of shape (n_clusters, n_features)
+            Sum of the points assigned to each cluster.
+        sq_dist_sums : array-like of shape (n_clusters,)
+            Sum of their squared distances to their center (>= 0); gives
+            ``last_batch_objective_``.
+        sample : array-like of shape (n_sample, n_features)
+            Points of the batch offered to the reservoir (may be empty). With
+            equal batch sizes and equal sample sizes a uniform reservoir stays
+            uniform over all points.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            Not initialized, or shapes/values are inconsistent; the model is
+            unchanged.
+        """
+        self._require_initialized("fold statistics")
+        assert self._centers is not None and self.counts_ is not None
+        k, d = self._centers.shape
+        c = np.asarray(counts, dtype=np.float64)
+        S = np.asarray(sums, dtype=np.float64)
+        q = np.asarray(sq_dist_sums, dtype=np.float64)
+        if c.shape != (k,) or q.shape != (k,):
+            raise ValueError(f"expected counts and sq_dist_sums of shape ({k},), got {c.shape} and {q.shape}")
+        if S.shape != (k, d):
+            raise ValueError(f"expected sums of shape ({k}, {d}), got {S.shape}")
+        if not (np.isfinite(c).all() and np.isfinite(S).all() and np.isfinite(q).all()):
+            raise ValueError("counts, sums and sq_dist_sums must be finite")
+        if c.min() < 0 or q.min() < 0:
+            raise ValueError("counts and sq_dist_sums must be >= 0")
+        m_float = float(c.sum())
+        if m_float < 1:
+            raise ValueError(f"statistics of at least 1 point expected, got a total count of {m_float}")
+        smp = check_array(sample, name="sample", n_features=d, allow_empty=True)
+        if smp.dtype != self._dtype:
+            smp = self._validate_X(smp) if smp.shape[0] else smp.astype(self._dtype)
+        # --- nothing was modified above this line ---
+        m = int(round(m_float))
+        prev_seen = self.n_seen_
+        obj = float(q.sum()) / m_float
+        self._observe_objective(obj)
+        g = self._gamma if self.time_unit == "batches" else self._gamma ** m_float
+        centers, self.counts_, self.last_center_shift_ = _apply_sums(c, S, self._centers, self.counts_, g)
+        self._set_centers(centers)
+        self._end_batch(smp, m, prev_seen, True)
         return self
 
     def fit(self, X: Any, y: Any = None, *, batch_size: int = 1024) -> StreamingKMeans:
@@ -394,17 +464,19 @@ class StreamingKMeans:
         assert self.counts_ is not None
         labels, min_sq = _assign(X, self.cluster_centers_, c_sq=self._c_sq,
                                  memory_budget_bytes=self.memory_budget_bytes)
-        obj = float(min_sq.mean(dtype=np.float64))
-        self.last_batch_objective_ = obj
-        a = self.ewm_alpha
-        self.ewm_objective_ = obj if self.ewm_objective_ is None else (
-            (1.0 - a) * self.ewm_objective_ + a * obj)
+        self._observe_objective(float(min_sq.mean(dtype=np.float64)))
 
         m = X.shape[0]
         g = self._gamma if self.time_unit == "batches" else self._gamma ** m
         centers, self.counts_, self.last_center_shift_ = _minibatch_step(
             X, labels, self._centers, self.counts_, g)
         self._set_centers(centers)
+
+    def _observe_objective(self, obj: float) -> None:
+        self.last_batch_objective_ = obj
+        a = self.ewm_alpha
+        self.ewm_objective_ = obj if self.ewm_objective_ is None else (
+            (1.0 - a) * self.ewm_objective_ + a * obj)
 
     def _replace_dying(self) -> None:
         thr_rel = self.dying_threshold
