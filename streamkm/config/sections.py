@@ -27,6 +27,7 @@ __all__ = [
     "DLQSettings",
     "OutputSettings",
     "WorkerSettings",
+    "GroupSettings",
 ]
 
 
@@ -426,6 +427,43 @@ class OutputSettings(_Section):
     topic: str | None = Field(default=None, description="Assignments topic; unset: no output.")
 
     _blank = field_validator("topic", mode="before")(_blank_to_none)
+
+
+class GroupSettings(_Section):
+    """One model per consumer group: chunk statistics, a reducer, a versioned model topic."""
+
+    enabled: bool = Field(
+        default=False, description="Run the group model: workers send chunk statistics, the member assigned the "
+        "stats partition folds them and publishes versions (vectors pipeline; see docs/operations.md).")
+    stats_topic: str | None = Field(
+        default=None, description="Statistics topic, one partition per pipeline; unset: '<kafka.group_id>.stats'.")
+    model_topic: str | None = Field(
+        default=None, description="Model versions topic (compacted, key = pipeline); unset: "
+        "'<kafka.group_id>.model'.")
+    events_topic: str | None = Field(
+        default=None, description="Cluster identity transitions topic; unset: transitions are only counted and "
+        "logged.")
+    create_topics: bool = Field(default=True, description="Create the stats and model topics if missing.")
+    chunk_rows: int = Field(
+        default=1024, ge=1, description="Valid rows per chunk of one partition (a chunk ends at the first record "
+        "boundary at or past it; partial chunks only when caught up).")
+    max_in_flight: int = Field(
+        default=4, ge=1, description="S: statistics messages a worker may have sent and not yet seen folded; "
+        "then it waits for the model (bounds staleness).")
+    sample_rows: int = Field(default=64, ge=0, description="Rows of each chunk sent for the reducer's reservoir.")
+    publish_interval_seconds: float = Field(
+        default=0.2, ge=0.0, description="The reducer publishes at most one version per pipeline this often.")
+    snapshot_every: int = Field(
+        default=50, ge=1, description="The reducer publishes its full state every this many published versions "
+        "(recovery replays the stats log from the last one).")
+    sync_timeout_seconds: float = Field(
+        default=30.0, gt=0.0, description="A newly assigned partition waits this long at most for the model to "
+        "fold what its previous owner sent.")
+    identity_threshold: float | None = Field(
+        default=None, gt=0.0, description="Largest centre move that keeps a cluster id at a reseed; unset: half the "
+        "smallest distance between the old centres.")
+
+    _blank = field_validator("stats_topic", "model_topic", "events_topic", mode="before")(_blank_to_none)
 
 
 class WorkerSettings(_Section):

@@ -31,6 +31,7 @@ from streamkm.config.sections import (
     CheckpointSettings,
     DLQSettings,
     DriftSettings,
+    GroupSettings,
     InputSettings,
     KafkaSettings,
     MetricsSettings,
@@ -99,6 +100,7 @@ class Settings(BaseSettings):
     dlq: DLQSettings = Field(default_factory=DLQSettings, description="Dead-letter topic.")
     output: OutputSettings = Field(default_factory=OutputSettings, description="Assignments topic.")
     worker: WorkerSettings = Field(default_factory=WorkerSettings, description="Worker lifecycle.")
+    group: GroupSettings = Field(default_factory=GroupSettings, description="One model per consumer group.")
 
     @classmethod
     def settings_customise_sources(
@@ -125,7 +127,27 @@ class Settings(BaseSettings):
         for name, t in (("dlq.topic", self.dlq.topic), ("output.topic", self.output.topic)):
             if t is not None and t in topics:
                 raise ValueError(f"{name}: must differ from the input topics, got {t!r}")
+        if self.group.enabled:
+            if self.sequence.enabled:
+                raise ValueError("group.enabled: the sequence pipeline does not run on the group model yet; "
+                                 "set sequence.enabled = false (or group.enabled = false)")
+            group_topics = {"group.stats_topic": self.group_stats_topic, "group.model_topic": self.group_model_topic}
+            if len(set(group_topics.values())) < 2:
+                raise ValueError("group.model_topic: must differ from group.stats_topic")
+            for name, t in group_topics.items():
+                if t in topics or t in (self.dlq.topic, self.output.topic):
+                    raise ValueError(f"{name}: must differ from the input, dead-letter and output topics, got {t!r}")
         return self
+
+    @property
+    def group_stats_topic(self) -> str:
+        """``group.stats_topic`` or ``<kafka.group_id>.stats``."""
+        return self.group.stats_topic or f"{self.kafka.group_id}.stats"
+
+    @property
+    def group_model_topic(self) -> str:
+        """``group.model_topic`` or ``<kafka.group_id>.model``."""
+        return self.group.model_topic or f"{self.kafka.group_id}.model"
 
     # ------------------------------------------------------------------ helpers
     def redacted_dict(self) -> dict[str, Any]:

@@ -37,6 +37,10 @@ _EXAMPLES: dict[str, str] = {
     "lstm_path": '"models/lstm.npz"',
     "topic": '"streamkm.assignments"',
     "demo_drift_every": "50000",
+    "stats_topic": '"streamkm.stats"',
+    "model_topic": '"streamkm.model"',
+    "events_topic": '"streamkm.cluster-events"',
+    "identity_threshold": "1.0",
 }
 
 _TOML_HEADER = """\

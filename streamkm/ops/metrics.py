@@ -205,6 +205,39 @@ class Metrics:
             "Clusters whose weight fell below the dying threshold and were re-placed.", ("pipeline",))
         self.drift_detections = counter(
             "streamkm_drift_detections", "Drift detected on the batch objective series.", ("pipeline",))
+        # --- group model (group.enabled)
+        self.group_stats_messages = counter(
+            "streamkm_group_stats_messages",
+            "Chunk statistics messages read by the reducer, by outcome (reason: accepted, duplicate, overlap, "
+            "gap, invalid).", ("pipeline", "reason"))
+        self.group_stats_sent = counter(
+            "streamkm_group_stats_sent", "Chunk statistics messages this worker produced to the stats topic.",
+            ("pipeline",))
+        self.group_realignments = counter(
+            "streamkm_group_realignments",
+            "Partitions this worker re-sought to the model's offset because its statistics were not folded.",
+            ("pipeline",))
+        self.group_reducer = gauge(
+            "streamkm_group_reducer", "1 while this member holds the pipeline's stats partition (is its reducer).",
+            ("pipeline",))
+        self.group_in_flight = gauge(
+            "streamkm_group_in_flight", "Statistics messages sent and not yet reflected in a model version.",
+            ("pipeline",))
+        self.group_versions_published = counter(
+            "streamkm_group_versions_published", "Model versions this member published as the reducer.",
+            ("pipeline",))
+        self.group_staleness_versions = Histogram(
+            "streamkm_group_staleness_versions",
+            "Versions between the one a chunk was summarised against and the one it was folded into.",
+            labelnames=("pipeline",), buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128), registry=r)
+        self.group_version_delay = Histogram(
+            "streamkm_group_version_delay_seconds",
+            "Seconds from a version's publication by the reducer to its use by this worker.",
+            labelnames=("pipeline",), buckets=_FAST_BUCKETS, registry=r)
+        self.cluster_transitions = counter(
+            "streamkm_cluster_transitions",
+            "Cluster identity transitions at reseeds and replacements (reason: survived, moved, born, retired, "
+            "split, absorbed).", ("pipeline", "reason"))
         # --- kafka
         self.consumer_lag = gauge(
             "streamkm_consumer_lag_records",

@@ -93,6 +93,9 @@ class BatchResult:
         ``last_batch_objective_`` after each update (NaN when not available).
     embed_seconds : float
         Time spent embedding windows (sequence pipeline).
+    stats : list of streamkm.group.ChunkStats
+        Chunk statistics for the group model's reducer (only with a group chunker
+        as the pipeline's core; then nothing was absorbed locally).
     """
 
     n_records: int = 0
@@ -105,6 +108,7 @@ class BatchResult:
     outputs: list[OutputRecord] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     objectives: list[float] = field(default_factory=list)
+    stats: list[Any] = field(default_factory=list)
     embed_seconds: float = 0.0
 
     def merge(self, other: BatchResult) -> BatchResult:
@@ -120,6 +124,7 @@ class BatchResult:
         self.outputs.extend(other.outputs)
         self.events.extend(other.events)
         self.objectives.extend(other.objectives)
+        self.stats.extend(other.stats)
         return self
 
 

@@ -57,6 +57,9 @@ class VectorPipeline(ChunkedPipeline):
     reseed_on_drift : bool
     emit_outputs : bool
         Build assignment output records.
+    core : streamkm.group.chunker.GroupChunker, optional
+        Queue rows into this instead of a local :class:`ChunkedModel` (the group
+        model: chunks become statistics for the reducer).
 
     Notes
     -----
@@ -93,7 +96,7 @@ class VectorPipeline(ChunkedPipeline):
     def __init__(self, *, model_kwargs: dict[str, Any], topic: str = "", fmt: str = "auto",
                  dim: int | None = None, max_record_bytes: int = 8 * 2**20, batch_rows: int = 1024,
                  drift_kwargs: dict[str, Any] | None = None, reseed_on_drift: bool = True,
-                 emit_outputs: bool = True):
+                 emit_outputs: bool = True, core: Any = None):
         if fmt not in ("json", "binary", "auto"):
             raise ValueError(f"fmt must be 'json', 'binary' or 'auto', got {fmt!r}")
         if dim is not None and dim < 1:
@@ -103,8 +106,11 @@ class VectorPipeline(ChunkedPipeline):
         self.dim = dim
         self.max_record_bytes = int(max_record_bytes)
         self.emit_outputs = bool(emit_outputs)
-        self.core = ChunkedModel(model_kwargs=model_kwargs, batch_rows=batch_rows, drift_kwargs=drift_kwargs,
-                                 reseed_on_drift=reseed_on_drift, meta_columns=_META)
+        # A replacement core (the group model's chunker) queues and cuts the same rows but
+        # summarises chunks for the reducer instead of updating a local model.
+        self.core = core if core is not None else ChunkedModel(
+            model_kwargs=model_kwargs, batch_rows=batch_rows, drift_kwargs=drift_kwargs,
+            reseed_on_drift=reseed_on_drift, meta_columns=_META)
         self.dim_: int | None = dim
         self._topic: str | None = None  # topic of the records seen (named in the outputs)
 

@@ -127,8 +127,8 @@ def test_naming_conventions_and_help():
                 assert s.name.endswith("_total"), s.name
             if fam.type in ("gauge", "histogram"):
                 assert not s.name.endswith("_total"), s.name
-        if fam.type == "histogram":
-            assert fam.name.endswith("_seconds"), fam.name
+        if fam.type == "histogram":  # a unit: time, or a count of model versions (staleness)
+            assert fam.name.endswith(("_seconds", "_versions")), fam.name
 
 
 def test_labels_bounded():

@@ -1,0 +1,272 @@
+"""The group model's two messages: a chunk's statistics and a model version.
+
+``ChunkStats`` (stats topic, key = pipeline) is what a worker learned from one
+contiguous run of offsets of one partition; ``ModelVersion`` (model topic, key =
+pipeline) is what the reducer publishes after folding statistics. Both travel in the
+:mod:`streamkm.group.wire` format; ``from_bytes`` returns a :class:`WireError` value
+for anything malformed. The layouts are in docs/operations.md ("The group model").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from streamkm.group.wire import WireError, decode, encode
+
+__all__ = ["ChunkStats", "ModelVersion", "KIND_STATS", "KIND_VERSION", "KIND_SNAPSHOT", "partition_key",
+           "parse_partition_key"]
+
+KIND_STATS = "chunk_stats"
+KIND_VERSION = "model_version"
+KIND_SNAPSHOT = "reducer_snapshot"
+
+
+def partition_key(topic: str, partition: int) -> str:
+    """``"topic:partition"``: how offsets are keyed in versions and snapshots."""
+    return f"{topic}:{partition}"
+
+
+def parse_partition_key(key: str) -> tuple[str, int]:
+    """Inverse of :func:`partition_key` (topic names may not contain ':')."""
+    topic, _, part = key.rpartition(":")
+    return topic, int(part)
+
+
+def _int(state: dict[str, Any], name: str, *, minimum: int | None = None) -> int:
+    v = state.get(name)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{name} must be an integer, got {type(v).__name__}")
+    if minimum is not None and v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    return v
+
+
+def _str(state: dict[str, Any], name: str) -> str:
+    v = state.get(name)
+    if not isinstance(v, str):
+        raise ValueError(f"{name} must be a string, got {type(v).__name__}")
+    return v
+
+
+def _arr(state: dict[str, Any], name: str, ndim: int, kind: str) -> NDArray[Any]:
+    v = state.get(name)
+    if not isinstance(v, np.ndarray) or v.ndim != ndim or v.dtype.kind not in kind:
+        raise ValueError(f"{name} must be a {ndim}-D array of kind {kind!r}")
+    if v.dtype.kind == "f" and not np.isfinite(v).all():
+        raise ValueError(f"{name} holds non-finite values")
+    return v
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkStats:
+    """Sufficient statistics of one chunk: offsets ``[first_offset, end_offset)`` of one partition.
+
+    Either *summarised* against model version ``base_version >= 1`` (``ids``,
+    ``counts``, ``sums``, ``sq_dist_sums`` per cluster of that version, plus a
+    reservoir ``sample``), or *raw* (``rows``) when the worker had no model yet
+    (``base_version == 0``). A chunk whose records were all invalid has no rows
+    at all; it still advances the partition's offset.
+
+    Attributes
+    ----------
+    ids : ndarray of shape (k,), int64
+    counts : ndarray of shape (k,), int64
+    sums : ndarray of shape (k, d), float64
+    sq_dist_sums : ndarray of shape (k,), float64
+    sample : ndarray of shape (s, d), float32
+    rows : ndarray of shape (m, d), float32
+    """
+
+    pipeline: str
+    topic: str
+    partition: int
+    first_offset: int
+    end_offset: int
+    base_version: int
+    n_records: int
+    ids: NDArray[np.int64]
+    counts: NDArray[np.int64]
+    sums: NDArray[np.float64]
+    sq_dist_sums: NDArray[np.float64]
+    sample: NDArray[np.float32]
+    rows: NDArray[np.float32]
+    member: str = ""
+
+    @property
+    def key(self) -> str:
+        """``"topic:partition"`` of the source partition."""
+        return partition_key(self.topic, self.partition)
+
+    @property
+    def n_points(self) -> int:
+        """Points the chunk contributes (rows or summed counts)."""
+        return int(self.rows.shape[0]) if self.rows.shape[0] else int(self.counts.sum())
+
+    def to_state(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    def to_bytes(self) -> bytes:
+        return encode(KIND_STATS, self.to_state())
+
+    @classmethod
+    def from_state(cls, s: dict[str, Any]) -> ChunkStats:
+        """Validate a decoded tree (ValueError naming the field)."""
+        ids = _arr(s, "ids", 1, "iu").astype(np.int64)
+        counts = _arr(s, "counts", 1, "iu").astype(np.int64)
+        sums = _arr(s, "sums", 2, "f").astype(np.float64)
+        ssd = _arr(s, "sq_dist_sums", 1, "f").astype(np.float64)
+        sample = _arr(s, "sample", 2, "f").astype(np.float32)
+        rows = _arr(s, "rows", 2, "f").astype(np.float32)
+        k = ids.shape[0]
+        if counts.shape != (k,) or ssd.shape != (k,) or sums.shape[0] != k:
+            raise ValueError(f"ids, counts, sums and sq_dist_sums disagree on k ({k}, {counts.shape}, "
+                             f"{sums.shape}, {ssd.shape})")
+        if k and (counts.min() < 0 or ssd.min() < 0):
+            raise ValueError("counts and sq_dist_sums must be >= 0")
+        if k and rows.shape[0]:
+            raise ValueError("a chunk is either summarised or raw, not both")
+        widths = {a.shape[1] for a in (sums, sample, rows) if a.shape[0]}
+        if len(widths) > 1:
+            raise ValueError(f"sums, sample and rows disagree on the dimension: {sorted(widths)}")
+        first, end = _int(s, "first_offset", minimum=0), _int(s, "end_offset", minimum=0)
+        if end <= first:
+            raise ValueError(f"empty offset range [{first}, {end})")
+        base = _int(s, "base_version", minimum=0)
+        if k and base < 1:
+            raise ValueError("summarised statistics need a base_version >= 1")
+        return cls(pipeline=_str(s, "pipeline"), topic=_str(s, "topic"),
+                   partition=_int(s, "partition", minimum=0), first_offset=first, end_offset=end,
+                   base_version=base, n_records=_int(s, "n_records", minimum=0), ids=ids, counts=counts,
+                   sums=sums, sq_dist_sums=ssd, sample=sample, rows=rows, member=str(s.get("member", "")))
+
+    @classmethod
+    def from_bytes(cls, data: bytes | None) -> ChunkStats | WireError:
+        got = decode(data)
+        if isinstance(got, WireError):
+            return got
+        kind, state = got
+        if kind != KIND_STATS:
+            return WireError(f"expected a {KIND_STATS!r} message, got {kind!r}")
+        try:
+            return cls.from_state(state)
+        except ValueError as exc:
+            return WireError(f"invalid chunk statistics: {exc}")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    """One published version of a pipeline's group model.
+
+    Attributes
+    ----------
+    version : int
+        Accepted statistics messages folded so far (0: none).
+    stats_offset : int
+        Offset of the last stats message folded (accepted or dropped), -1 before any.
+    offsets : dict of str to int
+        Next offset per source partition (``"topic:partition"``) the model reflects:
+        where a worker assigned that partition resumes.
+    centers : ndarray of shape (k, d), float64
+        Empty (k = 0) until the model is initialized.
+    weights : ndarray of shape (k,), float64
+    ids : ndarray of shape (k,), int64
+        Stable cluster id of each center (positions are not stable).
+    next_id : int
+        The next fresh cluster id (ids are never reused).
+    n_seen : int
+        Points folded into the model.
+    dtype : str
+        The model's data dtype (the workers assign in it).
+    config_hash : str
+        Hash of the model settings that produced it.
+    counters : dict of str to int
+        Stats messages by fold outcome so far (``accepted``, ``duplicate``, ...).
+    summary : dict
+        The model's scalar statistics for the metrics (``last_batch_objective``,
+        ``ewm_objective``, ``last_center_shift``, ``n_reseeds``, ...).
+    published_at : float
+        Unix time of publication (informational; not part of the fold).
+    """
+
+    pipeline: str
+    version: int
+    stats_offset: int
+    offsets: dict[str, int]
+    centers: NDArray[np.float64]
+    weights: NDArray[np.float64]
+    ids: NDArray[np.int64]
+    next_id: int
+    n_seen: int
+    dtype: str = "float32"
+    config_hash: str = ""
+    counters: dict[str, int] = field(default_factory=dict)
+    summary: dict[str, float | int | None] = field(default_factory=dict)
+    published_at: float = 0.0
+
+    @property
+    def is_initialized(self) -> bool:
+        return bool(self.centers.shape[0])
+
+    def to_state(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    def to_bytes(self) -> bytes:
+        return encode(KIND_VERSION, self.to_state())
+
+    def same_model(self, other: ModelVersion) -> bool:
+        """Equal in everything the fold determines (not ``published_at``), bit for bit."""
+        return (self.pipeline == other.pipeline and self.version == other.version
+                and self.stats_offset == other.stats_offset and self.offsets == other.offsets
+                and np.array_equal(self.centers, other.centers) and np.array_equal(self.weights, other.weights)
+                and np.array_equal(self.ids, other.ids) and self.next_id == other.next_id
+                and self.n_seen == other.n_seen and self.counters == other.counters
+                and self.summary == other.summary)
+
+    @classmethod
+    def from_state(cls, s: dict[str, Any]) -> ModelVersion:
+        centers = _arr(s, "centers", 2, "f").astype(np.float64)
+        weights = _arr(s, "weights", 1, "f").astype(np.float64)
+        ids = _arr(s, "ids", 1, "iu").astype(np.int64)
+        k = centers.shape[0]
+        if weights.shape != (k,) or ids.shape != (k,):
+            raise ValueError(f"centers ({k}), weights {weights.shape} and ids {ids.shape} disagree")
+        if np.unique(ids).size != k:
+            raise ValueError("cluster ids are not distinct")
+        next_id = _int(s, "next_id", minimum=0)
+        if k and int(ids.max()) >= next_id:
+            raise ValueError(f"cluster id {int(ids.max())} >= next_id {next_id}")
+        offsets = s.get("offsets")
+        if not isinstance(offsets, dict) or not all(
+                isinstance(key, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                for key, v in offsets.items()):
+            raise ValueError("offsets must map 'topic:partition' to offsets >= 0")
+        counters = s.get("counters", {})
+        if not isinstance(counters, dict):
+            raise ValueError("counters must be a dict")
+        summary = s.get("summary", {})
+        if not isinstance(summary, dict):
+            raise ValueError("summary must be a dict")
+        published = s.get("published_at", 0.0)
+        return cls(pipeline=_str(s, "pipeline"), version=_int(s, "version", minimum=0),
+                   stats_offset=_int(s, "stats_offset", minimum=-1), offsets=dict(offsets), centers=centers,
+                   weights=weights, ids=ids, next_id=next_id, n_seen=_int(s, "n_seen", minimum=0),
+                   dtype=_str(s, "dtype"), config_hash=str(s.get("config_hash", "")),
+                   counters={str(a): int(b) for a, b in counters.items()}, summary=dict(summary),
+                   published_at=float(published) if isinstance(published, (int, float)) else 0.0)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | None) -> ModelVersion | WireError:
+        got = decode(data)
+        if isinstance(got, WireError):
+            return got
+        kind, state = got
+        if kind != KIND_VERSION:
+            return WireError(f"expected a {KIND_VERSION!r} message, got {kind!r}")
+        try:
+            return cls.from_state(state)
+        except ValueError as exc:
+            return WireError(f"invalid model version: {exc}")

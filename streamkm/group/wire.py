@@ -1,0 +1,111 @@
+"""The byte format of the group model's messages: a kind, a JSON tree and raw arrays.
+
+::
+
+    b"SKMG" | u8 format version | u32 LE header length | u32 LE CRC-32 of header + payload
+    | header (UTF-8 JSON: {"kind", "tree", "arrays": {name: {"dtype", "shape", "offset"}}})
+    | payload (the arrays, C order, little-endian, back to back)
+
+No pickle: arrays are numeric or boolean, everything else is JSON. Decoding never
+raises on bad bytes; it returns a :class:`WireError` naming the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from streamkm.statetree import StateTreeError, join_tree, split_tree
+
+__all__ = ["MAGIC", "WIRE_VERSION", "WireError", "encode", "decode"]
+
+MAGIC = b"SKMG"
+WIRE_VERSION = 1
+_HEAD = struct.Struct("<4sBII")
+
+
+@dataclass(frozen=True, slots=True)
+class WireError:
+    """Why bytes are not a group message (a value, never raised)."""
+
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def encode(kind: str, state: dict[str, Any]) -> bytes:
+    """Serialise a state tree under *kind*.
+
+    Raises TypeError for leaves that would need pickle (a programming error, not
+    bad input).
+    """
+    arrays: dict[str, np.ndarray] = {}
+    table: dict[str, dict[str, Any]] = {}
+    tree = split_tree(state, "", arrays, table)
+    chunks: list[bytes] = []
+    offset = 0
+    desc: dict[str, dict[str, Any]] = {}
+    for name, arr in arrays.items():
+        a = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+        data = a.tobytes()
+        desc[name] = {"dtype": a.dtype.str, "shape": list(a.shape), "offset": offset}
+        chunks.append(data)
+        offset += len(data)
+    header = json.dumps({"kind": kind, "tree": tree, "arrays": desc}, separators=(",", ":"),
+                        allow_nan=False).encode()
+    body = header + b"".join(chunks)
+    return _HEAD.pack(MAGIC, WIRE_VERSION, len(header), zlib.crc32(body)) + body
+
+
+def decode(data: bytes | None) -> tuple[str, dict[str, Any]] | WireError:
+    """``(kind, state)`` from :func:`encode`'s bytes, or a :class:`WireError`."""
+    if data is None:
+        return WireError("no value")
+    if len(data) < _HEAD.size:
+        return WireError(f"{len(data)} bytes is shorter than the {_HEAD.size}-byte header")
+    magic, version, hlen, crc = _HEAD.unpack_from(data)
+    if magic != MAGIC:
+        return WireError(f"bad magic {magic!r} (expected {MAGIC!r})")
+    if version != WIRE_VERSION:
+        return WireError(f"unsupported format version {version} (this build reads {WIRE_VERSION})")
+    body = memoryview(data)[_HEAD.size:]
+    if hlen > len(body):
+        return WireError(f"header length {hlen} exceeds the {len(body)} bytes left")
+    if zlib.crc32(body) != crc:
+        return WireError("CRC-32 mismatch (corrupted message)")
+    try:
+        header = json.loads(bytes(body[:hlen]).decode())
+    except (UnicodeDecodeError, ValueError) as exc:
+        return WireError(f"header is not JSON: {exc}")
+    if not isinstance(header, dict) or not isinstance(header.get("kind"), str) \
+            or not isinstance(header.get("arrays"), dict) or not isinstance(header.get("tree"), dict):
+        return WireError("header lacks kind, tree or arrays")
+    payload = body[hlen:]
+    arrays: dict[str, np.ndarray] = {}
+    for name, d in header["arrays"].items():
+        try:
+            dt = np.dtype(d["dtype"])
+            shape = tuple(int(n) for n in d["shape"])
+            off = int(d["offset"])
+        except (KeyError, TypeError, ValueError) as exc:
+            return WireError(f"array {name!r}: bad description ({exc})")
+        if dt.kind not in "biuf" or dt.hasobject:
+            return WireError(f"array {name!r}: dtype {dt} not allowed")
+        if any(n < 0 for n in shape) or off < 0:
+            return WireError(f"array {name!r}: negative shape or offset")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        if off + nbytes > len(payload):
+            return WireError(f"array {name!r}: {nbytes} bytes at {off} exceed the {len(payload)}-byte payload")
+        arr = np.frombuffer(payload, dtype=dt, count=nbytes // dt.itemsize if dt.itemsize else 0, offset=off)
+        arrays[name] = arr.reshape(shape).astype(dt.newbyteorder("="), copy=True)
+    try:
+        state = join_tree(header["tree"], arrays)
+    except StateTreeError as exc:
+        return WireError(str(exc))
+    return header["kind"], state

@@ -1,0 +1,753 @@
+"""The group-model worker: one model per consumer group, kept on Kafka (``group.enabled``).
+
+Three cooperating parts per member, all on one event loop:
+
+- the **consume loop** decodes input records, cuts each partition's records into
+  chunks (:class:`~streamkm.group.chunker.GroupChunker`), assigns them against the
+  newest model version, delivers the output and dead-letter records, then produces
+  the chunk statistics to the stats topic, one at a time and acknowledged;
+- the **follower** reads the model topic and hands every newer version to the
+  chunkers; a worker whose statistics were not folded (a re-read, a race with a
+  partition's previous owner) realigns the partition to the model's offset;
+- the **reducer** runs only on the member the group assigned the pipeline's stats
+  partition (group membership is the lease). It restores the newest snapshot from
+  the model topic, folds the stats log from there (:class:`~streamkm.group.GroupModel`)
+  and publishes versions and, now and then, snapshots.
+
+No local checkpoint: the group's progress is the model's per-partition offsets.
+Kafka commits follow the model, for tooling only. Design and guarantees:
+docs/operations.md ("The group model").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from streamkm.group import ChunkStats, GroupModel, ModelVersion, WireError, partition_key
+from streamkm.group.chunker import GroupChunker
+from streamkm.group.messages import KIND_SNAPSHOT, KIND_VERSION
+from streamkm.group.wire import decode, encode
+from streamkm.kafka.client import start_client, stop_quietly
+from streamkm.kafka.embedded import create_topics
+from streamkm.ops.metrics import Metrics
+from streamkm.pipeline import BatchResult, Pipeline
+from streamkm.pipeline.vectors import VectorPipeline
+from streamkm.service.accounting import account
+from streamkm.service.delivery import DeliveryAborted, OutboundRecord, deliver, outbound_records
+from streamkm.service.faults import FaultHook
+from streamkm.service.rebalance import RebalanceListener
+
+if TYPE_CHECKING:
+    from streamkm.config import Settings
+
+__all__ = ["GroupWorker", "ModelFollower", "config_hash", "snapshot_key"]
+
+log = logging.getLogger("streamkm.group")
+
+_POLL_MS = 200
+
+
+def config_hash(settings: Settings) -> str:
+    """Short SHA-256 of the settings that determine the fold (model, drift, group identity)."""
+    import hashlib
+    import json
+
+    doc = {"model": settings.model.model_dump(mode="json"), "drift": settings.drift.model_dump(mode="json"),
+           "identity_threshold": settings.group.identity_threshold, "chunk_rows": settings.group.chunk_rows}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def snapshot_key(pipeline: str) -> bytes:
+    """Model-topic key of a pipeline's reducer snapshots (versions are keyed by the pipeline)."""
+    return f"{pipeline}#snapshot".encode()
+
+
+@dataclass(slots=True)
+class _InFlight:
+    stats_offset: int
+    tp: TopicPartition
+    end: int
+
+
+class _Stop(Exception):
+    """Raised inside the loop to stop (delivery aborted while stopping)."""
+
+
+class ModelFollower:
+    """Reads the model topic from its start and keeps the newest version (and snapshot) per pipeline.
+
+    Tansu does not compact; the follower keeps the last value per key itself, as a
+    reader of a compacted topic would.
+    """
+
+    def __init__(self, consumer: Any, topic: str):
+        self.consumer = consumer
+        self.topic = topic
+        self.latest: dict[str, ModelVersion] = {}
+        self.snapshots: dict[str, dict[str, Any]] = {}
+        self.caught_up = asyncio.Event()
+        self.changed = asyncio.Event()
+        self.n_invalid = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        tps = [TopicPartition(self.topic, p) for p in sorted(await self._partitions())]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_beginning(*tps)
+        self._tps = tps
+        self._task = asyncio.create_task(self._run(), name="streamkm-model-follower")
+
+    async def _partitions(self) -> set[int]:
+        for _ in range(50):
+            parts = self.consumer.partitions_for_topic(self.topic)
+            if parts:
+                return set(parts)
+            await self.consumer._client.force_metadata_update()  # topic just created
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"model topic {self.topic!r} has no partitions")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=_POLL_MS)
+            for recs in batch.values():
+                for rec in recs:
+                    self._apply(rec)
+            if not self.caught_up.is_set() and await self._at_end():
+                self.caught_up.set()
+                self.changed.set()
+
+    async def _at_end(self) -> bool:
+        for tp in self._tps:
+            hw = self.consumer.highwater(tp)
+            if hw is None or await self.consumer.position(tp) < hw:
+                return False
+        return True
+
+    def _apply(self, rec: Any) -> None:
+        got = decode(rec.value)
+        if isinstance(got, WireError):
+            self.n_invalid += 1
+            log.warning("model topic %s:%d@%d: not a model message (%s)", rec.topic, rec.partition, rec.offset, got)
+            return
+        kind, state = got
+        if kind == KIND_VERSION:
+            v = ModelVersion.from_bytes(rec.value)
+            if isinstance(v, WireError):
+                self.n_invalid += 1
+                log.warning("model topic %s@%d: %s", rec.topic, rec.offset, v)
+                return
+            old = self.latest.get(v.pipeline)
+            if old is None or v.version > old.version or (v.version == old.version
+                                                          and v.stats_offset > old.stats_offset):
+                self.latest[v.pipeline] = v
+                self.changed.set()
+        elif kind == KIND_SNAPSHOT:
+            name = state.get("pipeline")
+            old_s = self.snapshots.get(name) if isinstance(name, str) else None
+            if isinstance(name, str) and (old_s is None or state["stats_offset"] >= old_s["stats_offset"]):
+                self.snapshots[name] = state
+
+
+class _Reducer:
+    """Folds one pipeline's stats partition while this member holds it."""
+
+    def __init__(self, worker: GroupWorker, pipeline: str, tp: TopicPartition):
+        self.w = worker
+        self.pipeline = pipeline
+        self.tp = tp
+        self.model: GroupModel | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: Any = None
+        self._published = 0
+        self._last_publish = 0.0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"streamkm-reducer-{self.pipeline}")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        task, self._task = self._task, None
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), 15)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+            except Exception as exc:  # already logged by _run
+                log.debug("reducer task ended with %r", exc)
+
+    def _new_model(self) -> GroupModel:
+        return self.w.new_group_model(self.pipeline)
+
+    async def _run(self) -> None:
+        w = self.w
+        metrics = w.metrics
+        metrics.group_reducer.labels(pipeline=self.pipeline).set(1)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(w.follower.caught_up.wait(), w.settings.group.sync_timeout_seconds)
+            model = self._new_model()
+            snap = w.follower.snapshots.get(self.pipeline)
+            if snap is not None:
+                model.load_state_dict(snap["state"])
+            self.model = model
+            consumer = AIOKafkaConsumer(**w.plain_consumer_kwargs())
+            await start_client(consumer, w.timeout)
+            self._consumer = consumer
+            consumer.assign([self.tp])
+            consumer.seek(self.tp, model.stats_offset_ + 1)
+            log.info("reducer of %s: folding %s:%d from offset %d (version %d%s)", self.pipeline, self.tp.topic,
+                     self.tp.partition, model.stats_offset_ + 1, model.version_,
+                     ", from a snapshot" if snap is not None else "",
+                     extra={"event": "reducer_start", "pipeline": self.pipeline, "version": model.version_})
+            dirty = False
+            while not self._stop.is_set():
+                batch = await consumer.getmany(timeout_ms=_POLL_MS)
+                recs = [r for rs in batch.values() for r in rs]
+                if recs:
+                    outcomes = await asyncio.to_thread(self._fold, model, recs)
+                    dirty = True
+                    self._account(model, outcomes)
+                now = time.monotonic()
+                if dirty and now - self._last_publish >= w.settings.group.publish_interval_seconds:
+                    await self._publish(model)
+                    dirty = False
+            if dirty:
+                await self._publish(model)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("reducer of %s stopped: %s: %s", self.pipeline, type(exc).__name__, exc,
+                      extra={"event": "reducer_error", "pipeline": self.pipeline})
+            raise
+        finally:
+            metrics.group_reducer.labels(pipeline=self.pipeline).set(0)
+            if self._consumer is not None:
+                await stop_quietly(self._consumer, "reducer consumer stop")
+
+    def _fold(self, model: GroupModel, recs: list[Any]) -> list[tuple[Any, Any]]:
+        out: list[tuple[Any, Any]] = []
+        for rec in recs:
+            if rec.offset <= model.stats_offset_:
+                continue  # re-fetched after a seek
+            msg = ChunkStats.from_bytes(rec.value)
+            if isinstance(msg, WireError):
+                model.skip(rec.offset, str(msg))
+                out.append((None, str(msg)))
+                continue
+            staleness = model.version_ - msg.base_version
+            out.append((model.fold(msg, rec.offset), (msg, staleness)))
+        return out
+
+    def _account(self, model: GroupModel, outcomes: list[tuple[Any, Any]]) -> None:
+        m = self.w.metrics
+        name = self.pipeline
+        for outcome, info in outcomes:
+            if outcome is None:
+                m.group_stats_messages.labels(pipeline=name, reason="invalid").inc()
+                log.error("stats message refused: %s", info, extra={"event": "stats_invalid", "pipeline": name})
+                continue
+            msg, staleness = info
+            m.group_stats_messages.labels(pipeline=name, reason=outcome.status).inc()
+            if outcome.status == "accepted":
+                if msg.base_version:
+                    m.group_staleness_versions.labels(pipeline=name).observe(staleness)
+            elif outcome.status in ("gap", "invalid"):
+                log.error("stats %s from %s for %s [%d, %d): expected offset %s%s", outcome.status, msg.member or "?",
+                          msg.key, msg.first_offset, msg.end_offset, outcome.expected,
+                          f" ({outcome.reason})" if outcome.reason else "",
+                          extra={"event": f"stats_{outcome.status}", "pipeline": name})
+            else:
+                log.debug("stats %s for %s [%d, %d), expected %s", outcome.status, msg.key, msg.first_offset,
+                          msg.end_offset, outcome.expected)
+            for ev in outcome.events:
+                if ev["event"] == "initialized":
+                    log.info("%s group model initialized after %d points", name, ev["n_seen"],
+                             extra={"pipeline": name, **ev})
+                elif ev["event"] == "drift":
+                    m.drift_detections.labels(pipeline=name).inc()
+                    log.info("drift detected in the %s group model (objective %.6g)", name, ev["objective"],
+                             extra={"pipeline": name, **ev})
+            for tr in outcome.transitions:
+                m.cluster_transitions.labels(pipeline=name, reason=tr.kind).inc()
+                log.info("cluster %d %s%s (distance %.4g) at version %d", tr.cluster_id, tr.kind,
+                         "" if tr.other_id is None else f" ({'from' if tr.kind == 'split' else 'into'} {tr.other_id})",
+                         tr.distance, model.version_,
+                         extra={"event": "cluster_transition", "pipeline": name, "kind": tr.kind,
+                                "cluster_id": tr.cluster_id, "other_id": tr.other_id})
+                self.w.queue_transition(name, tr, model.version_)
+
+    async def _publish(self, model: GroupModel) -> None:
+        w = self.w
+        v = model.version(published_at=time.time())
+        await w.producer.send_and_wait(w.model_topic, v.to_bytes(), key=self.pipeline.encode())
+        self._published += 1
+        self._last_publish = time.monotonic()
+        w.metrics.group_versions_published.labels(pipeline=self.pipeline).inc()
+        if self._published % w.settings.group.snapshot_every == 0 or self._stop.is_set():
+            state = {"pipeline": self.pipeline, "stats_offset": model.stats_offset_, "state": model.state_dict()}
+            await w.producer.send_and_wait(w.model_topic, encode(KIND_SNAPSHOT, state),
+                                           key=snapshot_key(self.pipeline))
+        await w.flush_transitions()
+
+
+class GroupWorker:
+    """A consumer-group member of the group model (see the module docstring).
+
+    Parameters
+    ----------
+    settings : streamkm.config.Settings
+        ``group.enabled`` settings; only the vectors pipeline runs on the group model.
+    metrics : Metrics, optional
+    bootstrap_servers : str, optional
+        Overrides ``kafka.bootstrap_servers``.
+    fault_hook : callable, optional
+        ``fault_hook(point)`` at ``after_outputs`` (outputs delivered, stats not yet
+        sent) and ``after_stats`` (stats acknowledged); tests kill the process there.
+    flush_linger_seconds : float
+        When caught up, a partial chunk older than this is sent.
+    """
+
+    def __init__(self, settings: Settings, *, metrics: Metrics | None = None, bootstrap_servers: str | None = None,
+                 fault_hook: FaultHook | None = None, flush_linger_seconds: float = 0.5):
+        if not settings.group.enabled:
+            raise ValueError("GroupWorker needs group.enabled = true")
+        if not settings.input.vectors_enabled or settings.kafka.vectors_topic is None:
+            raise ValueError("group.enabled: the group model runs the vectors pipeline; enable input.vectors_enabled")
+        bootstrap = bootstrap_servers or settings.kafka.bootstrap_servers
+        if bootstrap is None:
+            raise ValueError("no bootstrap servers: set kafka.bootstrap_servers or pass bootstrap_servers")
+        self.settings = settings
+        self.bootstrap_servers: str = bootstrap
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.fault_hook = fault_hook
+        self.flush_linger = float(flush_linger_seconds)
+        self.stats_topic = settings.group_stats_topic
+        self.model_topic = settings.group_model_topic
+        self.group_id = settings.kafka.group_id
+        self.client_id = settings.kafka.client_id
+        self.timeout = settings.kafka.request_timeout_ms / 1000 + 5
+        g = settings.group
+        m = settings.model
+        self.chunker = GroupChunker(pipeline="vectors", batch_rows=g.chunk_rows, sample_rows=g.sample_rows,
+                                    seed=0 if m.seed is None else int(m.seed), member=self.client_id)
+        self.chunker.set_topic(settings.kafka.vectors_topic)
+        pipe = VectorPipeline(model_kwargs=m.estimator_kwargs(), topic=settings.kafka.vectors_topic,
+                              fmt=settings.input.format, dim=settings.input.dimension,
+                              max_record_bytes=settings.input.max_record_bytes, batch_rows=g.chunk_rows,
+                              emit_outputs=settings.output.topic is not None, core=self.chunker)
+        self.pipelines: dict[str, Pipeline] = {pipe.name: pipe}
+        self._by_topic = {pipe.topic: pipe}
+        #: pipeline -> partition of the stats topic (sorted names).
+        self.stats_partition = {name: i for i, name in enumerate(sorted(self.pipelines))}
+        self.producer: Any = None
+        self.follower: ModelFollower = None  # type: ignore[assignment]  # set by _connect
+        self._consumer: Any = None
+        self._follower_consumer: Any = None
+        self._reducers: dict[str, _Reducer] = {}
+        self._assigned: set[TopicPartition] = set()
+        self._syncing: dict[TopicPartition, tuple[int | None, float]] = {}
+        self._pos: dict[TopicPartition, int] = {}
+        self._in_flight: list[_InFlight] = []
+        self._transitions: list[tuple[str, Any, int]] = []
+        self._version_seen: dict[str, int] = {}
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._stopped = False
+        self._started = False
+        self._pending_since: float | None = None
+        self._last_commit = 0.0
+        self._last_fetch = 0.0
+        self.n_sent = 0
+        self.n_realigned = 0
+
+    # ------------------------------------------------------------------ building blocks
+    def new_group_model(self, pipeline: str) -> GroupModel:
+        """The reducer's fold for *pipeline*, from the settings."""
+        s = self.settings
+        return GroupModel(pipeline=pipeline, model_kwargs=s.model.estimator_kwargs(),
+                          drift_kwargs=s.drift.monitor_kwargs() if s.drift.enabled else None,
+                          reseed_on_drift=s.drift.reseed_on_drift, identity_threshold=s.group.identity_threshold,
+                          config_hash=config_hash(s))
+
+    def plain_consumer_kwargs(self) -> dict[str, Any]:
+        """A consumer outside the group (the follower, the reducer's stats reader)."""
+        k = self.settings.kafka
+        kw = k.client_kwargs(self.bootstrap_servers)
+        kw.update(group_id=None, enable_auto_commit=False, max_partition_fetch_bytes=k.max_partition_fetch_bytes,
+                  fetch_max_bytes=k.fetch_max_bytes)
+        return kw
+
+    @property
+    def version(self) -> ModelVersion | None:
+        """The newest model version this worker holds (vectors pipeline)."""
+        return self.chunker.version
+
+    @property
+    def is_reducer(self) -> bool:
+        return bool(self._reducers)
+
+    @property
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._assigned)
+
+    def _fault(self, point: str) -> None:
+        if self.fault_hook is not None:
+            self.fault_hook(point)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> GroupWorker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Prepare the metrics (no network; :meth:`run` connects)."""
+        if self._started:
+            return
+        self._started = True
+        for p in self.pipelines.values():
+            p.init_metrics(self.metrics)
+            for reason in ("accepted", "duplicate", "overlap", "gap", "invalid"):
+                self.metrics.group_stats_messages.labels(pipeline=p.name, reason=reason)
+            self.metrics.group_reducer.labels(pipeline=p.name).set(0)
+
+    def is_live(self) -> bool:
+        return not self._stopped
+
+    def is_ready(self) -> bool:
+        return bool(self._consumer is not None and self._assigned and not self._stopping.is_set()
+                    and self.follower is not None and self.follower.caught_up.is_set()
+                    and time.monotonic() - self._last_fetch < max(5.0, 3 * self.settings.kafka.fetch_timeout_ms / 1000))
+
+    async def run(self) -> None:
+        """Consume until :meth:`shutdown`."""
+        await self.start()
+        try:
+            await self._connect()
+            await self._loop()
+        finally:
+            await self._finish()
+
+    async def shutdown(self, deadline: float | None = None) -> bool:
+        """Stop after the in-flight batch (its statistics are sent first)."""
+        self._stopping.set()
+        return True
+
+    async def stop(self) -> None:
+        """Same as :meth:`shutdown` and wait for the end; safe to call twice."""
+        self._stopping.set()
+        if not self._stopped and self._consumer is None:
+            await self._finish()
+
+    # ------------------------------------------------------------------ connection
+    async def _connect(self) -> None:
+        kafka = self.settings.kafka
+        if self.settings.group.create_topics:
+            await create_topics(self.bootstrap_servers, {self.stats_topic: len(self.pipelines), self.model_topic: 1},
+                                **{k: v for k, v in kafka.client_kwargs(self.bootstrap_servers).items()
+                                   if k != "bootstrap_servers"})
+        producer = AIOKafkaProducer(**kafka.client_kwargs(self.bootstrap_servers), acks="all", linger_ms=0)
+        await start_client(producer, self.timeout)
+        self.producer = producer
+        fc = AIOKafkaConsumer(**self.plain_consumer_kwargs())
+        await start_client(fc, self.timeout)
+        self._follower_consumer = fc
+        self.follower = ModelFollower(fc, self.model_topic)
+        await self.follower.start()
+        consumer = AIOKafkaConsumer(**kafka.consumer_kwargs(self.bootstrap_servers))
+        consumer.subscribe(sorted([*self._by_topic, self.stats_topic]), listener=RebalanceListener(
+            self._on_revoked, lambda assigned: self._on_assigned(assigned, consumer)))
+        await start_client(consumer, self.timeout)
+        self._consumer = consumer
+        log.info("connected to %s as group %s (group model: stats %s, model %s)", self.bootstrap_servers,
+                 self.group_id, self.stats_topic, self.model_topic, extra={"event": "connected"})
+
+    async def _finish(self) -> None:
+        if self._stopped:
+            return
+        self._stopping.set()
+        try:
+            async with self._lock:
+                for r in list(self._reducers.values()):
+                    await r.stop()
+                self._reducers.clear()
+                await self._commit(force=True)
+        finally:
+            if self.follower is not None:
+                await self.follower.stop()
+            for client, what in ((self._consumer, "consumer"), (self._follower_consumer, "follower"),
+                                 (self.producer, "producer")):
+                if client is not None:
+                    await stop_quietly(client, f"{what} stop")
+            self._consumer = None
+            self._stopped = True
+            log.info("worker stopped", extra={"event": "stopped"})
+
+    # ------------------------------------------------------------------ rebalances
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self._lock:  # the in-flight batch's statistics are sent first
+            for tp in revoked:
+                if tp.topic == self.stats_topic:
+                    name = self._pipeline_of_stats(tp.partition)
+                    r = self._reducers.pop(name, None) if name is not None else None
+                    if r is not None:
+                        await r.stop()
+                    continue
+                self.chunker.forget(tp.topic, tp.partition)
+                self._syncing.pop(tp, None)
+                self._pos.pop(tp, None)
+                self.metrics.remove_partition(tp.topic, tp.partition)
+            self._in_flight = [f for f in self._in_flight if f.tp not in revoked]
+            self._assigned -= revoked
+            await self._commit(force=True)
+        if revoked:
+            log.info("partitions revoked: %s", sorted(f"{tp.topic}:{tp.partition}" for tp in revoked),
+                     extra={"event": "rebalance", "phase": "revoked", "n_partitions": len(revoked)})
+
+    def _pipeline_of_stats(self, partition: int) -> str | None:
+        return next((n for n, p in self.stats_partition.items() if p == partition), None)
+
+    async def _on_assigned(self, assigned: set[TopicPartition], consumer: Any) -> None:
+        async with self._lock:
+            self.metrics.rebalances.inc()
+            inputs = {tp for tp in assigned if tp.topic != self.stats_topic}
+            for tp in assigned - inputs:
+                consumer.pause(tp)  # read by the reducer's own consumer, never here
+                name = self._pipeline_of_stats(tp.partition)
+                if name is not None and name not in self._reducers:
+                    r = _Reducer(self, name, tp)
+                    self._reducers[name] = r
+                    r.start()
+            new = inputs - self._assigned
+            target: int | None = None
+            if new:
+                stats_tp = TopicPartition(self.stats_topic, self.stats_partition["vectors"])
+                try:
+                    ends = await asyncio.wait_for(consumer.end_offsets([stats_tp]), 10)
+                    target = int(ends[stats_tp])
+                except Exception as exc:  # wait for the follower only
+                    log.warning("end of the stats topic unavailable (%s: %s)", type(exc).__name__, exc)
+            deadline = time.monotonic() + self.settings.group.sync_timeout_seconds
+            for tp in new:
+                consumer.pause(tp)
+                self._syncing[tp] = (target, deadline)
+            self._assigned = inputs
+            self.metrics.assigned_partitions.set(len(inputs))
+        log.info("partitions assigned: %s%s", sorted(f"{tp.topic}:{tp.partition}" for tp in inputs),
+                 "; reducer of " + ", ".join(sorted(self._reducers)) if self._reducers else "",
+                 extra={"event": "rebalance", "phase": "assigned", "n_partitions": len(inputs)})
+
+    async def _sync(self) -> None:
+        """Start newly assigned partitions once the model has folded what their previous owner sent."""
+        if not self._syncing:
+            return
+        now = time.monotonic()
+        v = self.follower.latest.get("vectors")
+        for tp, (target, deadline) in list(self._syncing.items()):
+            caught = self.follower.caught_up.is_set() and (
+                target is None or target == 0 or (v is not None and v.stats_offset >= target - 1))
+            if not caught and now < deadline:
+                continue
+            if not caught:
+                log.warning("%s:%d: the model did not fold the stats topic up to %s within %.0fs; starting from "
+                            "version %s", tp.topic, tp.partition, target, self.settings.group.sync_timeout_seconds,
+                            None if v is None else v.version)
+            off = None if v is None else v.offsets.get(partition_key(tp.topic, tp.partition))
+            if off is None:
+                off = await self._initial_offset(tp)
+            self._consumer.seek(tp, off)
+            self.chunker.reset(tp.topic, tp.partition, off)
+            self._pos[tp] = off
+            del self._syncing[tp]
+            self._consumer.resume(tp)
+            log.info("%s:%d starts at offset %d (model version %s)", tp.topic, tp.partition, off,
+                     None if v is None else v.version, extra={"event": "partition_start", "offset": off})
+
+    async def _initial_offset(self, tp: TopicPartition) -> int:
+        """A partition the model has never seen: its committed offset, else the reset policy."""
+        c = self._consumer
+        with contextlib.suppress(Exception):
+            committed = await asyncio.wait_for(c.committed(tp), 10)
+            if committed is not None:
+                return int(committed)
+        if self.settings.kafka.auto_offset_reset == "latest":
+            return int((await c.end_offsets([tp]))[tp])
+        return int((await c.beginning_offsets([tp]))[tp])
+
+    # ------------------------------------------------------------------ versions
+    def _apply_version(self) -> None:
+        """Use the newest version; realign partitions whose statistics the model did not fold."""
+        v = self.follower.latest.get("vectors")
+        if v is None or (self.chunker.version is not None and self.chunker.version.version >= v.version
+                         and self.chunker.version.stats_offset >= v.stats_offset):
+            return
+        self.chunker.version = v
+        self.metrics.group_version_delay.labels(pipeline="vectors").observe(max(0.0, time.time() - v.published_at))
+        done = [f for f in self._in_flight if f.stats_offset <= v.stats_offset]
+        self._in_flight = [f for f in self._in_flight if f.stats_offset > v.stats_offset]
+        waiting = {f.tp for f in self._in_flight}
+        for tp in {f.tp for f in done} - waiting:
+            if tp not in self._assigned or tp in self._syncing:
+                continue
+            model_next = v.offsets.get(partition_key(tp.topic, tp.partition))
+            sent_to = self.chunker.start_of(tp.topic, tp.partition)
+            if model_next is not None and model_next != sent_to:
+                self.n_realigned += 1
+                self.metrics.group_realignments.labels(pipeline="vectors").inc()
+                log.info("%s:%d: the model is at offset %d, this worker sent up to %s; realigning", tp.topic,
+                         tp.partition, model_next, sent_to, extra={"event": "realign"})
+                self._consumer.seek(tp, model_next)
+                self.chunker.reset(tp.topic, tp.partition, model_next)
+                self._pos[tp] = model_next
+        self.metrics.group_in_flight.labels(pipeline="vectors").set(len(self._in_flight))
+        for p in self.pipelines.values():
+            p.observe(self.metrics)
+
+    async def _commit(self, *, force: bool = False) -> None:
+        """Commit the model's offsets of the assigned partitions (for lag tooling; not the source of truth)."""
+        v = self.chunker.version
+        if self._consumer is None or v is None or (not force and time.monotonic() - self._last_commit < 1.0):
+            return
+        offsets = {tp: v.offsets[k] for tp in self._assigned
+                   if (k := partition_key(tp.topic, tp.partition)) in v.offsets}
+        if not offsets:
+            return
+        self._last_commit = time.monotonic()
+        try:
+            await asyncio.wait_for(self._consumer.commit(offsets), 10)
+            self.metrics.commits.inc()
+        except Exception as exc:
+            self.metrics.commit_failures.inc()
+            log.debug("commit failed (%s: %s)", type(exc).__name__, exc)
+
+    def queue_transition(self, pipeline: str, transition: Any, version: int) -> None:
+        if self.settings.group.events_topic is not None:
+            self._transitions.append((pipeline, transition, version))
+
+    async def flush_transitions(self) -> None:
+        topic = self.settings.group.events_topic
+        items, self._transitions = self._transitions, []
+        if topic is None or not items:
+            return
+        import json
+
+        for pipeline, tr, version in items:
+            value = json.dumps({"pipeline": pipeline, "version": version, "kind": tr.kind, "cluster_id": tr.cluster_id,
+                                "other_id": tr.other_id, "distance": tr.distance}).encode()
+            await self.producer.send_and_wait(topic, value, key=pipeline.encode())
+
+    # ------------------------------------------------------------------ the loop
+    async def _loop(self) -> None:
+        kafka = self.settings.kafka
+        S = self.settings.group.max_in_flight
+        while not self._stopping.is_set():
+            self._apply_version()
+            await self._sync()
+            if len(self._in_flight) >= S:
+                self.follower.changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.follower.changed.wait(), 0.5)
+                continue
+            batch = await self._consumer.getmany(timeout_ms=kafka.fetch_timeout_ms, max_records=kafka.max_records)
+            self._last_fetch = time.monotonic()
+            async with self._lock:
+                if batch:
+                    await self._process(batch)
+                elif self.chunker.n_pending or any(self.chunker.unsent(tp.topic, tp.partition)
+                                                   for tp in self._assigned):
+                    if self._pending_since is None:
+                        self._pending_since = time.monotonic()
+                    if time.monotonic() - self._pending_since >= self.flush_linger:
+                        await self._flush()
+                await self._commit()
+            self.metrics.set_ready(self.is_ready())
+
+    async def _process(self, batch: Mapping[Any, list[Any]]) -> None:
+        recs_all: list[Any] = []
+        for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
+            recs = batch[tp]
+            if not recs or tp not in self._assigned or tp in self._syncing:
+                continue
+            pos = self._pos.get(tp)
+            if pos is None:
+                continue
+            recs = [r for r in recs if r.offset >= pos]
+            if not recs:
+                continue
+            if recs[0].offset != pos:  # fetched before a seek: never leave a gap
+                self._consumer.seek(tp, pos)
+                continue
+            self._pos[tp] = recs[-1].offset + 1
+            recs_all.append((tp, recs))
+        if not recs_all:
+            return
+        pipe = self.pipelines["vectors"]
+        res = BatchResult()
+        for tp, recs in recs_all:
+            r = await asyncio.to_thread(pipe.process, recs) if len(recs) >= self.settings.worker.offload_min_rows \
+                else pipe.process(recs)
+            self.chunker.advance(tp.topic, tp.partition, recs[-1].offset + 1)
+            res.merge(r)
+        if self.chunker.n_pending and self._pending_since is None:
+            self._pending_since = time.monotonic()
+        await self._send(res)
+
+    async def _flush(self) -> None:
+        res = self.pipelines["vectors"].flush()
+        self._pending_since = None
+        await self._send(res)
+
+    async def _send(self, res: BatchResult) -> None:
+        pipe = self.pipelines["vectors"]
+        account(self.metrics, pipe, res)
+        sends: list[OutboundRecord] = outbound_records(
+            res, pipeline=pipe.name, pipeline_class=type(pipe).__name__, dlq_topic=self.settings.dlq.topic,
+            output_topic=self.settings.output.topic, group_id=self.group_id, client_id=self.client_id)
+        if sends:
+            w = self.settings.worker
+            try:
+                await deliver(self.producer, sends, metrics=self.metrics,
+                              backoff_initial=w.retry_backoff_initial_seconds,
+                              backoff_max=w.retry_backoff_max_seconds, stopping=self._stopping.is_set)
+            except DeliveryAborted as exc:
+                raise _Stop(str(exc)) from None
+        self._fault("after_outputs")
+        stats_tp = TopicPartition(self.stats_topic, self.stats_partition[pipe.name])
+        for st in res.stats:
+            md = await self._send_stats(stats_tp, st)
+            self._in_flight.append(_InFlight(int(md.offset), TopicPartition(st.topic, st.partition), st.end_offset))
+            self.n_sent += 1
+            self.metrics.group_stats_sent.labels(pipeline=pipe.name).inc()
+        if res.stats:
+            self._fault("after_stats")
+        self.metrics.group_in_flight.labels(pipeline=pipe.name).set(len(self._in_flight))
+
+    async def _send_stats(self, tp: TopicPartition, st: ChunkStats) -> Any:
+        backoff = self.settings.worker.retry_backoff_initial_seconds
+        while True:
+            try:
+                return await self.producer.send_and_wait(tp.topic, st.to_bytes(), key=st.pipeline.encode(),
+                                                         partition=tp.partition)
+            except KafkaError as exc:
+                log.warning("stats send failed (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(2 * backoff, self.settings.worker.retry_backoff_max_seconds)
