@@ -243,7 +243,7 @@ async def _run(settings: Settings, *, duration: float | None, status_interval: f
     tasks: list[asyncio.Task[None]] = []
     demo_stop = asyncio.Event()
     health = None
-    worker = None
+    worker: Any = None
     code = EXIT_OK
     try:
         bootstrap = settings.kafka.bootstrap_servers
@@ -263,16 +263,25 @@ async def _run(settings: Settings, *, duration: float | None, status_interval: f
 
                 tmp_ckpt = tempfile.mkdtemp(prefix="streamkm-demo-checkpoints-")
                 settings.checkpoint.dir = Path(tmp_ckpt)
-        eprint(f"streamkm: checkpoints in {settings.checkpoint.dir} "
-               f"(every {settings.checkpoint.interval_seconds:g}s or "
-               f"{settings.checkpoint.interval_records} records, keep {settings.checkpoint.keep})"
-               + (" - temporary, removed at exit" if tmp_ckpt else ""))
+        if settings.group.enabled:
+            eprint(f"streamkm: group model: statistics -> {settings.group_stats_topic!r}, versions -> "
+                   f"{settings.group_model_topic!r} (no local checkpoints; progress lives in the model)")
+        else:
+            eprint(f"streamkm: checkpoints in {settings.checkpoint.dir} "
+                   f"(every {settings.checkpoint.interval_seconds:g}s or "
+                   f"{settings.checkpoint.interval_records} records, keep {settings.checkpoint.keep})"
+                   + (" - temporary, removed at exit" if tmp_ckpt else ""))
         metrics = Metrics()
         try:
             # User errors (unreadable LSTM weights, a checkpoint made with another
             # configuration, a checkpoint directory in use) end here with one line.
-            worker = Worker(settings, metrics=metrics, bootstrap_servers=bootstrap,
-                            fault_hook=fault_hook_from_env(os.environ.get("STREAMKM_FAULT")))
+            hook = fault_hook_from_env(os.environ.get("STREAMKM_FAULT"))
+            if settings.group.enabled:
+                from streamkm.service.group import GroupWorker
+
+                worker = GroupWorker(settings, metrics=metrics, bootstrap_servers=bootstrap, fault_hook=hook)
+            else:
+                worker = Worker(settings, metrics=metrics, bootstrap_servers=bootstrap, fault_hook=hook)
             await worker.start()
         except (ValueError, OSError, RuntimeError) as exc:
             eprint(f"streamkm: cannot start the worker: {exc}")

@@ -192,6 +192,13 @@ class _Reducer:
             except Exception as exc:  # already logged by _run
                 log.debug("reducer task ended with %r", exc)
 
+    def raise_if_failed(self) -> None:
+        """A reducer that stopped on an error stops the member: holding the stats partition
+        without folding would stall the whole group (a restart re-elects a reducer)."""
+        task = self._task
+        if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
+            raise RuntimeError(f"the reducer of {self.pipeline} failed: {task.exception()}")
+
     def _new_model(self) -> GroupModel:
         return self.w.new_group_model(self.pipeline)
 
@@ -228,8 +235,9 @@ class _Reducer:
                 if dirty and now - self._last_publish >= w.settings.group.publish_interval_seconds:
                     await self._publish(model)
                     dirty = False
-            if dirty:
-                await self._publish(model)
+            # A handover publishes the last version and a snapshot, so the next reducer
+            # replays only what comes after it.
+            await self._publish(model)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -368,6 +376,11 @@ class GroupWorker:
         self._transitions: list[tuple[str, Any, int]] = []
         self._version_seen: dict[str, int] = {}
         self._lock = asyncio.Lock()
+        self._run_task: asyncio.Task[Any] | None = None
+        self._finished = asyncio.Event()
+        #: No local checkpoints on the group model (its progress lives in the model topic).
+        self.final_checkpoint_ok = True
+        self.last_checkpoint = None
         self._stopping = asyncio.Event()
         self._stopped = False
         self._started = False
@@ -441,6 +454,7 @@ class GroupWorker:
     async def run(self) -> None:
         """Consume until :meth:`shutdown`."""
         await self.start()
+        self._run_task = asyncio.current_task()
         try:
             await self._connect()
             await self._loop()
@@ -448,15 +462,24 @@ class GroupWorker:
             await self._finish()
 
     async def shutdown(self, deadline: float | None = None) -> bool:
-        """Stop after the in-flight batch (its statistics are sent first)."""
+        """Stop after the in-flight batch (its statistics are sent first); the reducer publishes
+        its last version and a snapshot. True if that completed within *deadline* seconds."""
+        deadline = self.settings.worker.shutdown_deadline_seconds if deadline is None else deadline
         self._stopping.set()
-        return True
+        if self._run_task is None or self._run_task is asyncio.current_task():
+            await asyncio.wait_for(self._finish(), deadline)
+            return True
+        try:
+            await asyncio.wait_for(self._finished.wait(), deadline)
+            return True
+        except TimeoutError:
+            log.error("shutdown deadline of %.1fs exceeded", deadline)
+            return False
 
     async def stop(self) -> None:
-        """Same as :meth:`shutdown` and wait for the end; safe to call twice."""
-        self._stopping.set()
-        if not self._stopped and self._consumer is None:
-            await self._finish()
+        """Same as :meth:`shutdown` with the configured deadline; safe to call twice."""
+        if not self._stopped:
+            await self.shutdown()
 
     # ------------------------------------------------------------------ connection
     async def _connect(self) -> None:
@@ -500,6 +523,7 @@ class GroupWorker:
                     await stop_quietly(client, f"{what} stop")
             self._consumer = None
             self._stopped = True
+            self._finished.set()
             log.info("worker stopped", extra={"event": "stopped"})
 
     # ------------------------------------------------------------------ rebalances
@@ -660,6 +684,8 @@ class GroupWorker:
         kafka = self.settings.kafka
         S = self.settings.group.max_in_flight
         while not self._stopping.is_set():
+            for r in self._reducers.values():
+                r.raise_if_failed()
             self._apply_version()
             await self._sync()
             if len(self._in_flight) >= S:

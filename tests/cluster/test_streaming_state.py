@@ -83,7 +83,7 @@ def test_load_state_dict_validates_and_leaves_model_unchanged():
         ({**good, "counts": -good["counts"]}, ValueError, "counts >= 0"),
         ({**good, "rng": {"bit_generator": "PCG64", "state": "junk"}}, ValueError, "rng"),
         ({**good, "n_seen": -1}, ValueError, "n_seen"),
-        ({**good, "n_seen": good["n_seen"] + 1}, ValueError, r"reservoir.\] saw 2000 points but n_seen=2001"),
+        ({**good, "n_seen": good["n_seen"] - 1}, ValueError, r"reservoir.\] saw 2000 points but n_seen=1999"),
         ({**good, "reservoir": {**good["reservoir"], "capacity": 20_000}}, ValueError,
          "reservoir.*capacity=20000.*expected uniform capacity=10000"),
         ({**good, "version": 99}, ValueError, "version"),

@@ -1,0 +1,255 @@
+"""The group model end to end: real worker processes on the embedded broker, killed, joined and left.
+
+Three `python -m streamkm run` processes (group.enabled) share six input partitions while a
+producer trickles records in. During the run members are SIGKILLed at random moments (some at
+the fault points between delivering outputs and sending statistics, and right after the
+statistics), restarted, and an extra member joins and leaves. At the end, with decay 1:
+
+- the total weight of the one group model equals the number of valid records exactly;
+- the final version equals an offline fold of the stats log, bit for bit;
+- it equals an offline ``StreamingKMeans`` over the accepted chunks' records within 1e-5;
+- for each model version, every worker gave the records of one true cluster the same id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from streamkm.cluster import StreamingKMeans
+from streamkm.codec import decode_vectors, encode_json
+from streamkm.group import ChunkStats, GroupModel, ModelVersion, WireError
+from streamkm.group.messages import KIND_VERSION
+from streamkm.group.wire import decode
+from streamkm.service.group import GroupWorker
+from tests.helpers.e2e import consume_all, load_config, unique_name, worker_config
+
+pytestmark = pytest.mark.broker
+
+K, D = 4, 4
+N_VALID = 9_000
+N_BAD = 90
+PARTITIONS = 6
+
+
+class Member:
+    """``python -m streamkm run`` in its own process group."""
+
+    def __init__(self, config: Path, log: Path, fault: str | None = None):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKM_")}
+        if fault:
+            env["STREAMKM_FAULT"] = fault
+        self.log = log
+        self._fh = open(log, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "streamkm", "run", "--config", str(config)],
+                                     stdout=self._fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self._fh.close()
+
+    def term(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.kill()
+
+
+def _data(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(K, D)) * 40.0  # far apart: a stale version assigns like the newest
+    labels = rng.integers(K, size=N_VALID)
+    X = (centers[labels] + rng.normal(size=(N_VALID, D))).astype(np.float32)
+    records = [(f"v{i}".encode(), encode_json(x)) for i, x in enumerate(X)]
+    for j in range(N_BAD):
+        records.insert(int(rng.integers(len(records))), (f"bad{j}".encode(), b"{not json"))
+    return records, {f"v{i}".encode(): int(lab) for i, lab in enumerate(labels)}
+
+
+async def _trickle(bootstrap: str, topic: str, records, seconds: float) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        slices = 40
+        step = -(-len(records) // slices)
+        for i in range(0, len(records), step):
+            futs = [await producer.send(topic, value=v, key=k) for k, v in records[i:i + step]]
+            await asyncio.gather(*futs)
+            await asyncio.sleep(seconds / slices)
+    finally:
+        await producer.stop()
+
+
+async def _latest_version(bootstrap: str, topic: str) -> ModelVersion | None:
+    latest = None
+    for rec in await consume_all(bootstrap, topic, timeout=30):
+        got = decode(rec.value)
+        if isinstance(got, WireError) or got[0] != KIND_VERSION:
+            continue
+        v = ModelVersion.from_bytes(rec.value)
+        assert not isinstance(v, WireError), v
+        if latest is None or v.version > latest.version or (
+                v.version == latest.version and v.stats_offset > latest.stats_offset):
+            latest = v
+    return latest
+
+
+async def _reproduce_some_stats(bootstrap: str, topic: str, n: int, rnd: random.Random) -> int:
+    recs = await consume_all(bootstrap, topic, timeout=30)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    await producer.start()
+    try:
+        for rec in rnd.sample(recs, n):
+            await producer.send_and_wait(topic, rec.value, key=rec.key, partition=rec.partition)
+    finally:
+        await producer.stop()
+    return n
+
+
+def test_group_model_survives_kills_joins_and_leaves(broker, make_topic, tmp_path):
+    topic, out = make_topic("in", PARTITIONS), make_topic("out")
+    group = unique_name("g")
+    cfg = worker_config(broker, tmp_path / "unused", group=group, vectors_topic=topic, output=out,
+                        n_clusters=K, max_records=200,
+                        model={"decay": 1.0, "dying_threshold": 0.0},
+                        drift={"enabled": False})
+    cfg["group"] = {"enabled": True, "chunk_rows": 100, "max_in_flight": 4, "sync_timeout_seconds": 10.0}
+    settings = load_config(cfg, tmp_path / "w.toml")
+    config = tmp_path / "w.toml"
+    records, truth = _data()
+    rnd = random.Random(8)
+    members: list[Member] = []
+    extra: Member | None = None
+    kills = joins = 0
+    n_log = 0
+
+    def spawn(fault: str | None = None) -> Member:
+        nonlocal n_log
+        n_log += 1
+        return Member(config, tmp_path / f"m{n_log}.log", fault)
+
+    async def chaos() -> None:
+        nonlocal kills, joins, extra
+        producer = asyncio.create_task(_trickle(broker, topic, records, seconds=24.0))
+        members.extend(spawn() for _ in range(3))
+        await asyncio.sleep(6.0)  # the group forms, the model initializes
+        t_end = time.monotonic() + 24.0
+        while time.monotonic() < t_end or kills < 5:
+            await asyncio.sleep(rnd.uniform(1.5, 3.0))
+            action = rnd.random()
+            if action < 0.65 or kills < 5 and time.monotonic() > t_end:
+                i = rnd.randrange(len(members))
+                members[i].kill()
+                kills += 1
+                await asyncio.sleep(rnd.uniform(0.2, 1.5))
+                fault = rnd.choice([None, "after_outputs:3", "after_stats:2", None])
+                members[i] = spawn(fault)
+            elif extra is None:
+                extra = spawn()
+                joins += 1
+            else:
+                extra.term()
+                extra = None
+            for i, m in enumerate(members):  # a member that hit its fault point is restarted plainly
+                if not m.alive():
+                    m.kill()
+                    kills += 1
+                    members[i] = spawn()
+        await producer
+        if extra is not None:
+            extra.term()
+
+    try:
+        asyncio.run(chaos())
+        assert kills >= 5 and joins >= 1
+        for i, m in enumerate(members):
+            if not m.alive():
+                m.kill()
+                members[i] = spawn()
+
+        # A zombie's late writes: copies of earlier statistics land in the log again.
+        dups = asyncio.run(_reproduce_some_stats(broker, settings.group_stats_topic, 25, rnd))
+        deadline = time.monotonic() + 120
+        v = None
+        while time.monotonic() < deadline:
+            v = asyncio.run(_latest_version(broker, settings.group_model_topic))
+            if v is not None and v.n_seen >= N_VALID:
+                break
+            time.sleep(2.0)
+        assert v is not None and v.n_seen == N_VALID, (
+            f"model saw {None if v is None else v.n_seen} of {N_VALID} valid records; "
+            + (tmp_path / "m1.log").read_text()[-3000:])
+        time.sleep(2.0)  # duplicates still in flight are folded (and dropped)
+        for m in members:
+            assert m.term() == 0, m.log.read_text()[-3000:]
+        v = asyncio.run(_latest_version(broker, settings.group_model_topic))
+    finally:
+        for m in members + ([extra] if extra is not None else []):
+            m.kill()
+
+    # 1. exactly once: the weight is the number of valid records
+    assert v is not None
+    assert float(v.weights.sum()) == N_VALID and v.n_seen == N_VALID
+    inputs = asyncio.run(consume_all(broker, topic, timeout=30))
+    ends = {}
+    for r in inputs:
+        ends[r.partition] = max(ends.get(r.partition, 0), r.offset + 1)
+    assert v.offsets == {f"{topic}:{p}": e for p, e in ends.items()}
+
+    # 2. the final version is the offline fold of the stats log, bit for bit
+    stats = asyncio.run(consume_all(broker, settings.group_stats_topic, timeout=30))
+    w = GroupWorker(settings, bootstrap_servers=broker)
+    g = w.new_group_model("vectors")
+    accepted: list[ChunkStats] = []
+    for rec in stats:
+        msg = ChunkStats.from_bytes(rec.value)
+        assert not isinstance(msg, WireError), msg
+        if g.fold(msg, rec.offset).status == "accepted":
+            accepted.append(msg)
+    assert g.counters_["duplicate"] + g.counters_["overlap"] >= dups == 25, g.counters_
+    assert g.counters_["gap"] == 0 and g.counters_["invalid"] == 0, g.counters_
+    assert g.version().same_model(v), (g.version(), v)
+
+    # 3. ... and an offline StreamingKMeans over the accepted chunks' records, within 1e-5
+    by_part: dict[int, dict[int, bytes]] = {}
+    for r in inputs:
+        by_part.setdefault(r.partition, {})[r.offset] = r.value
+    ref = StreamingKMeans(**settings.model.estimator_kwargs())
+    for msg in accepted:
+        values = [by_part[msg.partition][o] for o in range(msg.first_offset, msg.end_offset)]
+        X = decode_vectors(values, fmt="auto").X
+        if X.shape[0]:
+            ref.partial_fit(X)
+    assert ref.n_seen_ == N_VALID
+    np.testing.assert_allclose(ref.cluster_centers_, v.centers, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(ref.counts_, v.weights)
+
+    # 4. agreement: per version, one true cluster -> one id, whichever worker emitted it
+    seen: dict[tuple[int, int], set[int]] = {}
+    n_out = 0
+    for r in asyncio.run(consume_all(broker, out, timeout=30)):
+        o = json.loads(r.value)
+        if o["cluster"] < 0:
+            continue
+        n_out += 1
+        seen.setdefault((o["model_version"], truth[r.key]), set()).add(o["cluster"])
+    assert n_out >= N_VALID - 2_000  # outputs are at least once once the model exists
+    assert all(len(ids) == 1 for ids in seen.values()), {k: s for k, s in seen.items() if len(s) > 1}
