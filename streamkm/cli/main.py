@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 
-from streamkm.cli import checkpoint_cmd, config_cmd, produce, run
+from streamkm.cli import checkpoint_cmd, config_cmd, model_cmd, produce, run
 from streamkm.cli._common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, eprint
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE"]
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.register(sub)
     config_cmd.register(sub)
     checkpoint_cmd.register(sub)
+    model_cmd.register(sub)
     produce.register(sub)
     try:
         from streamkm.cli import lstm

@@ -253,3 +253,23 @@ def test_group_model_survives_kills_joins_and_leaves(broker, make_topic, tmp_pat
         seen.setdefault((o["model_version"], truth[r.key]), set()).add(o["cluster"])
     assert n_out >= N_VALID - 2_000  # outputs are at least once once the model exists
     assert all(len(ids) == 1 for ids in seen.values()), {k: s for k, s in seen.items() if len(s) > 1}
+
+    # 5. `streamkm model export` writes the final version; its loader predicts the ids the daemon emitted
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKM_")}
+    run = subprocess.run([sys.executable, "-m", "streamkm", "model", "export", "--config", str(config),
+                          "--out", str(tmp_path / "model")], env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    show = subprocess.run([sys.executable, "-m", "streamkm", "model", "show", "--config", str(config)],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert show.returncode == 0 and f"version {v.version}" in show.stdout, show.stdout + show.stderr
+    from streamkm.group.export import load_model
+
+    exported = load_model(tmp_path / "model")
+    np.testing.assert_array_equal(exported.cluster_centers_, v.centers)
+    np.testing.assert_array_equal(exported.cluster_ids_, v.ids)
+    assert exported.model_version_ == v.version
+    X = np.stack([np.asarray(json.loads(val)["x"], dtype=np.float32) for key, val in records if key in truth])
+    labels = np.array([truth[key] for key, _ in records if key in truth])
+    predicted = exported.predict(X)
+    for (_, lab), ids in seen.items():
+        assert set(predicted[labels == lab].tolist()) == ids
