@@ -18,7 +18,7 @@ from ._distance import _assign, _row_norms_sq, _sq_distances
 from ._reseed import ReseedResult, _d2_sample, _seed_and_refine, compute_reseed
 from ._state import _PARAMS, _check_params, _state_dict, _validated_state
 from ._streaming import _apply_sums, _minibatch_step
-from ._validation import check_array, check_positive_int
+from ._validation import MAX_ABS_VALUE, check_array, check_positive_int
 from .reservoir import TimeBiasedReservoir, UniformReservoir
 
 __all__ = ["StreamingKMeans", "ReseedResult", "compute_reseed"]
@@ -398,6 +398,10 @@ class StreamingKMeans:
             raise ValueError("counts, sums and sq_dist_sums must be finite")
         if c.min() < 0 or q.min() < 0:
             raise ValueError("counts and sq_dist_sums must be >= 0")
+        nz = c > 0
+        if (np.abs(S[nz]) > MAX_ABS_VALUE * c[nz, None]).any() or (S[~nz] != 0).any():
+            raise ValueError(f"sums imply a cluster mean above {MAX_ABS_VALUE:.3g} in magnitude, or a non-zero "
+                             "sum for a cluster without points")
         m_float = float(c.sum())
         if m_float < 1:
             raise ValueError(f"statistics of at least 1 point expected, got a total count of {m_float}")
@@ -464,7 +468,9 @@ class StreamingKMeans:
         assert self.counts_ is not None
         labels, min_sq = _assign(X, self.cluster_centers_, c_sq=self._c_sq,
                                  memory_budget_bytes=self.memory_budget_bytes)
-        self._observe_objective(float(min_sq.mean(dtype=np.float64)))
+        # Per-cluster totals, summed: the objective partial_fit_stats computes from statistics.
+        ssd = np.bincount(labels, weights=min_sq, minlength=self.n_clusters)
+        self._observe_objective(float(ssd.sum()) / X.shape[0])
 
         m = X.shape[0]
         g = self._gamma if self.time_unit == "batches" else self._gamma ** m

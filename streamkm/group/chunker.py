@@ -174,8 +174,9 @@ class GroupChunker:
             offs = meta["offset"]
             cut_at = int(offs[self.batch_rows - 1]) + 1  # finish the record holding the last row
             n = int(np.searchsorted(offs, cut_at, side="left"))
-            # Invalid records before the next row belong to this chunk: the end is data-defined.
-            end = int(offs[n]) if n < q.n else cut_at
+            # The end is the last record's offset + 1 whatever was fetched after it, so the
+            # boundaries depend on the data only; invalid records after it open the next chunk.
+            end = cut_at
         else:  # a flush: everything consumed so far
             n, end = q.n, q.consumed
         Xc = X[:n]
@@ -205,7 +206,7 @@ class GroupChunker:
             labels = np.full(m, -1, dtype=np.int64)
             sq = np.full(m, np.nan, dtype=np.float64)
             stats = ChunkStats(self.pipeline, topic, partition, first, end, 0 if v is None else v.version,
-                               m, _EMPTY_I, _EMPTY_I, np.empty((0, d)), e_f, np.empty((0, d), np.float32),
+                               end - first, _EMPTY_I, _EMPTY_I, np.empty((0, d)), e_f, np.empty((0, d), np.float32),
                                Xc.copy(), self.member)
             return stats, labels, sq
         s = summarize(Xc, v.centers, dtype=np.dtype(v.dtype))
@@ -214,7 +215,7 @@ class GroupChunker:
         else:
             rng = np.random.default_rng([self.seed, partition, first])
             sample = Xc[np.sort(rng.choice(m, size=self.sample_rows, replace=False))]
-        stats = ChunkStats(self.pipeline, topic, partition, first, end, v.version, m, v.ids.copy(), s.counts,
+        stats = ChunkStats(self.pipeline, topic, partition, first, end, v.version, end - first, v.ids.copy(), s.counts,
                            s.sums, s.sq_dist_sums, sample.astype(np.float32), np.empty((0, d), np.float32),
                            self.member)
         return stats, v.ids[s.labels], np.asarray(s.sq_dist, dtype=np.float64)

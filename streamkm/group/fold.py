@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from streamkm.cluster import StreamingKMeans, Transition, match_clusters
+from streamkm.cluster import MAX_ABS_VALUE, StreamingKMeans, Transition, match_clusters
 from streamkm.drift import DriftMonitor
 from streamkm.group.messages import ChunkStats, ModelVersion
 
@@ -45,6 +45,10 @@ OUTCOMES = ("accepted", "duplicate", "overlap", "gap", "invalid")
 
 GROUP_STATE_FORMAT = "streamkm.group_model"
 _STATE_VERSION = 1
+
+
+class _Refused(Exception):
+    """The model refused a message before changing anything."""
 
 
 @dataclass(slots=True)
@@ -152,13 +156,16 @@ class GroupModel:
             status = "overlap"
         else:
             status = "gap"
-        self.counters_[status] += 1
         out = FoldOutcome(status=status, expected=expected, reason=reason)
-        if status != "accepted":
-            return out
-        self._apply(msg, out)
-        self.offsets_[msg.key] = int(msg.end_offset)
-        self.version_ += 1
+        if status == "accepted":
+            try:
+                self._apply(msg, out)
+            except _Refused as exc:  # refused by the model's own validation: it is unchanged
+                out = FoldOutcome(status="invalid", expected=expected, reason=str(exc))
+            else:
+                self.offsets_[msg.key] = int(msg.end_offset)
+                self.version_ += 1
+        self.counters_[out.status] += 1
         return out
 
     def skip(self, stats_offset: int, reason: str = "") -> FoldOutcome:
@@ -176,7 +183,12 @@ class GroupModel:
         width = next((a.shape[1] for a in (msg.rows, msg.sums, msg.sample) if a.shape[0]), None)
         if d is not None and width is not None and width != d:
             return f"expected {d} features, got {width}"
+        for name, arr in (("rows", msg.rows), ("sample", msg.sample)):
+            if arr.shape[0] and float(np.abs(arr).max()) > MAX_ABS_VALUE:
+                return f"{name} hold values above {MAX_ABS_VALUE:.3g} in magnitude"
         if msg.ids.shape[0]:
+            if np.unique(msg.ids).size != msg.ids.shape[0]:
+                return "duplicate cluster ids"
             if not self.model.is_initialized_:
                 return "summarised statistics but the model is not initialized"
             known = set(self.ids_.tolist()) | set(self.successors_)
@@ -193,7 +205,10 @@ class GroupModel:
         before = None if not was_init else np.array(m.cluster_centers_, dtype=np.float64)
         changes = (m.n_reseeds_, m.n_dying_replaced_)
         if msg.rows.shape[0]:
-            m.partial_fit(msg.rows)
+            try:
+                m.partial_fit(msg.rows)
+            except ValueError as exc:  # validated before anything changed
+                raise _Refused(str(exc)) from None
         else:
             k = self.ids_.shape[0]
             pos = {int(cid): j for j, cid in enumerate(self.ids_.tolist())}
@@ -205,7 +220,10 @@ class GroupModel:
             np.add.at(counts, target, msg.counts)
             np.add.at(ssd, target, msg.sq_dist_sums)
             np.add.at(sums, target, msg.sums)
-            m.partial_fit_stats(counts, sums, ssd, msg.sample)
+            try:
+                m.partial_fit_stats(counts, sums, ssd, msg.sample)
+            except ValueError as exc:  # validated before anything changed
+                raise _Refused(str(exc)) from None
         if not m.is_initialized_:
             return
         if not was_init:
@@ -292,28 +310,35 @@ class GroupModel:
                              f"version {state.get('version')!r})")
         if state.get("pipeline") != self.pipeline:
             raise ValueError(f"state of pipeline {state.get('pipeline')!r}, expected {self.pipeline!r}")
-        model = StreamingKMeans(**self.model_kwargs)
-        model.load_state_dict(state["model"])
-        ids = np.asarray(state["ids"], dtype=np.int64)
-        k = 0 if not model.is_initialized_ else int(model.n_clusters)
-        if ids.shape != (k,):
-            raise ValueError(f"ids of shape {ids.shape} for a model with {k} centres")
-        drift = None
-        if self.drift_kwargs is not None:
-            drift = DriftMonitor(**self.drift_kwargs)
-            if state.get("drift") is not None:
-                drift.load_state_dict(state["drift"])
-        succ = np.asarray(state["successors"], dtype=np.int64).reshape(-1, 2)
+        try:
+            model = StreamingKMeans(**self.model_kwargs)
+            model.load_state_dict(state["model"])
+            ids = np.asarray(state["ids"], dtype=np.int64)
+            k = 0 if not model.is_initialized_ else int(model.n_clusters)
+            if ids.shape != (k,):
+                raise ValueError(f"ids of shape {ids.shape} for a model with {k} centres")
+            drift = None
+            if self.drift_kwargs is not None:
+                drift = DriftMonitor(**self.drift_kwargs)
+                if state.get("drift") is not None:
+                    drift.load_state_dict(state["drift"])
+            succ = np.asarray(state["successors"], dtype=np.int64).reshape(-1, 2)
+            scalars = {name: int(state[key]) for name, key in (
+                ("next_id_", "next_id"), ("version_", "model_version"), ("stats_offset_", "stats_offset"),
+                ("n_drift_", "n_drift"), ("n_drift_reseeds_", "n_drift_reseeds"))}
+            offsets = {str(a): int(b) for a, b in state["offsets"].items()}
+            counters = {status: int(state["counters"].get(status, 0)) for status in OUTCOMES}
+        except KeyError as exc:
+            raise ValueError(f"group model state lacks {exc}") from None
+        except (TypeError, AttributeError) as exc:
+            raise ValueError(f"group model state is malformed ({exc})") from None
+        # --- nothing was modified above this line ---
         self.model, self.drift, self.ids_ = model, drift, ids
-        self.next_id_ = int(state["next_id"])
         self.successors_ = {int(a): int(b) for a, b in succ.tolist()}
-        self.version_ = int(state["model_version"])
-        self.stats_offset_ = int(state["stats_offset"])
-        self.offsets_ = {str(a): int(b) for a, b in state["offsets"].items()}
-        self.counters_ = {status: int(state["counters"].get(status, 0)) for status in OUTCOMES}
-        self.n_drift_ = int(state["n_drift"])
-        self.n_drift_reseeds_ = int(state["n_drift_reseeds"])
-
+        for name, value in scalars.items():
+            setattr(self, name, value)
+        self.offsets_ = offsets
+        self.counters_ = counters
 
 def _finite(v: float | None) -> float | None:
     return None if v is None or not np.isfinite(v) else float(v)

@@ -153,7 +153,7 @@ class ChunkStats:
             return WireError(f"expected a {KIND_STATS!r} message, got {kind!r}")
         try:
             return cls.from_state(state)
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             return WireError(f"invalid chunk statistics: {exc}")
 
 
@@ -247,6 +247,11 @@ class ModelVersion:
         counters = s.get("counters", {})
         if not isinstance(counters, dict):
             raise ValueError("counters must be a dict")
+        dtype = _str(s, "dtype")
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+        if not all(isinstance(b, int) and not isinstance(b, bool) for b in counters.values()):
+            raise ValueError("counters must be integers")
         summary = s.get("summary", {})
         if not isinstance(summary, dict):
             raise ValueError("summary must be a dict")
@@ -254,7 +259,7 @@ class ModelVersion:
         return cls(pipeline=_str(s, "pipeline"), version=_int(s, "version", minimum=0),
                    stats_offset=_int(s, "stats_offset", minimum=-1), offsets=dict(offsets), centers=centers,
                    weights=weights, ids=ids, next_id=next_id, n_seen=_int(s, "n_seen", minimum=0),
-                   dtype=_str(s, "dtype"), config_hash=str(s.get("config_hash", "")),
+                   dtype=dtype, config_hash=str(s.get("config_hash", "")),
                    counters={str(a): int(b) for a, b in counters.items()}, summary=dict(summary),
                    published_at=float(published) if isinstance(published, (int, float)) else 0.0)
 
@@ -268,5 +273,5 @@ class ModelVersion:
             return WireError(f"expected a {KIND_VERSION!r} message, got {kind!r}")
         try:
             return cls.from_state(state)
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             return WireError(f"invalid model version: {exc}")

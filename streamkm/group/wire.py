@@ -52,7 +52,7 @@ def encode(kind: str, state: dict[str, Any]) -> bytes:
     offset = 0
     desc: dict[str, dict[str, Any]] = {}
     for name, arr in arrays.items():
-        a = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+        a = np.require(arr.astype(arr.dtype.newbyteorder("<"), copy=False), requirements="C")  # keeps 0-d
         data = a.tobytes()
         desc[name] = {"dtype": a.dtype.str, "shape": list(a.shape), "offset": offset}
         chunks.append(data)
@@ -81,31 +81,47 @@ def decode(data: bytes | None) -> tuple[str, dict[str, Any]] | WireError:
         return WireError("CRC-32 mismatch (corrupted message)")
     try:
         header = json.loads(bytes(body[:hlen]).decode())
-    except (UnicodeDecodeError, ValueError) as exc:
-        return WireError(f"header is not JSON: {exc}")
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return WireError(f"header is not JSON: {type(exc).__name__}")
     if not isinstance(header, dict) or not isinstance(header.get("kind"), str) \
             or not isinstance(header.get("arrays"), dict) or not isinstance(header.get("tree"), dict):
         return WireError("header lacks kind, tree or arrays")
     payload = body[hlen:]
     arrays: dict[str, np.ndarray] = {}
     for name, d in header["arrays"].items():
-        try:
-            dt = np.dtype(d["dtype"])
-            shape = tuple(int(n) for n in d["shape"])
-            off = int(d["offset"])
-        except (KeyError, TypeError, ValueError) as exc:
-            return WireError(f"array {name!r}: bad description ({exc})")
-        if dt.kind not in "biuf" or dt.hasobject:
-            return WireError(f"array {name!r}: dtype {dt} not allowed")
-        if any(n < 0 for n in shape) or off < 0:
-            return WireError(f"array {name!r}: negative shape or offset")
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-        if off + nbytes > len(payload):
-            return WireError(f"array {name!r}: {nbytes} bytes at {off} exceed the {len(payload)}-byte payload")
-        arr = np.frombuffer(payload, dtype=dt, count=nbytes // dt.itemsize if dt.itemsize else 0, offset=off)
-        arrays[name] = arr.reshape(shape).astype(dt.newbyteorder("="), copy=True)
+        got = _array(name, d, payload)
+        if isinstance(got, WireError):
+            return got
+        arrays[name] = got
     try:
         state = join_tree(header["tree"], arrays)
-    except StateTreeError as exc:
-        return WireError(str(exc))
+    except (StateTreeError, RecursionError) as exc:
+        return WireError(str(exc) if isinstance(exc, StateTreeError) else "tree nested too deeply")
     return header["kind"], state
+
+
+def _array(name: str, d: Any, payload: memoryview) -> np.ndarray | WireError:
+    """One array from its description, bounds-checked in Python integers (no overflow)."""
+    if not isinstance(d, dict):
+        return WireError(f"array {name!r}: bad description")
+    shape_in, off = d.get("shape"), d.get("offset")
+    if not isinstance(shape_in, list) or not all(type(n) is int for n in shape_in) or type(off) is not int:
+        return WireError(f"array {name!r}: shape and offset must be integers")
+    try:
+        if not isinstance(d.get("dtype"), str):
+            raise TypeError
+        dt = np.dtype(d["dtype"])
+    except (TypeError, ValueError):
+        return WireError(f"array {name!r}: bad dtype {d.get('dtype')!r}")
+    if dt.kind not in "biufc" or dt.hasobject or len(shape_in) > 32:
+        return WireError(f"array {name!r}: dtype {dt} or rank {len(shape_in)} not allowed")
+    if any(n < 0 for n in shape_in) or off < 0:
+        return WireError(f"array {name!r}: negative shape or offset")
+    count = 1
+    for n in shape_in:
+        count *= n
+    nbytes = count * dt.itemsize
+    if off + nbytes > len(payload):
+        return WireError(f"array {name!r}: {nbytes} bytes at {off} exceed the {len(payload)}-byte payload")
+    arr = np.frombuffer(payload, dtype=dt, count=count, offset=off) if count else np.empty(0, dtype=dt)
+    return arr.reshape(tuple(shape_in)).astype(dt.newbyteorder("="), copy=True)

@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaProducer
 
 from streamkm.cluster import StreamingKMeans
 from streamkm.codec import decode_vectors, encode_json
-from streamkm.group import ChunkStats, GroupModel, ModelVersion, WireError
+from streamkm.group import ChunkStats, ModelVersion, WireError
 from streamkm.group.messages import KIND_VERSION
 from streamkm.group.wire import decode
 from streamkm.service.group import GroupWorker
