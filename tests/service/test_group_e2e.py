@@ -17,23 +17,20 @@ import asyncio
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from streamkm.cluster import StreamingKMeans
-from streamkm.codec import decode_vectors, encode_json
-from streamkm.group import ChunkStats, ModelVersion, WireError
-from streamkm.group.messages import KIND_VERSION
-from streamkm.group.wire import decode
+from streamkm.codec import decode_vectors
+from streamkm.group import ChunkStats, WireError
 from streamkm.service.group import GroupWorker
 from tests.helpers.e2e import consume_all, load_config, unique_name, worker_config
+from tests.helpers.group import Member, latest_version, make_stream, trickle
 
 pytestmark = pytest.mark.broker
 
@@ -41,75 +38,6 @@ K, D = 4, 4
 N_VALID = 9_000
 N_BAD = 90
 PARTITIONS = 6
-
-
-class Member:
-    """``python -m streamkm run`` in its own process group."""
-
-    def __init__(self, config: Path, log: Path, fault: str | None = None):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKM_")}
-        if fault:
-            env["STREAMKM_FAULT"] = fault
-        self.log = log
-        self._fh = open(log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "streamkm", "run", "--config", str(config)],
-                                     stdout=self._fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-        self._fh.close()
-
-    def term(self, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self.kill()
-
-
-def _data(seed: int = 0):
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(K, D)) * 40.0  # far apart: a stale version assigns like the newest
-    labels = rng.integers(K, size=N_VALID)
-    X = (centers[labels] + rng.normal(size=(N_VALID, D))).astype(np.float32)
-    records = [(f"v{i}".encode(), encode_json(x)) for i, x in enumerate(X)]
-    for j in range(N_BAD):
-        records.insert(int(rng.integers(len(records))), (f"bad{j}".encode(), b"{not json"))
-    return records, {f"v{i}".encode(): int(lab) for i, lab in enumerate(labels)}
-
-
-async def _trickle(bootstrap: str, topic: str, records, seconds: float) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        slices = 40
-        step = -(-len(records) // slices)
-        for i in range(0, len(records), step):
-            futs = [await producer.send(topic, value=v, key=k) for k, v in records[i:i + step]]
-            await asyncio.gather(*futs)
-            await asyncio.sleep(seconds / slices)
-    finally:
-        await producer.stop()
-
-
-async def _latest_version(bootstrap: str, topic: str) -> ModelVersion | None:
-    latest = None
-    for rec in await consume_all(bootstrap, topic, timeout=30):
-        got = decode(rec.value)
-        if isinstance(got, WireError) or got[0] != KIND_VERSION:
-            continue
-        v = ModelVersion.from_bytes(rec.value)
-        assert not isinstance(v, WireError), v
-        if latest is None or v.version > latest.version or (
-                v.version == latest.version and v.stats_offset > latest.stats_offset):
-            latest = v
-    return latest
 
 
 async def _reproduce_some_stats(bootstrap: str, topic: str, n: int, rnd: random.Random) -> int:
@@ -134,7 +62,7 @@ def test_group_model_survives_kills_joins_and_leaves(broker, make_topic, tmp_pat
     cfg["group"] = {"enabled": True, "chunk_rows": 100, "max_in_flight": 4, "sync_timeout_seconds": 10.0}
     settings = load_config(cfg, tmp_path / "w.toml")
     config = tmp_path / "w.toml"
-    records, truth = _data()
+    records, truth = make_stream(N_VALID, N_BAD)
     rnd = random.Random(8)
     members: list[Member] = []
     extra: Member | None = None
@@ -148,7 +76,7 @@ def test_group_model_survives_kills_joins_and_leaves(broker, make_topic, tmp_pat
 
     async def chaos() -> None:
         nonlocal kills, joins, extra
-        producer = asyncio.create_task(_trickle(broker, topic, records, seconds=24.0))
+        producer = asyncio.create_task(trickle(broker, topic, records, seconds=24.0))
         members.extend(spawn() for _ in range(3))
         await asyncio.sleep(6.0)  # the group forms, the model initializes
         t_end = time.monotonic() + 24.0
@@ -190,7 +118,7 @@ def test_group_model_survives_kills_joins_and_leaves(broker, make_topic, tmp_pat
         deadline = time.monotonic() + 120
         v = None
         while time.monotonic() < deadline:
-            v = asyncio.run(_latest_version(broker, settings.group_model_topic))
+            v = asyncio.run(latest_version(broker, settings.group_model_topic))
             if v is not None and v.n_seen >= N_VALID:
                 break
             time.sleep(2.0)
@@ -200,7 +128,7 @@ def test_group_model_survives_kills_joins_and_leaves(broker, make_topic, tmp_pat
         time.sleep(2.0)  # duplicates still in flight are folded (and dropped)
         for m in members:
             assert m.term() == 0, m.log.read_text()[-3000:]
-        v = asyncio.run(_latest_version(broker, settings.group_model_topic))
+        v = asyncio.run(latest_version(broker, settings.group_model_topic))
     finally:
         for m in members + ([extra] if extra is not None else []):
             m.kill()

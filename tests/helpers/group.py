@@ -1,0 +1,107 @@
+"""Shared parts of the group-model end-to-end tests: member processes, a stream, the model topic."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from aiokafka import AIOKafkaProducer
+
+from streamkm.codec import encode_json
+from streamkm.group import ModelVersion, WireError
+from streamkm.group.messages import KIND_VERSION
+from streamkm.group.wire import decode
+from tests.helpers.e2e import consume_all
+
+__all__ = ["K", "D", "Member", "make_stream", "trickle", "latest_version"]
+
+K, D = 4, 4
+
+
+class Member:
+    """``python -m streamkm run`` in its own process group."""
+
+    def __init__(self, config: Path, log: Path, fault: str | None = None):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKM_")}
+        if fault:
+            env["STREAMKM_FAULT"] = fault
+        self.log = log
+        self._fh = open(log, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "streamkm", "run", "--config", str(config)],
+                                     stdout=self._fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self._fh.close()
+
+    def term(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.kill()
+
+
+def make_stream(n_valid: int, n_bad: int, seed: int = 0):
+    """JSON vectors of K far-apart blobs with *n_bad* malformed records mixed in; (records, key -> label)."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(K, D)) * 40.0  # far apart: a stale version assigns like the newest
+    labels = rng.integers(K, size=n_valid)
+    X = (centers[labels] + rng.normal(size=(n_valid, D))).astype(np.float32)
+    records = [(f"v{i}".encode(), encode_json(x)) for i, x in enumerate(X)]
+    for j in range(n_bad):
+        records.insert(int(rng.integers(len(records))), (f"bad{j}".encode(), b"{not json"))
+    return records, {f"v{i}".encode(): int(lab) for i, lab in enumerate(labels)}
+
+
+async def trickle(bootstrap: str, topic: str, records, seconds: float) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        slices = 40
+        step = -(-len(records) // slices)
+        for i in range(0, len(records), step):
+            futs = [await producer.send(topic, value=v, key=k) for k, v in records[i:i + step]]
+            await asyncio.gather(*futs)
+            await asyncio.sleep(seconds / slices)
+    finally:
+        await producer.stop()
+
+
+async def latest_version(bootstrap: str, topic: str) -> ModelVersion | None:
+    latest = None
+    for rec in await consume_all(bootstrap, topic, timeout=30):
+        got = decode(rec.value)
+        if isinstance(got, WireError) or got[0] != KIND_VERSION:
+            continue
+        v = ModelVersion.from_bytes(rec.value)
+        assert not isinstance(v, WireError), v
+        if latest is None or v.version > latest.version or (
+                v.version == latest.version and v.stats_offset > latest.stats_offset):
+            latest = v
+    return latest
+
+
+async def offline_fold(bootstrap: str, settings, model_factory):
+    """Fold the whole stats topic into ``model_factory()``; returns (model, accepted messages)."""
+    from streamkm.group import ChunkStats
+
+    g = model_factory()
+    accepted = []
+    for rec in await consume_all(bootstrap, settings.group_stats_topic, timeout=30):
+        msg = ChunkStats.from_bytes(rec.value)
+        assert not isinstance(msg, WireError), msg
+        if g.fold(msg, rec.offset).status == "accepted":
+            accepted.append(msg)
+    return g, accepted
