@@ -443,16 +443,20 @@ class GroupSettings(_Section):
     events_topic: str | None = Field(
         default=None, description="Cluster identity transitions topic; unset: transitions are only counted and "
         "logged.")
-    create_topics: bool = Field(default=True, description="Create the stats and model topics if missing.")
+    create_topics: bool = Field(default=True, description="Create the stats and model topics if missing (the "
+                                "model topic compacted, both with max.message.bytes = max_message_bytes).")
+    max_message_bytes: int = Field(
+        default=64 * 2**20, ge=2**20, description="Largest stats, version or snapshot message (a snapshot holds "
+        "the reservoir: reservoir_size x dimension x 4 bytes and more); producer max_request_size and fetch size.")
     chunk_rows: int = Field(
         default=1024, ge=1, description="Valid rows per chunk of one partition (a chunk ends at the first record "
         "boundary at or past it; partial chunks only when caught up).")
     max_in_flight: int = Field(
-        default=4, ge=1, description="S: statistics messages a worker may have sent and not yet seen folded; "
+        default=32, ge=1, description="S: statistics messages a worker may have sent and not yet seen folded; "
         "then it waits for the model (bounds staleness).")
     sample_rows: int = Field(default=64, ge=0, description="Rows of each chunk sent for the reducer's reservoir.")
     publish_interval_seconds: float = Field(
-        default=0.2, ge=0.0, description="The reducer publishes at most one version per pipeline this often.")
+        default=0.05, ge=0.0, description="The reducer publishes at most one version per pipeline this often.")
     snapshot_every: int = Field(
         default=50, ge=1, description="The reducer publishes its full state every this many published versions "
         "(recovery replays the stats log from the last one).")

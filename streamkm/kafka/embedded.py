@@ -351,10 +351,12 @@ async def create_topics(
     num_partitions: int = 1,
     replication_factor: int = 1,
     timeout: float = 15.0,
+    configs: Mapping[str, str] | None = None,
     **client_kwargs,
 ) -> None:
     """Create *topics* (name -> partitions, or names with ``num_partitions``).
 
+    *configs* (e.g. ``{"cleanup.policy": "compact"}``) apply to every topic created.
     Topics that already exist are left alone; any other broker error raises
     :class:`EmbeddedBrokerError` naming the topic and the error code.
     """
@@ -378,7 +380,8 @@ async def create_topics(
     try:
         response = await asyncio.wait_for(
             admin.create_topics(
-                [NewTopic(name, num_partitions=n, replication_factor=replication_factor)
+                [NewTopic(name, num_partitions=n, replication_factor=replication_factor,
+                          topic_configs=dict(configs or {}))
                  for name, n in spec.items()]
             ),
             timeout,

@@ -226,6 +226,10 @@ class Metrics:
         self.group_versions_published = counter(
             "streamkm_group_versions_published", "Model versions this member published as the reducer.",
             ("pipeline",))
+        self.group_snapshot_failures = counter(
+            "streamkm_group_snapshot_failures",
+            "Reducer snapshots that could not be published (recovery then replays more of the stats log).",
+            ("pipeline",))
         self.group_staleness_versions = Histogram(
             "streamkm_group_staleness_versions",
             "Versions between the one a chunk was summarised against and the one it was folded into.",

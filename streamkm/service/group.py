@@ -199,8 +199,11 @@ class _Reducer:
         if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
             raise RuntimeError(f"the reducer of {self.pipeline} failed: {task.exception()}")
 
-    def _new_model(self) -> GroupModel:
-        return self.w.new_group_model(self.pipeline)
+    def _restored_model(self, snap: dict[str, Any] | None) -> GroupModel:
+        model = self.w.new_group_model(self.pipeline)
+        if snap is not None:
+            model.load_state_dict(snap["state"])
+        return model
 
     async def _run(self) -> None:
         w = self.w
@@ -209,10 +212,10 @@ class _Reducer:
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(w.follower.caught_up.wait(), w.settings.group.sync_timeout_seconds)
-            model = self._new_model()
             snap = w.follower.snapshots.get(self.pipeline)
-            if snap is not None:
-                model.load_state_dict(snap["state"])
+            # Building the fold imports river's detectors, and a snapshot holds the reservoir:
+            # neither may stall the event loop (heartbeats, the consume loop).
+            model = await asyncio.to_thread(self._restored_model, snap)
             self.model = model
             consumer = AIOKafkaConsumer(**w.plain_consumer_kwargs())
             await start_client(consumer, w.timeout)
@@ -310,8 +313,13 @@ class _Reducer:
         w.metrics.group_versions_published.labels(pipeline=self.pipeline).inc()
         if self._published % w.settings.group.snapshot_every == 0 or self._stop.is_set():
             state = {"pipeline": self.pipeline, "stats_offset": model.stats_offset_, "state": model.state_dict()}
-            await w.producer.send_and_wait(w.model_topic, encode(KIND_SNAPSHOT, state),
-                                           key=snapshot_key(self.pipeline))
+            try:
+                await w.producer.send_and_wait(w.model_topic, encode(KIND_SNAPSHOT, state),
+                                               key=snapshot_key(self.pipeline))
+            except KafkaError as exc:  # a snapshot only shortens recovery: keep folding
+                w.metrics.group_snapshot_failures.labels(pipeline=self.pipeline).inc()
+                log.error("reducer of %s: snapshot not published (%s); a failover replays the stats log from "
+                          "the previous one", self.pipeline, exc, extra={"event": "snapshot_failed"})
         await w.flush_transitions()
 
 
@@ -403,8 +411,12 @@ class GroupWorker:
         """A consumer outside the group (the follower, the reducer's stats reader)."""
         k = self.settings.kafka
         kw = k.client_kwargs(self.bootstrap_servers)
-        kw.update(group_id=None, enable_auto_commit=False, max_partition_fetch_bytes=k.max_partition_fetch_bytes,
-                  fetch_max_bytes=k.fetch_max_bytes)
+        big = self.settings.group.max_message_bytes
+        # Latency-bound readers of small topics: a short fetch wait keeps the version round trip
+        # (statistics -> reducer -> version -> workers) short; brokers may hold a fetch its full wait.
+        kw.update(group_id=None, enable_auto_commit=False, fetch_max_wait_ms=20,
+                  max_partition_fetch_bytes=max(k.max_partition_fetch_bytes, big),
+                  fetch_max_bytes=max(k.fetch_max_bytes, big))
         return kw
 
     @property
@@ -437,6 +449,7 @@ class GroupWorker:
         if self._started:
             return
         self._started = True
+        await asyncio.to_thread(self.new_group_model, "vectors")  # validates the settings, imports river
         for p in self.pipelines.values():
             p.init_metrics(self.metrics)
             for reason in ("accepted", "duplicate", "overlap", "gap", "invalid"):
@@ -485,10 +498,13 @@ class GroupWorker:
     async def _connect(self) -> None:
         kafka = self.settings.kafka
         if self.settings.group.create_topics:
-            await create_topics(self.bootstrap_servers, {self.stats_topic: len(self.pipelines), self.model_topic: 1},
-                                **{k: v for k, v in kafka.client_kwargs(self.bootstrap_servers).items()
-                                   if k != "bootstrap_servers"})
-        producer = AIOKafkaProducer(**kafka.client_kwargs(self.bootstrap_servers), acks="all", linger_ms=0)
+            conn = {k: v for k, v in kafka.client_kwargs(self.bootstrap_servers).items() if k != "bootstrap_servers"}
+            size = {"max.message.bytes": str(self.settings.group.max_message_bytes)}
+            await create_topics(self.bootstrap_servers, {self.stats_topic: len(self.pipelines)}, configs=size, **conn)
+            await create_topics(self.bootstrap_servers, {self.model_topic: 1},
+                                configs={**size, "cleanup.policy": "compact"}, **conn)
+        producer = AIOKafkaProducer(**kafka.client_kwargs(self.bootstrap_servers), acks="all", linger_ms=0,
+                                    max_request_size=self.settings.group.max_message_bytes)
         await start_client(producer, self.timeout)
         self.producer = producer
         fc = AIOKafkaConsumer(**self.plain_consumer_kwargs())
@@ -758,14 +774,36 @@ class GroupWorker:
                 raise _Stop(str(exc)) from None
         self._fault("after_outputs")
         stats_tp = TopicPartition(self.stats_topic, self.stats_partition[pipe.name])
-        for st in res.stats:
-            md = await self._send_stats(stats_tp, st)
+        for st, md in zip(res.stats, await self._send_all_stats(stats_tp, res.stats), strict=True):
             self._in_flight.append(_InFlight(int(md.offset), TopicPartition(st.topic, st.partition), st.end_offset))
             self.n_sent += 1
             self.metrics.group_stats_sent.labels(pipeline=pipe.name).inc()
         if res.stats:
             self._fault("after_stats")
         self.metrics.group_in_flight.labels(pipeline=pipe.name).set(len(self._in_flight))
+
+    async def _send_all_stats(self, tp: TopicPartition, stats: list[ChunkStats]) -> list[Any]:
+        """Send a batch's statistics in order and wait for every acknowledgement.
+
+        Pipelined: aiokafka keeps one batch per partition in flight, so the log order is
+        the send order. If one fails, it and the ones after it are resent one by one, in
+        order; a copy that landed after all is dropped by the reducer as a duplicate.
+        """
+        futures = [await self.producer.send(tp.topic, st.to_bytes(), key=st.pipeline.encode(),
+                                            partition=tp.partition) for st in stats]
+        out: list[Any] = []
+        for i, fut in enumerate(futures):
+            try:
+                out.append(await fut)
+            except KafkaError as exc:
+                log.warning("stats send failed (%s); resending %d message(s) in order", exc, len(stats) - i)
+                for rest in futures[i + 1:]:
+                    with contextlib.suppress(Exception):
+                        await rest
+                for st in stats[i:]:
+                    out.append(await self._send_stats(tp, st))
+                break
+        return out
 
     async def _send_stats(self, tp: TopicPartition, st: ChunkStats) -> Any:
         backoff = self.settings.worker.retry_backoff_initial_seconds
