@@ -321,11 +321,19 @@ async def _run(settings: Settings, *, duration: float | None, status_interval: f
             t.cancel()
         if worker_task in done:
             error = worker_task.exception()
-            if error is not None:
+            code = EXIT_FAILURE
+            if error is not None and settings.group.enabled:
+                from streamkm.service.group import GroupConfigError
+
+                if isinstance(error, GroupConfigError):  # a user error: one line, exit 2
+                    eprint(f"streamkm: {error}")
+                    error, code = None, EXIT_USAGE
+            if code == EXIT_USAGE:
+                pass
+            elif error is not None:
                 log.error("worker stopped with an error", exc_info=error)
             else:
                 log.error("worker stopped unexpectedly")
-            code = EXIT_FAILURE
         else:
             reason = "signal" if stop.is_set() else f"--duration {duration:g}s elapsed"
             deadline = settings.worker.shutdown_deadline_seconds

@@ -128,6 +128,9 @@ class Settings(BaseSettings):
             if t is not None and t in topics:
                 raise ValueError(f"{name}: must differ from the input topics, got {t!r}")
         if self.group.enabled:
+            if self.input.dimension is None:
+                raise ValueError("input.dimension: required when group.enabled is true (every member must agree "
+                                 "on it before the first record; a record of another width is dead-lettered)")
             if self.sequence.enabled:
                 raise ValueError("group.enabled: the sequence pipeline does not run on the group model yet; "
                                  "set sequence.enabled = false (or group.enabled = false)")

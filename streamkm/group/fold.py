@@ -67,6 +67,8 @@ class FoldOutcome:
         Cluster identity changes this message caused (reseed, replacement, init).
     events : list of dict
         ``{"event": "initialized" | "reseed" | "drift", ...}`` for the logs.
+    version : int
+        The model version after this message (its transitions belong to it).
     """
 
     status: str
@@ -74,6 +76,7 @@ class FoldOutcome:
     reason: str = ""
     transitions: tuple[Transition, ...] = ()
     events: list[dict[str, Any]] = field(default_factory=list)
+    version: int = 0
 
 
 class GroupModel:
@@ -165,6 +168,7 @@ class GroupModel:
             else:
                 self.offsets_[msg.key] = int(msg.end_offset)
                 self.version_ += 1
+        out.version = self.version_
         self.counters_[out.status] += 1
         return out
 

@@ -253,8 +253,10 @@ class ModelVersion:
         if not all(isinstance(b, int) and not isinstance(b, bool) for b in counters.values()):
             raise ValueError("counters must be integers")
         summary = s.get("summary", {})
-        if not isinstance(summary, dict):
-            raise ValueError("summary must be a dict")
+        if not isinstance(summary, dict) or not all(
+                v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v))
+                for v in summary.values()):
+            raise ValueError("summary must map names to finite numbers or null")
         published = s.get("published_at", 0.0)
         return cls(pipeline=_str(s, "pipeline"), version=_int(s, "version", minimum=0),
                    stats_offset=_int(s, "stats_offset", minimum=-1), offsets=dict(offsets), centers=centers,

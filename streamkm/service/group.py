@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from streamkm.group import ChunkStats, GroupModel, ModelVersion, WireError, partition_key
 from streamkm.group.chunker import GroupChunker
@@ -49,7 +49,7 @@ from streamkm.service.rebalance import RebalanceListener
 if TYPE_CHECKING:
     from streamkm.config import Settings
 
-__all__ = ["GroupWorker", "ModelFollower", "config_hash", "snapshot_key"]
+__all__ = ["GroupConfigError", "GroupWorker", "ModelFollower", "config_hash", "load_snapshot", "snapshot_key"]
 
 log = logging.getLogger("streamkm.group")
 
@@ -80,6 +80,20 @@ class _InFlight:
 
 class _Stop(Exception):
     """Raised inside the loop to stop (delivery aborted while stopping)."""
+
+
+class GroupConfigError(ValueError):
+    """The group's topics do not fit this member's settings (a user error: exit 2)."""
+
+
+def _fatal_send_error(exc: KafkaError) -> None:
+    """Errors a retry cannot fix end the member with a message naming the setting."""
+    from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
+
+    if isinstance(exc, MessageSizeTooLargeError | RecordListTooLargeError):
+        raise GroupConfigError(f"a statistics message is larger than the producer or topic allows ({exc}); raise "
+                               "group.max_message_bytes and the topic's max.message.bytes, or lower "
+                               "model.n_clusters x dimension") from None
 
 
 class ModelFollower:
@@ -123,14 +137,33 @@ class ModelFollower:
                 await task
 
     async def _run(self) -> None:
+        backoff = 0.2
         while True:
-            batch = await self.consumer.getmany(timeout_ms=_POLL_MS)
+            try:
+                batch = await self.consumer.getmany(timeout_ms=_POLL_MS)
+            except KafkaError as exc:  # keep following: the workers depend on it
+                log.warning("model topic %s: fetch failed (%s); retrying in %.1fs", self.topic, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(2 * backoff, 5.0)
+                continue
+            backoff = 0.2
             for recs in batch.values():
                 for rec in recs:
-                    self._apply(rec)
+                    try:
+                        self._apply(rec)
+                    except Exception as exc:  # a poison message must not stop the follower
+                        self.n_invalid += 1
+                        log.error("model topic %s@%d: unusable message (%s: %s)", rec.topic, rec.offset,
+                                  type(exc).__name__, exc, extra={"event": "model_message_invalid"})
             if not self.caught_up.is_set() and await self._at_end():
                 self.caught_up.set()
                 self.changed.set()
+
+    def raise_if_failed(self) -> None:
+        """The follower stopped on an unexpected error: the member must not go on without it."""
+        task = self._task
+        if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
+            raise RuntimeError(f"the model follower failed: {task.exception()}")
 
     async def _at_end(self) -> bool:
         for tp in self._tps:
@@ -140,28 +173,41 @@ class ModelFollower:
         return True
 
     def _apply(self, rec: Any) -> None:
-        got = decode(rec.value)
-        if isinstance(got, WireError):
-            self.n_invalid += 1
-            log.warning("model topic %s:%d@%d: not a model message (%s)", rec.topic, rec.partition, rec.offset, got)
+        key = rec.key or b""
+        if key.endswith(b"#snapshot"):
+            # Kept as bytes: only a new reducer decodes one (off the event loop), and only the newest.
+            self.snapshots[key[:-len(b"#snapshot")].decode("utf-8", "replace")] = {
+                "offset": rec.offset, "value": rec.value}
             return
-        kind, state = got
-        if kind == KIND_VERSION:
-            v = ModelVersion.from_bytes(rec.value)
-            if isinstance(v, WireError):
-                self.n_invalid += 1
-                log.warning("model topic %s@%d: %s", rec.topic, rec.offset, v)
-                return
-            old = self.latest.get(v.pipeline)
-            if old is None or v.version > old.version or (v.version == old.version
-                                                          and v.stats_offset > old.stats_offset):
-                self.latest[v.pipeline] = v
-                self.changed.set()
-        elif kind == KIND_SNAPSHOT:
-            name = state.get("pipeline")
-            old_s = self.snapshots.get(name) if isinstance(name, str) else None
-            if isinstance(name, str) and (old_s is None or state["stats_offset"] >= old_s["stats_offset"]):
-                self.snapshots[name] = state
+        got = decode(rec.value)
+        if isinstance(got, WireError) or got[0] != KIND_VERSION:
+            self.n_invalid += 1
+            log.warning("model topic %s:%d@%d: not a model version (%s)", rec.topic, rec.partition, rec.offset,
+                        got if isinstance(got, WireError) else got[0])
+            return
+        try:
+            v = ModelVersion.from_state(got[1])
+        except (ValueError, TypeError) as exc:
+            self.n_invalid += 1
+            log.warning("model topic %s@%d: invalid model version (%s)", rec.topic, rec.offset, exc)
+            return
+        old = self.latest.get(v.pipeline)
+        if old is None or (v.stats_offset, v.version) > (old.stats_offset, old.version):
+            self.latest[v.pipeline] = v
+            self.changed.set()
+
+
+def load_snapshot(raw: dict[str, Any] | None, pipeline: str) -> dict[str, Any] | None:
+    """The state of a snapshot kept by the follower (None if there is none); ValueError if unusable."""
+    if raw is None:
+        return None
+    got = decode(raw["value"])
+    if isinstance(got, WireError):
+        raise ValueError(f"snapshot at model-topic offset {raw['offset']}: {got}")
+    kind, state = got
+    if kind != KIND_SNAPSHOT or state.get("pipeline") != pipeline or not isinstance(state.get("state"), dict):
+        raise ValueError(f"snapshot at model-topic offset {raw['offset']} is not a {pipeline!r} reducer snapshot")
+    return state
 
 
 class _Reducer:
@@ -189,6 +235,8 @@ class _Reducer:
                 await asyncio.wait_for(asyncio.shield(task), 15)
             except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
             except Exception as exc:  # already logged by _run
                 log.debug("reducer task ended with %r", exc)
 
@@ -199,37 +247,63 @@ class _Reducer:
         if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
             raise RuntimeError(f"the reducer of {self.pipeline} failed: {task.exception()}")
 
-    def _restored_model(self, snap: dict[str, Any] | None) -> GroupModel:
+    def _restored_model(self, raw: dict[str, Any] | None) -> tuple[GroupModel, bool]:
         model = self.w.new_group_model(self.pipeline)
-        if snap is not None:
+        if raw is None:
+            return model, False
+        try:
+            snap = load_snapshot(raw, self.pipeline)
+            assert snap is not None
             model.load_state_dict(snap["state"])
-        return model
+        except ValueError as exc:  # replay the whole log instead (it must reach back to offset 0)
+            log.error("reducer of %s: the newest snapshot is unusable (%s); folding the stats log from its start",
+                      self.pipeline, exc, extra={"event": "snapshot_unusable", "pipeline": self.pipeline})
+            return self.w.new_group_model(self.pipeline), False
+        return model, True
 
     async def _run(self) -> None:
         w = self.w
         metrics = w.metrics
         metrics.group_reducer.labels(pipeline=self.pipeline).set(1)
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(w.follower.caught_up.wait(), w.settings.group.sync_timeout_seconds)
-            snap = w.follower.snapshots.get(self.pipeline)
+            # The newest snapshot is only known once the model topic has been read to its end.
+            waiter = asyncio.ensure_future(w.follower.caught_up.wait())
+            stopper = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+            if self._stop.is_set():
+                return
             # Building the fold imports river's detectors, and a snapshot holds the reservoir:
             # neither may stall the event loop (heartbeats, the consume loop).
-            model = await asyncio.to_thread(self._restored_model, snap)
+            model, from_snapshot = await asyncio.to_thread(self._restored_model,
+                                                           w.follower.snapshots.get(self.pipeline))
             self.model = model
-            consumer = AIOKafkaConsumer(**w.plain_consumer_kwargs())
+            kw = w.plain_consumer_kwargs()
+            kw["auto_offset_reset"] = "none"  # a stats log cut by retention is an error, never a jump
+            consumer = AIOKafkaConsumer(**kw)
             await start_client(consumer, w.timeout)
             self._consumer = consumer
             consumer.assign([self.tp])
-            consumer.seek(self.tp, model.stats_offset_ + 1)
+            start = model.stats_offset_ + 1
+            consumer.seek(self.tp, start)
             log.info("reducer of %s: folding %s:%d from offset %d (version %d%s)", self.pipeline, self.tp.topic,
-                     self.tp.partition, model.stats_offset_ + 1, model.version_,
-                     ", from a snapshot" if snap is not None else "",
+                     self.tp.partition, start, model.version_, ", from a snapshot" if from_snapshot else "",
                      extra={"event": "reducer_start", "pipeline": self.pipeline, "version": model.version_})
             dirty = False
             while not self._stop.is_set():
-                batch = await consumer.getmany(timeout_ms=_POLL_MS)
+                try:
+                    batch = await consumer.getmany(timeout_ms=_POLL_MS)
+                except OffsetOutOfRangeError:
+                    raise RuntimeError(
+                        f"the stats log {self.tp.topic}:{self.tp.partition} no longer holds offset "
+                        f"{model.stats_offset_ + 1} (retention shorter than the time since the last snapshot); "
+                        "the group model cannot be rebuilt exactly") from None
                 recs = [r for rs in batch.values() for r in rs]
+                if recs and recs[0].offset > model.stats_offset_ + 1:
+                    raise RuntimeError(
+                        f"the stats log {self.tp.topic}:{self.tp.partition} jumps from offset "
+                        f"{model.stats_offset_ + 1} to {recs[0].offset} (records deleted); refusing to fold past it")
                 if recs:
                     outcomes = await asyncio.to_thread(self._fold, model, recs)
                     dirty = True
@@ -299,15 +373,28 @@ class _Reducer:
                 m.cluster_transitions.labels(pipeline=name, reason=tr.kind).inc()
                 log.info("cluster %d %s%s (distance %.4g) at version %d", tr.cluster_id, tr.kind,
                          "" if tr.other_id is None else f" ({'from' if tr.kind == 'split' else 'into'} {tr.other_id})",
-                         tr.distance, model.version_,
+                         tr.distance, outcome.version,
                          extra={"event": "cluster_transition", "pipeline": name, "kind": tr.kind,
                                 "cluster_id": tr.cluster_id, "other_id": tr.other_id})
-                self.w.queue_transition(name, tr, model.version_)
+                self.w.queue_transition(name, tr, outcome.version)
 
     async def _publish(self, model: GroupModel) -> None:
         w = self.w
         v = model.version(published_at=time.time())
-        await w.producer.send_and_wait(w.model_topic, v.to_bytes(), key=self.pipeline.encode())
+        backoff = w.settings.worker.retry_backoff_initial_seconds
+        while True:
+            try:
+                await w.producer.send_and_wait(w.model_topic, v.to_bytes(), key=self.pipeline.encode())
+                break
+            except KafkaError as exc:
+                if self._stop.is_set():  # a handover: the next reducer refolds and publishes the same
+                    log.warning("reducer of %s: last version %d not published (%s)", self.pipeline, v.version, exc)
+                    return
+                log.warning("reducer of %s: publishing version %d failed (%s); retrying in %.1fs", self.pipeline,
+                            v.version, exc, backoff, extra={"event": "publish_retry"})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), backoff)
+                backoff = min(2 * backoff, w.settings.worker.retry_backoff_max_seconds)
         self._published += 1
         self._last_publish = time.monotonic()
         w.metrics.group_versions_published.labels(pipeline=self.pipeline).inc()
@@ -462,6 +549,7 @@ class GroupWorker:
     def is_ready(self) -> bool:
         return bool(self._consumer is not None and self._assigned and not self._stopping.is_set()
                     and self.follower is not None and self.follower.caught_up.is_set()
+                    and self.follower._task is not None and not self.follower._task.done()
                     and time.monotonic() - self._last_fetch < max(5.0, 3 * self.settings.kafka.fetch_timeout_ms / 1000))
 
     async def run(self) -> None:
@@ -503,6 +591,8 @@ class GroupWorker:
             await create_topics(self.bootstrap_servers, {self.stats_topic: len(self.pipelines)}, configs=size, **conn)
             await create_topics(self.bootstrap_servers, {self.model_topic: 1},
                                 configs={**size, "cleanup.policy": "compact"}, **conn)
+            if self.settings.group.events_topic is not None:
+                await create_topics(self.bootstrap_servers, {self.settings.group.events_topic: 1}, **conn)
         producer = AIOKafkaProducer(**kafka.client_kwargs(self.bootstrap_servers), acks="all", linger_ms=0,
                                     max_request_size=self.settings.group.max_message_bytes)
         await start_client(producer, self.timeout)
@@ -512,6 +602,15 @@ class GroupWorker:
         self._follower_consumer = fc
         self.follower = ModelFollower(fc, self.model_topic)
         await self.follower.start()
+        with contextlib.suppress(TimeoutError):  # the newest version must fit these settings
+            await asyncio.wait_for(self.follower.caught_up.wait(), self.settings.group.sync_timeout_seconds)
+        mine = config_hash(self.settings)
+        for name, v in self.follower.latest.items():
+            if v.config_hash and v.config_hash != mine:
+                raise GroupConfigError(
+                    f"{self.model_topic!r} holds a {name} model made with other model settings (config hash "
+                    f"{v.config_hash}, these settings {mine}); restore them, or start a new model with another "
+                    "kafka.group_id or group.model_topic and group.stats_topic")
         consumer = AIOKafkaConsumer(**kafka.consumer_kwargs(self.bootstrap_servers))
         consumer.subscribe(sorted([*self._by_topic, self.stats_topic]), listener=RebalanceListener(
             self._on_revoked, lambda assigned: self._on_assigned(assigned, consumer)))
@@ -531,6 +630,12 @@ class GroupWorker:
                 self._reducers.clear()
                 await self._commit(force=True)
         finally:
+            if self._consumer is not None:  # no rebalance callback may start a reducer after this
+                await stop_quietly(self._consumer, "consumer stop")
+                self._consumer = None
+            for r in list(self._reducers.values()):
+                await r.stop()
+            self._reducers.clear()
             if self.follower is not None:
                 await self.follower.stop()
             for client, what in ((self._consumer, "consumer"), (self._follower_consumer, "follower"),
@@ -557,8 +662,8 @@ class GroupWorker:
                 self._pos.pop(tp, None)
                 self.metrics.remove_partition(tp.topic, tp.partition)
             self._in_flight = [f for f in self._in_flight if f.tp not in revoked]
+            await self._commit(force=True)  # the model's offsets of the revoked partitions, for lag tooling
             self._assigned -= revoked
-            await self._commit(force=True)
         if revoked:
             log.info("partitions revoked: %s", sorted(f"{tp.topic}:{tp.partition}" for tp in revoked),
                      extra={"event": "rebalance", "phase": "revoked", "n_partitions": len(revoked)})
@@ -573,7 +678,7 @@ class GroupWorker:
             for tp in assigned - inputs:
                 consumer.pause(tp)  # read by the reducer's own consumer, never here
                 name = self._pipeline_of_stats(tp.partition)
-                if name is not None and name not in self._reducers:
+                if name is not None and name not in self._reducers and not self._stopping.is_set():
                     r = _Reducer(self, name, tp)
                     self._reducers[name] = r
                     r.start()
@@ -623,15 +728,25 @@ class GroupWorker:
                      None if v is None else v.version, extra={"event": "partition_start", "offset": off})
 
     async def _initial_offset(self, tp: TopicPartition) -> int:
-        """A partition the model has never seen: its committed offset, else the reset policy."""
+        """A partition the model has never seen: its committed offset, else the reset policy.
+
+        The offset chosen by the policy is committed at once, so a partition that moves
+        before its first chunk is folded resumes there and not at a newer "latest".
+        """
         c = self._consumer
         with contextlib.suppress(Exception):
             committed = await asyncio.wait_for(c.committed(tp), 10)
             if committed is not None:
                 return int(committed)
-        if self.settings.kafka.auto_offset_reset == "latest":
-            return int((await c.end_offsets([tp]))[tp])
-        return int((await c.beginning_offsets([tp]))[tp])
+        policy = self.settings.kafka.auto_offset_reset
+        if policy == "none":
+            raise GroupConfigError(f"{tp.topic}:{tp.partition} has no offset in the model and no committed offset, "
+                                   "and kafka.auto_offset_reset is 'none'")
+        ask = c.end_offsets if policy == "latest" else c.beginning_offsets
+        off = int((await asyncio.wait_for(ask([tp]), 10))[tp])
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(c.commit({tp: off}), 10)
+        return off
 
     # ------------------------------------------------------------------ versions
     def _apply_version(self) -> None:
@@ -642,15 +757,24 @@ class GroupWorker:
             return
         self.chunker.version = v
         self.metrics.group_version_delay.labels(pipeline="vectors").observe(max(0.0, time.time() - v.published_at))
-        done = [f for f in self._in_flight if f.stats_offset <= v.stats_offset]
+        if v.is_initialized and self.settings.input.dimension is not None \
+                and v.centers.shape[1] != self.settings.input.dimension:
+            raise GroupConfigError(f"the model on {self.model_topic!r} has dimension {v.centers.shape[1]}, "
+                                   f"input.dimension is {self.settings.input.dimension}")
+        newest_done: dict[TopicPartition, _InFlight] = {}
+        for f in self._in_flight:
+            if f.stats_offset <= v.stats_offset:
+                newest_done[f.tp] = f
         self._in_flight = [f for f in self._in_flight if f.stats_offset > v.stats_offset]
-        waiting = {f.tp for f in self._in_flight}
-        for tp in {f.tp for f in done} - waiting:
+        for tp, f in newest_done.items():
             if tp not in self._assigned or tp in self._syncing:
                 continue
             model_next = v.offsets.get(partition_key(tp.topic, tp.partition))
             sent_to = self.chunker.start_of(tp.topic, tp.partition)
-            if model_next is not None and model_next != sent_to:
+            # Folded as sent, the model ends where this worker's newest folded chunk ends. If not,
+            # that chunk (and so every later one) was dropped: realign now, not after the window drains.
+            if model_next is not None and model_next != f.end:
+                self._in_flight = [g for g in self._in_flight if g.tp != tp]
                 self.n_realigned += 1
                 self.metrics.group_realignments.labels(pipeline="vectors").inc()
                 log.info("%s:%d: the model is at offset %d, this worker sent up to %s; realigning", tp.topic,
@@ -690,10 +814,14 @@ class GroupWorker:
             return
         import json
 
-        for pipeline, tr, version in items:
-            value = json.dumps({"pipeline": pipeline, "version": version, "kind": tr.kind, "cluster_id": tr.cluster_id,
-                                "other_id": tr.other_id, "distance": tr.distance}).encode()
-            await self.producer.send_and_wait(topic, value, key=pipeline.encode())
+        try:
+            for pipeline, tr, version in items:
+                value = json.dumps({"pipeline": pipeline, "version": version, "kind": tr.kind,
+                                    "cluster_id": tr.cluster_id, "other_id": tr.other_id,
+                                    "distance": tr.distance}).encode()
+                await self.producer.send_and_wait(topic, value, key=pipeline.encode())
+        except KafkaError as exc:  # events are informational: never let them stop the fold
+            log.error("cluster events not written to %s (%s)", topic, exc, extra={"event": "events_failed"})
 
     # ------------------------------------------------------------------ the loop
     async def _loop(self) -> None:
@@ -702,8 +830,10 @@ class GroupWorker:
         while not self._stopping.is_set():
             for r in self._reducers.values():
                 r.raise_if_failed()
+            self.follower.raise_if_failed()
             self._apply_version()
-            await self._sync()
+            async with self._lock:  # rebalance callbacks change what is syncing
+                await self._sync()
             if len(self._in_flight) >= S:
                 self.follower.changed.clear()
                 with contextlib.suppress(TimeoutError):
@@ -714,11 +844,13 @@ class GroupWorker:
             async with self._lock:
                 if batch:
                     await self._process(batch)
-                elif self.chunker.n_pending or any(self.chunker.unsent(tp.topic, tp.partition)
-                                                   for tp in self._assigned):
+                if self.chunker.n_pending or any(self.chunker.unsent(tp.topic, tp.partition)
+                                                 for tp in self._assigned):
                     if self._pending_since is None:
                         self._pending_since = time.monotonic()
-                    if time.monotonic() - self._pending_since >= self.flush_linger:
+                    # A partial chunk waits for more records only while its partitions have more.
+                    if time.monotonic() - self._pending_since >= self.flush_linger and (
+                            not batch or self._caught_up()):
                         await self._flush()
                 await self._commit()
             self.metrics.set_ready(self.is_ready())
@@ -735,9 +867,8 @@ class GroupWorker:
             recs = [r for r in recs if r.offset >= pos]
             if not recs:
                 continue
-            if recs[0].offset != pos:  # fetched before a seek: never leave a gap
-                self._consumer.seek(tp, pos)
-                continue
+            # aiokafka drops data fetched before a seek, so a batch starting after pos is a real gap
+            # in the offsets (a transaction marker, compaction, retention): the chunk's range spans it.
             self._pos[tp] = recs[-1].offset + 1
             recs_all.append((tp, recs))
         if not recs_all:
@@ -752,6 +883,14 @@ class GroupWorker:
         if self.chunker.n_pending and self._pending_since is None:
             self._pending_since = time.monotonic()
         await self._send(res)
+
+    def _caught_up(self) -> bool:
+        """Every started partition has been read up to its high watermark."""
+        for tp, pos in self._pos.items():
+            hw = self._consumer.highwater(tp)
+            if hw is None or pos < hw:
+                return False
+        return True
 
     async def _flush(self) -> None:
         res = self.pipelines["vectors"].flush()
@@ -789,20 +928,29 @@ class GroupWorker:
         the send order. If one fails, it and the ones after it are resent one by one, in
         order; a copy that landed after all is dropped by the reducer as a duplicate.
         """
-        futures = [await self.producer.send(tp.topic, st.to_bytes(), key=st.pipeline.encode(),
-                                            partition=tp.partition) for st in stats]
+        futures = []
+        try:
+            for st in stats:
+                futures.append(await self.producer.send(tp.topic, st.to_bytes(), key=st.pipeline.encode(),
+                                                        partition=tp.partition))
+        except KafkaError as exc:
+            _fatal_send_error(exc)
+            log.warning("stats send failed (%s); sending the rest one by one", exc)
         out: list[Any] = []
         for i, fut in enumerate(futures):
             try:
                 out.append(await fut)
             except KafkaError as exc:
+                _fatal_send_error(exc)
                 log.warning("stats send failed (%s); resending %d message(s) in order", exc, len(stats) - i)
                 for rest in futures[i + 1:]:
                     with contextlib.suppress(Exception):
                         await rest
                 for st in stats[i:]:
                     out.append(await self._send_stats(tp, st))
-                break
+                return out
+        for st in stats[len(futures):]:
+            out.append(await self._send_stats(tp, st))
         return out
 
     async def _send_stats(self, tp: TopicPartition, st: ChunkStats) -> Any:
@@ -812,6 +960,9 @@ class GroupWorker:
                 return await self.producer.send_and_wait(tp.topic, st.to_bytes(), key=st.pipeline.encode(),
                                                          partition=tp.partition)
             except KafkaError as exc:
+                _fatal_send_error(exc)
+                if self._stopping.is_set():  # not sent: whoever owns the partition next re-reads it
+                    raise _Stop(f"statistics not sent while stopping ({exc})") from None
                 log.warning("stats send failed (%s); retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(2 * backoff, self.settings.worker.retry_backoff_max_seconds)

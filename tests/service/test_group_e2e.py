@@ -60,6 +60,7 @@ def test_group_model_survives_kills_joins_and_leaves(broker, make_topic, tmp_pat
                         model={"decay": 1.0, "dying_threshold": 0.0},
                         drift={"enabled": False})
     cfg["group"] = {"enabled": True, "chunk_rows": 100, "max_in_flight": 4, "sync_timeout_seconds": 10.0}
+    cfg["input"]["dimension"] = D
     settings = load_config(cfg, tmp_path / "w.toml")
     config = tmp_path / "w.toml"
     records, truth = make_stream(N_VALID, N_BAD)

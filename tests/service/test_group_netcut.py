@@ -19,7 +19,7 @@ import pytest
 from streamkm.kafka.embedded import EmbeddedBroker, create_topics, free_port
 from streamkm.service.group import GroupWorker
 from tests.helpers.e2e import consume_all, load_config, unique_name, worker_config
-from tests.helpers.group import K, Member, latest_version, make_stream, offline_fold, trickle
+from tests.helpers.group import D, K, Member, latest_version, make_stream, offline_fold, trickle
 from tests.helpers.netcut import CutProxy
 
 pytestmark = pytest.mark.broker
@@ -53,6 +53,7 @@ def test_member_cut_off_for_20s_during_a_rebalance(tmp_path):
                                 n_clusters=K, max_records=200, model={"decay": 1.0, "dying_threshold": 0.0},
                                 drift={"enabled": False})
             cfg["group"] = {"enabled": True, "chunk_rows": 100, "sync_timeout_seconds": 10.0}
+            cfg["input"]["dimension"] = D
             settings = load_config(cfg, tmp_path / "w.toml")
             records, _ = make_stream(N_VALID, N_BAD, seed=3)
 

@@ -1,0 +1,90 @@
+"""The group worker in-process on the real broker: poison on its topics, and settings that do not fit the model."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from streamkm.codec import encode_json
+from streamkm.config import load_settings
+from streamkm.group.wire import encode
+from streamkm.kafka.embedded import create_topics
+from streamkm.service.group import GroupConfigError, GroupWorker
+from tests.helpers.e2e import produce, unique_name
+
+pytestmark = pytest.mark.broker
+
+N = 1_200
+
+
+def _settings(broker: str, topic: str, group: str, **extra: str | None):
+    env = {"STREAMKM_KAFKA__BOOTSTRAP_SERVERS": broker, "STREAMKM_KAFKA__VECTORS_TOPIC": topic,
+           "STREAMKM_KAFKA__GROUP_ID": group, "STREAMKM_KAFKA__SESSION_TIMEOUT_MS": "3000",
+           "STREAMKM_KAFKA__HEARTBEAT_INTERVAL_MS": "300", "STREAMKM_KAFKA__FETCH_TIMEOUT_MS": "100",
+           "STREAMKM_GROUP__ENABLED": "true", "STREAMKM_GROUP__CHUNK_ROWS": "100", "STREAMKM_INPUT__DIMENSION": "3",
+           "STREAMKM_MODEL__N_CLUSTERS": "3", "STREAMKM_MODEL__DYING_THRESHOLD": "0",
+           "STREAMKM_DRIFT__ENABLED": "false",
+           "STREAMKM_DLQ__TOPIC": "", "STREAMKM_METRICS__ENABLED": "false", **extra}
+    return load_settings(env={k: v for k, v in env.items() if v is not None})
+
+
+async def _run_until(worker: GroupWorker, n: int, timeout: float = 60.0) -> None:
+    task = asyncio.create_task(worker.run())
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            v = worker.version
+            if v is not None and v.n_seen >= n:
+                return
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"model at {worker.version and worker.version.n_seen} of {n} points")
+    finally:
+        await worker.stop()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def _records(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(N, 3)) + rng.integers(3, size=(N, 1)) * 30
+    return [(None, encode_json(x)) for x in X]
+
+
+def test_poison_on_the_model_and_stats_topics_is_counted_and_skipped(broker, make_topic):
+    topic, group = make_topic("in", 2), unique_name("g")
+    s = _settings(broker, topic, group)
+    asyncio.run(create_topics(broker, {s.group_stats_topic: 1, s.group_model_topic: 1}))
+    garbage = [b"not a message", encode("model_version", {"pipeline": "vectors", "version": "x"}),
+               encode("model_version", {"pipeline": "vectors", "summary": {"n_reseeds": "x"}}), b"SKMG\x01junk"]
+    asyncio.run(produce(broker, s.group_model_topic, [(b"vectors", g) for g in garbage]
+                        + [(b"vectors#snapshot", b"not a snapshot")]))
+    asyncio.run(produce(broker, s.group_stats_topic, [(b"vectors", g) for g in garbage], partition=0))
+    asyncio.run(produce(broker, topic, _records()))
+    worker = GroupWorker(s)
+    asyncio.run(_run_until(worker, N))
+    v = worker.version
+    assert v is not None and v.n_seen == N and float(v.weights.sum()) == N
+    assert v.counters["invalid"] == len(garbage)  # the stats-topic garbage, counted and skipped
+    assert worker.follower.n_invalid >= 3  # the model-topic garbage (the bad snapshot is never needed)
+
+
+def test_a_model_made_with_other_settings_is_refused(broker, make_topic):
+    topic, group = make_topic("in", 1), unique_name("g")
+    asyncio.run(produce(broker, topic, _records(1)))
+    asyncio.run(_run_until(GroupWorker(_settings(broker, topic, group)), N))
+    other = GroupWorker(_settings(broker, topic, group, STREAMKM_MODEL__N_CLUSTERS="5"))
+
+    async def run_other() -> None:
+        await asyncio.wait_for(other.run(), 60)
+
+    with pytest.raises(GroupConfigError, match="other model settings"):
+        asyncio.run(run_other())
+
+
+def test_group_mode_needs_a_fixed_dimension(broker):
+    with pytest.raises(Exception, match="input.dimension: required when group.enabled"):
+        _settings(broker, "t", "g", STREAMKM_INPUT__DIMENSION=None)
