@@ -234,6 +234,7 @@ class GroupModel:
             k = int(m.n_clusters)
             self.ids_ = np.arange(k, dtype=np.int64)
             self.next_id_ = k
+            # Distance 0: the first centres have no predecessor (inf would not be valid JSON in the events).
             out.transitions = tuple(Transition("born", j, None, 0.0) for j in range(k))
             out.events.append({"event": "initialized", "n_seen": int(m.n_seen_)})
             return

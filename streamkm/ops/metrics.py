@@ -238,6 +238,10 @@ class Metrics:
             "streamkm_group_version_delay_seconds",
             "Seconds from a version's publication by the reducer to its use by this worker.",
             labelnames=("pipeline",), buckets=_FAST_BUCKETS, registry=r)
+        self.group_version_age = gauge(
+            "streamkm_group_version_age_seconds",
+            "Seconds since the reducer published the model version this worker uses (how far behind it is); "
+            "grows when the reducer is down or idle.", ("pipeline",))
         self.cluster_transitions = counter(
             "streamkm_cluster_transitions",
             "Cluster identity transitions at reseeds and replacements (reason: survived, moved, born, retired, "
@@ -331,6 +335,18 @@ class Metrics:
         if windows:
             for w in (self.windows_emitted, self.late_events_dropped, self.windows_open, self.window_events_open):
                 w.labels(pipeline=pipeline)
+
+    def init_group(self, pipeline: str, *, outcomes: tuple[str, ...], transitions: tuple[str, ...]) -> None:
+        """Create a pipeline's group-model series (group.enabled) before the first event."""
+        self._check_pipeline(pipeline)
+        for reason in outcomes:
+            self.group_stats_messages.labels(pipeline=pipeline, reason=reason)
+        for kind in transitions:
+            self.cluster_transitions.labels(pipeline=pipeline, reason=kind)
+        for series in (self.group_stats_sent, self.group_realignments, self.group_versions_published,
+                       self.group_snapshot_failures, self.group_in_flight, self.group_version_age):
+            series.labels(pipeline=pipeline)
+        self.group_reducer.labels(pipeline=pipeline).set(0)
 
     def observe_model(self, pipeline: str, stats: ModelStats, *, baseline: bool = False) -> None:
         """Update the model gauges and counters from a :class:`ModelStats` snapshot.

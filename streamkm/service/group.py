@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
-from streamkm.group import ChunkStats, GroupModel, ModelVersion, WireError, partition_key
+from streamkm.cluster import TRANSITIONS
+from streamkm.group import OUTCOMES, ChunkStats, GroupModel, ModelVersion, WireError, partition_key
 from streamkm.group.chunker import GroupChunker
 from streamkm.group.messages import KIND_SNAPSHOT, KIND_VERSION
 from streamkm.group.wire import decode, encode
@@ -539,9 +540,7 @@ class GroupWorker:
         await asyncio.to_thread(self.new_group_model, "vectors")  # validates the settings, imports river
         for p in self.pipelines.values():
             p.init_metrics(self.metrics)
-            for reason in ("accepted", "duplicate", "overlap", "gap", "invalid"):
-                self.metrics.group_stats_messages.labels(pipeline=p.name, reason=reason)
-            self.metrics.group_reducer.labels(pipeline=p.name).set(0)
+            self.metrics.init_group(p.name, outcomes=OUTCOMES, transitions=TRANSITIONS)
 
     def is_live(self) -> bool:
         return not self._stopped
@@ -757,6 +756,9 @@ class GroupWorker:
             return
         self.chunker.version = v
         self.metrics.group_version_delay.labels(pipeline="vectors").observe(max(0.0, time.time() - v.published_at))
+        published = v.published_at
+        self.metrics.group_version_age.labels(pipeline="vectors").set_function(
+            lambda: max(0.0, time.time() - published))
         if v.is_initialized and self.settings.input.dimension is not None \
                 and v.centers.shape[1] != self.settings.input.dimension:
             raise GroupConfigError(f"the model on {self.model_topic!r} has dimension {v.centers.shape[1]}, "

