@@ -109,11 +109,13 @@ def _steady_rate(marks: list[tuple[float, int]], n: int) -> float:
     return float((c[j] - c[i]) / (t[j] - t[i]))
 
 
-async def _group_worker(bootstrap: str, topic: str, n: int) -> float:
+async def _group_worker(bootstrap: str, topic: str, n: int, chunk_rows: int = 1024) -> float:
     from streamkm.config import load_settings
     from streamkm.service.group import GroupWorker
 
-    settings = load_settings(env=_env(bootstrap, topic, f"gw-{uuid.uuid4().hex[:8]}", enabled=True, ckpt="/tmp"))
+    env = _env(bootstrap, topic, f"gw-{uuid.uuid4().hex[:8]}", enabled=True, ckpt="/tmp")
+    env["STREAMKM_GROUP__CHUNK_ROWS"] = str(chunk_rows)
+    settings = load_settings(env=env)
     worker = GroupWorker(settings, bootstrap_servers=bootstrap)
     marks: list[tuple[float, int]] = []
     task = asyncio.create_task(worker.run())
@@ -141,11 +143,14 @@ async def single(args) -> dict:
         bs = broker.bootstrap_servers
         topic = f"bench-group-{uuid.uuid4().hex[:6]}"
         await _fill(bs, topic, args.records)
-        pw, gw = [], []
+        pw: list[float] = []
+        gw: dict[int, list[float]] = {c: [] for c in args.chunk_rows}
         for _ in range(args.repeats):
             pw.append(await _per_worker(bs, topic, args.records))
-            gw.append(await _group_worker(bs, topic, args.records))
-            print(f"single worker: per-worker {pw[-1]:,.0f} rec/s, group {gw[-1]:,.0f} rec/s", flush=True)
+            for c in args.chunk_rows:
+                gw[c].append(await _group_worker(bs, topic, args.records, c))
+            print(f"single worker: per-worker {pw[-1]:,.0f} rec/s, group "
+                  + ", ".join(f"{gw[c][-1]:,.0f} (chunk_rows {c})" for c in args.chunk_rows), flush=True)
     return {"per_worker": pw, "group": gw}
 
 
@@ -256,16 +261,19 @@ def reducer_capacity(args) -> list[dict]:
     return rows
 
 
-def report(sg, sc, rc) -> str:
-    pw, gw = statistics.median(sg["per_worker"]), statistics.median(sg["group"])
-    load = os.getloadavg()
+def blas_description() -> str:
     try:
         from threadpoolctl import threadpool_info
 
-        blas = ", ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads)"
+        return ", ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads)"
                          for i in threadpool_info() if i.get("user_api") == "blas")
     except Exception:  # pragma: no cover
-        blas = "unknown"
+        return "unknown"
+
+
+def report(sg, sc, rc, blas: str) -> str:
+    pw = statistics.median(sg["per_worker"])
+    load = os.getloadavg()
     out = [
         "## The group model (`benchmarks/bench_group.py`)",
         "",
@@ -275,10 +283,11 @@ def report(sg, sc, rc) -> str:
         f"**Single worker**, {PARTITIONS} partitions of binary 1 x {DIM}-d records, alternating runs, medians "
         f"(target: group >= 90% of per-worker):",
         "",
-        markdown_table(["model", "records/s (median)", "runs"], [
-            ["per-worker (checkpoints)", f"{pw:,.0f}", ", ".join(f"{x:,.0f}" for x in sg["per_worker"])],
-            ["group (own reducer)", f"{gw:,.0f}", ", ".join(f"{x:,.0f}" for x in sg["group"])],
-            ["ratio", f"{gw / pw:.0%}", ""]]),
+        markdown_table(["model", "records/s (median)", "of per-worker", "runs"], [
+            ["per-worker (checkpoints)", f"{pw:,.0f}", "100%", ", ".join(f"{x:,.0f}" for x in sg["per_worker"])],
+            *[[f"group, own reducer, chunk_rows {c}", f"{statistics.median(v):,.0f}",
+               f"{statistics.median(v) / pw:.0%}", ", ".join(f"{x:,.0f}" for x in v)]
+              for c, v in sg["group"].items()]]),
         "",
         "**1, 2 and 3 worker processes** (group model) on the same topic, until the model topic shows every "
         "record; staleness of each accepted chunk:",
@@ -300,6 +309,7 @@ def report(sg, sc, rc) -> str:
         best = max(ok, key=lambda r: r["k"] * r["d"])
         out.append(f"The largest k x d measured that sustains 100 chunks/s: {best['k']} x {best['d']} "
                    f"= {best['k'] * best['d']:,} ({best['rate']:,.0f}/s).")
+    out.append("\nWhat these numbers say, and what they do not. The single-worker gap is the group model's\nfixed cost per chunk (summarise, encode, one produce round trip, fold, publish) paid by one\nprocess that is also the reducer and the follower; per-worker updates once per fetch of\n10,000 rows. Fewer, larger chunks close most of it (`group.chunk_rows`), at the price of\ncoarser updates and staler chunks. On these 2 cores the broker and up to three members share\ntwo CPUs, so more members do not add throughput here (per-worker efficiency falls as 1/n);\nthe reducer is not the limit (its fold handles thousands of small chunks per second).\nLinear scaling needs a core per member plus the broker's, and the reducer's capacity bounds\nthe group at about (reducer messages/s) x `chunk_rows` records/s for a given k x d.\n")
     return "\n".join(out) + "\n"
 
 
@@ -307,16 +317,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--records", type=int, default=200_000)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--chunk-rows", type=int, nargs="+", default=[1024, 4096])
     p.add_argument("--fold-messages", type=int, default=300)
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, user_api="blas"):
+        blas = blas_description()
         rc = reducer_capacity(args)
         sg = asyncio.run(single(args))
         sc = scaling(args)
-    text = report(sg, sc, rc)
+    text = report(sg, sc, rc, blas)
     print(text)
     if not args.no_write:
         update_section("bench_group", text)
