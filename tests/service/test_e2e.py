@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -32,6 +29,7 @@ from tests.helpers.e2e import (
     wait_until,
     worker_config,
 )
+from tests.helpers.processes import WorkerProcess
 
 pytestmark = pytest.mark.broker
 
@@ -46,42 +44,6 @@ def vectors(seed=0):
     return X, records
 
 
-
-
-class WorkerProcess:
-    """``python -m streamkm run --config FILE`` in its own process group."""
-
-    def __init__(self, config: Path, log: Path, fault: str | None = None):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKM_")}
-        if fault:
-            env["STREAMKM_FAULT"] = fault
-        self.log = log
-        self._fh = open(log, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "streamkm", "run", "--config", str(config)],
-                                     stdout=self._fh, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"worker did not exit within {timeout}s; log:\n{self.tail()}") from None
-
-    def tail(self) -> str:
-        return self.log.read_bytes()[-4000:].decode("utf-8", "replace")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-        self._fh.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.kill()
 
 
 def model_from_checkpoint(ckpt_dir, kw):

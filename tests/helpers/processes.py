@@ -1,0 +1,61 @@
+"""`python -m streamkm run --config FILE` as a child process in its own process group."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["WorkerProcess"]
+
+
+class WorkerProcess:
+    """One worker process; its output goes to *log*; ``fault`` sets ``STREAMKM_FAULT``.
+
+    Killed by process group (never by name) on :meth:`kill` and on leaving a ``with`` block.
+    """
+
+    def __init__(self, config: Path, log: Path, fault: str | None = None):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKM_")}
+        if fault:
+            env["STREAMKM_FAULT"] = fault
+        self.log = log
+        self._fh = open(log, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "streamkm", "run", "--config", str(config)],
+                                     stdout=self._fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"worker did not exit within {timeout}s; log:\n{self.tail()}") from None
+
+    def tail(self) -> str:
+        return self.log.read_bytes()[-4000:].decode("utf-8", "replace")
+
+    def term(self, timeout: float = 30.0) -> int:
+        """SIGTERM, wait for the exit code (then make sure the group is gone)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self._fh.close()
+
+    def __enter__(self) -> WorkerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
