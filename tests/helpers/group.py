@@ -14,7 +14,7 @@ from streamkm.group.wire import decode
 from tests.helpers.e2e import consume_all
 from tests.helpers.processes import WorkerProcess
 
-__all__ = ["K", "D", "Member", "make_stream", "trickle", "latest_version"]
+__all__ = ["K", "D", "Member", "make_stream", "trickle", "latest_version", "offline_fold", "wait_for_model"]
 
 K, D = 4, 4
 
@@ -75,3 +75,17 @@ async def offline_fold(bootstrap: str, settings, model_factory):
         if g.fold(msg, rec.offset).status == "accepted":
             accepted.append(msg)
     return g, accepted
+
+
+def wait_for_model(bootstrap: str, topic: str, n_points: int, timeout: float = 120.0):
+    """Poll the model topic until a version has folded *n_points* points (or *timeout*); the newest version."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    v = None
+    while time.monotonic() < deadline:
+        v = asyncio.run(latest_version(bootstrap, topic))
+        if v is not None and v.n_seen >= n_points:
+            break
+        time.sleep(2.0)
+    return v

@@ -30,7 +30,7 @@ from streamkm.codec import decode_vectors
 from streamkm.group import ChunkStats, WireError
 from streamkm.service.group import GroupWorker
 from tests.helpers.e2e import consume_all, load_config, unique_name, worker_config
-from tests.helpers.group import Member, latest_version, make_stream, trickle
+from tests.helpers.group import Member, latest_version, make_stream, trickle, wait_for_model
 
 pytestmark = pytest.mark.broker
 
@@ -116,13 +116,7 @@ def test_group_model_survives_kills_joins_and_leaves(broker, make_topic, tmp_pat
 
         # A zombie's late writes: copies of earlier statistics land in the log again.
         dups = asyncio.run(_reproduce_some_stats(broker, settings.group_stats_topic, 25, rnd))
-        deadline = time.monotonic() + 120
-        v = None
-        while time.monotonic() < deadline:
-            v = asyncio.run(latest_version(broker, settings.group_model_topic))
-            if v is not None and v.n_seen >= N_VALID:
-                break
-            time.sleep(2.0)
+        v = wait_for_model(broker, settings.group_model_topic, N_VALID)
         assert v is not None and v.n_seen == N_VALID, (
             f"model saw {None if v is None else v.n_seen} of {N_VALID} valid records; "
             + (tmp_path / "m1.log").read_text()[-3000:])

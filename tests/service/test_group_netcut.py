@@ -19,7 +19,7 @@ import pytest
 from streamkm.kafka.embedded import EmbeddedBroker, create_topics, free_port
 from streamkm.service.group import GroupWorker
 from tests.helpers.e2e import consume_all, load_config, unique_name, worker_config
-from tests.helpers.group import D, K, Member, latest_version, make_stream, offline_fold, trickle
+from tests.helpers.group import D, K, Member, latest_version, make_stream, offline_fold, trickle, wait_for_model
 from tests.helpers.netcut import CutProxy
 
 pytestmark = pytest.mark.broker
@@ -72,13 +72,7 @@ def test_member_cut_off_for_20s_during_a_rebalance(tmp_path):
             n_cut, held = asyncio.run(scenario())
             assert n_cut >= 2 and held >= 20.0  # the member's connections really were held
 
-            deadline = time.monotonic() + 120
-            v = None
-            while time.monotonic() < deadline:
-                v = asyncio.run(latest_version(bootstrap, settings.group_model_topic))
-                if v is not None and v.n_seen >= N_VALID:
-                    break
-                time.sleep(2.0)
+            v = wait_for_model(bootstrap, settings.group_model_topic, N_VALID)
             time.sleep(3.0)
             for m in members:
                 assert m.term() == 0, m.log.read_text()[-3000:]
