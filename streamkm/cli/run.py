@@ -140,7 +140,13 @@ class _Status:
         drift = _metric_sum(r, "streamkm_drift_detections_total")
         if drift:
             parts.append(f"drifts {drift:.0f}")
-        if _metric_sum(r, "streamkm_last_checkpoint_timestamp_seconds"):
+        group_versions = _label_values(r, "streamkm_group_reducer", "pipeline")
+        if group_versions:  # the group model: no local checkpoints
+            for pipeline in group_versions:
+                version = _metric_sum(r, "streamkm_model_version", pipeline=pipeline)
+                reducer = " (reducer)" if _metric_sum(r, "streamkm_group_reducer", pipeline=pipeline) else ""
+                parts.append(f"{pipeline} group model version {0 if version is None else version:.0f}{reducer}")
+        elif _metric_sum(r, "streamkm_last_checkpoint_timestamp_seconds"):
             age = _metric_sum(r, "streamkm_last_checkpoint_age_seconds") or 0.0
             parts.append(f"checkpoint age {age:.0f}s")
         else:

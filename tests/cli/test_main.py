@@ -378,6 +378,21 @@ def test_status_line_reads_the_metrics_registry():
     assert np.isfinite(float(line.split(" records/s")[0].replace(",", "")))
 
 
+def test_status_line_on_the_group_model_shows_its_version_not_checkpoints():
+    from streamkm.cli.run import _Status
+    from streamkm.cluster import TRANSITIONS
+    from streamkm.group import OUTCOMES
+    from streamkm.ops.metrics import Metrics
+
+    m = Metrics(clock=lambda: 1000.0)
+    m.init_pipeline("vectors", "t")
+    m.init_group("vectors", outcomes=OUTCOMES, transitions=TRANSITIONS)
+    m.model_version.labels(pipeline="vectors").set(42)
+    m.group_reducer.labels(pipeline="vectors").set(1)
+    line = _Status(m.registry).line()
+    assert "vectors group model version 42 (reducer)" in line and "checkpoint" not in line
+
+
 @pytest.mark.broker
 def test_run_embedded_with_sequence_pipeline_demo(tmp_path):
     from streamkm.sequence.lstm import LSTMEncoder
