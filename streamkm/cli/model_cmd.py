@@ -40,46 +40,28 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 async def _read_latest(bootstrap: str, settings: Any, pipeline: str, timeout: float) -> Any:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    """The newest version of *pipeline*, read the way every member reads it (:class:`ModelFollower`)."""
+    from aiokafka import AIOKafkaConsumer
 
-    from streamkm.group import ModelVersion, WireError
-    from streamkm.group.messages import KIND_VERSION
-    from streamkm.group.wire import decode
     from streamkm.kafka.client import start_client, stop_quietly
+    from streamkm.service.group import ModelFollower
 
-    topic = settings.group_model_topic
-    c = AIOKafkaConsumer(**settings.kafka.client_kwargs(bootstrap), group_id=None, enable_auto_commit=False)
-    await start_client(c, timeout)
+    consumer = AIOKafkaConsumer(**settings.kafka.client_kwargs(bootstrap), group_id=None, enable_auto_commit=False)
+    await start_client(consumer, timeout)
+    follower = ModelFollower(consumer, settings.group_model_topic)
     try:
-        parts = c.partitions_for_topic(topic) or set()
-        if not parts:
-            await c._client.force_metadata_update()
-            parts = c.partitions_for_topic(topic) or set()
-        if not parts:
-            raise LookupError(f"model topic {topic!r} does not exist")
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        c.assign(tps)
-        await c.seek_to_beginning(*tps)
-        latest = None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            batch = await c.getmany(timeout_ms=500)
-            for recs in batch.values():
-                for rec in recs:
-                    got = decode(rec.value)
-                    if isinstance(got, WireError) or got[0] != KIND_VERSION:
-                        continue
-                    v = ModelVersion.from_bytes(rec.value)
-                    if isinstance(v, ModelVersion) and v.pipeline == pipeline and (
-                            latest is None or (v.version, v.stats_offset) > (latest.version, latest.stats_offset)):
-                        latest = v
-            ends = [(c.highwater(tp), await c.position(tp)) for tp in tps]
-            if all(hw is not None and pos >= hw for hw, pos in ends):
-                return latest
-        raise TimeoutError(f"reading {topic!r} took longer than {timeout:g}s")
+        try:
+            await follower.start()
+        except RuntimeError as exc:  # no partitions: the topic does not exist
+            raise LookupError(str(exc)) from None
+        try:
+            await asyncio.wait_for(follower.caught_up.wait(), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"reading {settings.group_model_topic!r} took longer than {timeout:g}s") from None
+        return follower.latest.get(pipeline)
     finally:
-        await stop_quietly(c, "model reader stop")
+        await follower.stop()
+        await stop_quietly(consumer, "model reader stop")
 
 
 def _cmd(args: argparse.Namespace) -> int:

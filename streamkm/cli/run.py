@@ -328,14 +328,11 @@ async def _run(settings: Settings, *, duration: float | None, status_interval: f
         if worker_task in done:
             error = worker_task.exception()
             code = EXIT_FAILURE
-            if error is not None and settings.group.enabled:
-                from streamkm.service.group import GroupConfigError
+            from streamkm.service.group import GroupConfigError
 
-                if isinstance(error, GroupConfigError):  # a user error: one line, exit 2
-                    eprint(f"streamkm: {error}")
-                    error, code = None, EXIT_USAGE
-            if code == EXIT_USAGE:
-                pass
+            if isinstance(error, GroupConfigError):  # a user error: one line, exit 2
+                eprint(f"streamkm: {error}")
+                code = EXIT_USAGE
             elif error is not None:
                 log.error("worker stopped with an error", exc_info=error)
             else:

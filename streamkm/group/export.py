@@ -8,6 +8,7 @@ next id, points seen, dtype, config hash, pipeline). :func:`load_model` reads th
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,6 @@ def export_version(v: ModelVersion, path: str | Path) -> tuple[Path, Path]:
     base = Path(path)
     base = base.with_suffix("") if base.suffix in (".npz", ".json") else base
     npz, meta = base.with_suffix(".npz"), base.with_suffix(".json")
-    import io
-
     buf = io.BytesIO()
     np.savez(buf, centers=v.centers, weights=v.weights, ids=v.ids)
     atomic_write(npz, buf.getvalue())

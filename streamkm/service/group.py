@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -59,9 +61,6 @@ _POLL_MS = 200
 
 def config_hash(settings: Settings) -> str:
     """Short SHA-256 of the settings that determine the fold (model, drift, group identity)."""
-    import hashlib
-    import json
-
     doc = {"model": settings.model.model_dump(mode="json"), "drift": settings.drift.model_dump(mode="json"),
            "identity_threshold": settings.group.identity_threshold, "chunk_rows": settings.group.chunk_rows}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
@@ -814,8 +813,6 @@ class GroupWorker:
         items, self._transitions = self._transitions, []
         if topic is None or not items:
             return
-        import json
-
         try:
             for pipeline, tr, version in items:
                 value = json.dumps({"pipeline": pipeline, "version": version, "kind": tr.kind,
