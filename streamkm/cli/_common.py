@@ -18,6 +18,8 @@ __all__ = [
     "EXIT_USAGE",
     "EXIT_CHECKPOINT",
     "eprint",
+    "early_signal",
+    "note_early_signal",
     "fail",
     "load_settings_or_exit",
     "add_connection_args",
@@ -35,6 +37,24 @@ EXIT_USAGE = 2
 """Bad command line or configuration; nothing was done."""
 EXIT_CHECKPOINT = 3
 """``run`` stopped, but its final checkpoint could not be written (a restart replays from the last one)."""
+
+
+_early_signal: list[str] = []
+
+
+def note_early_signal(name: str | None) -> None:
+    """Record that *name* (``"SIGTERM"``) arrived before a command's own handling; None clears it."""
+    _early_signal[:] = [] if name is None else [name]
+
+
+def early_signal() -> str | None:
+    """The signal that arrived during start-up, if any.
+
+    A command checks it right after its event loop takes the signals over: the start-up
+    handler's exception can be lost (raised inside a finalizer or a ctypes callback), its
+    record cannot.
+    """
+    return _early_signal[0] if _early_signal else None
 
 
 def eprint(*args: Any) -> None:

@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 
-from streamkm.cli import checkpoint_cmd, config_cmd, model_cmd, produce, run
+from streamkm.cli import _common, checkpoint_cmd, config_cmd, model_cmd, produce, run
 from streamkm.cli._common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, eprint
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE"]
@@ -68,32 +68,50 @@ class _Stopped(BaseException):
 
 
 def _raise_stopped(signum: int, frame: object) -> None:
-    raise _Stopped(signal.Signals(signum).name)
+    # Recorded before raising: an exception raised inside a finalizer or a ctypes callback
+    # (threadpoolctl's library scan) is printed and dropped, and the command must still stop.
+    name = signal.Signals(signum).name
+    _common.note_early_signal(name)
+    raise _Stopped(name)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``streamkm`` command line; return the exit code."""
+    """Run the ``streamkm`` command line; return the exit code.
+
+    With *argv* None (the process entry point) SIGTERM is ignored once the command has
+    finished, so that a signal during interpreter shutdown cannot turn its exit code into -15.
+    """
     # Until a command's event loop takes SIGTERM over, it ends start-up cleanly (exit 0)
     # instead of killing the process half way, its default action.
     previous = None
+    _common.note_early_signal(None)
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
         try:
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
         except SystemExit as exc:
-            return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_FAILURE
+            code = int(exc.code or 0) if isinstance(exc.code, int) else EXIT_FAILURE
         except KeyboardInterrupt:
             eprint("streamkm: interrupted")
-            return EXIT_FAILURE
+            code = EXIT_FAILURE
     except _Stopped as exc:
         eprint(f"streamkm: stopped by {exc} before it started")
-        return EXIT_OK
+        code = EXIT_OK
+    except Exception:
+        # Raised inside a C extension, _Stopped can come out wrapped (pydantic-core turns it
+        # into a SchemaError while building a model class): the record says what it was.
+        if (early := _common.early_signal()) is None:
+            raise
+        eprint(f"streamkm: stopped by {early} before it started")
+        code = EXIT_OK
     finally:
         if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+            exiting = argv is None and previous == signal.SIG_DFL
+            signal.signal(signal.SIGTERM, signal.SIG_IGN if exiting else previous)
+    return code
 
 
 if __name__ == "__main__":

@@ -9,7 +9,15 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from streamkm.cli._common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_connection_args, connection_kwargs, eprint
+from streamkm.cli._common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_connection_args,
+    connection_kwargs,
+    early_signal,
+    eprint,
+)
 
 __all__ = ["register", "cmd_produce", "cmd_record"]
 
@@ -94,6 +102,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
+        if early_signal() is not None:
+            stop.set()
         return await loadgen.produce(source, topic=args.topic, client_kwargs=kwargs, count=args.count,
                                      rate=args.rate, partition=args.partition,
                                      progress=args.progress, stop_event=stop)

@@ -23,6 +23,7 @@ from streamkm.cli._common import (
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
+    early_signal,
     eprint,
     load_settings_or_exit,
     setup_logging,
@@ -243,6 +244,9 @@ async def _run(settings: Settings, *, duration: float | None, status_interval: f
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    if (early := early_signal()) is not None:
+        eprint(f"streamkm: stopped by {early} before it started")
+        return EXIT_OK
 
     broker = None
     tmp_ckpt: str | None = None
