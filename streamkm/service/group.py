@@ -223,6 +223,10 @@ class _Reducer:
         self._consumer: Any = None
         self._published = 0
         self._last_publish = 0.0
+        #: Stats offsets up to here were folded and published by an earlier reducer: refolding them
+        #: rebuilds the model, but their counts, logs and transition events were already given.
+        self._replayed_to = -1
+        self._n_replayed = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"streamkm-reducer-{self.pipeline}")
@@ -279,6 +283,8 @@ class _Reducer:
             model, from_snapshot = await asyncio.to_thread(self._restored_model,
                                                            w.follower.snapshots.get(self.pipeline))
             self.model = model
+            published = w.follower.latest.get(self.pipeline)
+            self._replayed_to = -1 if published is None else published.stats_offset
             kw = w.plain_consumer_kwargs()
             kw["auto_offset_reset"] = "none"  # a stats log cut by retention is an error, never a jump
             consumer = AIOKafkaConsumer(**kw)
@@ -326,24 +332,31 @@ class _Reducer:
             if self._consumer is not None:
                 await stop_quietly(self._consumer, "reducer consumer stop")
 
-    def _fold(self, model: GroupModel, recs: list[Any]) -> list[tuple[Any, Any]]:
-        out: list[tuple[Any, Any]] = []
+    def _fold(self, model: GroupModel, recs: list[Any]) -> list[tuple[int, Any, Any]]:
+        out: list[tuple[int, Any, Any]] = []
         for rec in recs:
             if rec.offset <= model.stats_offset_:
                 continue  # re-fetched after a seek
             msg = ChunkStats.from_bytes(rec.value)
             if isinstance(msg, WireError):
                 model.skip(rec.offset, str(msg))
-                out.append((None, str(msg)))
+                out.append((rec.offset, None, str(msg)))
                 continue
             staleness = model.version_ - msg.base_version
-            out.append((model.fold(msg, rec.offset), (msg, staleness)))
+            out.append((rec.offset, model.fold(msg, rec.offset), (msg, staleness)))
         return out
 
-    def _account(self, model: GroupModel, outcomes: list[tuple[Any, Any]]) -> None:
+    def _account(self, model: GroupModel, outcomes: list[tuple[int, Any, Any]]) -> None:
         m = self.w.metrics
         name = self.pipeline
-        for outcome, info in outcomes:
+        for offset, outcome, info in outcomes:
+            if offset <= self._replayed_to:
+                self._n_replayed += 1
+                if offset == self._replayed_to:
+                    log.info("reducer of %s: refolded %d stats message(s) an earlier reducer had published "
+                             "(to offset %d, version %d); not counted or announced again", name,
+                             self._n_replayed, offset, model.version_, extra={"event": "reducer_replayed"})
+                continue
             if outcome is None:
                 m.group_stats_messages.labels(pipeline=name, reason="invalid").inc()
                 log.error("stats message refused: %s", info, extra={"event": "stats_invalid", "pipeline": name})
@@ -381,6 +394,9 @@ class _Reducer:
     async def _publish(self, model: GroupModel) -> None:
         w = self.w
         v = model.version(published_at=time.time())
+        # Events first: a reducer that dies before its version lands has its successor refold and
+        # announce them again (at least once); after the version lands, its successor skips them.
+        await w.flush_transitions()
         backoff = w.settings.worker.retry_backoff_initial_seconds
         while True:
             try:
@@ -407,7 +423,6 @@ class _Reducer:
                 w.metrics.group_snapshot_failures.labels(pipeline=self.pipeline).inc()
                 log.error("reducer of %s: snapshot not published (%s); a failover replays the stats log from "
                           "the previous one", self.pipeline, exc, extra={"event": "snapshot_failed"})
-        await w.flush_transitions()
 
 
 class GroupWorker:

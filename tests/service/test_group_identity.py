@@ -266,3 +266,80 @@ def test_cluster_ids_survive_reseeds_and_changes_are_published(broker, make_topi
         labels = summarize(np.stack([x for _, x, _ in items]), v.centers, dtype=np.dtype(v.dtype)).labels
         assert [c for _, _, c in items] == v.ids[labels].tolist(), f"version {version}"
     assert any(c == ids["E"] for items in rows.values() for lab, _, c in items if lab == "E")
+
+
+def test_a_new_reducer_does_not_announce_or_count_again_what_was_published(broker, make_topic, tmp_path):
+    """A reducer killed after publishing leaves no snapshot to start from (``snapshot_every`` is
+    large): its successor refolds the whole stats log. The refold rebuilds the same versions, but
+    the events topic and the counters must not repeat the transitions of the versions already
+    published: the events equal an offline fold's transitions, each once."""
+    from tests.helpers.group import wait_for_model
+    from tests.helpers.processes import WorkerProcess
+
+    topic, out, events_topic = make_topic("in", 2), make_topic("out"), make_topic("ev")
+    cfg = worker_config(broker, tmp_path / "unused", group=unique_name("g"), vectors_topic=topic, output=out,
+                        n_clusters=K, max_records=200, model=MODEL, drift={"enabled": False})
+    cfg["input"]["dimension"] = 2
+    cfg["group"] = {**GROUP, "events_topic": events_topic, "snapshot_every": 100_000}
+    settings = load_config(cfg, tmp_path / "w.toml")
+    rng = np.random.default_rng(7)
+    phase1, phase2 = make_phase(rng, PHASE1, N1, 0), make_phase(rng, PHASE2, N2, N1)
+
+    async def feed(recs):
+        for p in (0, 1):
+            await produce(broker, topic, [(key, encode_json(x)) for key, _, x in recs[p::2]], partition=p)
+
+    with WorkerProcess(tmp_path / "w.toml", tmp_path / "first.log") as first:
+        asyncio.run(feed(phase1))
+        v1 = wait_for_model(broker, settings.group_model_topic, N1, timeout=60)
+        assert v1 is not None and v1.n_seen == N1, first.tail()
+        first.kill()  # no handover: no last snapshot
+    phase1_events = asyncio.run(consume_all(broker, events_topic, timeout=10))
+    assert phase1_events, "phase 1 announced its clusters"
+
+    async def second() -> GroupWorker:
+        worker = GroupWorker(settings, bootstrap_servers=broker)
+        task = asyncio.create_task(worker.run())
+
+        def folded() -> bool:
+            if task.done():
+                task.result()
+                raise AssertionError("the worker stopped")
+            return worker.version is not None and worker.version.n_seen >= N1 + N2
+
+        try:
+            await feed(phase2)
+            await wait_until(folded, 60, "phase 2 folded by the second reducer")
+        finally:
+            await worker.stop()
+            await asyncio.wait_for(task, 30)
+        return worker
+
+    worker = asyncio.run(second())
+    async def read_back():
+        return await asyncio.gather(consume_all(broker, events_topic, timeout=20),
+                                    consume_all(broker, settings.group_stats_topic, timeout=20))
+
+    event_recs, stats_recs = asyncio.run(read_back())
+    events = [json.loads(r.value) for r in event_recs]
+
+    g = worker.new_group_model("vectors")
+    offline: list[dict[str, Any]] = []
+    accepted_after = 0
+    for rec in stats_recs:
+        msg = ChunkStats.from_bytes(rec.value)
+        assert not isinstance(msg, WireError), msg
+        outcome = g.fold(msg, rec.offset)
+        offline.extend(_event(tr, g.version_) for tr in outcome.transitions)
+        accepted_after += outcome.status == "accepted" and rec.offset > v1.stats_offset
+    assert events == offline, "every transition announced once, in fold order"
+    assert any(e["version"] > v1.version for e in events)
+
+    new = [e for e in events if e["version"] > v1.version]
+    for kind in TRANSITIONS:
+        got = worker.metrics.registry.get_sample_value("streamkm_cluster_transitions_total",
+                                                       {"pipeline": "vectors", "reason": kind}) or 0.0
+        assert got == sum(e["kind"] == kind for e in new), kind
+    got = worker.metrics.registry.get_sample_value("streamkm_group_stats_messages_total",
+                                                   {"pipeline": "vectors", "reason": "accepted"})
+    assert got == accepted_after
