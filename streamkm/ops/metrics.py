@@ -6,8 +6,9 @@ process stay isolated) and exposes each metric as an attribute. Conventions:
 ``streamkm_`` prefix, base units as suffix (``_seconds``, ``_bytes``), counters
 end in ``_total``, and the only labels are ``pipeline`` (any name registered
 with :meth:`Metrics.init_pipeline`), ``topic``, ``partition``, ``reason`` (a
-bounded enum such as :data:`streamkm.codec.REASONS`) and ``cluster``
-(``0 .. k-1``).
+bounded enum such as :data:`streamkm.codec.REASONS`), ``cluster``
+(``0 .. k-1``) and ``consumergroup`` (the worker's one ``kafka.group_id``, named
+as kafka_exporter names it, on the per-partition consumer series).
 
 A pipeline publishes its model once per batch as an immutable snapshot,
 :class:`ModelStats` (and :class:`WindowStats` for an event windower), with
@@ -50,7 +51,7 @@ from streamkm.ops.stats import ModelStats, WindowStats
 __all__ = ["Metrics", "ModelStats", "WindowStats", "ALLOWED_LABELS"]
 
 #: The only label names any streamkm metric may use (besides build_info's).
-ALLOWED_LABELS = frozenset({"pipeline", "topic", "partition", "reason", "cluster"})
+ALLOWED_LABELS = frozenset({"pipeline", "topic", "partition", "reason", "cluster", "consumergroup"})
 
 _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _CKPT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -101,6 +102,9 @@ class Metrics:
     clock : callable, optional
         Wall clock (``time.time``) used for the checkpoint age; injectable for
         tests.
+    consumer_group : str, optional
+        The ``consumergroup`` label of the per-partition consumer series (default
+        empty until :meth:`set_consumer_group`).
 
     Attributes
     ----------
@@ -123,7 +127,11 @@ class Metrics:
     model_version : Gauge (pipeline)
     reseeds_accepted, reseeds_rejected, dying_clusters_replaced : Counter (pipeline)
     drift_detections : Counter (pipeline)
-    consumer_lag : Gauge (topic, partition)
+    consumer_lag : Gauge (consumergroup, topic, partition)
+    offset_beyond_end : Gauge (consumergroup, topic, partition)
+        Records by which the next offset to process lies beyond the partition's
+        log end (0 when it does not): a checkpoint restored against a broker
+        whose log is shorter (a new broker, a recreated topic).
     assigned_partitions : Gauge
     last_checkpoint_timestamp, last_checkpoint_age : Gauge
     checkpoint_duration : Histogram
@@ -139,9 +147,11 @@ class Metrics:
     build_info : Info (version, python)
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None, *, clock: Callable[[], float] = time.time):
+    def __init__(self, registry: CollectorRegistry | None = None, *, clock: Callable[[], float] = time.time,
+                 consumer_group: str = ""):
         self.registry = CollectorRegistry() if registry is None else registry
         self._clock = clock
+        self.consumer_group = str(consumer_group)
         self._started = clock()
         self._last_ckpt: float | None = None
         self._pipelines: dict[str, str] = {}  # registered pipeline -> input topic
@@ -250,7 +260,12 @@ class Metrics:
         self.consumer_lag = gauge(
             "streamkm_consumer_lag_records",
             "Records between the partition's high watermark and the next offset to process.",
-            ("topic", "partition"))
+            ("consumergroup", "topic", "partition"))
+        self.offset_beyond_end = gauge(
+            "streamkm_checkpoint_offset_beyond_end_records",
+            "Records by which the next offset to process (restored from a checkpoint or a commit) lies beyond "
+            "the partition's log end, 0 if it does not; records below that offset are skipped.",
+            ("consumergroup", "topic", "partition"))
         self.assigned_partitions = gauge(
             "streamkm_assigned_partitions", "Partitions currently assigned to this worker.")
         self.commits = counter("streamkm_commits", "Successful Kafka offset commits.")
@@ -395,16 +410,36 @@ class Metrics:
                         f"evicted:{reason}", int(v), baseline)
 
     # ------------------------------------------------------------------ service
+    def set_consumer_group(self, group: str) -> None:
+        """Set the ``consumergroup`` label of the per-partition series (one group per worker).
+
+        A different group drops the series labelled with the previous one, so the
+        label keeps a single value.
+        """
+        group = str(group)
+        if group != self.consumer_group:
+            self.consumer_lag.clear()
+            self.offset_beyond_end.clear()
+            self.consumer_group = group
+
     def set_lag(self, topic: str, partition: int, lag: float) -> None:
-        """Set the consumer lag of one partition (records)."""
-        self.consumer_lag.labels(topic=topic, partition=str(int(partition))).set(max(0.0, float(lag)))
+        """Set the consumer lag of one partition: its high watermark minus the next offset (records).
+
+        A negative *lag* (the next offset lies beyond the log end) is exported as lag 0
+        and as ``streamkm_checkpoint_offset_beyond_end_records``.
+        """
+        labels = dict(consumergroup=self.consumer_group, topic=topic, partition=str(int(partition)))
+        lag = float(lag)
+        self.consumer_lag.labels(**labels).set(max(0.0, lag))
+        self.offset_beyond_end.labels(**labels).set(max(0.0, -lag))
 
     def remove_partition(self, topic: str, partition: int) -> None:
-        """Drop the lag series of a revoked partition."""
-        try:
-            self.consumer_lag.remove(topic, str(int(partition)))
-        except KeyError:
-            pass
+        """Drop the per-partition series of a revoked partition."""
+        for g in (self.consumer_lag, self.offset_beyond_end):
+            try:
+                g.remove(self.consumer_group, topic, str(int(partition)))
+            except KeyError:
+                pass
 
     def checkpoint_written(self, duration_seconds: float, size_bytes: int, timestamp: float | None = None) -> None:
         """Record a successful checkpoint (duration, size, time)."""

@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from streamkm.checkpoint import CheckpointInfo, CheckpointStore
 from streamkm.checkpoint.lock import DirectoryLock
 from streamkm.kafka.client import start_client, stop_quietly
+from streamkm.kafka.tls import explain_connection_error
 from streamkm.ops.metrics import Metrics
 from streamkm.pipeline import BatchResult, Pipeline, build_pipelines
 from streamkm.service.accounting import account
@@ -118,7 +119,11 @@ class Worker:
         self._dir_lock = DirectoryLock(self.store.directory)
         self.group_id = settings.kafka.group_id
         self.client_id = settings.kafka.client_id
+        self.metrics.set_consumer_group(self.group_id)
         self.book = OffsetBook()
+        #: Offsets partitions were sought to on assignment, with where they came from, until
+        #: the first high watermark of each is seen (:meth:`_check_log_ends`).
+        self._resumed: dict[TopicPartition, tuple[int, str]] = {}
         self._generation = 0  # bumped by every revoke/assign
         self._lock = asyncio.Lock()
         self._consumer: Any = None
@@ -239,8 +244,9 @@ class Worker:
                     if self._stopping.is_set():
                         break
                     self.metrics.broker_errors.inc()
-                    log.warning("broker unreachable or failing (%s: %s); retrying in %.1fs",
-                                type(exc).__name__, exc, backoff, extra={"event": "broker_error"})
+                    why = await explain_connection_error(exc, self.settings.kafka.client_kwargs(self.bootstrap_servers))
+                    log.warning("broker unreachable or failing (%s); retrying in %.1fs", why, backoff,
+                                extra={"event": "broker_error"})
                     await self._disconnect(final=False)
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self._stopping.wait(), backoff)
@@ -367,6 +373,7 @@ class Worker:
                         self._unsafe = True
                         raise
                 self.book.report_lag(self._consumer, self.metrics)
+                self._check_log_ends()
                 self.metrics.set_ready(self.is_ready())
         finally:
             fetch, self._prefetch = self._prefetch, None
@@ -374,6 +381,30 @@ class Worker:
                 fetch.cancel()
                 with contextlib.suppress(BaseException):
                     await fetch
+
+    def _check_log_ends(self) -> None:
+        """Warn once per assignment about a partition that resumed beyond its log end.
+
+        The log end is the high watermark of the first fetch response after the seek (not
+        ListOffsets, which Tansu answers wrongly after multi-record batches). Records below
+        the resume offset are never absorbed again, so such a partition consumes nothing
+        until its log reaches that offset; the metrics show it as
+        ``streamkm_checkpoint_offset_beyond_end_records`` (set with the lag).
+        """
+        if not self._resumed or self._consumer is None:
+            return
+        for tp, (offset, source) in sorted(self._resumed.items(), key=lambda kv: (kv[0].topic, kv[0].partition)):
+            end = self._consumer.highwater(tp)
+            if end is None:
+                continue
+            del self._resumed[tp]
+            if offset > end:
+                log.warning("%s:%d: %s offset %d lies beyond the log end %d (%d records ahead): records below %d "
+                            "are skipped, so nothing is consumed until the log reaches it. Was the checkpoint "
+                            "made against another broker or an earlier incarnation of the topic?",
+                            tp.topic, tp.partition, source, offset, end, offset - end, offset,
+                            extra={"event": "offset_beyond_end", "topic": tp.topic, "partition": tp.partition,
+                                   "offset": offset, "log_end": end, "source": source})
 
     def _start_prefetch(self) -> None:
         if self._prefetch is None and not self._stopping.is_set():
@@ -503,6 +534,7 @@ class Worker:
             self.book.forget(revoked)
             for tp in revoked:
                 self.metrics.remove_partition(tp.topic, tp.partition)
+                self._resumed.pop(tp, None)
             self.book.assigned -= revoked
             self.metrics.assigned_partitions.set(len(self.book.assigned))
             self.metrics.set_ready(False)
@@ -515,6 +547,7 @@ class Worker:
             self._generation += 1
             self.metrics.rebalances.inc()
             positions: dict[str, int | str] = {}
+            self._resumed = {}
             for tp in sorted(assigned, key=lambda t: (t.topic, t.partition)):
                 mine = self.book.next.get(tp)
                 try:
@@ -529,6 +562,7 @@ class Worker:
                     continue
                 consumer.seek(tp, target)
                 self.book.next[tp] = target
+                self._resumed[tp] = (target, "checkpoint" if target == mine else "committed")
                 positions[f"{tp.topic}:{tp.partition}"] = target
                 if mine is not None and committed is not None and committed > mine:
                     log.info("%s:%d resumes at committed offset %d (another member processed %d..%d)",

@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 PROM = DEPLOY / "prometheus"
 DASHBOARD = DEPLOY / "grafana" / "streamkm.json"
+OPERATIONS = ROOT / "docs" / "operations.md"
+_DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
 # Grafana variables -> values that select everything in the test.
 _SUBSTITUTIONS = {
@@ -65,14 +67,50 @@ def test_promtool_test_rules():
     assert "SUCCESS" in out.stdout + out.stderr
 
 
+def _alerts() -> list[str]:
+    return re.findall(r"^\s*- alert: (\w+)", (PROM / "rules.yml").read_text(), re.M)
+
+
 def test_rules_unit_tests_cover_every_alert():
-    rules = (PROM / "rules.yml").read_text()
     tests = (PROM / "rules_test.yml").read_text()
-    alerts = re.findall(r"^\s*- alert: (\w+)", rules, re.M)
+    alerts = _alerts()
     assert len(alerts) >= 6
+    assert {"StreamkmConsumerStalled", "StreamkmCheckpointOffsetBeyondEnd"} <= set(alerts)
     for name in alerts:
         assert re.search(rf"alertname: {name}\s*\n\s*exp_alerts:\s*\n\s*- exp_labels", tests), \
             f"alert {name} has no firing case in rules_test.yml"
+        assert re.search(rf"alertname: {name}\s*\n\s*exp_alerts: \[\]", tests), \
+            f"alert {name} has no case in rules_test.yml where it stays quiet"
+
+
+def test_stall_alert_follows_burrow():
+    """The stall rule looks at each partition's lag over a window (above zero throughout, not
+    falling) and at the worker's consumption of that topic (none), as Burrow's evaluation does."""
+    rules = (PROM / "rules.yml").read_text()
+    block = rules.split("- alert: StreamkmConsumerStalled", 1)[1].split("- alert:", 1)[0]
+    assert "min_over_time(streamkm_consumer_lag_records[10m]) > 0" in block
+    assert "delta(streamkm_consumer_lag_records[10m]) >= 0" in block
+    assert "increase(streamkm_records_consumed_total[10m])) == 0" in block
+    assert "for: 5m" in block
+
+
+def test_every_alert_has_a_runbook_line():
+    """docs/operations.md has one runbook row per alert: what it means, what to check, what to do."""
+    text = OPERATIONS.read_text()
+    section = text.split("### Alerts and what to do", 1)
+    assert len(section) == 2, "docs/operations.md has no 'Alerts and what to do' section"
+    body = section[1].split("\n#", 1)[0]
+    rows = {}
+    for line in body.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        m = re.fullmatch(r"`(Streamkm\w+)`.*", cells[0]) if line.startswith("|") else None
+        if m:
+            rows[m.group(1)] = cells[1:]
+    for name in _alerts():
+        assert name in rows, f"no runbook line for {name} in docs/operations.md"
+        assert len(rows[name]) == 3 and all(len(c) >= 20 for c in rows[name]), (name, rows[name])
+    unknown = set(rows) - set(_alerts())
+    assert not unknown, f"runbook lines for alerts rules.yml does not define: {unknown}"
 
 
 # ----------------------------------------------------------------- dashboard
@@ -128,6 +166,101 @@ def test_dashboard_structure():
                    "streamkm_batch_processing_seconds_bucket", "streamkm_lstm_embed_seconds_bucket",
                    "streamkm_windows_open"):
         assert needle in text, needle
+
+
+def _panels() -> list[dict]:
+    """Every panel that shows data (not a row), rows' nested panels included."""
+    out = []
+
+    def walk(panels):
+        for p in panels:
+            walk(p.get("panels", []))
+            if p["type"] != "row":
+                out.append(p)
+
+    walk(json.loads(DASHBOARD.read_text())["panels"])
+    return out
+
+
+_UNITS = {"none", "short", "rps", "ops", "s", "bytes", "percentunit"}
+
+
+def test_every_panel_has_a_unit_and_a_description():
+    panels = _panels()
+    assert len(panels) >= 28
+    for p in panels:
+        unit = p.get("fieldConfig", {}).get("defaults", {}).get("unit")
+        assert unit in _UNITS, f"{p['title']}: unit {unit!r}"
+        for o in p["fieldConfig"].get("overrides", []):
+            for prop in o["properties"]:
+                if prop["id"] == "unit":
+                    assert prop["value"] in _UNITS, (p["title"], prop)
+        desc = p.get("description", "").strip()
+        # what the panel shows and what to do when it looks wrong: at least two sentences
+        assert len(desc) >= 80 and desc.count(". ") + desc.count(": ") >= 1, f"{p['title']}: {desc!r}"
+
+
+def test_settings_named_in_panel_descriptions_exist():
+    from streamkm.config import load_settings
+
+    settings = load_settings(env={}).model_dump()
+    named = set()
+    for p in _panels():
+        named |= set(re.findall(r"\b(kafka|input|model|sequence|drift|checkpoint|dlq|output|worker|group)\.([a-z_]+)",
+                                p["description"]))
+    assert len(named) >= 8
+    missing = sorted(f"{sec}.{key}" for sec, key in named if key not in settings[sec])
+    assert not missing, f"panel descriptions name settings that do not exist: {missing}"
+
+
+def test_datasource_job_and_instance_are_templated():
+    dash = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    ds = variables["datasource"]
+    assert ds["type"] == "datasource" and ds["query"] == "prometheus"
+    for name in ("job", "instance"):
+        v = variables[name]
+        assert v["type"] == "query" and v["datasource"] == _DATASOURCE, name
+        assert v["includeAll"] and v["multi"], name
+    assert "$job" in variables["instance"]["definition"]  # instances of the selected jobs
+    for p in _panels():
+        assert p["datasource"] == _DATASOURCE, p["title"]
+        for t in p["targets"]:
+            assert t["datasource"] == _DATASOURCE, (p["title"], t["refId"])
+            # every streamkm series is selected by the job and instance variables
+            for m in re.finditer(r"\bstreamkm_[a-z0-9_]+(\{[^}]*\})?", t["expr"]):
+                sel = m.group(1) or ""
+                assert 'job=~"$job"' in sel and 'instance=~"$instance"' in sel, (p["title"], m.group(0))
+    # no data source is named by a fixed uid anywhere (only Grafana's built-in annotations)
+    uids = set(re.findall(r'"uid":\s*"([^"]*)"', DASHBOARD.read_text())) - {"streamkm"}
+    assert uids <= {"${datasource}", "-- Grafana --"}, uids
+
+
+def test_rate_queries_use_rate_interval():
+    n_rate = 0
+    for title, expr in _dashboard_exprs() + _dashboard_exprs(group=True):
+        calls = re.findall(r"\b(i?rate|increase)\(", expr)
+        ranged = re.findall(r"\b(i?rate|increase)\(\s*[a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?\[([^\]]+)\]", expr)
+        assert len(ranged) == len(calls), f"{title}: a range function not over a plain selector: {expr}"
+        for fn, window in ranged:
+            allowed = {"$__rate_interval", "$__range"} if fn == "increase" else {"$__rate_interval"}
+            assert window in allowed, f"{title}: {fn}(...[{window}])"
+            n_rate += fn != "increase"
+        # no other range selectors (subqueries, fixed windows)
+        assert len(re.findall(r"\[[^\]]+\]", expr)) == len(ranged), f"{title}: {expr}"
+    assert n_rate >= 20
+
+
+def test_lag_panels_follow_kafka_exporter_labels():
+    """Consumer lag (and the offsets-beyond-end gauge) by consumergroup, topic and partition, as
+    kafka_exporter's kafka_consumergroup_lag."""
+    exprs = dict((t, e) for t, e in _dashboard_exprs())
+    lag = exprs["Consumer lag by partition (records)"]
+    assert lag.startswith("sum by (consumergroup, topic, partition) (streamkm_consumer_lag_records{")
+    beyond = exprs["Offsets beyond the log end (records)"]
+    assert "by (consumergroup, topic, partition) (streamkm_checkpoint_offset_beyond_end_records{" in beyond
+    rules = (PROM / "rules.yml").read_text()
+    assert "sum by (job, instance, consumergroup, topic) (streamkm_consumer_lag_records)" in rules
 
 
 def test_provisioning_files_reference_the_dashboard_folder():
@@ -394,6 +527,19 @@ def test_dashboard_values_reflect_the_feeder(live_prometheus):
     ratio = _wait_for_result(prom, 'streamkm:dead_letter_ratio:rate5m{pipeline="vectors"}', 60)
     r = float(ratio["data"]["result"][0]["value"][1])
     assert r == pytest.approx(3 / 84, rel=0.05)
+
+
+def test_lag_series_carry_the_consumer_group(live_prometheus):
+    """The worker labels its per-partition series with its kafka.group_id (the feeder's worker
+    runs with the default, "streamkm"), and a healthy worker's offsets are within the log."""
+    prom, _ = live_prometheus
+    for name in ("streamkm_consumer_lag_records", "streamkm_checkpoint_offset_beyond_end_records"):
+        res = _wait_for_result(prom, name)["data"]["result"]
+        assert res, name
+        assert {(s["metric"]["consumergroup"], s["metric"]["topic"]) for s in res} == \
+            {("streamkm", "vec"), ("streamkm", "ev")}, name
+    beyond = _wait_for_result(prom, "streamkm_checkpoint_offset_beyond_end_records")["data"]["result"]
+    assert all(float(s["value"][1]) == 0 for s in beyond)
 
 
 def test_no_alert_fires_on_a_healthy_worker(live_prometheus):

@@ -167,7 +167,7 @@ def test_vectors_exactly_once_dlq_output_and_metrics(broker, make_topic, tmp_pat
         assert val("streamkm_records_dead_lettered_total", pipeline="vectors", reason=reason) == n
     assert sum(val("streamkm_cluster_weight", pipeline="vectors", cluster=str(j)) for j in range(3)) \
         == pytest.approx(len(X))
-    assert val("streamkm_consumer_lag_records", topic=topic, partition="0") == 0
+    assert val("streamkm_consumer_lag_records", consumergroup=group, topic=topic, partition="0") == 0
     assert val("streamkm_model_version", pipeline="vectors") == model.n_batches_
     assert val("streamkm_output_records_total", pipeline="vectors") == len(X)
     assert val("streamkm_checkpoints_total") >= 1 and val("streamkm_commits_total") >= 1
