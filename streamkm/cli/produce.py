@@ -18,6 +18,7 @@ from streamkm.cli._common import (
     early_signal,
     eprint,
 )
+from streamkm.kafka.tls import explain_connection_error
 
 __all__ = ["register", "cmd_produce", "cmd_record"]
 
@@ -113,8 +114,8 @@ def cmd_produce(args: argparse.Namespace) -> int:
     except ValueError as exc:
         eprint(f"streamkm produce: {exc}")
         return EXIT_USAGE
-    except (KafkaError, OSError) as exc:  # e.g. an unreachable --bootstrap
-        eprint(f"streamkm produce: {type(exc).__name__}: {exc}")
+    except (KafkaError, OSError) as exc:  # e.g. an unreachable --bootstrap, a rejected TLS handshake
+        eprint(f"streamkm produce: {asyncio.run(explain_connection_error(exc, kwargs))}")
         return EXIT_FAILURE
     eprint(f"sent {stats.records} records ({stats.bytes / 1e6:.1f} MB) in {stats.seconds:.2f}s "
            f"= {stats.records_per_second:,.0f} records/s")
@@ -133,8 +134,8 @@ def cmd_record(args: argparse.Namespace) -> int:
     except (ValueError, TimeoutError) as exc:
         eprint(f"streamkm record: {exc}")
         return EXIT_FAILURE
-    except (KafkaError, OSError) as exc:  # e.g. an unreachable --bootstrap
-        eprint(f"streamkm record: {type(exc).__name__}: {exc}")
+    except (KafkaError, OSError) as exc:  # e.g. an unreachable --bootstrap, a rejected TLS handshake
+        eprint(f"streamkm record: {asyncio.run(explain_connection_error(exc, kwargs))}")
         return EXIT_FAILURE
     eprint(f"recorded {n} records of {args.topic!r} to {args.out}")
     return EXIT_OK

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
+from streamkm.kafka.client import start_client
 from streamkm.loadgen.recording import Record, RecordingWriter
 from streamkm.loadgen.sources import _check_positive
 
@@ -206,7 +207,7 @@ async def produce(
     if count is not None:
         it = islice(it, count)
     producer = AIOKafkaProducer(**kwargs)
-    await producer.start()
+    await start_client(producer, kwargs.get("request_timeout_ms", 40_000) / 1000 + 5)
     bar = progress if isinstance(progress, RecordsBar) else progress_bar(count, enabled=progress)
     pending: list[asyncio.Future[Any]] = []
     t0 = time.monotonic()
@@ -313,7 +314,7 @@ async def record(
     _check_positive("count", count, allow_none=True)
     consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None,
                                 auto_offset_reset="earliest", **kwargs)
-    await consumer.start()
+    await start_client(consumer, kwargs.get("request_timeout_ms", 40_000) / 1000 + 5)
     bar = progress_bar(count, enabled=progress)
     written = 0
     try:
