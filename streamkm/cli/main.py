@@ -1,7 +1,8 @@
 """The ``streamkm`` command: argument parser, subcommand dispatch and exit codes.
 
-Each subcommand lives in its own module (run, config_cmd, checkpoint_cmd,
-produce, lstm) and adds itself to the parser with ``register(subparsers)``.
+Each subcommand lives in its own module (run, broker_cmd, config_cmd,
+checkpoint_cmd, model_cmd, produce, lstm) and adds itself to the parser with
+``register(subparsers)``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import signal
 import sys
 import threading
 
-from streamkm.cli import _common, checkpoint_cmd, config_cmd, model_cmd, produce, run
+from streamkm.cli import _common, broker_cmd, checkpoint_cmd, config_cmd, model_cmd, produce, run
 from streamkm.cli._common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, eprint
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE"]
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     checkpoint_cmd.register(sub)
     model_cmd.register(sub)
     produce.register(sub)
+    broker_cmd.register(sub)
     try:
         from streamkm.cli import lstm
     except ImportError:  # sequence package not built yet

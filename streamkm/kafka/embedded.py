@@ -55,6 +55,7 @@ from typing import BinaryIO
 __all__ = [
     "EmbeddedBroker",
     "EmbeddedBrokerError",
+    "EmbeddedBrokerPortInUse",
     "create_topics",
     "free_port",
     "kafka_api_versions_ok",
@@ -69,6 +70,21 @@ _INSTALL_HINT = (
 
 class EmbeddedBrokerError(RuntimeError):
     """The embedded broker could not be found or started."""
+
+
+class EmbeddedBrokerPortInUse(EmbeddedBrokerError):
+    """The fixed port asked for is taken by another listener (Tansu itself would exit at once)."""
+
+
+def _port_free(host: str, port: int) -> bool:
+    """True if a listener could bind *host*:*port* now (with SO_REUSEADDR, as Tansu's does)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -133,7 +149,9 @@ class EmbeddedBroker:
         Listen and advertised address (loopback only by default).
     port : int or None
         TCP port; ``None`` picks a free one (retried if another process grabs
-        it before the broker binds).
+        it before the broker binds). A fixed port that another listener holds
+        raises :class:`EmbeddedBrokerPortInUse` (checked before the launch, since
+        the readiness probe would otherwise be answered by that listener).
     storage_engine : str, default "memory://tansu/"
         Tansu storage URL. Memory storage vanishes with the process.
     startup_timeout : float, default 20.0
@@ -213,6 +231,8 @@ class EmbeddedBroker:
         if self.running:
             return self
         binary = self.binary or _resolve_binary()
+        if self.port is not None and not _port_free(self.host, self.port):
+            raise EmbeddedBrokerPortInUse(f"port {self.port} on {self.host} is already in use")
         if self.log_path is None:
             fd, name = tempfile.mkstemp(prefix="streamkm-tansu-", suffix=".log")
             os.close(fd)
@@ -230,6 +250,7 @@ class EmbeddedBroker:
                 "--storage-engine", self.storage_engine,
             ]
             self._log_file = open(self.log_path, "ab")
+            log_start = self._log_file.tell()
             try:
                 self._proc = subprocess.Popen(
                     cmd,
@@ -248,6 +269,9 @@ class EmbeddedBroker:
                 return self
             last_error = self.log_tail()
             self.stop()
+            if self.port is not None and b"AddrInUse" in self.log_path.read_bytes()[log_start:]:
+                # taken between the check and the bind: Tansu logs it and exits
+                raise EmbeddedBrokerPortInUse(f"port {self.port} on {self.host} is already in use")
         raise EmbeddedBrokerError(
             f"Tansu broker did not become ready on {self.host} within "
             f"{self.startup_timeout:.1f}s; log tail:\n{last_error}"
