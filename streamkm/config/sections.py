@@ -425,6 +425,9 @@ class OutputSettings(_Section):
     """Optional assignments topic (one record per clustered input)."""
 
     topic: str | None = Field(default=None, description="Assignments topic; unset: no output.")
+    format: Literal["json", "binary"] = Field(
+        default="json", description="Output record format: JSON objects, or binary (the SKMV header with float64 "
+        "rows); both in docs/formats.md.")
 
     _blank = field_validator("topic", mode="before")(_blank_to_none)
 

@@ -57,7 +57,7 @@ def _build_vectors(settings: Settings, topic: str, batch_rows: int | None) -> Pi
         model_kwargs=settings.model.estimator_kwargs(), topic=topic, fmt=settings.input.format,
         dim=settings.input.dimension, max_record_bytes=settings.input.max_record_bytes,
         batch_rows=rows, drift_kwargs=drift, reseed_on_drift=settings.drift.reseed_on_drift,
-        emit_outputs=settings.output.topic is not None)
+        emit_outputs=settings.output.topic is not None, output_format=settings.output.format)
 
 
 def _build_sequence(settings: Settings, topic: str, batch_rows: int | None) -> Pipeline:
@@ -74,7 +74,7 @@ def _build_sequence(settings: Settings, topic: str, batch_rows: int | None) -> P
         model_kwargs=seq.model.estimator_kwargs(), n_features=seq.n_features,
         pooling=seq.pooling, normalize=seq.normalize, max_record_bytes=settings.input.max_record_bytes,
         batch_rows=rows, drift_kwargs=drift, reseed_on_drift=settings.drift.reseed_on_drift,
-        emit_outputs=settings.output.topic is not None)
+        emit_outputs=settings.output.topic is not None, output_format=settings.output.format)
 
 
 #: Every pipeline kind, in processing order.

@@ -17,12 +17,11 @@ from streamkm.pipeline.base import (
     DeadLetter,
     OutputRecord,
     RecordLike,
-    finite_or_none,
-    json_bytes,
     model_stats,
 )
 from streamkm.pipeline.chunking import ChunkedModel, ChunkedPipeline
 from streamkm.pipeline.guards import drop_overflowing
+from streamkm.pipeline.output import check_output_format, window_outputs
 from streamkm.sequence import EventWindower, LSTMEncoder, WindowBatch
 
 if TYPE_CHECKING:
@@ -47,12 +46,13 @@ class SequencePipeline(ChunkedPipeline):
         match on restore.
     windower_kwargs : dict
         ``EventWindower`` arguments (``SequenceSettings.windower_kwargs()``).
-    model_kwargs, topic, batch_rows, drift_kwargs, reseed_on_drift, emit_outputs
+    model_kwargs, topic, batch_rows, drift_kwargs, reseed_on_drift, emit_outputs, output_format
         As for :class:`~streamkm.pipeline.vectors.VectorPipeline` (rows are window
         embeddings).
     n_features : int or None
         Event dimension; default ``encoder.input_size``.
-    pooling : {"last", "mean"}
+    pooling : {"last", "mean"}, default="last"
+        As ``LSTMEncoder.embed``; the daemon passes ``sequence.pooling`` (default "mean").
     normalize : bool
     max_record_bytes : int
 
@@ -60,7 +60,8 @@ class SequencePipeline(ChunkedPipeline):
     -----
     Output: one record per window once its embedding was clustered, keyed by
     the window's key: ``{"cluster", "sq_distance", "model_version",
-    "window_end_ts", "length"}``.
+    "window_end_ts", "length"}`` (binary: one float64 row,
+    :func:`streamkm.pipeline.output.window_outputs`).
     """
 
     name = "sequence"
@@ -72,7 +73,7 @@ class SequencePipeline(ChunkedPipeline):
                  topic: str = "", n_features: int | None = None, pooling: str = "last", normalize: bool = True,
                  max_record_bytes: int = 8 * 2**20, batch_rows: int = SEQUENCE_BATCH_ROWS,
                  drift_kwargs: dict[str, Any] | None = None, reseed_on_drift: bool = True,
-                 emit_outputs: bool = True):
+                 emit_outputs: bool = True, output_format: str = "json"):
         if pooling not in ("last", "mean"):
             raise ValueError(f"pooling must be 'last' or 'mean', got {pooling!r}")
         n_features = encoder.input_size if n_features is None else int(n_features)
@@ -87,6 +88,7 @@ class SequencePipeline(ChunkedPipeline):
         self.normalize = bool(normalize)
         self.max_record_bytes = int(max_record_bytes)
         self.emit_outputs = bool(emit_outputs)
+        self.output_format = check_output_format(output_format)
         self.windower_kwargs = dict(windower_kwargs)
         self.windower = EventWindower(n_features, **self.windower_kwargs)
         self.core = ChunkedModel(model_kwargs=model_kwargs, batch_rows=batch_rows, drift_kwargs=drift_kwargs,
@@ -127,18 +129,7 @@ class SequencePipeline(ChunkedPipeline):
 
     def _make_outputs(self, meta: Mapping[str, NDArray[Any]], keys: Sequence[bytes | None],
                       labels: NDArray[np.int64], min_sq: NDArray[np.float64], version: int) -> list[OutputRecord]:
-        lab = labels.tolist()
-        dist = np.asarray(min_sq, dtype=np.float64).tolist()
-        ends = meta["window_end_ts"].tolist()
-        lengths = meta["length"].tolist()
-        return [
-            OutputRecord(keys[i], json_bytes({
-                "cluster": int(lab[i]), "sq_distance": finite_or_none(dist[i]),
-                "model_version": version, "window_end_ts": float(ends[i]),
-                "length": int(lengths[i]),
-            }))
-            for i in range(len(lab))
-        ]
+        return window_outputs(self.output_format, meta, keys, labels, min_sq, version)
 
     # ---------------------------------------------------------------- metrics
     def init_metrics(self, metrics: Metrics) -> None:

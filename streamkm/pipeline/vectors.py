@@ -16,12 +16,11 @@ from streamkm.pipeline.base import (
     DeadLetter,
     OutputRecord,
     RecordLike,
-    finite_or_none,
-    json_bytes,
     model_stats,
 )
 from streamkm.pipeline.chunking import ChunkedModel, ChunkedPipeline
 from streamkm.pipeline.guards import drop_overflowing
+from streamkm.pipeline.output import check_output_format, vector_outputs
 
 if TYPE_CHECKING:
     from streamkm.ops.metrics import Metrics
@@ -57,6 +56,8 @@ class VectorPipeline(ChunkedPipeline):
     reseed_on_drift : bool
     emit_outputs : bool
         Build assignment output records.
+    output_format : {"json", "binary"}
+        Their format (``output.format``; :mod:`streamkm.pipeline.output`).
     core : streamkm.group.chunker.GroupChunker, optional
         Queue rows into this instead of a local :class:`ChunkedModel` (the group
         model: chunks become statistics for the reducer).
@@ -68,7 +69,10 @@ class VectorPipeline(ChunkedPipeline):
     several rows, one output per record *segment* absorbed together, with
     ``"row"`` (first row index), ``"clusters"`` and ``"sq_distances"`` lists.
     ``cluster`` is -1 (``sq_distance`` null) only if a flush happened before
-    the model had enough rows to initialize.
+    the model had enough rows to initialize (on the group model: before the
+    first version). With ``output_format="binary"`` the same fields travel as
+    float64 rows (:func:`streamkm.pipeline.output.vector_outputs`). Schema:
+    ``streamkm/schemas/output.schema.json``; docs/formats.md, "Output records".
 
     A record with a value above :data:`streamkm.cluster.MAX_ABS_VALUE` (finite, but
     its squared distances overflow float32; the model rejects it) is dead-lettered
@@ -96,7 +100,7 @@ class VectorPipeline(ChunkedPipeline):
     def __init__(self, *, model_kwargs: dict[str, Any], topic: str = "", fmt: str = "auto",
                  dim: int | None = None, max_record_bytes: int = 8 * 2**20, batch_rows: int = 1024,
                  drift_kwargs: dict[str, Any] | None = None, reseed_on_drift: bool = True,
-                 emit_outputs: bool = True, core: Any = None):
+                 emit_outputs: bool = True, output_format: str = "json", core: Any = None):
         if fmt not in ("json", "binary", "auto"):
             raise ValueError(f"fmt must be 'json', 'binary' or 'auto', got {fmt!r}")
         if dim is not None and dim < 1:
@@ -106,6 +110,7 @@ class VectorPipeline(ChunkedPipeline):
         self.dim = dim
         self.max_record_bytes = int(max_record_bytes)
         self.emit_outputs = bool(emit_outputs)
+        self.output_format = check_output_format(output_format)
         # A replacement core (the group model's chunker) queues and cuts the same rows but
         # summarises chunks for the reducer instead of updating a local model.
         self.core = core if core is not None else ChunkedModel(
@@ -155,23 +160,7 @@ class VectorPipeline(ChunkedPipeline):
 
     def _make_outputs(self, meta: Mapping[str, NDArray[Any]], keys: Sequence[bytes | None],
                       labels: NDArray[np.int64], min_sq: NDArray[np.float64], version: int) -> list[OutputRecord]:
-        part, offs, row = meta["partition"], meta["offset"], meta["row"]
-        n = part.shape[0]
-        # segments = consecutive rows of the same (partition, offset)
-        starts = np.flatnonzero(np.r_[True, (part[1:] != part[:-1]) | (offs[1:] != offs[:-1])])
-        ends = np.r_[starts[1:], n]
-        lab = labels.tolist()
-        dist = [finite_or_none(v) for v in np.asarray(min_sq, dtype=np.float64).tolist()]
-        out: list[OutputRecord] = []
-        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-            base: dict[str, Any] = {"model_version": version, "topic": self._topic,
-                                    "partition": int(part[s]), "offset": int(offs[s])}
-            if e - s == 1 and row[s] == 0:
-                base.update(cluster=int(lab[s]), sq_distance=dist[s])
-            else:
-                base.update(row=int(row[s]), clusters=[int(v) for v in lab[s:e]], sq_distances=dist[s:e])
-            out.append(OutputRecord(keys[s], json_bytes(base)))
-        return out
+        return vector_outputs(self.output_format, self._topic, meta, keys, labels, min_sq, version)
 
     # ---------------------------------------------------------------- metrics
     def init_metrics(self, metrics: Metrics) -> None:

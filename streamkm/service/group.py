@@ -469,7 +469,8 @@ class GroupWorker:
         pipe = VectorPipeline(model_kwargs=m.estimator_kwargs(), topic=settings.kafka.vectors_topic,
                               fmt=settings.input.format, dim=settings.input.dimension,
                               max_record_bytes=settings.input.max_record_bytes, batch_rows=g.chunk_rows,
-                              emit_outputs=settings.output.topic is not None, core=self.chunker)
+                              emit_outputs=settings.output.topic is not None,
+                              output_format=settings.output.format, core=self.chunker)
         self.pipelines: dict[str, Pipeline] = {pipe.name: pipe}
         self._by_topic = {pipe.topic: pipe}
         #: pipeline -> partition of the stats topic (sorted names).
