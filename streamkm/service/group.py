@@ -41,6 +41,7 @@ from streamkm.group.messages import KIND_SNAPSHOT, KIND_VERSION
 from streamkm.group.wire import decode, encode
 from streamkm.kafka.client import start_client, stop_quietly
 from streamkm.kafka.embedded import create_topics
+from streamkm.kafka.tls import explain_connection_error
 from streamkm.ops.metrics import Metrics
 from streamkm.pipeline import BatchResult, Pipeline
 from streamkm.pipeline.vectors import VectorPipeline
@@ -454,6 +455,7 @@ class GroupWorker:
         self.settings = settings
         self.bootstrap_servers: str = bootstrap
         self.metrics = metrics if metrics is not None else Metrics()
+        self.metrics.set_consumer_group(settings.kafka.group_id)
         self.fault_hook = fault_hook
         self.flush_linger = float(flush_linger_seconds)
         self.stats_topic = settings.group_stats_topic
@@ -567,12 +569,12 @@ class GroupWorker:
                     and time.monotonic() - self._last_fetch < max(5.0, 3 * self.settings.kafka.fetch_timeout_ms / 1000))
 
     async def run(self) -> None:
-        """Consume until :meth:`shutdown`."""
+        """Consume until :meth:`shutdown`; until the broker answers, retry connecting with backoff."""
         await self.start()
         self._run_task = asyncio.current_task()
         try:
-            await self._connect()
-            await self._loop()
+            if await self._connect_with_retry():
+                await self._loop()
         finally:
             await self._finish()
 
@@ -597,6 +599,39 @@ class GroupWorker:
             await self.shutdown()
 
     # ------------------------------------------------------------------ connection
+    async def _connect_with_retry(self) -> bool:
+        """Connect; a broker that is down or refuses the handshake is retried (it may come up,
+        a certificate may be rotated), and logged with its cause. False if stopped first."""
+        w = self.settings.worker
+        backoff = w.retry_backoff_initial_seconds
+        while not self._stopping.is_set():
+            try:
+                await self._connect()
+                return True
+            except (TimeoutError, OSError, KafkaError) as exc:
+                await self._disconnect()
+                if self._stopping.is_set():
+                    break
+                self.metrics.broker_errors.inc()
+                why = await explain_connection_error(exc, self.settings.kafka.client_kwargs(self.bootstrap_servers))
+                log.warning("broker unreachable or failing (%s); retrying in %.1fs", why, backoff,
+                            extra={"event": "broker_error"})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                backoff = min(2 * backoff, w.retry_backoff_max_seconds)
+        return False
+
+    async def _disconnect(self) -> None:
+        """Stop the clients a failed :meth:`_connect` started (before any partition was assigned)."""
+        if self.follower is not None:
+            await self.follower.stop()
+            self.follower = None  # type: ignore[assignment]
+        for attr, what in (("_consumer", "consumer"), ("_follower_consumer", "follower"), ("producer", "producer")):
+            client = getattr(self, attr)
+            if client is not None:
+                setattr(self, attr, None)
+                await stop_quietly(client, f"{what} stop")
+
     async def _connect(self) -> None:
         kafka = self.settings.kafka
         if self.settings.group.create_topics:
@@ -856,6 +891,7 @@ class GroupWorker:
                 continue
             batch = await self._consumer.getmany(timeout_ms=kafka.fetch_timeout_ms, max_records=kafka.max_records)
             self._last_fetch = time.monotonic()
+            self._report_lag()
             async with self._lock:
                 if batch:
                     await self._process(batch)
@@ -898,6 +934,13 @@ class GroupWorker:
         if self.chunker.n_pending and self._pending_since is None:
             self._pending_since = time.monotonic()
         await self._send(res)
+
+    def _report_lag(self) -> None:
+        """``streamkm_consumer_lag_records``: high watermark minus the next offset this member reads."""
+        for tp, pos in self._pos.items():
+            hw = self._consumer.highwater(tp)
+            if hw is not None:
+                self.metrics.set_lag(tp.topic, tp.partition, hw - pos)
 
     def _caught_up(self) -> bool:
         """Every started partition has been read up to its high watermark."""

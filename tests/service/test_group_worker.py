@@ -88,3 +88,56 @@ def test_a_model_made_with_other_settings_is_refused(broker, make_topic):
 def test_group_mode_needs_a_fixed_dimension(broker):
     with pytest.raises(Exception, match="input.dimension: required when group.enabled"):
         _settings(broker, "t", "g", STREAMKM_INPUT__DIMENSION=None)
+
+
+def test_a_member_started_before_its_broker_retries_until_it_answers(tmp_path, caplog):
+    """A pod may start before the broker: the member retries with backoff, saying why, and once
+    the broker answers it folds every record and exports its lag (0, caught up) by consumer group."""
+    import logging
+
+    from streamkm.kafka.embedded import EmbeddedBroker, free_port
+
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    group = unique_name("g")
+    s = _settings(address, "late-in", group, STREAMKM_WORKER__RETRY_BACKOFF_INITIAL_SECONDS="0.2",
+                  STREAMKM_WORKER__RETRY_BACKOFF_MAX_SECONDS="0.5")
+
+    async def scenario() -> GroupWorker:
+        worker = GroupWorker(s, bootstrap_servers=address)
+        task = asyncio.create_task(worker.run())
+        try:
+            deadline = time.monotonic() + 30
+            while worker.metrics.registry.get_sample_value("streamkm_broker_errors_total") in (None, 0.0, 1.0):
+                assert not task.done() and time.monotonic() < deadline, "no retry before the broker came up"
+                await asyncio.sleep(0.1)
+            async with EmbeddedBroker(port=port, startup_timeout=30.0) as broker:
+                await create_topics(broker.bootstrap_servers, {"late-in": 2})
+                recs = _records(1)
+                await produce(broker.bootstrap_servers, "late-in", recs[::2], partition=0)
+                await produce(broker.bootstrap_servers, "late-in", recs[1::2], partition=1)
+                deadline = time.monotonic() + 60
+                while worker.version is None or worker.version.n_seen < N:
+                    if task.done():
+                        task.result()
+                    assert time.monotonic() < deadline, f"model at {worker.version and worker.version.n_seen}"
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(0.3)  # one more fetch reports the lag of the caught-up partitions
+                for p in (0, 1):
+                    lag = worker.metrics.registry.get_sample_value(
+                        "streamkm_consumer_lag_records", {"consumergroup": group, "topic": "late-in",
+                                                          "partition": str(p)})
+                    assert lag == 0.0, (p, lag)
+                await worker.stop()
+                await asyncio.wait_for(task, 30)
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        return worker
+
+    with caplog.at_level(logging.WARNING, logger="streamkm"):
+        worker = asyncio.run(scenario())
+    assert worker.version is not None and worker.version.n_seen == N
+    retries = [r for r in caplog.records if "broker unreachable or failing" in r.getMessage()]
+    assert len(retries) >= 2 and "retrying in" in retries[0].getMessage()
