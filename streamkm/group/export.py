@@ -11,18 +11,36 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from streamkm.atomic import atomic_write
 from streamkm.cluster import summarize
-from streamkm.group.messages import ModelVersion
+from streamkm.group.messages import ModelVersion, snapshot_state
+from streamkm.group.wire import WireError
 
-__all__ = ["ExportedModel", "export_version", "load_model"]
+if TYPE_CHECKING:
+    from streamkm.group.fold import GroupModel
+
+__all__ = ["ExportedModel", "export_version", "load_model", "version_from_snapshot"]
 
 EXPORT_FORMAT = "streamkm.model_export"
+
+
+def version_from_snapshot(data: bytes, model: GroupModel) -> ModelVersion:
+    """The version a reducer snapshot (bytes from ``streamkm model snapshot``) holds.
+
+    *model* is a fresh fold built from the same settings (``GroupWorker.new_group_model``); it
+    is loaded with the snapshot's state. ValueError naming the problem if *data* is not a
+    snapshot of ``model.pipeline`` or does not fit the settings (the model is then unchanged).
+    """
+    got = snapshot_state(data, model.pipeline)
+    if isinstance(got, WireError):
+        raise ValueError(f"not a usable reducer snapshot: {got}")
+    model.load_state_dict(got["state"])
+    return model.version()
 
 
 def export_version(v: ModelVersion, path: str | Path) -> tuple[Path, Path]:

@@ -18,8 +18,8 @@ from numpy.typing import NDArray
 
 from streamkm.group.wire import WireError, decode, encode
 
-__all__ = ["ChunkStats", "ModelVersion", "KIND_STATS", "KIND_VERSION", "KIND_SNAPSHOT", "partition_key",
-           "parse_partition_key"]
+__all__ = ["ChunkStats", "ModelVersion", "KIND_STATS", "KIND_VERSION", "KIND_SNAPSHOT", "snapshot_state",
+           "partition_key", "parse_partition_key"]
 
 T = TypeVar("T")
 
@@ -51,6 +51,18 @@ def _from_bytes(data: bytes | None, kind: str, what: str, build: Callable[[dict[
         return build(state)
     except (ValueError, TypeError) as exc:
         return WireError(f"invalid {what}: {exc}")
+
+
+def snapshot_state(data: bytes | None, pipeline: str) -> dict[str, Any] | WireError:
+    """The reducer snapshot of *pipeline* in *data*: ``{"pipeline", "stats_offset", "state"}``,
+    ``state`` as :meth:`GroupModel.state_dict` wrote it; every failure a :class:`WireError`."""
+
+    def build(s: dict[str, Any]) -> dict[str, Any]:
+        if s.get("pipeline") != pipeline or not isinstance(s.get("state"), dict):
+            raise ValueError(f"not a {pipeline!r} reducer snapshot (pipeline {s.get('pipeline')!r})")
+        return s
+
+    return _from_bytes(data, KIND_SNAPSHOT, "reducer snapshot", build)
 
 
 def _int(state: dict[str, Any], name: str, *, minimum: int | None = None) -> int:

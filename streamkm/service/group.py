@@ -37,7 +37,7 @@ from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 from streamkm.cluster import TRANSITIONS
 from streamkm.group import OUTCOMES, ChunkStats, GroupModel, ModelVersion, WireError, partition_key
 from streamkm.group.chunker import GroupChunker
-from streamkm.group.messages import KIND_SNAPSHOT, KIND_VERSION
+from streamkm.group.messages import KIND_SNAPSHOT, KIND_VERSION, snapshot_state
 from streamkm.group.wire import decode, encode
 from streamkm.kafka.client import start_client, stop_quietly
 from streamkm.kafka.embedded import create_topics
@@ -53,7 +53,8 @@ from streamkm.service.rebalance import RebalanceListener
 if TYPE_CHECKING:
     from streamkm.config import Settings
 
-__all__ = ["GroupConfigError", "GroupWorker", "ModelFollower", "config_hash", "load_snapshot", "snapshot_key"]
+__all__ = ["GroupConfigError", "GroupWorker", "ModelFollower", "config_hash", "load_snapshot", "new_group_model",
+           "snapshot_key"]
 
 log = logging.getLogger("streamkm.group")
 
@@ -65,6 +66,15 @@ def config_hash(settings: Settings) -> str:
     doc = {"model": settings.model.model_dump(mode="json"), "drift": settings.drift.model_dump(mode="json"),
            "identity_threshold": settings.group.identity_threshold, "chunk_rows": settings.group.chunk_rows}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def new_group_model(settings: Settings, pipeline: str) -> GroupModel:
+    """A fresh fold of *pipeline* as the reducer builds it from *settings*."""
+    s = settings
+    return GroupModel(pipeline=pipeline, model_kwargs=s.model.estimator_kwargs(),
+                      drift_kwargs=s.drift.monitor_kwargs() if s.drift.enabled else None,
+                      reseed_on_drift=s.drift.reseed_on_drift, identity_threshold=s.group.identity_threshold,
+                      config_hash=config_hash(s))
 
 
 def snapshot_key(pipeline: str) -> bytes:
@@ -202,13 +212,10 @@ def load_snapshot(raw: dict[str, Any] | None, pipeline: str) -> dict[str, Any] |
     """The state of a snapshot kept by the follower (None if there is none); ValueError if unusable."""
     if raw is None:
         return None
-    got = decode(raw["value"])
+    got = snapshot_state(raw["value"], pipeline)
     if isinstance(got, WireError):
         raise ValueError(f"snapshot at model-topic offset {raw['offset']}: {got}")
-    kind, state = got
-    if kind != KIND_SNAPSHOT or state.get("pipeline") != pipeline or not isinstance(state.get("state"), dict):
-        raise ValueError(f"snapshot at model-topic offset {raw['offset']} is not a {pipeline!r} reducer snapshot")
-    return state
+    return got
 
 
 class _Reducer:
@@ -506,11 +513,7 @@ class GroupWorker:
     # ------------------------------------------------------------------ building blocks
     def new_group_model(self, pipeline: str) -> GroupModel:
         """The reducer's fold for *pipeline*, from the settings."""
-        s = self.settings
-        return GroupModel(pipeline=pipeline, model_kwargs=s.model.estimator_kwargs(),
-                          drift_kwargs=s.drift.monitor_kwargs() if s.drift.enabled else None,
-                          reseed_on_drift=s.drift.reseed_on_drift, identity_threshold=s.group.identity_threshold,
-                          config_hash=config_hash(s))
+        return new_group_model(self.settings, pipeline)
 
     def plain_consumer_kwargs(self) -> dict[str, Any]:
         """A consumer outside the group (the follower, the reducer's stats reader)."""

@@ -196,3 +196,17 @@ def test_group_model_survives_kills_joins_and_leaves(broker, make_topic, tmp_pat
     predicted = exported.predict(X)
     for (_, lab), ids in seen.items():
         assert set(predicted[labels == lab].tolist()) == ids
+
+    # 6. the last reducer's handover snapshot, saved to a file, exports the same model offline
+    snap = tmp_path / "reducer.snapshot"
+    run = subprocess.run([sys.executable, "-m", "streamkm", "model", "snapshot", "--config", str(config),
+                          "--out", str(snap)], env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and snap.stat().st_size > 0, run.stderr
+    run = subprocess.run([sys.executable, "-m", "streamkm", "model", "export", "--config", str(config),
+                          "--snapshot", str(snap), "--out", str(tmp_path / "from-snapshot")], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    offline = load_model(tmp_path / "from-snapshot")
+    np.testing.assert_array_equal(offline.cluster_centers_, v.centers)
+    np.testing.assert_array_equal(offline.cluster_ids_, v.ids)
+    assert offline.model_version_ == v.version
