@@ -142,6 +142,8 @@ class CheckpointStore:
         self.directory = Path(directory)
         self.keep = keep
         self.fault_hook = fault_hook
+        #: Sequences :meth:`load_latest` skipped as invalid, newest first.
+        self.skipped: list[int] = []
         if create:
             self.directory.mkdir(parents=True, exist_ok=True)
         elif not self.directory.is_dir():
@@ -365,11 +367,17 @@ class CheckpointStore:
         return state, info
 
     def load_latest(self) -> tuple[dict[str, Any], CheckpointInfo] | None:
-        """Newest valid checkpoint, skipping (with a warning) corrupted newer ones; None if none."""
+        """Newest valid checkpoint, skipping (with a warning) corrupted newer ones; None if none.
+
+        The sequences skipped are left in :attr:`skipped` (newest first): a caller that fell
+        back must not trust offsets committed after the checkpoint it got.
+        """
+        self.skipped = []
         for s in sorted((s for s, k in self._sequences().items() if "json" in k), reverse=True):
             try:
                 return self.load(s)
             except CheckpointError as e:
+                self.skipped.append(s)
                 log.warning("checkpoint %d in %s is invalid, falling back to the previous one: %s",
                             s, self.directory, e)
         return None

@@ -401,6 +401,12 @@ class CheckpointSettings(_Section):
         default=100_000, ge=0, description="Checkpoint after this many records (0 = no count trigger)."
     )
     keep: int = Field(default=3, ge=1, description="Checkpoints kept on disk (older ones are pruned).")
+    on_fallback: Literal["reread", "committed"] = Field(
+        default="reread",
+        description="When the newest checkpoints are unreadable and an older one (or none) is restored: "
+                    "re-read each partition from that checkpoint's offset, or from the log start if it has "
+                    "none (reread), or resume at the committed offsets and leave the records between out "
+                    "of the model (committed).")
 
 
 class MetricsSettings(_Section):

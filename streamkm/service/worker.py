@@ -124,6 +124,9 @@ class Worker:
         #: Offsets partitions were sought to on assignment, with where they came from, until
         #: the first high watermark of each is seen (:meth:`_check_log_ends`).
         self._resumed: dict[TopicPartition, tuple[int, str]] = {}
+        #: After a checkpoint fallback (``checkpoint.on_fallback = "reread"``): the partitions
+        #: already re-read from the model's own offsets; None when there was no fallback.
+        self._reread: set[TopicPartition] | None = None
         self._generation = 0  # bumped by every revoke/assign
         self._lock = asyncio.Lock()
         self._consumer: Any = None
@@ -196,6 +199,15 @@ class Worker:
             log.info("restored checkpoint %d (offsets %s)", info.sequence, self.book.formatted(),
                      extra={"event": "restore", "sequence": info.sequence})
             self.durability.last_checkpoint = info
+        if self.store.skipped and self.settings.checkpoint.on_fallback == "reread":
+            # Offsets committed after the restored checkpoint (or any, if none was readable)
+            # lie beyond what the model reflects: the first assignment of each partition
+            # re-reads from the model's own offset instead.
+            self._reread = set()
+            log.warning("the newest checkpoint(s) %s are unreadable; restored %s: each partition is re-read from "
+                        "the restored offsets, or from the log start where it has none (checkpoint.on_fallback)",
+                        self.store.skipped, f"checkpoint {loaded[1].sequence}" if loaded is not None else "nothing",
+                        extra={"event": "checkpoint_fallback"})
         if any(p.n_pending for p in self.pipelines.values()):
             self._pending_since = time.monotonic()
         for p in self.pipelines.values():
@@ -531,7 +543,8 @@ class Worker:
             if revoked and self.book.assigned and not self._unsafe:
                 if self.durability.dirty or any(tp in self.book.next for tp in revoked):
                     await self._checkpoint_and_commit("revoke")
-            self.book.forget(revoked)
+            # The offsets stay in the book, checkpointed or not: had that checkpoint or commit
+            # failed, forgetting them would resume the partition below what the model holds.
             for tp in revoked:
                 self.metrics.remove_partition(tp.topic, tp.partition)
                 self._resumed.pop(tp, None)
@@ -557,21 +570,41 @@ class Worker:
                                 type(exc).__name__, exc)
                     committed = None
                 target = self.book.resume_target(tp, committed)
+                source = "checkpoint" if target == mine else "committed"
+                if self._reread is not None and tp not in self._reread:
+                    self._reread.add(tp)
+                    target, source = await self._reread_target(consumer, tp, mine, committed)
                 if target is None:
                     positions[f"{tp.topic}:{tp.partition}"] = f"reset:{self.settings.kafka.auto_offset_reset}"
                     continue
                 consumer.seek(tp, target)
                 self.book.next[tp] = target
-                self._resumed[tp] = (target, "checkpoint" if target == mine else "committed")
+                self._resumed[tp] = (target, source)
                 positions[f"{tp.topic}:{tp.partition}"] = target
-                if mine is not None and committed is not None and committed > mine:
+                if mine is not None and committed is not None and committed > mine and target == committed:
                     log.info("%s:%d resumes at committed offset %d (another member processed %d..%d)",
                              tp.topic, tp.partition, committed, mine, committed - 1)
-            self.book.forget([tp for tp in self.book.next if tp not in assigned])
+            # Offsets of partitions not assigned now are kept: one that comes back resumes at
+            # max(own, committed), never below what the model already reflects.
             self.book.assigned = assigned
             self.metrics.assigned_partitions.set(len(assigned))
         log.info("partitions assigned: %s", positions,
                  extra={"event": "rebalance", "phase": "assigned", "n_partitions": len(assigned)})
+
+    async def _reread_target(self, consumer: Any, tp: TopicPartition, mine: int | None,
+                             committed: int | None) -> tuple[int, str]:
+        """First assignment after a checkpoint fallback: the model's own offset, else the log start."""
+        if mine is not None:
+            target, source = mine, "checkpoint"
+        else:
+            target = int((await asyncio.wait_for(consumer.beginning_offsets([tp]), 10))[tp])
+            source = "log start"
+        if committed is not None and committed > target:
+            log.warning("%s:%d: re-reading %d..%d, committed after the checkpoint the model was restored from",
+                        tp.topic, tp.partition, target, committed - 1,
+                        extra={"event": "checkpoint_fallback_reread", "topic": tp.topic, "partition": tp.partition,
+                               "offset": target, "committed": committed})
+        return target, source
 
     async def _finish(self) -> None:
         if self._stopped:

@@ -1,0 +1,92 @@
+"""Rebalances never resume a partition below what the worker's model reflects (issue 9, part 2).
+
+Unit level, with a stand-in consumer (committed offsets and seeks only): the broker-facing
+paths are covered end to end in test_e2e.py and test_checkpoint_fallback.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import TopicPartition
+
+from streamkm.config import load_settings
+from streamkm.service.worker import Worker
+
+T = "in"
+P0, P1, P2 = (TopicPartition(T, p) for p in range(3))
+
+
+class Consumer:
+    """committed() from a dict, seek() recorded."""
+
+    def __init__(self, committed: dict[TopicPartition, int | None]):
+        self._committed = committed
+        self.seeks: dict[TopicPartition, int] = {}
+
+    async def committed(self, tp):
+        return self._committed.get(tp)
+
+    def seek(self, tp, offset):
+        self.seeks[tp] = offset
+
+    async def beginning_offsets(self, tps):
+        return {tp: 0 for tp in tps}
+
+
+def _worker(tmp_path) -> Worker:
+    s = load_settings(env={"STREAMKM_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9", "STREAMKM_KAFKA__VECTORS_TOPIC": T,
+                           "STREAMKM_CHECKPOINT__DIR": str(tmp_path / "ckpt"), "STREAMKM_DLQ__TOPIC": "",
+                           "STREAMKM_METRICS__ENABLED": "false"})
+    return Worker(s)
+
+
+def test_restored_offsets_of_partitions_missing_from_the_first_assignment_are_kept(tmp_path):
+    """Before: a worker restored {0: 100, 1: 200, 2: 300}, was first assigned only partition 0 and
+    forgot the rest; given them later with nothing committed, it re-read 0..299 into a model
+    that already held them."""
+    w = _worker(tmp_path)
+    w.book.restore({f"{T}:0": 100, f"{T}:1": 200, f"{T}:2": 300}, [T])
+
+    async def go():
+        c = Consumer({})
+        await w._on_assigned({P0}, c)
+        assert c.seeks == {P0: 100}
+        c = Consumer({P0: 150})  # partition 0 progressed meanwhile
+        await w._on_assigned({P0, P1, P2}, c)
+        return c.seeks
+
+    assert asyncio.run(go()) == {P0: 150, P1: 200, P2: 300}
+
+
+def test_a_failed_revoke_keeps_the_partitions_offsets(tmp_path):
+    """Before: the revoke's checkpoint failed (disk trouble), the offsets were forgotten anyway, and
+    the partition came back at an older committed offset: counted twice."""
+    w = _worker(tmp_path)
+    w.book.restore({f"{T}:0": 100, f"{T}:1": 200}, [T])
+
+    async def failing_checkpoint(state, reason):
+        return None  # not durable
+
+    w.durability.checkpoint = failing_checkpoint  # type: ignore[method-assign]
+
+    async def go():
+        await w._on_assigned({P0, P1}, Consumer({}))
+        w.book.next[P1] = 260  # absorbed up to 259, never checkpointed
+        w._consumer = object()  # connected
+        await w._on_revoked({P1})
+        c = Consumer({P1: 200})  # the last commit
+        await w._on_assigned({P0, P1}, c)
+        return c.seeks
+
+    seeks = asyncio.run(go())
+    assert seeks[P1] == 260, "resumes after what the model holds, not at the older commit"
+
+
+def test_another_members_progress_is_still_skipped(tmp_path):
+    """Without a fallback, a committed offset beyond the worker's own is another member's work."""
+    w = _worker(tmp_path)
+    w.book.restore({f"{T}:0": 100}, [T])
+    c = Consumer({P0: 400})
+    asyncio.run(w._on_assigned({P0}, c))
+    assert c.seeks == {P0: 400}
