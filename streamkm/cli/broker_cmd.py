@@ -72,18 +72,15 @@ def topics_for(settings: Settings, partitions: int = 1) -> list[tuple[str, int, 
     """``(topic, partitions, topic configs)`` for every topic a ``run`` with *settings* uses.
 
     The input topics get *partitions*; the group topics are made as the group worker makes
-    them (``service/group.py``): stats with one partition per pipeline, the model compacted.
+    them (:func:`streamkm.service.group.group_topics`).
     """
     from streamkm.pipeline import enabled_topics
+    from streamkm.service.group import group_topics
 
     out: list[tuple[str, int, dict[str, str]]] = [(t, partitions, {}) for t in enabled_topics(settings).values()]
     out += [(t, 1, {}) for t in (settings.dlq.topic, settings.output.topic) if t]
     if settings.group.enabled:
-        size = {"max.message.bytes": str(settings.group.max_message_bytes)}
-        out.append((settings.group_stats_topic, 1, size))  # the group model runs one pipeline: vectors
-        out.append((settings.group_model_topic, 1, {**size, "cleanup.policy": "compact"}))
-        if settings.group.events_topic:
-            out.append((settings.group.events_topic, 1, {}))
+        out += group_topics(settings)
     unique: dict[str, tuple[str, int, dict[str, str]]] = {}
     for topic in out:  # a topic named twice (output = input, say) is made once, as first named
         unique.setdefault(topic[0], topic)

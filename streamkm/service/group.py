@@ -53,12 +53,16 @@ from streamkm.service.rebalance import RebalanceListener
 if TYPE_CHECKING:
     from streamkm.config import Settings
 
-__all__ = ["GroupConfigError", "GroupWorker", "ModelFollower", "config_hash", "load_snapshot", "new_group_model",
-           "snapshot_key"]
+__all__ = ["GROUP_PIPELINES", "GroupConfigError", "GroupWorker", "ModelFollower", "config_hash", "group_topics",
+           "load_snapshot", "new_group_model", "snapshot_key"]
 
 log = logging.getLogger("streamkm.group")
 
 _POLL_MS = 200
+
+
+#: The pipelines that run on the group model, one stats partition each (in this order).
+GROUP_PIPELINES = ("vectors",)
 
 
 def config_hash(settings: Settings) -> str:
@@ -66,6 +70,18 @@ def config_hash(settings: Settings) -> str:
     doc = {"model": settings.model.model_dump(mode="json"), "drift": settings.drift.model_dump(mode="json"),
            "identity_threshold": settings.group.identity_threshold, "chunk_rows": settings.group.chunk_rows}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def group_topics(settings: Settings) -> list[tuple[str, int, dict[str, str]]]:
+    """``(topic, partitions, topic configs)`` of the topics the group model needs: the stats
+    topic (one partition per pipeline), the compacted model topic, and the events topic if set.
+    Both may carry messages up to ``group.max_message_bytes``."""
+    size = {"max.message.bytes": str(settings.group.max_message_bytes)}
+    out = [(settings.group_stats_topic, len(GROUP_PIPELINES), size),
+           (settings.group_model_topic, 1, {**size, "cleanup.policy": "compact"})]
+    if settings.group.events_topic:
+        out.append((settings.group.events_topic, 1, {}))
+    return out
 
 
 def new_group_model(settings: Settings, pipeline: str) -> GroupModel:
@@ -639,12 +655,8 @@ class GroupWorker:
         kafka = self.settings.kafka
         if self.settings.group.create_topics:
             conn = {k: v for k, v in kafka.client_kwargs(self.bootstrap_servers).items() if k != "bootstrap_servers"}
-            size = {"max.message.bytes": str(self.settings.group.max_message_bytes)}
-            await create_topics(self.bootstrap_servers, {self.stats_topic: len(self.pipelines)}, configs=size, **conn)
-            await create_topics(self.bootstrap_servers, {self.model_topic: 1},
-                                configs={**size, "cleanup.policy": "compact"}, **conn)
-            if self.settings.group.events_topic is not None:
-                await create_topics(self.bootstrap_servers, {self.settings.group.events_topic: 1}, **conn)
+            for topic, partitions, configs in group_topics(self.settings):
+                await create_topics(self.bootstrap_servers, {topic: partitions}, configs=configs, **conn)
         producer = AIOKafkaProducer(**kafka.client_kwargs(self.bootstrap_servers), acks="all", linger_ms=0,
                                     max_request_size=self.settings.group.max_message_bytes)
         await start_client(producer, self.timeout)
