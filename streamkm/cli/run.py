@@ -297,8 +297,14 @@ async def _run(settings: Settings, *, duration: float | None, status_interval: f
             eprint(f"streamkm: cannot start the worker: {exc}")
             return EXIT_USAGE
         if settings.metrics.enabled:
-            health = HealthServer(metrics, host=settings.metrics.host, port=settings.metrics.port,
-                                  ready=worker.is_ready, live=worker.is_live)
+            try:
+                health = HealthServer(metrics, host=settings.metrics.host, port=settings.metrics.port,
+                                      ready=worker.is_ready, live=worker.is_live,
+                                      **settings.metrics.server_kwargs())
+            except ValueError as exc:  # an unreadable certificate, key or CA (the files exist: config checked)
+                eprint(f"streamkm: cannot serve metrics over HTTPS: {exc} (check metrics.tls_certfile, "
+                       "metrics.tls_keyfile, metrics.tls_client_cafile)")
+                return EXIT_USAGE
             try:
                 await health.start()
             except OSError as exc:

@@ -8,6 +8,8 @@ errors (``extra="forbid"``).
 
 from __future__ import annotations
 
+import shlex
+import shutil
 import ssl
 from pathlib import Path
 from typing import Any, Literal
@@ -96,11 +98,24 @@ class KafkaSettings(_Section):
     ssl_keyfile: Path | None = Field(default=None, description="Client private key (PEM) for mutual TLS.")
     ssl_password: SecretStr | None = Field(default=None, description="Password of ssl_keyfile (secret).")
     ssl_check_hostname: bool = Field(default=True, description="Verify the broker host name against its certificate.")
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] = Field(
         default="PLAIN", description="SASL mechanism (SASL_PLAINTEXT, SASL_SSL)."
     )
-    sasl_plain_username: str | None = Field(default=None, description="SASL user name.")
-    sasl_plain_password: SecretStr | None = Field(default=None, description="SASL password (secret).")
+    sasl_plain_username: str | None = Field(default=None, description="SASL user name (PLAIN, SCRAM).")
+    sasl_plain_password: SecretStr | None = Field(default=None, description="SASL password (PLAIN, SCRAM; secret).")
+    sasl_oauth_token_file: Path | None = Field(
+        default=None,
+        description="OAUTHBEARER: file holding the bearer token, read again for every new broker connection "
+        "(so a replaced file takes effect). Exactly one of this and sasl_oauth_token_command.",
+    )
+    sasl_oauth_token_command: str | None = Field(
+        default=None,
+        description="OAUTHBEARER: program printing the bearer token on stdout, split like a shell line but "
+        "run without a shell, once for every new broker connection.",
+    )
+    sasl_oauth_token_timeout_seconds: float = Field(
+        default=10.0, gt=0.0, le=300.0, description="OAUTHBEARER: kill sasl_oauth_token_command after this long."
+    )
 
     _blank = field_validator(
         "bootstrap_servers",
@@ -112,6 +127,8 @@ class KafkaSettings(_Section):
         "ssl_password",
         "sasl_plain_username",
         "sasl_plain_password",
+        "sasl_oauth_token_file",
+        "sasl_oauth_token_command",
         mode="before",
     )(_blank_to_none)
 
@@ -132,12 +149,34 @@ class KafkaSettings(_Section):
                 if p is not None and not Path(p).is_file():
                     raise ValueError(f"{name}: file not found: {str(p)!r}")
         if self.security_protocol.startswith("SASL_"):
-            if not self.sasl_plain_username or self.sasl_plain_password is None:
+            if self.sasl_mechanism == "OAUTHBEARER":
+                self._check_oauth()
+            elif not self.sasl_plain_username or self.sasl_plain_password is None:
                 raise ValueError(
                     f"sasl_plain_username: sasl_plain_username and sasl_plain_password are required "
-                    f"when security_protocol is {self.security_protocol}"
+                    f"when security_protocol is {self.security_protocol} with {self.sasl_mechanism}"
                 )
         return self
+
+    def _check_oauth(self) -> None:
+        file, command = self.sasl_oauth_token_file, self.sasl_oauth_token_command
+        if file is None and command is None:
+            raise ValueError("sasl_oauth_token_file: OAUTHBEARER needs a token: set sasl_oauth_token_file "
+                             "or sasl_oauth_token_command")
+        if file is not None and command is not None:
+            raise ValueError("sasl_oauth_token_command: set only one of sasl_oauth_token_file and "
+                             "sasl_oauth_token_command")
+        if file is not None and not Path(file).is_file():
+            raise ValueError(f"sasl_oauth_token_file: file not found: {str(file)!r}")
+        if command is not None:
+            try:
+                argv = shlex.split(command)
+            except ValueError as exc:
+                raise ValueError(f"sasl_oauth_token_command: cannot split {command!r}: {exc}") from None
+            if not argv:
+                raise ValueError("sasl_oauth_token_command: empty command")
+            if shutil.which(argv[0]) is None:
+                raise ValueError(f"sasl_oauth_token_command: program not found or not executable: {argv[0]!r}")
 
     @property
     def embedded(self) -> bool:
@@ -173,8 +212,10 @@ class KafkaSettings(_Section):
         dict
             ``bootstrap_servers``, ``client_id``, ``security_protocol``,
             ``request_timeout_ms``, plus ``ssl_context`` for SSL/SASL_SSL and
-            ``sasl_mechanism``/``sasl_plain_username``/``sasl_plain_password``
-            (revealed) for SASL. Never log this dict.
+            ``sasl_mechanism`` for SASL, with ``sasl_plain_username``/``sasl_plain_password``
+            (revealed) for PLAIN and SCRAM, or ``sasl_oauth_token_provider`` (a
+            :mod:`streamkm.kafka.oauth` provider of the token file or command) for
+            OAUTHBEARER. Never log this dict.
         """
         servers = bootstrap_servers or self.bootstrap_servers
         if servers is None:
@@ -189,12 +230,32 @@ class KafkaSettings(_Section):
         }
         if self.security_protocol in ("SSL", "SASL_SSL"):
             kw["ssl_context"] = self.ssl_context()
-        if self.security_protocol.startswith("SASL_"):
+        if self.security_protocol.startswith("SASL_") and self.sasl_mechanism == "OAUTHBEARER":
+            kw["sasl_mechanism"] = self.sasl_mechanism
+            kw["sasl_oauth_token_provider"] = self.oauth_token_provider()
+        elif self.security_protocol.startswith("SASL_"):
             kw["sasl_mechanism"] = self.sasl_mechanism
             kw["sasl_plain_username"] = self.sasl_plain_username
             assert self.sasl_plain_password is not None  # required for SASL by _check
             kw["sasl_plain_password"] = self.sasl_plain_password.get_secret_value()
         return kw
+
+    def oauth_token_provider(self) -> Any:
+        """The :class:`aiokafka.abc.AbstractTokenProvider` for OAUTHBEARER, else None.
+
+        A :class:`streamkm.kafka.oauth.FileTokenProvider` for ``sasl_oauth_token_file``
+        or a :class:`streamkm.kafka.oauth.CommandTokenProvider` for
+        ``sasl_oauth_token_command``; both fetch a fresh token on every request.
+        """
+        if not self.security_protocol.startswith("SASL_") or self.sasl_mechanism != "OAUTHBEARER":
+            return None
+        from streamkm.kafka.oauth import CommandTokenProvider, FileTokenProvider
+
+        if self.sasl_oauth_token_file is not None:
+            return FileTokenProvider(self.sasl_oauth_token_file)
+        assert self.sasl_oauth_token_command is not None  # one of them is required by _check
+        return CommandTokenProvider(self.sasl_oauth_token_command,
+                                    timeout_seconds=self.sasl_oauth_token_timeout_seconds)
 
     def consumer_kwargs(self, bootstrap_servers: str | None = None) -> dict[str, Any]:
         """:meth:`client_kwargs` plus the consumer-group settings (auto-commit off)."""
@@ -410,11 +471,90 @@ class CheckpointSettings(_Section):
 
 
 class MetricsSettings(_Section):
-    """The HTTP server for /metrics, /healthz and /readyz."""
+    """The HTTP server for /metrics, /healthz and /readyz (optionally HTTPS with credentials)."""
 
     enabled: bool = Field(default=True, description="Serve /metrics, /healthz, /readyz.")
     host: str = Field(default="127.0.0.1", min_length=1, description="Listen address.")
     port: int = Field(default=9108, ge=0, le=65535, description="Listen port (0 = pick a free port).")
+    tls_certfile: Path | None = Field(
+        default=None,
+        description="Server certificate (PEM, with its chain): serve HTTPS. Set together with tls_keyfile.",
+    )
+    tls_keyfile: Path | None = Field(
+        default=None, description="Private key (PEM, unencrypted) of tls_certfile."
+    )
+    tls_client_cafile: Path | None = Field(
+        default=None,
+        description="CA bundle (PEM) for client certificates (mutual TLS, needs tls_certfile): "
+        "protected paths answer 403 without a client certificate it signed.",
+    )
+    basic_auth_username: str | None = Field(
+        default=None,
+        description="Require HTTP basic auth on protected paths (401 otherwise); needs tls_certfile. "
+        "Set together with basic_auth_password; no ':'.",
+    )
+    basic_auth_password: SecretStr | None = Field(
+        default=None, description="Password for basic_auth_username (secret)."
+    )
+    protect_probes: bool = Field(
+        default=False,
+        description="Also require the credentials on /healthz and /readyz. By default only they stay open "
+        "(Kubernetes httpGet probes send neither a password nor a client certificate); /metrics and "
+        "every other path are protected.",
+    )
+
+    _blank = field_validator(
+        "tls_certfile", "tls_keyfile", "tls_client_cafile", "basic_auth_username", "basic_auth_password",
+        mode="before",
+    )(_blank_to_none)
+
+    @model_validator(mode="after")
+    def _check(self) -> MetricsSettings:
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            missing = "tls_keyfile" if self.tls_keyfile is None else "tls_certfile"
+            raise ValueError(f"{missing}: tls_certfile and tls_keyfile must be set together for HTTPS")
+        for name in ("tls_certfile", "tls_keyfile", "tls_client_cafile"):
+            p = getattr(self, name)
+            if p is not None and not Path(p).is_file():
+                raise ValueError(f"{name}: file not found: {str(p)!r}")
+        tls = self.tls_certfile is not None
+        if self.tls_client_cafile is not None and not tls:
+            raise ValueError("tls_client_cafile: client certificates need HTTPS: set tls_certfile and tls_keyfile")
+        if (self.basic_auth_username is None) != (self.basic_auth_password is None):
+            missing = "basic_auth_password" if self.basic_auth_password is None else "basic_auth_username"
+            raise ValueError(f"{missing}: basic_auth_username and basic_auth_password must be set together")
+        if self.basic_auth_username is not None:
+            if ":" in self.basic_auth_username:
+                raise ValueError("basic_auth_username: must not contain ':' (HTTP basic auth separates "
+                                 "the user name from the password with it)")
+            if not tls:
+                raise ValueError("basic_auth_username: basic auth needs HTTPS (set tls_certfile and "
+                                 "tls_keyfile): without it the password crosses the network in clear text")
+        if self.protect_probes and self.basic_auth_username is None and self.tls_client_cafile is None:
+            raise ValueError("protect_probes: nothing to protect the probes with: set basic_auth_username "
+                             "and basic_auth_password, or tls_client_cafile")
+        return self
+
+    def server_kwargs(self) -> dict[str, Any]:
+        """The TLS and credential keyword arguments of ``streamkm.ops.http.HealthServer``.
+
+        Returns
+        -------
+        dict
+            ``tls_certfile``, ``tls_keyfile``, ``tls_client_cafile``,
+            ``basic_auth`` (``(username, password)`` with the password revealed, or
+            None) and ``protect_probes``. Never log this dict.
+        """
+        auth = None
+        if self.basic_auth_username is not None and self.basic_auth_password is not None:
+            auth = (self.basic_auth_username, self.basic_auth_password.get_secret_value())
+        return {
+            "tls_certfile": self.tls_certfile,
+            "tls_keyfile": self.tls_keyfile,
+            "tls_client_cafile": self.tls_client_cafile,
+            "basic_auth": auth,
+            "protect_probes": self.protect_probes,
+        }
 
 
 class DLQSettings(_Section):

@@ -18,6 +18,26 @@ waits for the event loop and a busy loop never delays a scrape.
 ``ready`` and ``live`` are called on the server's threads: they must be cheap,
 read-only checks.
 
+HTTPS and credentials (all optional, see docs/security.md):
+
+- ``tls_certfile`` + ``tls_keyfile`` serve HTTPS (TLS 1.2 or later). The
+  handshake runs on the connection's own thread with the read timeout, not in
+  the accept loop, so a client that connects and stays silent cannot hold up
+  other scrapes or probes (prometheus-client's ``start_http_server(certfile=...)``
+  handshakes in the accept loop, serves only the registry and has no basic auth,
+  hence this server). A plain-HTTP request to the HTTPS port gets a plain
+  ``400`` saying so.
+- ``tls_client_cafile``: a client certificate is verified against this CA
+  bundle when one is presented (``CERT_OPTIONAL``), and the protected paths
+  answer ``403`` without a verified one.
+- ``basic_auth=(username, password)``: the protected paths answer ``401`` with
+  a ``WWW-Authenticate: Basic`` challenge unless the request carries these
+  credentials. Only SHA-256 digests of them are kept, compared in constant time
+  (:func:`hmac.compare_digest`).
+- Protected are every path except ``/healthz`` and ``/readyz``, which stay open
+  for Kubernetes probes (an ``httpGet`` probe sends neither a password nor a
+  client certificate); ``protect_probes=True`` protects them too.
+
 Example
 -------
 >>> import asyncio, urllib.request
@@ -43,10 +63,16 @@ Example
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import hashlib
+import hmac
 import logging
+import os
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -64,6 +90,8 @@ _TICK_SECONDS = 0.5
 _TEXT = "text/plain; charset=utf-8"
 _STATUS = {
     200: "200 OK",
+    401: "401 Unauthorized",
+    403: "403 Forbidden",
     404: "404 Not Found",
     405: "405 Method Not Allowed",
     500: "500 Internal Server Error",
@@ -71,6 +99,11 @@ _STATUS = {
 }
 
 _StartResponse = Callable[..., Any]
+_OPEN_PROBES = frozenset({"/healthz", "/readyz"})
+_CLIENT_CERT = "streamkm.client_cert"  # WSGI environ key: a verified client certificate was presented
+_PLAIN_HTTP_REPLY = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                     b"Content-Length: 48\r\nConnection: close\r\n\r\n"
+                     b"Client sent an HTTP request to an HTTPS server.\n")
 
 
 def _resolve_registry(source: Any) -> CollectorRegistry:
@@ -102,11 +135,47 @@ class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass
 
+    def get_environ(self) -> dict[str, Any]:
+        env: dict[str, Any] = super().get_environ()
+        if isinstance(self.connection, ssl.SSLSocket):
+            env["HTTPS"] = "on"
+            # CERT_OPTIONAL: a presented certificate was verified in the handshake
+            env[_CLIENT_CERT] = bool(self.connection.getpeercert())
+        return env
+
 
 class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
     """A thread per request; the threads never block interpreter exit."""
 
     daemon_threads = True
+    ssl_context: ssl.SSLContext | None = None
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        # TLS: handshake here, on the connection's thread and with a timeout; the
+        # accept loop never waits for a client.
+        if self.ssl_context is not None:
+            try:
+                request = self._wrap(request)
+            except OSError as exc:
+                log.debug("health server: TLS handshake with %s failed: %s", client_address, exc)
+                with contextlib.suppress(OSError):
+                    request.close()
+                return
+            if request is None:
+                return
+        super().process_request_thread(request, client_address)
+
+    def _wrap(self, sock: socket.socket) -> ssl.SSLSocket | None:
+        assert self.ssl_context is not None
+        sock.settimeout(_READ_TIMEOUT_S)
+        first = sock.recv(1, socket.MSG_PEEK)
+        if first and first != b"\x16":  # not a TLS handshake record: plain HTTP (or garbage)
+            with contextlib.suppress(OSError):
+                sock.sendall(_PLAIN_HTTP_REPLY)
+                sock.shutdown(socket.SHUT_WR)
+            sock.close()
+            return None
+        return self.ssl_context.wrap_socket(sock, server_side=True)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves socket.getfqdn(host), a DNS lookup
@@ -142,6 +211,21 @@ class HealthServer:
         loop means live.
     liveness_timeout_seconds : float, default 10.0
         ``/healthz`` answers 503 when the event loop's heartbeat is older.
+    tls_certfile, tls_keyfile : str or path, optional
+        Server certificate (PEM, with its chain) and private key: serve HTTPS.
+        Both or neither.
+    tls_client_cafile : str or path, optional
+        CA bundle (PEM) for client certificates (mutual TLS); needs
+        ``tls_certfile``. Protected paths then answer 403 without a verified
+        client certificate.
+    basic_auth : (username, password), optional
+        Require HTTP basic auth on the protected paths (401 otherwise); needs
+        ``tls_certfile``, so the password never crosses the network in clear.
+        The username must not contain ``:``.
+    protect_probes : bool, default False
+        Also protect ``/healthz`` and ``/readyz`` (by default they stay open for
+        probes that cannot authenticate). Needs ``basic_auth`` or
+        ``tls_client_cafile``.
 
     Notes
     -----
@@ -160,6 +244,11 @@ class HealthServer:
         ready: Callable[[], bool] | None = None,
         live: Callable[[], bool] | None = None,
         liveness_timeout_seconds: float = 10.0,
+        tls_certfile: str | os.PathLike[str] | None = None,
+        tls_keyfile: str | os.PathLike[str] | None = None,
+        tls_client_cafile: str | os.PathLike[str] | None = None,
+        basic_auth: tuple[str, str] | None = None,
+        protect_probes: bool = False,
     ) -> None:
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
             raise ValueError(f"port must be an integer in [0, 65535], got {port!r}")
@@ -170,6 +259,33 @@ class HealthServer:
                 raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
         if not liveness_timeout_seconds > 0:
             raise ValueError(f"liveness_timeout_seconds must be > 0, got {liveness_timeout_seconds!r}")
+        if (tls_certfile is None) != (tls_keyfile is None):
+            raise ValueError("tls_certfile and tls_keyfile must be given together, got "
+                             f"tls_certfile={tls_certfile!r}, tls_keyfile={tls_keyfile!r}")
+        tls = tls_certfile is not None
+        if tls_client_cafile is not None and not tls:
+            raise ValueError("tls_client_cafile needs tls_certfile and tls_keyfile (mutual TLS is part of HTTPS)")
+        if basic_auth is not None:
+            if (not isinstance(basic_auth, tuple) or len(basic_auth) != 2
+                    or not all(isinstance(x, str) for x in basic_auth)):
+                raise TypeError("basic_auth must be a (username, password) tuple of strings")
+            if not basic_auth[0] or ":" in basic_auth[0]:
+                raise ValueError("basic_auth: the username must be non-empty and contain no ':'")
+            if not basic_auth[1]:
+                raise ValueError("basic_auth: the password must be non-empty")
+            if not tls:
+                raise ValueError("basic_auth needs tls_certfile and tls_keyfile: without HTTPS the "
+                                 "password would cross the network in clear text")
+        if protect_probes and basic_auth is None and tls_client_cafile is None:
+            raise ValueError("protect_probes needs basic_auth or tls_client_cafile: there is nothing "
+                             "to protect the probes with")
+        self.ssl_context = (_server_ssl_context(tls_certfile, tls_keyfile, tls_client_cafile)
+                            if tls_certfile is not None and tls_keyfile is not None else None)
+        self.require_client_cert = tls_client_cafile is not None
+        # only digests are kept: the password is in no attribute, repr or log line
+        self._auth_digests = (None if basic_auth is None
+                              else (_digest(basic_auth[0].encode()), _digest(basic_auth[1].encode())))
+        self.protect_probes = bool(protect_probes)
         self.registry = _resolve_registry(registry)
         self.host = host
         self.requested_port = port
@@ -193,9 +309,10 @@ class HealthServer:
 
     @property
     def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:9108``."""
+        """Base URL, e.g. ``http://127.0.0.1:9108`` (``https://`` with TLS)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def started(self) -> bool:
@@ -226,7 +343,7 @@ class HealthServer:
             server.server_close()
             raise
         self._server, self._thread, self._port = server, thread, port
-        log.info("health server listening on %s (/metrics /healthz /readyz)", self.url)
+        log.info("health server listening on %s (/metrics /healthz /readyz%s)", self.url, self._describe_auth())
 
     async def stop(self) -> None:
         """Stop listening and the heartbeat (safe to call twice)."""
@@ -258,6 +375,7 @@ class HealthServer:
 
         class Server(_ThreadingServer):
             address_family = family
+            ssl_context = self.ssl_context
 
         return make_server(str(sockaddr[0]), self.requested_port, self._app, Server,
                            handler_class=_QuietHandler)
@@ -288,6 +406,10 @@ class HealthServer:
     def _app(self, environ: dict[str, Any], start_response: _StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET").upper()
         path = environ.get("PATH_INFO", "")
+        if self.protect_probes or path not in _OPEN_PROBES:
+            refused = self._refuse(environ, start_response, method == "HEAD")
+            if refused is not None:
+                return refused
         if method not in ("GET", "HEAD"):
             return _reply(start_response, 405, b"method not allowed\n", head=False,
                           extra=[("Allow", "GET, HEAD")])
@@ -305,6 +427,26 @@ class HealthServer:
         if path == "/":
             return _reply(start_response, 200, b"streamkm: /metrics /healthz /readyz\n", head)
         return _reply(start_response, 404, b"not found\n", head)
+
+    def _describe_auth(self) -> str:
+        what = [w for w, on in (("client certificate", self.require_client_cert),
+                                ("basic auth", self._auth_digests is not None)) if on]
+        if not what:
+            return ""
+        scope = "every path" if self.protect_probes else "every path but /healthz and /readyz"
+        return f"; {' and '.join(what)} required on {scope}"
+
+    def _refuse(self, environ: dict[str, Any], start_response: _StartResponse, head: bool) -> list[bytes] | None:
+        """The 403/401 reply when the request lacks the configured credentials, else None."""
+        if self.require_client_cert and not environ.get(_CLIENT_CERT):
+            return _reply(start_response, 403, b"client certificate required\n", head)
+        if self._auth_digests is not None and not _basic_auth_ok(environ.get("HTTP_AUTHORIZATION"),
+                                                                 self._auth_digests):
+            log.debug("health server: unauthorized request for %s from %s",
+                      environ.get("PATH_INFO", ""), environ.get("REMOTE_ADDR"))
+            return _reply(start_response, 401, b"unauthorized\n", head,
+                          extra=[("WWW-Authenticate", 'Basic realm="streamkm", charset="UTF-8"')])
+        return None
 
     def _metrics(self, environ: dict[str, Any], start_response: _StartResponse, head: bool) -> Iterable[bytes]:
         captured: list[tuple[str, list[tuple[str, str]]]] = []
@@ -327,3 +469,80 @@ def _reply(start_response: _StartResponse, code: int, body: bytes, head: bool, *
            extra: list[tuple[str, str]] | None = None) -> list[bytes]:
     start_response(_STATUS[code], [("Content-Type", _TEXT), ("Content-Length", str(len(body))), *(extra or [])])
     return [b"" if head else body]
+
+
+def _digest(b: bytes) -> bytes:
+    return hashlib.sha256(b).digest()
+
+
+def _basic_auth_ok(header: str | None, digests: tuple[bytes, bytes]) -> bool:
+    """True if *header* is ``Basic base64(user:password)`` with the expected credentials.
+
+    Digests of equal length are compared with :func:`hmac.compare_digest`, the
+    username and the password both, so the time taken tells nothing about
+    which one, or how much of it, was wrong.
+    """
+    if not header:
+        return False
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    user, sep, password = decoded.partition(b":")
+    if not sep:
+        return False
+    user_ok = hmac.compare_digest(_digest(user), digests[0])
+    password_ok = hmac.compare_digest(_digest(password), digests[1])
+    return user_ok & password_ok
+
+
+def _server_ssl_context(certfile: str | os.PathLike[str], keyfile: str | os.PathLike[str],
+                        client_cafile: str | os.PathLike[str] | None) -> ssl.SSLContext:
+    """A TLS 1.2+ server context; ValueError naming the file that cannot be loaded."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        # a password callback keeps OpenSSL from prompting on the terminal for an encrypted key
+        ctx.load_cert_chain(certfile=os.fspath(certfile), keyfile=os.fspath(keyfile), password=_no_password)
+    except (OSError, ssl.SSLError, _EncryptedKey) as exc:
+        raise ValueError(f"cannot load the TLS certificate {os.fspath(certfile)!r} with the key "
+                         f"{os.fspath(keyfile)!r}: {_ssl_reason(exc)}") from None
+    if client_cafile is not None:
+        try:
+            ctx.load_verify_locations(cafile=os.fspath(client_cafile))
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"cannot load the client CA bundle {os.fspath(client_cafile)!r}: "
+                             f"{_ssl_reason(exc)}") from None
+        ctx.verify_mode = ssl.CERT_OPTIONAL  # verified when presented; paths decide if required
+    return ctx
+
+
+class _EncryptedKey(Exception):
+    pass
+
+
+def _no_password() -> bytes:
+    raise _EncryptedKey("the key is encrypted: give an unencrypted key (readable by this user only)")
+
+
+_SSL_REASONS = {
+    "KEY_VALUES_MISMATCH": "the key does not belong to the certificate",
+    "NO_CERTIFICATE_OR_CRL_FOUND": "no PEM certificate found in it",
+}
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    if isinstance(exc, _EncryptedKey):
+        return str(exc)
+    if isinstance(exc, ssl.SSLError):
+        if exc.reason in _SSL_REASONS:
+            return _SSL_REASONS[exc.reason]
+        if "PEM lib" in str(exc):
+            return "not a PEM certificate and its key"
+        return str(exc.reason or exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)

@@ -38,7 +38,8 @@ class PrometheusServer:
     """A running Prometheus: ``url``, ``query(expr)``, ``wait_for_scrapes()``, ``stop()``."""
 
     def __init__(self, binary: str, workdir: Path, targets: list[str], rule_files=(),
-                 scrape_interval: str = "1s") -> None:
+                 scrape_interval: str = "1s", scrape_configs: list[dict] | None = None) -> None:
+        """``scrape_configs`` (Prometheus' own schema) replaces the one ``streamkm`` job over *targets*."""
         self.workdir = workdir
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -48,7 +49,8 @@ class PrometheusServer:
             "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval,
                        "scrape_timeout": scrape_interval},
             "rule_files": [str(p) for p in rule_files],
-            "scrape_configs": [{"job_name": "streamkm", "static_configs": [{"targets": list(targets)}]}],
+            "scrape_configs": scrape_configs if scrape_configs is not None else
+            [{"job_name": "streamkm", "static_configs": [{"targets": list(targets)}]}],
         }
         cfg = workdir / "prometheus.yml"
         cfg.write_text(json.dumps(config))  # JSON is valid YAML

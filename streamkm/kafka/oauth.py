@@ -1,0 +1,212 @@
+"""SASL OAUTHBEARER tokens for aiokafka: read from a file or printed by a command.
+
+aiokafka asks its ``sasl_oauth_token_provider`` (an
+:class:`aiokafka.abc.AbstractTokenProvider`) for a token every time it opens a broker
+connection; the token goes into the SASL ``auth=Bearer <token>`` message. Both
+providers here fetch a fresh token on every request, so a rotated token is used by
+the next connection:
+
+- :class:`FileTokenProvider` reads the file again each time (a sidecar or a mounted
+  Kubernetes secret replaces it; surrounding whitespace is stripped).
+- :class:`CommandTokenProvider` runs a program (no shell) with a timeout; its
+  standard output, stripped, is the token. It runs once per new connection: a few
+  times at start-up, then on reconnects, so it should be quick or cache by itself.
+
+A token must be a non-empty RFC 6750 ``b64token`` (letters, digits, ``-._~+/``,
+trailing ``=``), which also keeps a stray line of output or a control character
+out of the SASL message. Every failure raises :class:`TokenError`, whose message
+names the file or command and never contains the token. It is a
+:class:`aiokafka.errors.KafkaError`: aiokafka logs it as the reason the connection
+failed, and the worker retries with backoff as for any broker error.
+
+Example
+-------
+>>> import asyncio, pathlib, tempfile
+>>> with tempfile.TemporaryDirectory() as d:
+...     path = pathlib.Path(d) / "token"
+...     _ = path.write_text("eyJhbGciOiJub25lIn0.e30.\\n")
+...     asyncio.run(FileTokenProvider(path).token())
+'eyJhbGciOiJub25lIn0.e30.'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shlex
+import signal
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiokafka.abc import AbstractTokenProvider
+from aiokafka.errors import KafkaError
+
+__all__ = ["TokenError", "FileTokenProvider", "CommandTokenProvider", "check_token", "split_command"]
+
+# RFC 6750 section 2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_MAX_TOKEN_BYTES = 64 * 1024
+_STDERR_SHOWN = 300
+
+
+class TokenError(KafkaError):
+    """No usable OAUTHBEARER token: the message says why and names the source, never the token."""
+
+    retriable = True
+
+
+def check_token(token: str, source: str) -> str:
+    """Return *token* stripped of surrounding whitespace if it is a valid bearer token.
+
+    Parameters
+    ----------
+    token : str
+        What the file or command produced.
+    source : str
+        Where it came from, for the error message (``"token file '/run/token'"``).
+
+    Raises
+    ------
+    TokenError
+        The token is empty, too long, or not an RFC 6750 ``b64token``.
+    """
+    t = token.strip()
+    if not t:
+        raise TokenError(f"SASL OAUTHBEARER: {source} gave an empty token")
+    if len(t) > _MAX_TOKEN_BYTES:
+        raise TokenError(f"SASL OAUTHBEARER: {source} gave {len(t)} characters, more than the "
+                         f"{_MAX_TOKEN_BYTES} a token may have")
+    if _B64TOKEN.fullmatch(t) is None:
+        raise TokenError(f"SASL OAUTHBEARER: {source} did not give one bearer token ({len(t)} characters, "
+                         "not only letters, digits, -._~+/ and trailing =; more than one line?)")
+    return t
+
+
+def split_command(command: str | Sequence[str]) -> list[str]:
+    """The argument vector of *command*: a string is split like a shell line (:func:`shlex.split`).
+
+    Raises
+    ------
+    ValueError
+        The command is empty or its quoting is unbalanced.
+    """
+    if isinstance(command, str):
+        try:
+            argv = shlex.split(command)
+        except ValueError as exc:
+            raise ValueError(f"cannot split the token command {command!r}: {exc}") from None
+    else:
+        argv = [str(a) for a in command]
+    if not argv or not argv[0]:
+        raise ValueError("the token command is empty")
+    return argv
+
+
+class FileTokenProvider(AbstractTokenProvider):
+    """A token read from *path* on every request (so a replaced file takes effect).
+
+    Parameters
+    ----------
+    path : str or path
+        The token file: one token, surrounding whitespace ignored.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"FileTokenProvider({str(self.path)!r})"
+
+    async def token(self) -> str:
+        """The file's token (read in a thread: it may be on a slow volume)."""
+        return await asyncio.to_thread(self._read)
+
+    def _read(self) -> str:
+        source = f"token file {str(self.path)!r}"
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read(_MAX_TOKEN_BYTES + 1024)
+        except OSError as exc:
+            raise TokenError(f"SASL OAUTHBEARER: cannot read the {source}: {exc.strerror or exc}") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise TokenError(f"SASL OAUTHBEARER: the {source} is not UTF-8 text") from None
+        return check_token(text, f"the {source}")
+
+
+class CommandTokenProvider(AbstractTokenProvider):
+    """A token printed by a program, run (without a shell) on every request.
+
+    Parameters
+    ----------
+    command : str or sequence of str
+        The program and its arguments; a string is split with :func:`shlex.split`.
+    timeout_seconds : float, default 10.0
+        The program (its whole process group) is killed after this long.
+
+    Notes
+    -----
+    The program gets no standard input and the daemon's environment. It must exit
+    0 and print the token on standard output; a non-zero exit, a timeout or a bad
+    token raises :class:`TokenError` with the last line of its standard error.
+    """
+
+    def __init__(self, command: str | Sequence[str], *, timeout_seconds: float = 10.0) -> None:
+        self.argv = split_command(command)
+        if not timeout_seconds > 0:
+            raise ValueError(f"timeout_seconds must be > 0, got {timeout_seconds!r}")
+        self.timeout_seconds = float(timeout_seconds)
+
+    def __repr__(self) -> str:
+        return f"CommandTokenProvider({shlex.join(self.argv)!r}, timeout_seconds={self.timeout_seconds:g})"
+
+    async def token(self) -> str:
+        """Run the command and return its stripped standard output."""
+        name = f"token command {shlex.join(self.argv)!r}"
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                start_new_session=True)  # its own process group: a timeout kills its children too
+        except OSError as exc:
+            raise TokenError(f"SASL OAUTHBEARER: cannot run the {name}: {exc.strerror or exc}") from None
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), self.timeout_seconds)
+        except TimeoutError:
+            await _kill_group(proc)
+            raise TokenError(f"SASL OAUTHBEARER: the {name} did not finish within "
+                             f"{self.timeout_seconds:g}s (killed)") from None
+        except BaseException:  # cancelled: do not leave the program running
+            await _kill_group(proc)
+            raise
+        if proc.returncode != 0:
+            raise TokenError(f"SASL OAUTHBEARER: the {name} failed with exit code {proc.returncode}"
+                             + _last_line(err))
+        try:
+            text = out.decode("utf-8")
+        except UnicodeDecodeError:
+            raise TokenError(f"SASL OAUTHBEARER: the {name} printed something that is not UTF-8") from None
+        return check_token(text, f"the {name}")
+
+
+def _last_line(stderr: bytes) -> str:
+    lines = stderr.decode("utf-8", "replace").strip().splitlines()
+    if not lines:
+        return ""
+    line = lines[-1].strip()
+    if len(line) > _STDERR_SHOWN:
+        line = line[:_STDERR_SHOWN] + "..."
+    return f": {line}"
+
+
+async def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL the command's process group (it leads it: start_new_session) and reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(proc.wait(), 5.0)
