@@ -955,3 +955,31 @@ def test_renderer_reproduces_helm_semantics():
         "  a: r\n  b: 1"
     assert minihelm.merge_values({"a": {"b": 1, "c": 2}}, {"a": {"b": None, "d": 3}}) == {"a": {"c": 2, "d": 3}}
     assert minihelm.go_format_float(123456.0) == "123456" and minihelm.go_format_float(1e-5) == "1e-05"
+
+
+def test_healthcheck_speaks_https_and_sends_credentials_when_probes_are_protected(tmp_path):
+    """With metrics TLS the image's check must use HTTPS; with protect_probes, basic auth too."""
+    from tests.helpers.tls import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    tls = {"tls_certfile": pki.server_cert, "tls_keyfile": pki.server_key}
+
+    async def main() -> dict[str, int]:
+        codes = {}
+        async with _health_server(**tls) as server:
+            env = {"STREAMKM_METRICS__PORT": str(server.port), "STREAMKM_METRICS__TLS_CERTFILE": str(pki.server_cert)}
+            codes["https"] = (await asyncio.to_thread(_run_healthcheck, env)).returncode
+            plain = {"STREAMKM_METRICS__PORT": str(server.port)}
+            codes["http to https"] = (await asyncio.to_thread(_run_healthcheck, plain)).returncode
+        async with _health_server(**tls, basic_auth=("probe", "s3cret"), protect_probes=True) as server:
+            env = {"STREAMKM_METRICS__PORT": str(server.port), "STREAMKM_METRICS__TLS_CERTFILE": str(pki.server_cert),
+                   "STREAMKM_METRICS__PROTECT_PROBES": "true", "STREAMKM_METRICS__BASIC_AUTH_USERNAME": "probe"}
+            codes["protected, no password"] = (await asyncio.to_thread(_run_healthcheck, env)).returncode
+            env["STREAMKM_METRICS__BASIC_AUTH_PASSWORD"] = "s3cret"
+            codes["protected, with password"] = (await asyncio.to_thread(_run_healthcheck, env)).returncode
+            env["STREAMKM_METRICS__BASIC_AUTH_PASSWORD"] = "wrong"
+            codes["protected, wrong password"] = (await asyncio.to_thread(_run_healthcheck, env)).returncode
+        return codes
+
+    assert asyncio.run(main()) == {"https": 0, "http to https": 1, "protected, no password": 1,
+                                   "protected, with password": 0, "protected, wrong password": 1}
