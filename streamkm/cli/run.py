@@ -254,6 +254,7 @@ async def _run(settings: Settings, *, duration: float | None, status_interval: f
     demo_stop = asyncio.Event()
     health = None
     worker: Any = None
+    status_task: asyncio.Task[None] | None = None
     code = EXIT_OK
     try:
         bootstrap = settings.kafka.bootstrap_servers
@@ -324,8 +325,8 @@ async def _run(settings: Settings, *, duration: float | None, status_interval: f
         if broker is not None and settings.worker.demo_producer:
             tasks += _start_demo_producers(settings, broker.bootstrap_servers, demo_stop)
         worker_task = asyncio.create_task(worker.run(), name="streamkm-worker")
-        tasks.append(asyncio.create_task(_status_loop(metrics.registry, status_interval),
-                                         name="streamkm-status"))
+        status_task = asyncio.create_task(_status_loop(metrics.registry, status_interval), name="streamkm-status")
+        tasks.append(status_task)
         eprint("streamkm: running; Ctrl-C (SIGINT) or SIGTERM stops gracefully"
                + (f", or after {duration:g}s" if duration else ""))
         stop_task = asyncio.create_task(stop.wait())
@@ -349,6 +350,7 @@ async def _run(settings: Settings, *, duration: float | None, status_interval: f
                 log.error("worker stopped unexpectedly")
         else:
             reason = "signal" if stop.is_set() else f"--duration {duration:g}s elapsed"
+            status_task.cancel()  # no status line after the shutdown's own lines
             deadline = settings.worker.shutdown_deadline_seconds
             eprint(f"streamkm: shutting down ({reason}): finishing the batch, "
                    + ("sending its statistics" if settings.group.enabled else "checkpointing and committing")
@@ -373,6 +375,8 @@ async def _run(settings: Settings, *, duration: float | None, status_interval: f
                 await asyncio.wait_for(worker_task, timeout=5.0)
     finally:
         demo_stop.set()
+        if status_task is not None:
+            status_task.cancel()  # it never ends by itself: no grace period for it
         for t in tasks:
             if not t.done():
                 with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):

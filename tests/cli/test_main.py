@@ -324,6 +324,7 @@ def test_run_embedded_with_duration_serves_health_and_exits_0(tmp_path):
     assert "embedded broker at 127.0.0.1:" in text and "demo producer" in text
     assert "stopped cleanly" in text
     assert re.search(r"\d[\d,]* records/s \| [\d,]+ consumed", text)  # periodic status line
+    assert " records/s | " not in text.split("shutting down")[-1], "no status line once shutting down"
     # a final checkpoint exists and `checkpoint inspect` summarizes it
     out = streamkm("checkpoint", "inspect", str(tmp_path / "ckpt"))
     assert out.returncode == 0, out.stderr
