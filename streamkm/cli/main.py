@@ -26,9 +26,9 @@ broker and demo producer); 'streamkm COMMAND --help' describes each command."""
 
 EPILOG = """\
 exit codes:
-  0  success (including a graceful shutdown on SIGTERM/SIGINT)
+  0  success (including a graceful shutdown of run or broker on SIGTERM/SIGINT)
   1  failure (the broker is unreachable, the worker failed, the shutdown
-     deadline passed, interrupted)
+     deadline passed, interrupted; a one-shot command stopped by SIGTERM)
   2  usage or configuration error (also: a checkpoint made with another
      configuration, unreadable LSTM weights); nothing was done
   3  run: stopped, but the final checkpoint could not be written (a restart
@@ -77,6 +77,22 @@ def _raise_stopped(signum: int, frame: object) -> None:
     raise _Stopped(name)
 
 
+#: Commands that serve until told to stop: SIGTERM is their normal end, at any moment.
+_DAEMONS = frozenset({"run", "broker"})
+
+
+def _stopped(signame: str, argv: list[str] | None) -> int:
+    """Exit code of a command stopped by *signame* before its own handling: 0 for a daemon,
+    1 for a one-shot command (it did not do its work; a script must not carry on)."""
+    words = sys.argv[1:] if argv is None else argv
+    command = next((w for w in words if not w.startswith("-")), None)
+    if command in _DAEMONS:
+        eprint(f"streamkm: stopped by {signame} before it started")
+        return EXIT_OK
+    eprint(f"streamkm: stopped by {signame} before it finished")
+    return EXIT_FAILURE
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``streamkm`` command line; return the exit code.
 
@@ -100,15 +116,13 @@ def main(argv: list[str] | None = None) -> int:
             eprint("streamkm: interrupted")
             code = EXIT_FAILURE
     except _Stopped as exc:
-        eprint(f"streamkm: stopped by {exc} before it started")
-        code = EXIT_OK
+        code = _stopped(str(exc), argv)
     except Exception:
         # Raised inside a C extension, _Stopped can come out wrapped (pydantic-core turns it
         # into a SchemaError while building a model class): the record says what it was.
         if (early := _common.early_signal()) is None:
             raise
-        eprint(f"streamkm: stopped by {early} before it started")
-        code = EXIT_OK
+        code = _stopped(early, argv)
     finally:
         if previous is not None:
             exiting = argv is None and previous == signal.SIG_DFL

@@ -154,8 +154,16 @@ class Settings(BaseSettings):
 
     # ------------------------------------------------------------------ helpers
     def redacted_dict(self) -> dict[str, Any]:
-        """The effective configuration as JSON-able dict, secrets masked as ``"**********"``."""
-        return self.model_dump(mode="json")
+        """The effective configuration as JSON-able dict, secrets masked as ``"**********"``.
+
+        The OAUTHBEARER token command shows its program only: its arguments may hold a
+        client secret.
+        """
+        out = self.model_dump(mode="json")
+        cmd = out.get("kafka", {}).get("sasl_oauth_token_command")
+        if isinstance(cmd, str) and cmd.strip():
+            out["kafka"]["sasl_oauth_token_command"] = cmd.split()[0] + " **********"
+        return out
 
 
 # ------------------------------------------------------------------------ errors

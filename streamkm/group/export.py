@@ -39,6 +39,10 @@ def version_from_snapshot(data: bytes, model: GroupModel) -> ModelVersion:
     got = snapshot_state(data, model.pipeline)
     if isinstance(got, WireError):
         raise ValueError(f"not a usable reducer snapshot: {got}")
+    made_with = got.get("config_hash") or ""
+    if made_with and model.config_hash and made_with != model.config_hash:
+        raise ValueError(f"made with other model settings (config hash {made_with}, these settings "
+                         f"{model.config_hash}); use the --config the daemon ran with")
     model.load_state_dict(got["state"])
     return model.version()
 

@@ -54,12 +54,15 @@ def _from_bytes(data: bytes | None, kind: str, what: str, build: Callable[[dict[
 
 
 def snapshot_state(data: bytes | None, pipeline: str) -> dict[str, Any] | WireError:
-    """The reducer snapshot of *pipeline* in *data*: ``{"pipeline", "stats_offset", "state"}``,
-    ``state`` as :meth:`GroupModel.state_dict` wrote it; every failure a :class:`WireError`."""
+    """The reducer snapshot of *pipeline* in *data*: ``{"pipeline", "stats_offset", "state"}``
+    and ``config_hash`` (the settings it was folded under; absent in older snapshots), ``state``
+    as :meth:`GroupModel.state_dict` wrote it; every failure a :class:`WireError`."""
 
     def build(s: dict[str, Any]) -> dict[str, Any]:
         if s.get("pipeline") != pipeline or not isinstance(s.get("state"), dict):
             raise ValueError(f"not a {pipeline!r} reducer snapshot (pipeline {s.get('pipeline')!r})")
+        if not isinstance(s.get("config_hash", ""), str):
+            raise ValueError("config_hash must be a string")
         return s
 
     return _from_bytes(data, KIND_SNAPSHOT, "reducer snapshot", build)

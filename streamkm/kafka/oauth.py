@@ -162,11 +162,12 @@ class CommandTokenProvider(AbstractTokenProvider):
         self.timeout_seconds = float(timeout_seconds)
 
     def __repr__(self) -> str:
-        return f"CommandTokenProvider({shlex.join(self.argv)!r}, timeout_seconds={self.timeout_seconds:g})"
+        # The program only: its arguments may hold a client secret.
+        return f"CommandTokenProvider({self.argv[0]!r} ..., timeout_seconds={self.timeout_seconds:g})"
 
     async def token(self) -> str:
         """Run the command and return its stripped standard output."""
-        name = f"token command {shlex.join(self.argv)!r}"
+        name = f"token command {self.argv[0]!r}"  # never its arguments (they may hold a secret)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

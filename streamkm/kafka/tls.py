@@ -14,6 +14,8 @@ import socket
 import ssl
 from typing import Any
 
+from aiokafka.errors import KafkaConnectionError
+
 __all__ = ["probe_tls", "explain_connection_error"]
 
 _ALERTS = (
@@ -30,9 +32,17 @@ _ALERTS = (
 
 
 def _first_server(bootstrap_servers: str) -> tuple[str, int]:
+    """``(host, port)`` of the first of ``host[:port][,...]`` (IPv6 as ``[::1]:9092``; port 9092
+    when none is given, as aiokafka does)."""
     first = bootstrap_servers.split(",")[0].strip()
-    host, _, port = first.rpartition(":")
-    return host.strip("[]") or "localhost", int(port or 9092)
+    if first.startswith("["):  # [v6]:port or [v6]
+        host, _, rest = first[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif first.count(":") == 1:
+        host, _, port = first.partition(":")
+    else:  # a bare name, or a bare IPv6 address
+        host, port = first, ""
+    return host or "localhost", int(port) if port.isdigit() else 9092
 
 
 def probe_tls(bootstrap_servers: str, context: ssl.SSLContext, timeout: float = 5.0) -> str | None:
@@ -96,7 +106,12 @@ async def explain_connection_error(exc: BaseException, client_kwargs: dict[str, 
     plain = f"{type(exc).__name__}: {exc}"
     ctx = client_kwargs.get("ssl_context")
     servers = client_kwargs.get("bootstrap_servers")
-    if not isinstance(ctx, ssl.SSLContext) or not isinstance(servers, str):
+    # Only a failure to connect can be a refused handshake (not, say, a timed-out fetch).
+    connect_error = isinstance(exc, (OSError, KafkaConnectionError)) or "bootstrap" in str(exc).lower()
+    if not isinstance(ctx, ssl.SSLContext) or not isinstance(servers, str) or not connect_error:
         return plain
-    cause = await asyncio.to_thread(probe_tls, servers, ctx, timeout)
+    try:
+        cause = await asyncio.to_thread(probe_tls, servers, ctx, timeout)
+    except Exception:  # the explanation must never replace the error it explains
+        return plain
     return plain if cause is None else f"TLS: {cause}"

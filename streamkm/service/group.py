@@ -282,6 +282,9 @@ class _Reducer:
         try:
             snap = load_snapshot(raw, self.pipeline)
             assert snap is not None
+            made_with = snap.get("config_hash") or ""
+            if made_with and made_with != model.config_hash:
+                raise ValueError(f"made with other model settings (config hash {made_with})")
             model.load_state_dict(snap["state"])
         except ValueError as exc:  # replay the whole log instead (it must reach back to offset 0)
             log.error("reducer of %s: the newest snapshot is unusable (%s); folding the stats log from its start",
@@ -439,7 +442,8 @@ class _Reducer:
         self._last_publish = time.monotonic()
         w.metrics.group_versions_published.labels(pipeline=self.pipeline).inc()
         if self._published % w.settings.group.snapshot_every == 0 or self._stop.is_set():
-            state = {"pipeline": self.pipeline, "stats_offset": model.stats_offset_, "state": model.state_dict()}
+            state = {"pipeline": self.pipeline, "stats_offset": model.stats_offset_, "state": model.state_dict(),
+                     "config_hash": model.config_hash}
             try:
                 await w.producer.send_and_wait(w.model_topic, encode(KIND_SNAPSHOT, state),
                                                key=snapshot_key(self.pipeline))

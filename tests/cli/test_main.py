@@ -663,3 +663,26 @@ def test_checkpoint_of_another_dimension_exits_2_without_traceback(broker, make_
     assert second.returncode == 2, second.stderr[-3000:]
     assert "checkpoint has dimension 4, config says 5" in second.stderr
     assert "Traceback" not in second.stderr
+
+
+def test_sigterm_stops_a_one_shot_command_with_a_failure_code():
+    """`streamkm model snapshot ... && upload` must not carry on: a one-shot command stopped by
+    SIGTERM before it finished exits 1; a daemon (run, broker) stopped that way exits 0."""
+    code = ("import os, signal, sys\n"
+            "import importlib\n"
+            "m = importlib.import_module('streamkm.cli.main')\n"
+            "def go(argv):\n"
+            "    real = m.build_parser\n"
+            "    def parser():\n"
+            "        os.kill(os.getpid(), signal.SIGTERM)\n"
+            "        return real()\n"
+            "    m.build_parser = parser\n"
+            "    try:\n"
+            "        return m.main(argv)\n"
+            "    finally:\n"
+            "        m.build_parser = real\n"
+            "print('@', go(['checkpoint', 'inspect', 'x']), go(['--version']), go(['run']), go(['broker']))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=60)
+    marks = [line for line in proc.stdout.splitlines() if line.startswith("@ ")]
+    assert marks == ["@ 1 1 0 0"], proc.stdout + proc.stderr
+    assert proc.stderr.count("before it finished") == 2 and proc.stderr.count("before it started") == 2

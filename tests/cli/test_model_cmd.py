@@ -47,7 +47,8 @@ def test_export_from_a_snapshot_file_needs_no_broker(tmp_path):
     assert m.model_version_ == g.version_ == 1
 
 
-@pytest.mark.parametrize("case", ["missing", "garbage", "too large", "other settings", "group disabled"])
+@pytest.mark.parametrize("case", ["missing", "garbage", "too large", "other settings", "other identity threshold",
+                                  "group disabled"])
 def test_a_bad_snapshot_file_is_a_one_line_error(tmp_path, case):
     from streamkm.config import load_settings
 
@@ -58,17 +59,21 @@ def test_a_bad_snapshot_file_is_a_one_line_error(tmp_path, case):
         snap.write_bytes(b"SKMG not really")
     elif case == "too large":
         snap.write_bytes(b"\0" * (1048576 + 1))
-    elif case in ("other settings", "group disabled"):
+    elif case in ("other settings", "other identity threshold", "group disabled"):
         g = new_group_model(load_settings(_config(tmp_path / "src", k=3)), PIPE)
         g.fold(raw_stats(0, blobs(np.random.default_rng(0), np.zeros((1, 2)), 50)), 0)
-        snap.write_bytes(encode(KIND_SNAPSHOT, {"pipeline": PIPE, "stats_offset": 0, "state": g.state_dict()}))
+        snap.write_bytes(encode(KIND_SNAPSHOT, {"pipeline": PIPE, "stats_offset": 0, "state": g.state_dict(),
+                                                "config_hash": g.config_hash}))
         if case == "other settings":
             cfg = _config(tmp_path, k=4)
+        if case == "other identity threshold":  # not a model parameter: only the config hash tells
+            cfg.write_text(cfg.read_text().replace("[group]\n", "[group]\nidentity_threshold = 7.5\n"))
     out = _model(tmp_path, "export", "--config", str(cfg), "--snapshot", str(snap), "--out", str(tmp_path / "m"))
     assert out.returncode == 2, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr
     expected = {"missing": "cannot read", "garbage": "not a usable reducer snapshot",
                 "too large": "group.max_message_bytes", "other settings": "s.snapshot",
+                "other identity threshold": "made with other model settings",
                 "group disabled": "group.enabled = true"}[case]
     assert expected in out.stderr, out.stderr
     assert not (tmp_path / "m.npz").exists()

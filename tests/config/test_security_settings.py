@@ -162,3 +162,17 @@ def test_oauth_settings_are_ignored_without_sasl():
     kw = load_settings(env={"STREAMKM_KAFKA__BOOTSTRAP_SERVERS": "b:9092",
                             "STREAMKM_KAFKA__SASL_MECHANISM": "OAUTHBEARER"}).kafka.client_kwargs()
     assert not any(k.startswith("sasl") for k in kw)
+
+
+def test_config_check_shows_the_token_commands_program_only(tmp_path):
+    from streamkm.config import load_settings
+
+    token = tmp_path / "helper"
+    token.write_text("#!/bin/sh\necho t\n")
+    token.chmod(0o755)
+    s = load_settings(env={"STREAMKM_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9092",
+                           "STREAMKM_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                           "STREAMKM_KAFKA__SASL_MECHANISM": "OAUTHBEARER",
+                           "STREAMKM_KAFKA__SASL_OAUTH_TOKEN_COMMAND": f"{token} --client-secret hunter2"})
+    shown = s.redacted_dict()["kafka"]["sasl_oauth_token_command"]
+    assert shown == f"{token} **********" and "hunter2" not in repr(s.redacted_dict())

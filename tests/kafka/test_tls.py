@@ -160,3 +160,13 @@ def test_the_daemon_names_a_refused_handshake_while_it_retries(tls_broker, tmp_p
     assert rc == 0, text[-3000:]
     assert "broker unreachable or failing (TLS: the broker's certificate is not trusted" in text
     assert "Traceback" not in text, text[-3000:]
+
+
+@pytest.mark.parametrize("servers, expected", [
+    ("broker", ("broker", 9092)), ("broker:19092", ("broker", 19092)), ("[::1]:9093", ("::1", 9093)),
+    ("::1", ("::1", 9092)), ("[::1]", ("::1", 9092)), ("a:1,b:2", ("a", 1)), (" h:7 , x", ("h", 7)),
+])
+def test_bootstrap_addresses_parse_as_aiokafka_reads_them(servers, expected):
+    from streamkm.kafka.tls import _first_server
+
+    assert _first_server(servers) == expected

@@ -338,7 +338,10 @@ def _targets(prom: PrometheusServer) -> dict[str, dict]:
 
 
 def _up(prom: PrometheusServer) -> dict[str, float]:
-    return {s["metric"]["job"]: float(s["value"][1]) for s in prom.query("up")["data"]["result"]}
+    """Per job, 1 if any scrape of the last 30 s succeeded, else 0: one slow scrape on a loaded
+    machine (timeout 1 s) must not turn the good job down, and a refused job never succeeds."""
+    res = prom.query("max_over_time(up[30s])")["data"]["result"]
+    return {s["metric"]["job"]: float(s["value"][1]) for s in res}
 
 
 def test_real_prometheus_scrapes_over_https_with_basic_auth(pki, tmp_path):
