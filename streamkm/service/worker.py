@@ -124,9 +124,12 @@ class Worker:
         #: Offsets partitions were sought to on assignment, with where they came from, until
         #: the first high watermark of each is seen (:meth:`_check_log_ends`).
         self._resumed: dict[TopicPartition, tuple[int, str]] = {}
-        #: After a checkpoint fallback (``checkpoint.on_fallback = "reread"``): the partitions
-        #: already re-read from the model's own offsets; None when there was no fallback.
-        self._reread: set[TopicPartition] | None = None
+        #: After a checkpoint fallback (``checkpoint.on_fallback = "reread"``), what is still to
+        #: be re-read: ``{"offsets": {partition key: the model's own offset}, "from_start":
+        #: bool}`` (from_start: the first assignment re-reads partitions the model has no
+        #: offset for from the log start). Checkpointed, so a restart before the re-read keeps
+        #: it; None when nothing is pending.
+        self._reread: dict[str, Any] | None = None
         self._generation = 0  # bumped by every revoke/assign
         self._lock = asyncio.Lock()
         self._consumer: Any = None
@@ -201,9 +204,11 @@ class Worker:
             self.durability.last_checkpoint = info
         if self.store.skipped and self.settings.checkpoint.on_fallback == "reread":
             # Offsets committed after the restored checkpoint (or any, if none was readable)
-            # lie beyond what the model reflects: the first assignment of each partition
+            # lie beyond what the model reflects: the next assignment of each partition
             # re-reads from the model's own offset instead.
-            self._reread = set()
+            pending = self._reread or {"offsets": {}, "from_start": False}
+            self._reread = {"offsets": {**self.book.formatted(), **pending["offsets"]},
+                            "from_start": bool(pending["from_start"] or loaded is None)}
             log.warning("the newest checkpoint(s) %s are unreadable; restored %s: each partition is re-read from "
                         "the restored offsets, or from the log start where it has none (checkpoint.on_fallback)",
                         self.store.skipped, f"checkpoint {loaded[1].sequence}" if loaded is not None else "nothing",
@@ -226,6 +231,10 @@ class Worker:
             else:
                 log.warning("checkpoint has no %r pipeline state: starting it fresh", name)
         self.book.restore(state.get("offsets", {}), self._by_topic)
+        pending = state.get("reread_pending")
+        if isinstance(pending, dict):  # a fallback whose re-read had not happened yet
+            self._reread = {"offsets": {str(k): int(v) for k, v in dict(pending.get("offsets", {})).items()},
+                            "from_start": bool(pending.get("from_start", False))}
 
     def state_dict(self) -> dict[str, Any]:
         """Worker state = pipelines' state + next offsets (the checkpoint layout)."""
@@ -236,6 +245,9 @@ class Worker:
             "offsets": self.book.formatted(),
             "model_version": sum(int(p.model.n_batches_) for p in self.pipelines.values()),
             "pipelines": {name: p.state_dict() for name, p in self.pipelines.items()},
+            **({"reread_pending": {"offsets": dict(self._reread["offsets"]),
+                                   "from_start": bool(self._reread["from_start"])}}
+               if self._reread is not None else {}),
         }
 
     async def run(self) -> None:
@@ -571,9 +583,9 @@ class Worker:
                     committed = None
                 target = self.book.resume_target(tp, committed)
                 source = "checkpoint" if target == mine else "committed"
-                if self._reread is not None and tp not in self._reread:
-                    self._reread.add(tp)
-                    target, source = await self._reread_target(consumer, tp, mine, committed)
+                reread = await self._reread_target(consumer, tp, mine, committed)
+                if reread is not None:
+                    target, source = reread
                 if target is None:
                     positions[f"{tp.topic}:{tp.partition}"] = f"reset:{self.settings.kafka.auto_offset_reset}"
                     continue
@@ -587,18 +599,36 @@ class Worker:
             # Offsets of partitions not assigned now are kept: one that comes back resumes at
             # max(own, committed), never below what the model already reflects.
             self.book.assigned = assigned
+            if self._reread is not None:
+                self._reread["from_start"] = False  # only the first assignment after the fallback
+                if not self._reread["offsets"]:
+                    self._reread = None
             self.metrics.assigned_partitions.set(len(assigned))
         log.info("partitions assigned: %s", positions,
                  extra={"event": "rebalance", "phase": "assigned", "n_partitions": len(assigned)})
 
     async def _reread_target(self, consumer: Any, tp: TopicPartition, mine: int | None,
-                             committed: int | None) -> tuple[int, str]:
-        """First assignment after a checkpoint fallback: the model's own offset, else the log start."""
-        if mine is not None:
-            target, source = mine, "checkpoint"
-        else:
-            target = int((await asyncio.wait_for(consumer.beginning_offsets([tp]), 10))[tp])
+                             committed: int | None) -> tuple[int, str] | None:
+        """After a checkpoint fallback, where *tp* re-reads from: the model's own offset, else (first
+        assignment) the log start; None if nothing is pending for it. Done once per partition:
+        the pending entry is dropped here, and the caller seeks at once."""
+        if self._reread is None:
+            return None
+        key = f"{tp.topic}:{tp.partition}"
+        offsets = self._reread["offsets"]
+        if key in offsets:
+            target, source = int(offsets[key]), "checkpoint"
+        elif self._reread["from_start"] and mine is None:
+            try:
+                target = int((await asyncio.wait_for(consumer.beginning_offsets([tp]), 10))[tp])
+            except Exception as exc:  # never abort the assignment: the reset policy decides
+                log.error("%s:%d: log start unavailable (%s: %s); the re-read after the checkpoint fallback "
+                          "falls back to kafka.auto_offset_reset", tp.topic, tp.partition, type(exc).__name__, exc)
+                return None
             source = "log start"
+        else:
+            return None
+        offsets.pop(key, None)
         if committed is not None and committed > target:
             log.warning("%s:%d: re-reading %d..%d, committed after the checkpoint the model was restored from",
                         tp.topic, tp.partition, target, committed - 1,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -51,9 +52,13 @@ def _run_until_committed(cfg_path, log, broker, group, topic, n) -> str:
         return log.read_text()
 
 
-@pytest.mark.parametrize("corrupt, policy", [("newest", "reread"), ("every manifest", "reread"),
-                                             ("newest", "committed")])
-def test_a_fallback_rereads_what_the_restored_model_lacks(broker, make_topic, tmp_path, corrupt, policy):
+@pytest.mark.parametrize("corrupt, policy, restart_first", [
+    ("newest", "reread", False), ("every manifest", "reread", False), ("newest", "committed", False),
+    ("newest", "reread", True), ("every manifest", "reread", True)])
+def test_a_fallback_rereads_what_the_restored_model_lacks(broker, make_topic, tmp_path, corrupt, policy,
+                                                          restart_first):
+    """*restart_first*: the worker that falls back first runs against a broker that is down and is
+    stopped before any partition is assigned; its shutdown checkpoint must keep the re-read."""
     topic, group = make_topic("in"), unique_name("g")
     X = blobs(N1 + N2, d=4, k=3, center_scale=6.0, seed=4)
     records = [(f"k{i}".encode(), encode_json(x)) for i, x in enumerate(X)]
@@ -84,11 +89,27 @@ def test_a_fallback_rereads_what_the_restored_model_lacks(broker, make_topic, tm
         restored_at = 0
 
     asyncio.run(produce(broker, topic, records[N1:], partition=0))
+    if restart_first:
+        from tests.helpers.tls import free_port
+
+        down = load_config({**cfg, "kafka": {**cfg["kafka"], "bootstrap_servers": f"127.0.0.1:{free_port()}"}},
+                           tmp_path / "down.toml")
+        assert down.checkpoint.on_fallback == policy
+        with WorkerProcess(tmp_path / "down.toml", tmp_path / "down.log") as w:
+            deadline = time.monotonic() + 30
+            while "broker unreachable" not in (tmp_path / "down.log").read_text():
+                assert w.alive() and time.monotonic() < deadline, w.tail()
+                time.sleep(0.2)
+            w.proc.send_signal(signal.SIGTERM)
+            assert w.wait(30) == 0, w.tail()
+        state, _ = CheckpointStore(ckpt).load_latest()
+        assert "reread_pending" in state, "the shutdown checkpoint keeps the pending re-read"
     text = _run_until_committed(tmp_path / "w.toml", tmp_path / "run2.log", broker, group, topic, N1 + N2)
     model, end = _model(ckpt, kw)
     assert end == N1 + N2
     if policy == "reread":
-        assert "checkpoint_fallback" in text or "unreadable" in text, text[-3000:]
+        if not restart_first:
+            assert "unreadable" in text, text[-3000:]
         assert f"re-reading {restored_at}..{N1 - 1}" in text, text[-3000:]
         assert model.counts_.sum() == N1 + N2, "every record once"
         ref = offline(X, kw, BATCH)

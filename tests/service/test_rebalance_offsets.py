@@ -90,3 +90,38 @@ def test_another_members_progress_is_still_skipped(tmp_path):
     c = Consumer({P0: 400})
     asyncio.run(w._on_assigned({P0}, c))
     assert c.seeks == {P0: 400}
+
+
+class FailingStart(Consumer):
+    async def beginning_offsets(self, tps):
+        raise TimeoutError("ListOffsets timed out")
+
+
+def test_a_pending_reread_survives_a_restart_before_the_partition_is_assigned(tmp_path):
+    """A worker that fell back and stopped before its partitions were assigned (broker down,
+    SIGTERM) checkpoints the pending re-read; the next start honours it."""
+    w = _worker(tmp_path)
+    w.book.restore({f"{T}:0": 100}, [T])
+    w._reread = {"offsets": {f"{T}:0": 100}, "from_start": True}
+    state = w.state_dict()
+    assert state["reread_pending"] == {"offsets": {f"{T}:0": 100}, "from_start": True}
+
+    again = _worker(tmp_path / "again")
+    again._load_state(state)
+    c = Consumer({P0: 150, P1: 40})  # commits made after the lost checkpoint
+    asyncio.run(again._on_assigned({P0, P1}, c))
+    assert c.seeks == {P0: 100, P1: 0}, "own offset for 0; log start for 1 (the model has nothing of it)"
+    assert again._reread is None and "reread_pending" not in again.state_dict()
+    c = Consumer({P0: 150})
+    asyncio.run(again._on_assigned({P0}, c))
+    assert c.seeks == {P0: 150}, "re-read once only"
+
+
+def test_a_failed_log_start_lookup_does_not_abort_the_assignment(tmp_path):
+    w = _worker(tmp_path)
+    w._reread = {"offsets": {}, "from_start": True}
+    c = FailingStart({P0: 70})
+    asyncio.run(w._on_assigned({P0, P1}, c))
+    assert w.book.assigned == {P0, P1}, "the assignment completes"
+    assert c.seeks == {P0: 70}, "the normal rule where the log start is unknown (P1: the reset policy)"
+    assert w._reread is None
