@@ -423,7 +423,10 @@ class _Reducer:
         v = model.version(published_at=time.time())
         # Events first: a reducer that dies before its version lands has its successor refold and
         # announce them again (at least once); after the version lands, its successor skips them.
-        await w.flush_transitions()
+        if not await w.flush_transitions(self._stop):
+            log.warning("reducer of %s: version %d not published: its cluster events could not be written; "
+                        "the next reducer refolds and announces them", self.pipeline, v.version)
+            return
         backoff = w.settings.worker.retry_backoff_initial_seconds
         while True:
             try:
@@ -878,19 +881,39 @@ class GroupWorker:
         if self.settings.group.events_topic is not None:
             self._transitions.append((pipeline, transition, version))
 
-    async def flush_transitions(self) -> None:
+    async def flush_transitions(self, stop: asyncio.Event) -> bool:
+        """Write the queued transition events, retrying with backoff; False only if *stop* was set
+        before all were written (the unwritten ones stay queued, and the caller must not publish
+        the version after them: a successor then announces them again instead of never)."""
         topic = self.settings.group.events_topic
-        items, self._transitions = self._transitions, []
-        if topic is None or not items:
-            return
-        try:
-            for pipeline, tr, version in items:
-                value = json.dumps({"pipeline": pipeline, "version": version, "kind": tr.kind,
-                                    "cluster_id": tr.cluster_id, "other_id": tr.other_id,
-                                    "distance": tr.distance}).encode()
+        if topic is None:
+            self._transitions.clear()
+            return True
+        w = self.settings.worker
+        backoff = w.retry_backoff_initial_seconds
+        failing = False
+        while self._transitions:
+            pipeline, tr, version = self._transitions[0]
+            value = json.dumps({"pipeline": pipeline, "version": version, "kind": tr.kind,
+                                "cluster_id": tr.cluster_id, "other_id": tr.other_id,
+                                "distance": tr.distance}).encode()
+            try:
                 await self.producer.send_and_wait(topic, value, key=pipeline.encode())
-        except KafkaError as exc:  # events are informational: never let them stop the fold
-            log.error("cluster events not written to %s (%s)", topic, exc, extra={"event": "events_failed"})
+            except KafkaError as exc:
+                if not failing:  # once per outage, not per retry
+                    log.error("cluster events not written to %s (%s); retrying", topic, exc,
+                              extra={"event": "events_failed"})
+                failing = True
+                if stop.is_set():
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(2 * backoff, w.retry_backoff_max_seconds)
+                continue
+            self._transitions.pop(0)
+        if failing:
+            log.info("cluster events written to %s again", topic, extra={"event": "events_recovered"})
+        return True
 
     # ------------------------------------------------------------------ the loop
     async def _loop(self) -> None:
