@@ -4,8 +4,11 @@ settings loading, Kafka connection arguments and logging set-up."""
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import logging
+import signal
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -19,6 +22,7 @@ __all__ = [
     "EXIT_CHECKPOINT",
     "eprint",
     "early_signal",
+    "stop_on_signals",
     "note_early_signal",
     "fail",
     "load_settings_or_exit",
@@ -55,6 +59,20 @@ def early_signal() -> str | None:
     record cannot.
     """
     return _early_signal[0] if _early_signal else None
+
+
+def stop_on_signals() -> tuple[asyncio.Event, str | None]:
+    """An event that SIGINT and SIGTERM set from now on (the running loop's handlers), and the
+    signal that arrived during start-up, if one did: then the command should stop at once."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    early = early_signal()
+    if early is not None:
+        stop.set()
+    return stop, early
 
 
 def eprint(*args: Any) -> None:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 from typing import TYPE_CHECKING, Any
 
-from streamkm.cli._common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, early_signal, eprint, load_settings_or_exit
+from streamkm.cli._common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, eprint, load_settings_or_exit, stop_on_signals
 
 if TYPE_CHECKING:
     from streamkm.config import Settings
@@ -92,12 +91,8 @@ async def _serve(settings: Settings, *, port: int, partitions: int, startup_time
 
     from streamkm.kafka.embedded import EmbeddedBroker, EmbeddedBrokerError, EmbeddedBrokerPortInUse, create_topics
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    if (early := early_signal()) is not None:
+    stop, early = stop_on_signals()
+    if early is not None:
         eprint(f"streamkm: stopped by {early} before it started")
         return EXIT_OK
 

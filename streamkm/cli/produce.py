@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +13,8 @@ from streamkm.cli._common import (
     EXIT_USAGE,
     add_connection_args,
     connection_kwargs,
-    early_signal,
     eprint,
+    stop_on_signals,
 )
 from streamkm.kafka.tls import explain_connection_error
 
@@ -98,13 +96,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
            f"{args.count if args.count else 'unbounded'} records, {rate}")
 
     async def go() -> loadgen.ProduceStats:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
-        if early_signal() is not None:
-            stop.set()
+        stop, _ = stop_on_signals()  # a signal during start-up stops it at once
         return await loadgen.produce(source, topic=args.topic, client_kwargs=kwargs, count=args.count,
                                      rate=args.rate, partition=args.partition,
                                      progress=args.progress, stop_event=stop)

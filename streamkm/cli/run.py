@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import time
 from collections.abc import Awaitable
 from pathlib import Path
@@ -23,10 +22,10 @@ from streamkm.cli._common import (
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
-    early_signal,
     eprint,
     load_settings_or_exit,
     setup_logging,
+    stop_on_signals,
 )
 
 if TYPE_CHECKING:
@@ -239,12 +238,8 @@ async def _run(settings: Settings, *, duration: float | None, status_interval: f
     from streamkm.service.faults import fault_hook_from_env
     from streamkm.service.worker import Worker
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    if (early := early_signal()) is not None:
+    stop, early = stop_on_signals()
+    if early is not None:
         eprint(f"streamkm: stopped by {early} before it started")
         return EXIT_OK
 
