@@ -699,7 +699,7 @@ class GroupWorker:
                 for r in list(self._reducers.values()):
                     await r.stop()
                 self._reducers.clear()
-                await self._commit(force=True)
+                await self._commit(force=True, timeout=3.0)  # lag tooling only: never hold up a shutdown
         finally:
             if self._consumer is not None:  # no rebalance callback may start a reducer after this
                 await stop_quietly(self._consumer, "consumer stop")
@@ -860,7 +860,7 @@ class GroupWorker:
         for p in self.pipelines.values():
             p.observe(self.metrics)
 
-    async def _commit(self, *, force: bool = False) -> None:
+    async def _commit(self, *, force: bool = False, timeout: float = 10.0) -> None:
         """Commit the model's offsets of the assigned partitions (for lag tooling; not the source of truth)."""
         v = self.chunker.version
         if self._consumer is None or v is None or (not force and time.monotonic() - self._last_commit < 1.0):
@@ -871,7 +871,7 @@ class GroupWorker:
             return
         self._last_commit = time.monotonic()
         try:
-            await asyncio.wait_for(self._consumer.commit(offsets), 10)
+            await asyncio.wait_for(self._consumer.commit(offsets), timeout)
             self.metrics.commits.inc()
         except Exception as exc:
             self.metrics.commit_failures.inc()
@@ -931,7 +931,9 @@ class GroupWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.follower.changed.wait(), 0.5)
                 continue
-            batch = await self._consumer.getmany(timeout_ms=kafka.fetch_timeout_ms, max_records=kafka.max_records)
+            batch = await self._fetch_unless_stopping(kafka.fetch_timeout_ms, kafka.max_records)
+            if batch is None:
+                break
             self._last_fetch = time.monotonic()
             self._report_lag()
             async with self._lock:
@@ -947,6 +949,23 @@ class GroupWorker:
                         await self._flush()
                 await self._commit()
             self.metrics.set_ready(self.is_ready())
+
+    async def _fetch_unless_stopping(self, timeout_ms: int, max_records: int) -> Mapping[Any, list[Any]] | None:
+        """``getmany``, abandoned (None) when a shutdown starts: during a rebalance it can wait for
+        the whole group to rejoin, longer than the shutdown deadline. Records it had not yet
+        returned are not consumed (positions advance only with returned records)."""
+        fetch = asyncio.ensure_future(self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if fetch.done():
+            return fetch.result()
+        fetch.cancel()
+        with contextlib.suppress(BaseException):
+            await fetch
+        return None
 
     async def _process(self, batch: Mapping[Any, list[Any]]) -> None:
         recs_all: list[Any] = []
