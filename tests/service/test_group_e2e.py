@@ -120,7 +120,14 @@ def test_group_model_survives_kills_joins_and_leaves(broker, make_topic, tmp_pat
         assert v is not None and v.n_seen == N_VALID, (
             f"model saw {None if v is None else v.n_seen} of {N_VALID} valid records; "
             + (tmp_path / "m1.log").read_text()[-3000:])
-        time.sleep(2.0)  # duplicates still in flight are folded (and dropped)
+        # The re-produced copies are folded (and dropped) before the members stop: wait for a
+        # version that has read the stats log to its end (a rebalance can delay the reducer).
+        stats_end = max(r.offset for r in asyncio.run(consume_all(broker, settings.group_stats_topic, timeout=30)))
+        deadline = time.monotonic() + 60
+        while (v := asyncio.run(latest_version(broker, settings.group_model_topic))) is None \
+                or v.stats_offset < stats_end:
+            assert time.monotonic() < deadline, f"model at stats offset {v and v.stats_offset} of {stats_end}"
+            time.sleep(1.0)
         for m in members:
             assert m.term() == 0, m.log.read_text()[-3000:]
         v = asyncio.run(latest_version(broker, settings.group_model_topic))
