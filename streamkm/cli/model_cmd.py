@@ -85,7 +85,7 @@ def _export_snapshot(settings: Any, args: argparse.Namespace) -> int:
     """``model export --snapshot FILE``: no broker; the fold is rebuilt from the file and the settings."""
     from pathlib import Path
 
-    from streamkm.group.export import export_version, version_from_snapshot
+    from streamkm.group.export import version_from_snapshot
     from streamkm.service.group import new_group_model
 
     if not settings.group.enabled:
@@ -109,12 +109,19 @@ def _export_snapshot(settings: Any, args: argparse.Namespace) -> int:
     except ValueError as exc:
         eprint(f"streamkm model export: {args.snapshot}: {exc}")
         return EXIT_USAGE
+    return _export(v, args.out, f", from {args.snapshot}")
+
+
+def _export(v: Any, out: str, note: str = "") -> int:
+    """Write *v* as ``out.npz`` + ``out.json``; the exit code."""
+    from streamkm.group.export import export_version
+
     try:
-        npz, meta = export_version(v, args.out)
+        npz, meta = export_version(v, out)
     except (ValueError, OSError) as exc:
         eprint(f"streamkm model export: {exc}")
         return EXIT_FAILURE
-    print(f"wrote {npz} and {meta} (version {v.version}, {v.centers.shape[0]} clusters, from {args.snapshot})")
+    print(f"wrote {npz} and {meta} (version {v.version}, {v.centers.shape[0]} clusters{note})")
     return EXIT_OK
 
 
@@ -154,15 +161,7 @@ def _cmd(args: argparse.Namespace) -> int:
         eprint(f"streamkm model: no version of pipeline {args.pipeline!r} in {settings.group_model_topic!r}")
         return EXIT_FAILURE
     if args.model_command == "export":
-        from streamkm.group.export import export_version
-
-        try:
-            npz, meta = export_version(v, args.out)
-        except (ValueError, OSError) as exc:
-            eprint(f"streamkm model export: {exc}")
-            return EXIT_FAILURE
-        print(f"wrote {npz} and {meta} (version {v.version}, {v.centers.shape[0]} clusters)")
-        return EXIT_OK
+        return _export(v, args.out)
     print(f"pipeline {v.pipeline}  version {v.version}  stats offset {v.stats_offset}  points {v.n_seen}  "
           f"config {v.config_hash or '-'}")
     print(f"offsets {dict(sorted(v.offsets.items()))}")
