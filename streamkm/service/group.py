@@ -931,9 +931,7 @@ class GroupWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.follower.changed.wait(), 0.5)
                 continue
-            batch = await self._fetch_unless_stopping(kafka.fetch_timeout_ms, kafka.max_records)
-            if batch is None:
-                break
+            batch = await self._consumer.getmany(timeout_ms=kafka.fetch_timeout_ms, max_records=kafka.max_records)
             self._last_fetch = time.monotonic()
             self._report_lag()
             async with self._lock:
@@ -949,23 +947,6 @@ class GroupWorker:
                         await self._flush()
                 await self._commit()
             self.metrics.set_ready(self.is_ready())
-
-    async def _fetch_unless_stopping(self, timeout_ms: int, max_records: int) -> Mapping[Any, list[Any]] | None:
-        """``getmany``, abandoned (None) when a shutdown starts: during a rebalance it can wait for
-        the whole group to rejoin, longer than the shutdown deadline. Records it had not yet
-        returned are not consumed (positions advance only with returned records)."""
-        fetch = asyncio.ensure_future(self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records))
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-        if fetch.done():
-            return fetch.result()
-        fetch.cancel()
-        with contextlib.suppress(BaseException):
-            await fetch
-        return None
 
     async def _process(self, batch: Mapping[Any, list[Any]]) -> None:
         recs_all: list[Any] = []
