@@ -255,12 +255,12 @@ class _Reducer:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"streamkm-reducer-{self.pipeline}")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 15.0) -> None:
         self._stop.set()
         task, self._task = self._task, None
         if task is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(task), 15)
+                await asyncio.wait_for(asyncio.shield(task), timeout)
             except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
                 with contextlib.suppress(BaseException):
@@ -696,8 +696,11 @@ class GroupWorker:
         self._stopping.set()
         try:
             async with self._lock:
+                # The handover (last version and snapshot) gets part of the shutdown deadline; if it
+                # cannot finish, the next reducer refolds from the previous snapshot instead.
+                handover = min(15.0, 0.4 * self.settings.worker.shutdown_deadline_seconds)
                 for r in list(self._reducers.values()):
-                    await r.stop()
+                    await r.stop(timeout=handover)
                 self._reducers.clear()
                 await self._commit(force=True, timeout=3.0)  # lag tooling only: never hold up a shutdown
         finally:
