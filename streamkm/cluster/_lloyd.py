@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._distance import DEFAULT_MEMORY_BUDGET, _chunk_rows, _row_norms_sq
+from ._distance import DEFAULT_MEMORY_BUDGET, _chunk_rows, _colwise_argmin, _neg2_t, _row_norms_sq
+
+#: Up to this many centers :func:`_assign_top2` works on transposed (k, rows) blocks,
+#: where both the nearest and the second nearest are vertical reductions.
+_COLUMNWISE_TOP2_MAX_K = 64
+
+#: Size of the scratch block of :func:`_own_sq_dist` (rows × features): small enough to
+#: stay in cache between its three passes.
+_OWN_BLOCK_BYTES = 512 * 1024
 
 __all__ = ["_accumulate", "_assign_top2", "_lloyd", "_own_sq_dist", "_reseed_empty"]
 
@@ -28,30 +36,35 @@ def _accumulate(
 
     In place on ``sums`` (float64, shape (k, d)). ``idx`` selects rows of ``X``
     (``None`` = all rows, in order). Rows are processed in chunks through a
-    signed one-hot GEMM: exact row gathers, float32 products inside a chunk of
-    at most a few thousand rows for float32 data, float64 across chunks.
+    signed one-hot product, a sparse (k, rows) matrix with ``+w_i`` in row
+    ``new_i`` and ``−w_i`` in row ``old_i`` of column ``i`` (SciPy adds each
+    row of ``X`` into its two clusters: O(rows · d), no dense k-wide one-hot):
+    exact row gathers, products in ``X``'s dtype inside a chunk of at most a
+    few thousand rows, float64 across chunks.
     """
+    from scipy.sparse import csc_array  # first use only: keeps ``import streamkm`` light
+
     k = sums.shape[0]
     m_total = X.shape[0] if idx is None else idx.shape[0]
     if m_total == 0:
         return
     dtype = X.dtype
+    per = 1 if old is None else 2  # stored entries per column
     rows = _chunk_rows(m_total, k, dtype.itemsize, memory_budget_bytes)
-    onehot = np.zeros((rows, k), dtype=dtype)
     for start in range(0, m_total, rows):
         stop = min(start + rows, m_total)
         m = stop - start
-        r = np.arange(m)
         Xc = X[start:stop] if idx is None else X[idx[start:stop]]
-        oh = onehot[:m]
-        wc = 1.0 if w is None else w[start:stop]
-        oh[r, new[start:stop]] = wc
+        wc = np.ones(m, dtype=dtype) if w is None else np.asarray(w[start:stop], dtype=dtype)
+        ind = np.empty(per * m, dtype=np.int32)
+        val = np.empty(per * m, dtype=dtype)
+        ind[0::per] = new[start:stop]
+        val[0::per] = wc
         if old is not None:
-            oh[r, old[start:stop]] = -wc
-        sums += oh.T @ Xc
-        oh[r, new[start:stop]] = 0
-        if old is not None:
-            oh[r, old[start:stop]] = 0
+            ind[1::per] = old[start:stop]
+            np.negative(wc, out=val[1::per])
+        onehot = csc_array((val, ind, np.arange(0, per * m + 1, per, dtype=np.int32)), shape=(k, m))
+        sums += onehot @ Xc
 
 
 def _reseed_empty(
@@ -113,13 +126,42 @@ def _assign_top2(
     n = X.shape[0] if idx is None else idx.shape[0]
     k = centers.shape[0]
     dtype = X.dtype
-    neg2_ct = np.ascontiguousarray((-2.0 * centers).T, dtype=dtype)
+    neg2_ct = _neg2_t(centers, dtype)
     labels = np.empty(n, dtype=np.int64)
     best = np.empty(n, dtype=dtype)
     second = np.full(n, np.inf, dtype=dtype)
     rows = _chunk_rows(n, k, dtype.itemsize, memory_budget_bytes)
+    c_sq = np.asarray(c_sq, dtype=dtype)
+    if k <= _COLUMNWISE_TOP2_MAX_K:
+        flat = np.empty(rows * k, dtype=dtype)
+        eq = np.empty(rows * k, dtype=np.float32)
+        cols = np.arange(rows, dtype=np.int64)
+        c_col = c_sq[:, None]
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            m = stop - start
+            if idx is None:
+                Xc, xs = X[start:stop], x_sq[start:stop]
+            else:
+                sel = idx[start:stop]
+                Xc, xs = X[sel], x_sq[sel]
+            Dt = flat[: k * m].reshape(k, m)
+            np.matmul(neg2_ct.T, Xc.T, out=Dt)
+            Dt += c_col
+            lab, mins = _colwise_argmin(Dt, eq[: k * m].reshape(k, m))
+            labels[start:stop] = lab
+            np.add(mins, xs, out=best[start:stop])
+            if k > 1:
+                Dt[lab, cols[:m]] = np.inf
+                np.add(np.minimum.reduce(Dt, axis=0), xs, out=second[start:stop])
+        np.maximum(best, 0, out=best)
+        np.maximum(second, 0, out=second)
+        return labels, best, second
     block = np.empty((rows, k), dtype=dtype)
     offsets = np.arange(rows, dtype=np.int64) * k
+    # ‖μ‖² tiled to a whole block once: adding it to every block is then a contiguous
+    # add, several times faster than a broadcast over short rows (the same sums).
+    c_add = np.broadcast_to(c_sq, (rows, k)).copy() if n > rows else c_sq
     for start in range(0, n, rows):
         stop = min(start + rows, n)
         m = stop - start
@@ -130,11 +172,11 @@ def _assign_top2(
             Xc, xs = X[sel], x_sq[sel]
         D = block[:m]
         np.matmul(Xc, neg2_ct, out=D)
-        D += c_sq
+        D += c_add[:m] if c_add.ndim == 2 else c_add
         flat = D.ravel()
-        lab = D.argmin(axis=1)
+        lab = labels[start:stop]
+        D.argmin(axis=1, out=lab)
         pos = offsets[:m] + lab
-        labels[start:stop] = lab
         np.add(flat[pos], xs, out=best[start:stop])
         if k > 1:
             flat[pos] = np.inf
@@ -160,13 +202,15 @@ def _own_sq_dist(
     n = X.shape[0] if idx is None else idx.shape[0]
     d = X.shape[1]
     out = np.empty(n, dtype=X.dtype)
-    rows = _chunk_rows(n, d, X.dtype.itemsize, memory_budget_bytes)
+    rows = _chunk_rows(n, d, X.dtype.itemsize, min(memory_budget_bytes, _OWN_BLOCK_BYTES), max_rows=None)
+    block = np.empty((rows, d), dtype=X.dtype)
     for start in range(0, n, rows):
         stop = min(start + rows, n)
+        G = block[: stop - start]
+        np.take(centers, labels[start:stop], axis=0, out=G, mode="clip")  # labels are valid
         Xc = X[start:stop] if idx is None else X[idx[start:stop]]
-        G = centers.take(labels[start:stop], axis=0)
         np.subtract(Xc, G, out=G)
-        out[start:stop] = np.einsum("ij,ij->i", G, G)
+        np.einsum("ij,ij->i", G, G, out=out[start:stop])
     return out
 
 
@@ -246,6 +290,10 @@ def _lloyd(
     if x_sq is None:
         x_sq = _row_norms_sq(X)
     eps = float(np.finfo(dtype).eps)
+    # A computed squared distance (difference, square, sum of d terms) is within a
+    # relative (d + 2)·eps of the true one; loosening an upper bound by this factor
+    # after each update keeps it above any value the exact computation can return.
+    slack = 1.0 + 4.0 * (X.shape[1] + 4) * eps
 
     def objective(d2: np.ndarray) -> float:
         if w is None:
@@ -258,36 +306,54 @@ def _lloyd(
         margin = 8.0 * eps * (rows_x_sq.astype(np.float64) + float(c_sq.max()))
         return np.sqrt(np.maximum(sq.astype(np.float64) - margin, 0.0))
 
+    def exact_u(d2: np.ndarray) -> np.ndarray:
+        # ‖x − μ‖ from an exactly computed squared distance, rounded up
+        u: np.ndarray = np.sqrt(d2, dtype=np.float64)
+        u *= 1.0 + 8.0 * eps
+        return u
+
     c_sq = _row_norms_sq(C)
     labels, _, second = _assign_top2(X, C, c_sq, x_sq, None, budget)
-    d_own = _own_sq_dist(X, C, labels, None, budget)
+    d_own = _own_sq_dist(X, C, labels, None, budget)  # exact ‖x − μ_label‖²
+    own_exact = True  # d_own holds the exact distances to the current C
     lower = lower_bound(second, x_sq, c_sq)
+    upper = exact_u(d_own)  # >= the exact-computation u of every point, kept valid below
+    d_cur = np.empty(n, dtype=dtype)  # exact distances, valid for the rows computed this iteration
     J = objective(d_own)
     history = [J]
     sums = np.zeros((k, X.shape[1]), dtype=np.float64)
     _accumulate(sums, X, None, labels, None, w, budget)
     n_iter = 0
+    counts = np.bincount(labels, minlength=k)  # kept up to date with the moves below
     for _ in range(max_iter):
-        counts = np.bincount(labels, minlength=k)
         wcounts = counts if w is None else np.bincount(labels, weights=w, minlength=k)
         C_new = C.copy()
         nz = wcounts > 0
-        C_new[nz] = sums[nz] / wcounts[nz, None]
+        means = sums[nz] / wcounts[nz, None]
+        C_new[nz] = means
         if not nz.all():
+            if not own_exact:
+                d_own = _own_sq_dist(X, C, labels, None, budget)
+                own_exact = True
             _reseed_empty(X, C_new, np.flatnonzero(~nz), d_own, x_sq, w)
-        # Update step done: exact distance of every point to its own center.
-        d_post = _own_sq_dist(X, C_new, labels, None, budget)
-        J_post = objective(d_post)
+        C64, Cn64 = C.astype(np.float64), C_new.astype(np.float64)
+        # Update step, labels fixed: moving center j from μ to μ' changes its cost by
+        # W_j (‖x̄_j − μ'‖² − ‖x̄_j − μ‖²), x̄_j the mean of its points (exact identity).
+        gain = ((means - C64[nz]) ** 2).sum(axis=1) - ((means - Cn64[nz]) ** 2).sum(axis=1)
+        J_post = J - float(np.dot(np.asarray(wcounts[nz], dtype=np.float64), gain))
         if J_post > J:
             break  # rounding at convergence; nothing has been modified
+        own_exact = False
         c_sq = _row_norms_sq(C_new)
-        C64, Cn64 = C.astype(np.float64), C_new.astype(np.float64)
+        thresh: np.ndarray | None = None
         if prune and k > 1:
             shift = np.sqrt(((Cn64 - C64) ** 2).sum(axis=1))
             j1 = int(np.argmax(shift))
             m1 = shift[j1]
             m2 = float(np.max(np.delete(shift, j1)))
-            lower -= np.where(labels == j1, m2, m1)
+            drop = np.full(k, m1)
+            drop[j1] = m2
+            lower -= drop[labels]  # m2 for the points of the center that moved most, m1 otherwise
             # center-center squared distances by the Gram expansion (k × k,
             # float64), less a margin for its rounding so the bound stays safe
             cn_sq = np.einsum("ij,ij->i", Cn64, Cn64)
@@ -295,24 +361,45 @@ def _lloyd(
             cc -= 1e-12 * (cn_sq[:, None] + cn_sq[None, :])
             np.fill_diagonal(cc, np.inf)
             half_gap = 0.5 * np.sqrt(np.maximum(cc.min(axis=1), 0.0))
-            u = np.sqrt(d_post.astype(np.float64)) * (1.0 + 8.0 * eps)
-            cand = np.flatnonzero(u > np.maximum(lower, half_gap[labels]))
+            thresh = np.maximum(lower, half_gap[labels])
+            upper += shift[labels]  # triangle inequality: the own center moved by its shift
+            upper *= slack
+            maybe = np.flatnonzero(upper > thresh)
         else:
-            cand = np.arange(n) if k > 1 else np.empty(0, dtype=np.int64)
+            maybe = np.arange(n) if k > 1 else np.empty(0, dtype=np.int64)
+        # Exact distance to the own (moved) center, only where the bound cannot rule out a
+        # better center; the candidates are the points whose exact u still fails the test.
+        d_maybe = _own_sq_dist(X, C_new, labels[maybe], maybe, budget)
+        u_maybe = exact_u(d_maybe)
+        upper[maybe] = u_maybe
+        d_cur[maybe] = d_maybe
+        del d_maybe
+        cand = maybe if thresh is None else maybe[u_maybe > thresh[maybe]]
+        del u_maybe
         moved = np.empty(0, dtype=np.int64)
+        J_new = J_post
         if cand.size:
-            use_idx = None if cand.size > n // 2 else cand
+            # all rows in place when nearly all are candidates, else the candidates gathered
+            use_idx = None if 10 * cand.size > 9 * n else cand
             lab_c, best_c, sec_c = _assign_top2(X, C_new, c_sq, x_sq, use_idx, budget)
-            if use_idx is None:
+            if use_idx is None:  # every row: no gathers
                 cand = np.arange(n)
-            old = labels[cand]
-            xs_c = x_sq[cand]
+                old, xs_c = labels, x_sq  # read before any label changes below
+            else:
+                old, xs_c = labels[cand], x_sq[cand]
             new_lower = lower_bound(sec_c, xs_c, c_sq)
             mv = np.flatnonzero(lab_c != old)
             if mv.size:
                 rows = cand[mv]
+                if use_idx is None and maybe.size < n:  # rows whose exact distance is not known yet
+                    known = np.zeros(n, dtype=bool)
+                    known[maybe] = True
+                    unknown = rows[~known[rows]]
+                    d_cur[unknown] = _own_sq_dist(X, C_new, labels[unknown], unknown, budget)
+                    upper[unknown] = exact_u(d_cur[unknown])
                 d_new = _own_sq_dist(X, C_new, lab_c[mv], rows, budget)
-                ok = d_new < d_post[rows]
+                d_old = d_cur[rows]
+                ok = d_new < d_old
                 # a rejected move (near-tie): the best other center is at
                 # distance >= best_c, a valid lower bound for the old label
                 rej = mv[~ok]
@@ -320,15 +407,24 @@ def _lloyd(
                 moved = rows[ok]
                 new_lab = lab_c[mv][ok]
                 if moved.size:
+                    old_lab = labels[moved]
                     _accumulate(
-                        sums, X, moved, new_lab, labels[moved],
+                        sums, X, moved, new_lab, old_lab,
                         None if w is None else w[moved], budget,
                     )
+                    counts += np.bincount(new_lab, minlength=k)
+                    counts -= np.bincount(old_lab, minlength=k)
                     labels[moved] = new_lab
-                    d_post[moved] = d_new[ok]
-            lower[cand] = new_lower
-        J_new = objective(d_post)
-        C, d_own = C_new, d_post
+                    d_in, d_out = d_new[ok], d_old[ok]
+                    upper[moved] = exact_u(d_in)
+                    # each move lowers J by its exact decrease of squared distance (> 0)
+                    dec = d_out.astype(np.float64) - d_in.astype(np.float64)
+                    J_new = J_post - float(dec.sum() if w is None else np.dot(dec, w[moved]))
+            if use_idx is None:
+                lower = new_lower
+            else:
+                lower[cand] = new_lower
+        C = C_new
         n_iter += 1
         history.append(J_new)
         converged = moved.size == 0 or (J - J_new) <= tol * J

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ._distance import _assign, _row_norms_sq
+from ._distance import _assign, _min_sq_dist, _row_norms_sq
 from ._lloyd import _lloyd
 from ._validation import check_array, check_float, check_positive_int, check_random_state
 from .kmeans_plusplus import _kmeans_plusplus
@@ -31,14 +31,17 @@ def _d2_sample(
     """Draw ``n`` rows of ``S`` by D² sampling relative to ``centers`` and to
     the rows already drawn (k-means++ continued). Returns row indices (n,).
 
-    A loop over the ``n`` draws (not over points); each draw is O(len(S) · d).
+    A loop over the ``n`` draws (not over points); each draw after the first
+    is O(len(S) · d), in row blocks that stay in cache (the distances to the
+    last draw are not needed and not computed).
     """
     if centers.shape[0]:
-        _, d2 = _assign(S, centers, memory_budget_bytes=memory_budget_bytes)
-        d2 = d2.astype(np.float64)
+        d2 = _min_sq_dist(S, centers, memory_budget_bytes=memory_budget_bytes).astype(np.float64)
     else:
         d2 = np.ones(S.shape[0])
     picks = np.empty(n, dtype=np.int64)
+    block = min(S.shape[0], 2048)
+    diff = np.empty((block, S.shape[1]), dtype=S.dtype)
     for t in range(n):
         cum = np.cumsum(d2)
         total = cum[-1]
@@ -48,8 +51,13 @@ def _d2_sample(
         else:  # every point coincides with a center
             i = int(rng.integers(S.shape[0]))
         picks[t] = i
-        diff = S - S[i]
-        np.minimum(d2, np.einsum("ij,ij->i", diff, diff), out=d2)
+        if t + 1 == n:
+            break
+        for a in range(0, S.shape[0], block):
+            b = min(a + block, S.shape[0])
+            D = diff[: b - a]
+            np.subtract(S[a:b], S[i], out=D)
+            np.minimum(d2[a:b], np.einsum("ij,ij->i", D, D), out=d2[a:b])
     return picks
 
 

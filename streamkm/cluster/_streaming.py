@@ -1,32 +1,70 @@
 """The streaming k-means update kernel: one decayed mini-batch step.
 
 Private, pure kernels of :class:`~streamkm.cluster.StreamingKMeans` (shared by
-``partial_fit`` and ``fit``). They assume validated input and modify none of
-their arguments. The rule and its derivation are in ``docs/kmeans.md``
-(section 5).
+``partial_fit`` and ``fit``) and of :func:`~streamkm.cluster.summarize`. They
+assume validated input and modify none of their arguments (only the scratch
+arrays of a :class:`~._distance._Workspace` passed to them). The rule and its
+derivation are in ``docs/kmeans.md`` (section 5).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+from ._distance import _Workspace
 
 __all__ = ["_apply_sums", "_cluster_sums", "_minibatch_step"]
 
+#: ``k · (d + 16)`` up to which :func:`_cluster_sums` uses a dense one-hot GEMM: its
+#: cost grows with k·d per point, the sparse product's is about 20 ns + d multiply-adds.
+_DENSE_ONE_HOT_MAX = 1024
 
-def _cluster_sums(X: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+
+def _one_hot(m: int, k: int, dtype: Any) -> Any:
+    """A (k, m) sparse CSC matrix with one stored 1 per column (row index set by the caller)."""
+    from scipy.sparse import csc_array  # first use only: keeps ``import streamkm`` light
+
+    return csc_array(
+        (np.ones(m, dtype=dtype), np.zeros(m, dtype=np.int32), np.arange(m + 1, dtype=np.int32)),
+        shape=(k, m),
+    )
+
+
+def _cluster_sums(
+    X: np.ndarray, labels: np.ndarray, k: int, *, work: _Workspace | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-cluster point counts (k,) int64 and sums (k, d) float64.
 
-    Sort-by-label + ``np.add.reduceat``: O(m log m + m d), no loop over points.
+    The sums are the product of the (k, m) one-hot matrix of the labels with
+    ``X``: for many or wide clusters a sparse CSC matrix (one stored 1 per
+    point; SciPy adds every row of ``X`` into the row of its cluster, O(m d)),
+    for few narrow ones (``k · (d + 16) <= 1024``) a dense one-hot GEMM. No
+    sort, no loop over points in Python. Sums are accumulated in ``X``'s dtype
+    (the bits depend only on ``X``, ``labels`` and ``k``), then widened to
+    float64.
+
+    ``work`` keeps the one-hot matrix between calls (overwritten); without it
+    a new one is built (about 20 µs more for the sparse one).
     """
     counts = np.bincount(labels, minlength=k)
-    # Small unsigned keys let the stable sort use radix sort; take() is the
-    # fastest row gather.
-    keys = labels.astype(np.uint16) if k <= 2**16 else labels
-    order = np.argsort(keys, kind="stable")
-    nz = np.flatnonzero(counts)
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))[nz]
-    sums = np.zeros((k, X.shape[1]), dtype=np.float64)
-    sums[nz] = np.add.reduceat(X.take(order, axis=0), starts, axis=0)
+    m = X.shape[0]
+    if k * (X.shape[1] + 16) <= _DENSE_ONE_HOT_MAX:
+        # Few, narrow clusters: a dense one-hot GEMM costs less than SciPy's per-point loop.
+        if work is None:
+            dense = np.zeros((k, m), dtype=X.dtype)
+        else:
+            dense = work.get("onehot_dense", (m, k, X.dtype), lambda: np.zeros((k, m), dtype=X.dtype))
+            dense.fill(0)
+        dense[labels, np.arange(m)] = 1
+        return counts, np.asarray(dense @ X, dtype=np.float64)
+    if work is None:
+        onehot = _one_hot(m, k, X.dtype)
+    else:
+        onehot = work.get("onehot", (m, k, X.dtype), lambda: _one_hot(m, k, X.dtype))
+    onehot.indices[:] = labels
+    sums = np.asarray(onehot @ X, dtype=np.float64)
     return counts, sums
 
 
@@ -98,9 +136,13 @@ def _apply_sums(
     """
     w = weights * gamma if gamma != 1.0 else weights.copy()
     w += counts
-    nz = np.flatnonzero(counts)
-    new = centers.copy()
-    delta = (sums[nz] - counts[nz, None] * new[nz]) / w[nz, None]
-    new[nz] += delta
-    shift = float(np.sqrt(np.einsum("ij,ij->i", delta, delta).max())) if nz.size else 0.0
+    # Every row at once, no gathers: a cluster without points has a zero sum and count,
+    # so its delta is exactly +0 and its center and weight stay as they are. Its weight
+    # may be 0 (never 0 for a cluster with points): divide those rows by 1 instead.
+    den = w if w.min() > 0 else np.where(w > 0, w, 1.0)
+    delta = counts[:, None] * centers
+    np.subtract(sums, delta, out=delta)
+    delta /= den[:, None]
+    new = centers + delta
+    shift = float(np.sqrt(np.einsum("ij,ij->i", delta, delta).max()))
     return new, w, shift

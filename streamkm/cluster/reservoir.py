@@ -63,18 +63,24 @@ def _check_dtype(dtype: Any) -> np.dtype[Any]:
     return dt
 
 
-def _last_wins(slots: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _last_wins(slots: np.ndarray, rows: np.ndarray, capacity: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Keep, for every slot written several times, only its last write.
 
     NumPy does not promise which value a fancy-indexed assignment with
-    repeated indices keeps, so duplicates are removed explicitly.
+    repeated indices keeps, so duplicates are removed explicitly. Returns the
+    kept (slot, row) pairs in slot order. ``capacity`` (the number of slots),
+    when at most 2**16, lets the sort use 16-bit keys (a radix sort).
     """
     if slots.size < 2:
         return slots, rows
-    rev = slots[::-1]
-    _, first_in_rev = np.unique(rev, return_index=True)
-    keep = slots.size - 1 - first_in_rev
-    return slots[keep], rows[keep]
+    # A stable sort keeps the writes to one slot in their order; the last of each run wins.
+    keys = slots.astype(np.uint16) if capacity is not None and capacity <= 2**16 and slots.size > 256 else slots
+    order = np.argsort(keys, kind="stable")
+    by_slot = slots[order]
+    last = np.empty(slots.size, dtype=bool)
+    last[-1] = True
+    np.not_equal(by_slot[:-1], by_slot[1:], out=last[:-1])
+    return by_slot[last], rows[order[last]]
 
 
 class _Reservoir:
@@ -256,25 +262,44 @@ class UniformReservoir(_Reservoir):
         self._queue_pos = np.empty(0, dtype=np.int64)
         self._queue_slot = np.empty(0, dtype=np.int64)
 
-    def _extend_queue(self, rng: np.random.Generator) -> None:
-        """Generate the next ``_CHUNK`` accepted positions and their slots."""
+    def _extend_queue(self, rng: np.random.Generator, n_chunks: int = 1) -> None:
+        """Generate the next ``n_chunks · _CHUNK`` accepted positions and their slots.
+
+        Exactly what ``n_chunks`` successive one-chunk calls produce (the same
+        draws in the same order, the same floating-point operations per
+        chunk, chained through ``log W`` and the last position), in one
+        vectorized pass: a chunk's worth of NumPy calls costs as much as the
+        arithmetic of several chunks.
+        """
         s = self.capacity
         if self._log_w is None:
             self._log_w = math.log(1.0 - rng.random()) / s
             self._last_pos = s - 1
-        r = rng.random((3, _CHUNK))
+        r = rng.random((n_chunks, 3, _CHUNK))  # the stream of n_chunks draws of (3, _CHUNK)
         # 1 − r lies in (0, 1], so every logarithm is finite.
-        log_w_after = self._log_w + np.cumsum(np.log1p(-r[0])) / s
-        log_w_before = np.concatenate(([self._log_w], log_w_after[:-1]))
+        steps = np.cumsum(np.log1p(-r[:, 0]), axis=1) / s
+        starts = np.empty((n_chunks, 1))
+        log_w = self._log_w
+        for c in range(n_chunks):  # log W at the start of every chunk (a scalar chain)
+            starts[c, 0] = log_w
+            log_w = log_w + float(steps[c, -1])
+        log_w_after = starts + steps
+        log_w_before = np.concatenate((starts, log_w_after[:, :-1]), axis=1)
         with np.errstate(divide="ignore"):
-            skip = np.floor(np.log1p(-r[1]) / np.log1p(-np.exp(log_w_before))) + 1.0
+            skip = np.floor(np.log1p(-r[:, 1]) / np.log1p(-np.exp(log_w_before))) + 1.0
         np.minimum(skip, 2.0**52, out=skip)
-        pos = np.minimum(self._last_pos + np.cumsum(skip), _FAR).astype(np.int64)
-        slot = np.minimum((r[2] * s).astype(np.int64), s - 1)
-        self._log_w = float(log_w_after[-1])
-        self._last_pos = int(pos[-1])
-        self._queue_pos = np.concatenate((self._queue_pos, pos))
-        self._queue_slot = np.concatenate((self._queue_slot, slot))
+        csum = np.cumsum(skip, axis=1)
+        offsets = np.empty((n_chunks, 1))
+        last = self._last_pos
+        for c in range(n_chunks):  # the last position of every chunk (a scalar chain)
+            offsets[c, 0] = last
+            last = int(min(last + float(csum[c, -1]), _FAR))
+        pos = np.minimum(offsets + csum, _FAR).astype(np.int64)
+        slot = np.minimum((r[:, 2] * s).astype(np.int64), s - 1)
+        self._log_w = float(log_w_after[-1, -1])
+        self._last_pos = int(pos[-1, -1])
+        self._queue_pos = np.concatenate((self._queue_pos, pos.ravel()))
+        self._queue_slot = np.concatenate((self._queue_slot, slot.ravel()))
 
     def _add(self, X: np.ndarray, rng: np.random.Generator) -> None:
         m = X.shape[0]
@@ -282,11 +307,19 @@ class UniformReservoir(_Reservoir):
         end = start + m
         self._fill(X)
         if end > self.capacity:
+            if self._last_pos < end and self._log_w is not None:
+                # Algorithm L accepts about capacity · ln(end / last_pos) points up to ``end``:
+                # generate the chunks surely needed in one call (a safe underestimate, so that
+                # no more than one chunk beyond ``end`` is ever drawn), the rest one by one.
+                expect = self.capacity * math.log(end / max(self._last_pos, 1))
+                sure = int((expect - 4.0 * math.sqrt(expect)) // _CHUNK)
+                if sure > 0:
+                    self._extend_queue(rng, min(sure, 64))
             while self._last_pos < end:
                 self._extend_queue(rng)
             k = int(np.searchsorted(self._queue_pos, end))
             if k:
-                slots, rows = _last_wins(self._queue_slot[:k], self._queue_pos[:k] - start)
+                slots, rows = _last_wins(self._queue_slot[:k], self._queue_pos[:k] - start, self.capacity)
                 self._buf[slots] = X[rows]
                 self._queue_pos = self._queue_pos[k:]
                 self._queue_slot = self._queue_slot[k:]
@@ -438,7 +471,7 @@ class TimeBiasedReservoir(_Reservoir):
                 rows = np.empty(0, dtype=np.int64)
             if rows.size:
                 slots = rng.integers(0, self.capacity, size=rows.size)
-                slots, rows = _last_wins(slots, rows)
+                slots, rows = _last_wins(slots, rows, self.capacity)
                 self._buf[slots] = X[rows]
         self.n_seen += m
 

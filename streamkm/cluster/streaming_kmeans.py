@@ -14,14 +14,19 @@ from typing import Any
 
 import numpy as np
 
-from ._distance import _assign, _row_norms_sq, _sq_distances
+from ._distance import _assign, _neg2_t, _row_norms_sq, _sq_distances, _Workspace
 from ._reseed import ReseedResult, _d2_sample, _seed_and_refine, compute_reseed
 from ._state import _PARAMS, _check_params, _state_dict, _validated_state
-from ._streaming import _apply_sums, _minibatch_step
+from ._streaming import _apply_sums, _cluster_sums
 from ._validation import MAX_ABS_VALUE, check_array, check_positive_int
 from .reservoir import TimeBiasedReservoir, UniformReservoir
 
 __all__ = ["StreamingKMeans", "ReseedResult", "compute_reseed"]
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: Rows whose squared norm is at most this hold only finite values of magnitude at
+#: most ``0.5 · MAX_ABS_VALUE`` (a margin for the rounding of the norm).
+_FAST_SQ_BOUND = 0.25 * MAX_ABS_VALUE**2
 
 
 class StreamingKMeans:
@@ -240,6 +245,8 @@ class StreamingKMeans:
         self._dtype: np.dtype[Any] | None = None
         self._centers: np.ndarray | None = None  # float64 master copy
         self._c_sq: np.ndarray | None = None  # ‖μ‖² in the data dtype
+        self._neg2_ct: np.ndarray | None = None  # −2 μᵀ, the assignment GEMM operand
+        self._work = _Workspace()  # scratch arrays of _step, reused between batches
         self._buffer: list[np.ndarray] = []
         self._n_buffered = 0
         self._res: UniformReservoir | TimeBiasedReservoir | None = None
@@ -291,6 +298,28 @@ class StreamingKMeans:
                 )
         return arr
 
+    def _validate_batch(self, X: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`_validate_X` for an update, with ``‖x‖²`` of the rows when it was computed.
+
+        Fast path for what the service feeds (a C-contiguous float array of the
+        model's dtype and width): instead of two reductions over ``X`` for the
+        finiteness and magnitude checks, one pass computes the squared row
+        norms that the assignment needs anyway, and their maximum proves every
+        value finite and below :data:`MAX_ABS_VALUE` (a squared norm bounds
+        every squared entry of its row; NaN and overflow fail the comparison).
+        Anything else, or a failed bound, goes through :meth:`_validate_X`,
+        which accepts and rejects exactly as before, with the same messages.
+        """
+        d = self.n_features_in_
+        dt = self._dtype
+        if (type(X) is np.ndarray and X.ndim == 2 and X.shape[0] > 0 and X.shape[1] > 0
+                and (d is None or X.shape[1] == d) and X.flags.c_contiguous
+                and (X.dtype == dt if dt is not None else X.dtype in _FLOAT_DTYPES)):
+            x_sq = _row_norms_sq(X)
+            if x_sq.max() <= _FAST_SQ_BOUND:
+                return X, x_sq
+        return self._validate_X(X), None
+
     def _require_initialized(self, what: str) -> None:
         if not self.is_initialized_:
             raise ValueError(
@@ -320,7 +349,7 @@ class StreamingKMeans:
         ValueError, TypeError
             Bad input; the model is unchanged.
         """
-        X = self._validate_X(X)
+        X, x_sq = self._validate_batch(X)
         # --- nothing was modified above this line ---
         if self.n_features_in_ is None:
             self._setup(X)
@@ -333,7 +362,7 @@ class StreamingKMeans:
             if self._n_buffered >= self.init_threshold:
                 self._initialize()
         else:
-            self._step(X)
+            self._step(X, x_sq)
         self._end_batch(X, m, prev_seen, was_initialized)
         return self
 
@@ -445,6 +474,7 @@ class StreamingKMeans:
         self._centers = centers64
         self.cluster_centers_ = centers64.astype(self._dtype)
         self._c_sq = _row_norms_sq(self.cluster_centers_)
+        self._neg2_ct = _neg2_t(self.cluster_centers_, self._dtype)
 
     def _initialize(self) -> None:
         """k-means++ + Lloyd on the init buffer; weights = cluster sizes."""
@@ -462,20 +492,30 @@ class StreamingKMeans:
         self._n_buffered = 0
         self.is_initialized_ = True
 
-    def _step(self, X: np.ndarray) -> None:
-        """One decayed mini-batch update (shared by partial_fit and fit)."""
+    def _step(self, X: np.ndarray, x_sq: np.ndarray | None = None) -> None:
+        """One decayed mini-batch update (shared by partial_fit and fit).
+
+        The kernels and their order are those of :func:`summarize` followed by
+        :meth:`partial_fit_stats` (labels and squared distances from
+        ``_assign``, sums from ``_cluster_sums``, the objective from the
+        per-cluster totals, the update from ``_apply_sums``), so both paths
+        give the same bits; ``x_sq`` (``‖x‖²`` from the validation) and the
+        scratch arrays kept in ``self._work`` do not change any value.
+        """
         assert self.cluster_centers_ is not None and self._centers is not None
         assert self.counts_ is not None
-        labels, min_sq = _assign(X, self.cluster_centers_, c_sq=self._c_sq,
-                                 memory_budget_bytes=self.memory_budget_bytes)
+        k = self.n_clusters
+        labels, min_sq = _assign(X, self.cluster_centers_, x_sq=x_sq, c_sq=self._c_sq,
+                                 neg2_ct=self._neg2_ct, memory_budget_bytes=self.memory_budget_bytes,
+                                 work=self._work)
         # Per-cluster totals, summed: the objective partial_fit_stats computes from statistics.
-        ssd = np.bincount(labels, weights=min_sq, minlength=self.n_clusters)
-        self._observe_objective(float(ssd.sum()) / X.shape[0])
-
+        ssd = np.bincount(labels, weights=min_sq, minlength=k)
         m = X.shape[0]
+        self._observe_objective(float(ssd.sum()) / m)
         g = self._gamma if self.time_unit == "batches" else self._gamma ** m
-        centers, self.counts_, self.last_center_shift_ = _minibatch_step(
-            X, labels, self._centers, self.counts_, g)
+        counts, sums = _cluster_sums(X, labels, k, work=self._work)
+        centers, self.counts_, self.last_center_shift_ = _apply_sums(
+            counts, sums, self._centers, self.counts_, g)
         self._set_centers(centers)
 
     def _observe_objective(self, obj: float) -> None:
@@ -579,7 +619,7 @@ class StreamingKMeans:
         self._require_initialized("predict")
         X = self._validate_X(X)
         assert self.cluster_centers_ is not None
-        labels, _ = _assign(X, self.cluster_centers_, c_sq=self._c_sq,
+        labels, _ = _assign(X, self.cluster_centers_, c_sq=self._c_sq, neg2_ct=self._neg2_ct,
                             memory_budget_bytes=self.memory_budget_bytes)
         return labels
 
@@ -632,7 +672,7 @@ class StreamingKMeans:
         self._require_initialized("assign")
         X = self._validate_X(X)
         assert self.cluster_centers_ is not None
-        return _assign(X, self.cluster_centers_, c_sq=self._c_sq)
+        return _assign(X, self.cluster_centers_, c_sq=self._c_sq, neg2_ct=self._neg2_ct)
 
     def transform(self, X: Any) -> np.ndarray:
         """Squared distances to every center, shape (n_samples, n_clusters)."""
@@ -646,7 +686,7 @@ class StreamingKMeans:
         self._require_initialized("score")
         X = self._validate_X(X)
         assert self.cluster_centers_ is not None
-        _, min_sq = _assign(X, self.cluster_centers_, c_sq=self._c_sq,
+        _, min_sq = _assign(X, self.cluster_centers_, c_sq=self._c_sq, neg2_ct=self._neg2_ct,
                             memory_budget_bytes=self.memory_budget_bytes)
         return -float(min_sq.sum(dtype=np.float64))
 
@@ -696,3 +736,4 @@ class StreamingKMeans:
         else:
             self.cluster_centers_ = None
             self._c_sq = None
+            self._neg2_ct = None
