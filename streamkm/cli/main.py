@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 
-from streamkm.cli import _common, broker_cmd, checkpoint_cmd, config_cmd, model_cmd, produce, run
+from streamkm.cli import _common, broker_cmd, checkpoint_cmd, config_cmd, model_cmd, produce, replay_cmd, run
 from streamkm.cli._common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, eprint
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE"]
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     checkpoint_cmd.register(sub)
     model_cmd.register(sub)
     produce.register(sub)
+    replay_cmd.register(sub)
     broker_cmd.register(sub)
     try:
         from streamkm.cli import lstm

@@ -80,9 +80,14 @@ class GroupChunker:
         re-read chunk sends the same sample.
     member : str
         Written into the messages (diagnostics).
+    hold : bool
+        Rounds mode (offline replay): ``absorb`` only queues, and :meth:`cut_round` cuts at
+        most one chunk per partition, all against the same version, so which version a
+        chunk is summarised against depends on the data only (docs/replay.md).
     """
 
-    def __init__(self, *, pipeline: str, batch_rows: int, sample_rows: int = 64, seed: int = 0, member: str = ""):
+    def __init__(self, *, pipeline: str, batch_rows: int, sample_rows: int = 64, seed: int = 0, member: str = "",
+                 hold: bool = False):
         if batch_rows < 1:
             raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
         if sample_rows < 0:
@@ -92,6 +97,7 @@ class GroupChunker:
         self.sample_rows = int(sample_rows)
         self.seed = int(seed)
         self.member = member
+        self.hold = bool(hold)
         self.version: ModelVersion | None = None
         self._queues: dict[tuple[str, int], _Queue] = {}
         self._topic = ""
@@ -132,6 +138,11 @@ class GroupChunker:
         """Rows queued over all partitions."""
         return sum(q.n for q in self._queues.values())
 
+    def pending_rows(self, topic: str, partition: int) -> int:
+        """Rows queued for one partition (0 if not tracked)."""
+        q = self._queues.get((topic, partition))
+        return 0 if q is None else q.n
+
     # ------------------------------------------------------------ the ChunkedModel interface
     def enqueue(self, X: NDArray[Any], meta: Mapping[str, NDArray[Any]], keys: list[bytes | None]) -> None:
         """Queue rows *X* (n, d) with their ``partition``/``offset``/``row`` columns and keys."""
@@ -156,10 +167,27 @@ class GroupChunker:
         self._topic = topic
 
     def absorb(self, result: BatchResult, make_outputs: MakeOutputs | None, *, flush: bool = False) -> None:
-        """Cut every full chunk (and, if *flush*, every partial one) into ``result.stats``."""
+        """Cut every full chunk (and, if *flush*, every partial one) into ``result.stats``.
+
+        In ``hold`` mode nothing is cut here: :meth:`cut_round` does it."""
+        if self.hold:
+            return
         for (topic, partition), q in sorted(self._queues.items()):
             while q.n >= self.batch_rows or (flush and q.consumed > q.start):
                 self._cut(topic, partition, q, result, make_outputs)
+
+    def cut_round(self, result: BatchResult, make_outputs: MakeOutputs | None, *, final: bool = False) -> int:
+        """Cut at most one chunk per partition, in partition order, all against :attr:`version`.
+
+        A partition contributes a chunk if it has ``batch_rows`` rows queued, or, when
+        *final*, anything consumed and not yet cut. Returns the number of chunks cut.
+        """
+        n = 0
+        for (topic, partition), q in sorted(self._queues.items()):
+            if q.n >= self.batch_rows or (final and q.consumed > q.start):
+                self._cut(topic, partition, q, result, make_outputs)
+                n += 1
+        return n
 
     # ------------------------------------------------------------ chunks
     def _cut(self, topic: str, partition: int, q: _Queue, result: BatchResult,

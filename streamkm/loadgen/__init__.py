@@ -13,6 +13,7 @@ from streamkm.loadgen.recording import (
     Record,
     RecordingWriter,
     file_records,
+    read_positioned,
     read_recording,
 )
 from streamkm.loadgen.sources import blob_records, event_records, vector_records
@@ -22,6 +23,7 @@ __all__ = [
     "ProduceStats",
     "RecordingWriter",
     "read_recording",
+    "read_positioned",
     "vector_records",
     "blob_records",
     "event_records",

@@ -298,16 +298,31 @@ async def record(
     count: int | None = None,
     timeout_s: float = 30.0,
     progress: bool | None = None,
+    start_offset: int | None = None,
+    end_offset: int | None = None,
+    start_time_ms: int | None = None,
+    end_time_ms: int | None = None,
 ) -> int:
     """Dump ``topic`` (from the beginning up to its end offsets at start) into a
-    ``.skmrec`` file; return the number of records written.
+    ``.skmrec`` file (version 2: with each record's partition and offset); return
+    the number of records written.
 
     Reads without a consumer group (no offsets are committed). Partitions are
     written one after another in ascending order, each in offset order, so a
     replay of a single-partition topic is the identical stream. ``count`` stops
     early; ``timeout_s`` bounds the whole dump. ``progress``: a progress bar
-    on stderr (None: only when stderr is a terminal).
+    on stderr (None: only when stderr is a terminal). ``start_offset`` /
+    ``end_offset`` (the same for every partition, end exclusive) or
+    ``start_time_ms`` / ``end_time_ms`` (record timestamps, epoch ms, resolved
+    per partition by the broker's offsets-for-times lookup) narrow the range.
     """
+    for name, v in (("start_offset", start_offset), ("end_offset", end_offset),
+                    ("start_time_ms", start_time_ms), ("end_time_ms", end_time_ms)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
+    if (start_offset is not None or end_offset is not None) and (start_time_ms is not None
+                                                                 or end_time_ms is not None):
+        raise ValueError("give offsets or timestamps, not both")
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     kwargs = _client_kwargs(bootstrap_servers, client_kwargs)
@@ -335,8 +350,23 @@ async def record(
         # response (ListOffsets alone is not trusted: Tansu 0.6 answers the
         # last batch's base offset + 1 there).
         ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+        first = dict(starts)
+        if start_offset is not None:
+            first = {tp: max(starts[tp], start_offset) for tp in tps}
+        elif start_time_ms is not None:
+            found = await consumer.offsets_for_times({tp: start_time_ms for tp in tps})
+            first = {tp: (ends[tp] if found.get(tp) is None else found[tp].offset) for tp in tps}
+        limit: dict[Any, int | None] = {tp: None for tp in tps}
+        if end_offset is not None:
+            limit = {tp: end_offset for tp in tps}
+        elif end_time_ms is not None:
+            found = await consumer.offsets_for_times({tp: end_time_ms for tp in tps})
+            limit = {tp: (None if found.get(tp) is None else found[tp].offset) for tp in tps}
+        for tp in tps:
+            consumer.seek(tp, first[tp])
         deadline = time.monotonic() + timeout_s
-        with RecordingWriter(out) as writer:
+        with RecordingWriter(out, positions=True) as writer:
             for tp in tps:
                 target: int | None = None
                 while count is None or written < count:
@@ -347,12 +377,17 @@ async def record(
                     high = consumer.highwater(tp)
                     if target is None and high is not None:
                         target = max(high, ends[tp])
+                        lim = limit[tp]
+                        target = target if lim is None else min(target, lim)
+                    if target is not None and target <= first[tp]:
+                        break
                     for msg in batch.get(tp, []):
                         if (target is not None and msg.offset >= target) or \
                                 (count is not None and written >= count):
                             break
                         writer.write(Record(msg.key, msg.value, msg.timestamp,
-                                            tuple((h[0], h[1]) for h in (msg.headers or ()))))
+                                            tuple((h[0], h[1]) for h in (msg.headers or ()))),
+                                     partition=msg.partition, offset=msg.offset)
                         written += 1
                         bar.update(1, len(msg.value or b""))
                     if target is not None and await consumer.position(tp) >= target:

@@ -5,18 +5,23 @@ files (what ``streamkm record`` produces); :func:`file_records` replays a
 ``.skmrec``, ``.npz`` or JSON-lines file as a stream of :class:`Record`.
 
 Recording format (``.skmrec``), all integers little-endian: a file header
-``b"SKMREC"`` + ``uint16`` version (1), then per record::
+``b"SKMREC"`` + ``uint16`` version (1 or 2), then per record::
 
     int64  timestamp_ms   (-1: none)
     int32  key_length     (-1: null key)
     int32  value_length   (-1: null value)
     uint16 header_count
+    int32  partition      (version 2 only)
+    int64  offset         (version 2 only)
     key bytes, value bytes
     header_count x (uint16 name_length, name utf-8, int32 value_length, value)
 
 Records are stored in the order they were read (per partition in offset order,
 partitions in ascending order), so a replay into a single-partition topic
-reproduces one partition's stream exactly.
+reproduces one partition's stream exactly. Version 2 (what ``streamkm record``
+writes) also keeps each record's source partition and offset, so ``streamkm
+replay`` can take the partitions as the live daemon does; :func:`read_positioned`
+reads them (a version-1 file is one partition, offsets counted from 0).
 """
 
 from __future__ import annotations
@@ -33,15 +38,17 @@ __all__ = [
     "Record",
     "RecordingWriter",
     "read_recording",
+    "read_positioned",
     "file_records",
     "RECORDING_MAGIC",
     "RECORDING_VERSION",
 ]
 
 RECORDING_MAGIC = b"SKMREC"
-RECORDING_VERSION = 1
+RECORDING_VERSION = 2
 _FILE_HEADER = struct.Struct("<6sH")
 _REC_HEADER = struct.Struct("<qiiH")
+_POSITION = struct.Struct("<iq")
 _U16 = struct.Struct("<H")
 _I32 = struct.Struct("<i")
 
@@ -67,15 +74,21 @@ class RecordingWriter:
     [Record(key=b'k', value=b'v', timestamp_ms=1000, headers=(('h', b'x'),)), Record(key=None, value=b'w', timestamp_ms=None, headers=())]
     """  # noqa: E501 -- a doctest's expected output is one line
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, positions: bool = False) -> None:
         self.path = Path(path)
+        self.positions = bool(positions)
         self._fh: BinaryIO | None = open(self.path, "wb")
-        self._fh.write(_FILE_HEADER.pack(RECORDING_MAGIC, RECORDING_VERSION))
+        self._fh.write(_FILE_HEADER.pack(RECORDING_MAGIC, 2 if self.positions else 1))
         self.count = 0
 
-    def write(self, rec: Record) -> None:
+    def write(self, rec: Record, *, partition: int | None = None, offset: int | None = None) -> None:
+        """Append *rec*; a writer made with ``positions=True`` needs its *partition* and *offset*."""
         if self._fh is None:
             raise ValueError(f"recording {self.path} is closed")
+        if self.positions and (partition is None or offset is None):
+            raise ValueError("this recording keeps positions: pass the record's partition and offset")
+        if self.positions and not (0 <= int(partition) < 2**31 and 0 <= int(offset) < 2**63):  # type: ignore[arg-type]
+            raise ValueError(f"partition and offset must be non-negative, got {partition} and {offset}")
         key, value, ts, headers = rec
         for name, v in (("key", key), ("value", value)):
             if v is not None and not isinstance(v, (bytes, bytearray, memoryview)):
@@ -86,6 +99,8 @@ class RecordingWriter:
                                   -1 if key is None else len(key),
                                   -1 if value is None else len(value),
                                   len(headers))]
+        if self.positions:
+            parts.append(_POSITION.pack(int(partition), int(offset)))  # type: ignore[arg-type]
         if key is not None:
             parts.append(bytes(key))
         if value is not None:
@@ -119,10 +134,21 @@ def _read_exact(fh: BinaryIO, n: int, path: Path, what: str) -> bytes:
 
 
 def read_recording(path: str | Path) -> Iterator[Record]:
-    """Yield the records of a ``.skmrec`` file in order.
+    """Yield the records of a ``.skmrec`` file in order (version 1 or 2).
 
     Raises ValueError naming the file on a bad magic, an unsupported version or
     a truncated record.
+    """
+    for _, _, rec in read_positioned(path):
+        yield rec
+
+
+def read_positioned(path: str | Path) -> Iterator[tuple[int, int, Record]]:
+    """Yield ``(partition, offset, record)`` of a ``.skmrec`` file in order.
+
+    A version-1 file holds no positions: its records are partition 0 at offsets
+    0, 1, 2, ... Raises ValueError naming the file on a bad magic, an unsupported
+    version or a truncated record.
     """
     path = Path(path)
     with open(path, "rb") as fh:
@@ -131,9 +157,10 @@ def read_recording(path: str | Path) -> Iterator[Record]:
             raise ValueError(f"{path}: not a streamkm recording (bad magic {head[:6]!r}, "
                              f"expected {RECORDING_MAGIC!r})")
         _, version = _FILE_HEADER.unpack(head)
-        if version != RECORDING_VERSION:
+        if version not in (1, 2):
             raise ValueError(f"{path}: unsupported recording version {version}, "
-                             f"expected {RECORDING_VERSION}")
+                             f"expected 1 or {RECORDING_VERSION}")
+        index = 0
         while True:
             rh = fh.read(_REC_HEADER.size)
             if not rh:
@@ -141,6 +168,13 @@ def read_recording(path: str | Path) -> Iterator[Record]:
             if len(rh) != _REC_HEADER.size:
                 raise ValueError(f"{path}: truncated record header")
             ts, klen, vlen, nh = _REC_HEADER.unpack(rh)
+            if version == 2:
+                partition, offset = _POSITION.unpack(_read_exact(fh, _POSITION.size, path, "record position"))
+                if partition < 0 or offset < 0:
+                    raise ValueError(f"{path}: record {index} has a negative partition or offset "
+                                     f"({partition}, {offset})")
+            else:
+                partition, offset = 0, index
             key = None if klen < 0 else _read_exact(fh, klen, path, "key")
             value = None if vlen < 0 else _read_exact(fh, vlen, path, "value")
             headers: list[tuple[str, bytes | None]] = []
@@ -150,7 +184,8 @@ def read_recording(path: str | Path) -> Iterator[Record]:
                 (hlen,) = _I32.unpack(_read_exact(fh, 4, path, "header value length"))
                 hv = None if hlen < 0 else _read_exact(fh, hlen, path, "header value")
                 headers.append((name, hv))
-            yield Record(key, value, None if ts < 0 else ts, tuple(headers))
+            yield partition, offset, Record(key, value, None if ts < 0 else ts, tuple(headers))
+            index += 1
 
 
 def file_records(

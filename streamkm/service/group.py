@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from streamkm.config import Settings
 
 __all__ = ["GROUP_PIPELINES", "GroupConfigError", "GroupWorker", "ModelFollower", "config_hash", "group_topics",
+           "group_vector_pipeline",
            "load_snapshot", "new_group_model", "snapshot_key"]
 
 log = logging.getLogger("streamkm.group")
@@ -91,6 +92,24 @@ def new_group_model(settings: Settings, pipeline: str) -> GroupModel:
                       drift_kwargs=s.drift.monitor_kwargs() if s.drift.enabled else None,
                       reseed_on_drift=s.drift.reseed_on_drift, identity_threshold=s.group.identity_threshold,
                       config_hash=config_hash(s))
+
+
+def group_vector_pipeline(settings: Settings, *, member: str, hold: bool = False, topic: str | None = None,
+                          emit_outputs: bool | None = None) -> tuple[GroupChunker, VectorPipeline]:
+    """The vectors pipeline on the group model: a :class:`VectorPipeline` whose core is a
+    :class:`GroupChunker`, as a member runs it (and ``streamkm replay``, with ``hold``)."""
+    g, m = settings.group, settings.model
+    topic = topic if topic is not None else settings.kafka.vectors_topic
+    assert topic is not None
+    chunker = GroupChunker(pipeline="vectors", batch_rows=g.chunk_rows, sample_rows=g.sample_rows,
+                           seed=0 if m.seed is None else int(m.seed), member=member, hold=hold)
+    chunker.set_topic(topic)
+    pipe = VectorPipeline(model_kwargs=m.estimator_kwargs(), topic=topic, fmt=settings.input.format,
+                          dim=settings.input.dimension, max_record_bytes=settings.input.max_record_bytes,
+                          batch_rows=g.chunk_rows,
+                          emit_outputs=settings.output.topic is not None if emit_outputs is None else emit_outputs,
+                          output_format=settings.output.format, core=chunker)
+    return chunker, pipe
 
 
 def snapshot_key(pipeline: str) -> bytes:
@@ -493,16 +512,7 @@ class GroupWorker:
         self.group_id = settings.kafka.group_id
         self.client_id = settings.kafka.client_id
         self.timeout = settings.kafka.request_timeout_ms / 1000 + 5
-        g = settings.group
-        m = settings.model
-        self.chunker = GroupChunker(pipeline="vectors", batch_rows=g.chunk_rows, sample_rows=g.sample_rows,
-                                    seed=0 if m.seed is None else int(m.seed), member=self.client_id)
-        self.chunker.set_topic(settings.kafka.vectors_topic)
-        pipe = VectorPipeline(model_kwargs=m.estimator_kwargs(), topic=settings.kafka.vectors_topic,
-                              fmt=settings.input.format, dim=settings.input.dimension,
-                              max_record_bytes=settings.input.max_record_bytes, batch_rows=g.chunk_rows,
-                              emit_outputs=settings.output.topic is not None,
-                              output_format=settings.output.format, core=self.chunker)
+        self.chunker, pipe = group_vector_pipeline(settings, member=self.client_id)
         self.pipelines: dict[str, Pipeline] = {pipe.name: pipe}
         self._by_topic = {pipe.topic: pipe}
         #: pipeline -> partition of the stats topic (sorted names).

@@ -19,6 +19,7 @@ from streamkm.loadgen import (
     file_records,
     produce,
     progress_bar,
+    read_positioned,
     read_recording,
     record,
     synthetic,
@@ -89,6 +90,32 @@ def test_recording_roundtrip_and_errors(tmp_path):
         list(read_recording(tmp_path / "v9.skmrec"))
     with pytest.raises(TypeError, match="bytes"):
         RecordingWriter(tmp_path / "x.skmrec").write(Record("str", b""))
+
+
+def test_recording_keeps_positions_and_reads_version_1_as_partition_0(tmp_path):
+    recs = [Record(b"a", b"1", 3), Record(None, b"2"), Record(b"c", None, 9, (("h", b"x"),))]
+    pos = [(2, 10), (0, 4), (2, 11)]
+    with RecordingWriter(tmp_path / "v2.skmrec", positions=True) as w:
+        for r, (p, o) in zip(recs, pos, strict=True):
+            w.write(r, partition=p, offset=o)
+    assert (tmp_path / "v2.skmrec").read_bytes()[6:8] == b"\x02\x00"
+    assert list(read_positioned(tmp_path / "v2.skmrec")) == [(p, o, r) for (p, o), r in zip(pos, recs, strict=True)]
+    assert list(read_recording(tmp_path / "v2.skmrec")) == recs
+    with RecordingWriter(tmp_path / "v1.skmrec") as w:
+        for r in recs:
+            w.write(r)
+    assert (tmp_path / "v1.skmrec").read_bytes()[6:8] == b"\x01\x00"
+    assert list(read_positioned(tmp_path / "v1.skmrec")) == [(0, i, r) for i, r in enumerate(recs)]
+    with RecordingWriter(tmp_path / "x.skmrec", positions=True) as w:
+        with pytest.raises(ValueError, match="partition and offset"):
+            w.write(recs[0])
+        with pytest.raises(ValueError, match="non-negative"):
+            w.write(recs[0], partition=-1, offset=0)
+        assert w.count == 0
+    data = (tmp_path / "v2.skmrec").read_bytes()
+    (tmp_path / "cut.skmrec").write_bytes(data[:8 + 20 + 5])  # inside the first record's position
+    with pytest.raises(ValueError, match="cut.skmrec: truncated recording while reading record position"):
+        list(read_positioned(tmp_path / "cut.skmrec"))
 
 
 def test_file_records_npz_and_jsonl(tmp_path):
@@ -290,3 +317,4 @@ def test_record_multi_partition_topic_with_empty_partitions(broker, make_topic, 
                    timeout_s=20, progress=False))
     assert n == 40
     assert [r.value for r in read_recording(tmp_path / "m.skmrec")] == [r.value for r in recs]
+    assert [(p, o) for p, o, _ in read_positioned(tmp_path / "m.skmrec")] == [(1, i) for i in range(40)]

@@ -1,0 +1,194 @@
+"""``streamkm replay SOURCE --config FILE --out RUN_DIR``: the group model's pipeline and fold
+over a recording, without a broker (a ``kafka:TOPIC`` source is read without joining a group)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from streamkm.cli._common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_progress_args, eprint, load_settings_or_exit
+
+__all__ = ["register"]
+
+DESCRIPTION = """\
+Run the vectors pipeline on the group model (decode, validate, dead-letter,
+chunk, summarise, fold: the daemon's own code) over a recorded stream, and
+write RUN_DIR:
+
+  run.json        the summary (records, valid rows, dead letters by reason,
+                  chunks, final version, record-time span)
+  chunks.jsonl    one line per folded chunk: record time, rows, objective,
+                  EWMA, weight per stable cluster id, centre shift, drift,
+                  reseed and identity events
+  model.npz/.json the final model, as 'streamkm model export' writes it
+  reducer.snapshot  the fold's state ('streamkm model export --snapshot')
+  reservoir.npy   the model's reservoir sample (for 'streamkm report')
+
+The model is a deterministic function of the records (per partition, in
+offset order) and the configuration: chunks hold group.chunk_rows valid rows
+of one partition; round r summarises the next chunk of every partition
+against the version left by round r-1 and folds them in partition order.
+Replaying the same source twice gives the same model, bit for bit.
+
+SOURCE: a .skmrec recording ('streamkm record' keeps partitions and offsets),
+.npy or .csv vectors, .npz or JSON lines (as 'produce --file' sends them), or
+kafka:TOPIC with --bootstrap and an optional offset or time range.
+
+exit codes: 0 done; 1 the topic cannot be read or RUN_DIR cannot be written;
+2 usage or configuration error, or an unreadable source."""
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "replay", help="replay a recording through the group model offline, into a run directory",
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", metavar="SOURCE", help="a .skmrec/.npy/.csv/.npz/.jsonl file, or kafka:TOPIC")
+    p.add_argument("--config", help="TOML configuration (as for streamkm run; default: $STREAMKM_CONFIG or "
+                   "the built-in defaults)")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write (created; must be "
+                   "empty or not exist unless --force)")
+    p.add_argument("--force", action="store_true", help="overwrite the files of an existing RUN_DIR")
+    t = p.add_argument_group("kafka:TOPIC sources")
+    t.add_argument("--bootstrap", help="bootstrap servers (default: kafka.bootstrap_servers)")
+    t.add_argument("--start-offset", type=int, help="first offset of every partition")
+    t.add_argument("--end-offset", type=int, help="end offset (exclusive) of every partition")
+    t.add_argument("--start-time", help="first record time (epoch ms or ISO 8601)")
+    t.add_argument("--end-time", help="end record time, exclusive (epoch ms or ISO 8601)")
+    t.add_argument("--timeout", type=float, default=120.0, help="seconds to read the topic (default 120)")
+    add_progress_args(p)
+    p.set_defaults(func=_cmd)
+    return p
+
+
+def _time_ms(text: str | None, flag: str) -> int | None:
+    if text is None:
+        return None
+    if text.strip().lstrip("-").isdigit():
+        return int(text)
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{flag} {text!r}: expected epoch milliseconds or an ISO 8601 time") from None
+    if dt.tzinfo is None:
+        raise ValueError(f"{flag} {text!r}: give a time zone (e.g. 2026-12-01T10:00:00+00:00)")
+    return int(dt.timestamp() * 1000)
+
+
+def _dump_topic(args: argparse.Namespace, settings: Any, topic: str, path: Path) -> None:
+    from streamkm import loadgen
+
+    bootstrap = args.bootstrap or settings.kafka.bootstrap_servers
+    if not bootstrap:
+        raise ValueError("a kafka: source needs --bootstrap (or kafka.bootstrap_servers in --config)")
+    kwargs = settings.kafka.client_kwargs(bootstrap)
+    asyncio.run(loadgen.record(topic=topic, out=path, client_kwargs=kwargs, timeout_s=args.timeout,
+                               progress=False, start_offset=args.start_offset, end_offset=args.end_offset,
+                               start_time_ms=_time_ms(args.start_time, "--start-time"),
+                               end_time_ms=_time_ms(args.end_time, "--end-time")))
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    from streamkm.replay import TOPIC_PREFIX, open_source
+
+    settings = load_settings_or_exit(args.config)
+    if not settings.input.vectors_enabled:
+        eprint("streamkm replay: replay runs the vectors pipeline; input.vectors_enabled is false "
+               "(the sequence pipeline is not on the group model yet)")
+        return EXIT_USAGE
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        eprint(f"streamkm replay: --out {out} exists and is not a directory")
+        return EXIT_USAGE
+    if out.is_dir() and any(out.iterdir()) and not args.force:
+        eprint(f"streamkm replay: --out {out} is not empty (use --force to overwrite its files)")
+        return EXIT_USAGE
+    is_topic = args.source.startswith(TOPIC_PREFIX)
+    if not is_topic and any(v is not None for v in (args.start_offset, args.end_offset, args.start_time,
+                                                    args.end_time)):
+        eprint("streamkm replay: offset and time ranges apply to kafka:TOPIC sources only")
+        return EXIT_USAGE
+    topic = settings.kafka.vectors_topic or "streamkm.vectors"
+    tmp: Path | None = None
+    try:
+        if is_topic:
+            name = args.source[len(TOPIC_PREFIX):]
+            if not name:
+                eprint("streamkm replay: kafka: needs a topic name (kafka:TOPIC)")
+                return EXIT_USAGE
+            tmp = Path(tempfile.mkdtemp(prefix="streamkm-replay-"))
+            path = tmp / "topic.skmrec"
+            try:
+                _dump_topic(args, settings, name, path)
+            except ValueError as exc:
+                eprint(f"streamkm replay: {exc}")
+                return EXIT_USAGE
+            except Exception as exc:  # KafkaError, OSError, TimeoutError: the topic cannot be read
+                from streamkm.kafka.tls import explain_connection_error
+
+                kwargs = settings.kafka.client_kwargs(args.bootstrap or settings.kafka.bootstrap_servers)
+                eprint(f"streamkm replay: reading {args.source}: "
+                       f"{asyncio.run(explain_connection_error(exc, kwargs))}")
+                return EXIT_FAILURE
+            description = args.source
+        else:
+            path, description = Path(args.source), args.source
+        try:
+            source = open_source(str(path), topic=topic, fmt=settings.input.format
+                                 if settings.input.format in ("binary", "json") else "binary")
+        except ValueError as exc:
+            eprint(f"streamkm replay: {exc}")
+            return EXIT_USAGE
+        return _replay(settings, source, description, out, args.progress)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replay(settings: Any, source: Any, description: str, out: Path, progress: bool | None) -> int:
+    from streamkm.loadgen.producer import progress_bar
+    from streamkm.replay import ChunkLog, RoundReplay, write_run
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        log = ChunkLog(out)
+    except OSError as exc:
+        eprint(f"streamkm replay: cannot write {out}: {exc.strerror or exc}")
+        return EXIT_FAILURE
+    bar = progress_bar(source.total, enabled=progress)
+
+    def advance(n: int) -> None:
+        bar.update(n, 0)
+
+    replay = RoundReplay(settings, on_chunk=log.write, on_records=advance)
+    ok = False
+    try:
+        try:
+            summary = replay.run(source)
+        except ValueError as exc:  # a truncated or inconsistent recording
+            eprint(f"\nstreamkm replay: {exc}")
+            return EXIT_USAGE
+        finally:
+            bar.close()
+        try:
+            log.close()
+            doc = write_run(out, replay.model, summary, source=description)
+        except OSError as exc:
+            eprint(f"streamkm replay: cannot write {out}: {exc.strerror or exc}")
+            return EXIT_FAILURE
+        ok = True
+    finally:
+        if not ok:
+            log.close(keep=False)
+    dl = sum(doc["dead_letters"].values())
+    rate = summary.records / summary.seconds if summary.seconds > 0 else 0.0
+    eprint(f"replayed {summary.records:,} records ({summary.valid_rows:,} valid rows, {dl:,} dead letters) "
+           f"from {description} in {summary.seconds:.2f}s ({rate:,.0f} records/s): {summary.chunks} chunks "
+           f"in {summary.rounds} rounds, model version {doc['final_version']}"
+           + ("" if doc["initialized"] else " (not initialized: too few valid rows)")
+           + f"; wrote {out}")
+    return EXIT_OK

@@ -1,0 +1,200 @@
+"""Offline replay: the group model's pipeline and fold, driven in rounds without a broker.
+
+The model is a deterministic function of the records, taken per partition in offset
+order, and of the settings. Fetch timing plays no part:
+
+- chunk boundaries come from the data (``group.chunk_rows`` valid rows per partition,
+  ending on a record boundary; :class:`streamkm.group.GroupChunker`);
+- round *r* takes the next chunk of every partition that has one (in partition order),
+  summarises all of them against the version left by round *r − 1*, and folds them in
+  partition order with :class:`streamkm.group.GroupModel` (the reducer's fold);
+- partial chunks are cut only when every partition is exhausted (final rounds);
+- decay counts chunks or points (``model.time_unit``), never wall-clock time.
+
+The decode, validation, dead-letter, summarising and folding code is the daemon's own
+(:func:`streamkm.service.group.group_vector_pipeline`, :func:`~streamkm.service.group.new_group_model`);
+only the order in which chunks meet versions is fixed here. docs/replay.md explains the
+rule and what it means for a live run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from streamkm.pipeline.base import BatchResult
+from streamkm.replay.sources import FileSource, ReplayRecord
+
+if TYPE_CHECKING:
+    from streamkm.config import Settings
+    from streamkm.group import GroupModel
+
+__all__ = ["RoundReplay", "ReplaySummary"]
+
+#: Records decoded per pipeline call while filling a partition's next chunk.
+_BLOCK_RECORDS = 4096
+
+
+@dataclass(slots=True)
+class ReplaySummary:
+    """What a replay did."""
+
+    records: int = 0
+    valid_rows: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    chunks: int = 0
+    rounds: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    record_time_ms: list[int] | None = None
+    seconds: float = 0.0
+
+
+class _Feed:
+    """One partition's records, its record times by offset, and whether it is exhausted."""
+
+    def __init__(self, it: Iterator[ReplayRecord]):
+        self.it = it
+        self.done = False
+        self.offsets: list[int] = []
+        self.times: list[int] = []
+
+
+class RoundReplay:
+    """Replay a source through the group pipeline and fold, in rounds.
+
+    Parameters
+    ----------
+    settings : Settings
+        The configuration the daemon runs with (model, input, group sections).
+    on_chunk : callable, optional
+        ``on_chunk(line)`` with the per-chunk log line (a dict, see :meth:`chunk_line`) after
+        every fold.
+    on_records : callable, optional
+        ``on_records(n)`` after every *n* records decoded (progress bars).
+    """
+
+    def __init__(self, settings: Settings, *, on_chunk: Callable[[dict[str, Any]], None] | None = None,
+                 on_records: Callable[[int], None] | None = None):
+        from streamkm.service.group import group_vector_pipeline, new_group_model
+
+        topic = settings.kafka.vectors_topic or "streamkm.vectors"
+        self.settings = settings
+        self.topic = topic
+        self.chunker, self.pipeline = group_vector_pipeline(settings, member="replay", hold=True, topic=topic,
+                                                            emit_outputs=False)
+        self.model: GroupModel = new_group_model(settings, "vectors")
+        self.on_chunk = on_chunk
+        self.on_records = on_records
+        self.summary = ReplaySummary()
+
+    def run(self, source: FileSource) -> ReplaySummary:
+        """Replay every record of *source*; returns the summary (the model is :attr:`model`)."""
+        t0 = time.perf_counter()
+        feeds: dict[int, _Feed] = {}
+        for p in source.partitions():
+            feeds[p] = _Feed(source.records(p))
+            self.chunker.reset(self.topic, p, 0)
+        first = True
+        while True:
+            for p, feed in feeds.items():
+                self._fill(p, feed, first)
+            first = False
+            final = all(f.done for f in feeds.values())
+            self.chunker.version = self.model.version()
+            res = BatchResult()
+            if not self.chunker.cut_round(res, None, final=final):
+                break
+            self.summary.rounds += 1
+            for st in res.stats:
+                self._fold(st, feeds[st.partition])
+        self.summary.seconds = time.perf_counter() - t0
+        return self.summary
+
+    # ------------------------------------------------------------------ steps
+    def _fill(self, p: int, feed: _Feed, first: bool) -> None:
+        """Decode records of partition *p* until its next chunk is full or the partition ends."""
+        need = self.chunker.batch_rows
+        while not feed.done and self.chunker.pending_rows(self.topic, p) < need:
+            block = list(islice(feed.it, max(1, min(_BLOCK_RECORDS, need - self.chunker.pending_rows(self.topic, p)))))
+            if not block:
+                feed.done = True
+                break
+            if first and block[0].offset != self.chunker.start_of(self.topic, p):
+                # The source starts mid-partition (a topic range): chunks start where it starts.
+                self.chunker.reset(self.topic, p, block[0].offset)
+            first = False
+            res = self.pipeline.process(block)
+            self.chunker.advance(self.topic, p, block[-1].offset + 1)
+            s = self.summary
+            s.records += len(block)
+            s.valid_rows += res.n_rows
+            for dl in res.dead_letters:
+                reason = dl.error.reason
+                s.dead_letters[reason] = s.dead_letters.get(reason, 0) + 1
+            feed.offsets.extend(r.offset for r in block)
+            feed.times.extend(r.timestamp for r in block)
+            if self.on_records is not None:
+                self.on_records(len(block))
+
+    def _fold(self, st: Any, feed: _Feed) -> None:
+        s = self.summary
+        outcome = self.model.fold(st, stats_offset=s.chunks)
+        s.chunks += 1
+        s.outcomes[outcome.status] = s.outcomes.get(outcome.status, 0) + 1
+        n = int(np.searchsorted(np.asarray(feed.offsets, dtype=np.int64), st.end_offset, side="left"))
+        times = [t for t in feed.times[:n] if t >= 0]
+        del feed.offsets[:n], feed.times[:n]
+        t_max = max(times) if times else None
+        if t_max is not None:
+            t_min = min(times)
+            span = s.record_time_ms
+            s.record_time_ms = [t_min, t_max] if span is None else [min(span[0], t_min), max(span[1], t_max)]
+        if self.on_chunk is not None:
+            self.on_chunk(self.chunk_line(st, outcome, t_max))
+
+    def chunk_line(self, st: Any, outcome: Any, record_time_ms: int | None) -> dict[str, Any]:
+        """The per-chunk log line (docs/replay.md, "chunks.jsonl")."""
+        v = self.model.version()
+        summ = v.summary
+        rows = int(st.n_points)
+        events: list[dict[str, Any]] = [dict(e) for e in outcome.events]
+        events += [{"event": "identity", "kind": t.kind, "cluster_id": int(t.cluster_id),
+                    "other_id": None if t.other_id is None else int(t.other_id)}
+                   for t in outcome.transitions if t.kind not in ("survived", "moved")]
+        return {
+            "version": int(v.version), "status": outcome.status, "partition": int(st.partition),
+            "first_offset": int(st.first_offset), "end_offset": int(st.end_offset), "rows": rows,
+            "record_time_ms": record_time_ms,
+            "objective": _finite(summ.get("last_batch_objective")), "ewma": _finite(summ.get("ewm_objective")),
+            "center_shift": _finite(summ.get("last_center_shift")),
+            "weights": {str(int(i)): float(w) for i, w in zip(v.ids, v.weights, strict=True)},
+            "events": [_jsonable(e) for e in events],
+        }
+
+
+def _finite(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if np.isfinite(f) else None
+
+
+def _jsonable(obj: Any) -> Any:
+    """Events as JSON values (NumPy scalars to Python, non-finite floats to null)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer, bool)):
+        return obj if isinstance(obj, bool) else int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return _finite(obj)
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    return obj

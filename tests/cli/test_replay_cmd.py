@@ -1,0 +1,151 @@
+"""``streamkm replay``: files and topics into a run directory; user errors exit 2 in one line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from streamkm.group.export import load_model
+from tests.helpers.e2e import unique_name
+
+
+def _cli(cwd, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKM_")}
+    return subprocess.run([sys.executable, "-m", "streamkm", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=cwd)
+
+
+def _config(tmp_path, extra: str = "") -> str:
+    p = tmp_path / "c.toml"
+    p.write_text("[input]\ndimension = 3\n[model]\nn_clusters = 4\nseed = 0\ndecay = 1.0\n[drift]\nenabled = false\n"
+                 "[group]\nenabled = true\nchunk_rows = 128\n" + extra)
+    return str(p)
+
+
+def _blobs(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(4, 3)) * 15
+    return (c[rng.integers(4, size=n)] + rng.normal(size=(n, 3))).astype(np.float32)
+
+
+def test_replay_of_an_array_writes_a_consistent_run_directory(tmp_path):
+    X = _blobs(1000)
+    X[[5, 50]] = np.nan
+    np.save(tmp_path / "x.npy", X)
+    out = _cli(tmp_path, "replay", "x.npy", "--config", _config(tmp_path), "--out", "run")
+    assert out.returncode == 0, out.stderr
+    assert "replayed 1,000 records (998 valid rows, 2 dead letters)" in out.stderr
+    run = tmp_path / "run"
+    doc = json.loads((run / "run.json").read_text())
+    assert doc["format"] == "streamkm.run" and doc["records"] == 1000 and doc["valid_rows"] == 998
+    assert doc["dead_letters"] == {"non_finite": 2}
+    lines = [json.loads(s) for s in (run / "chunks.jsonl").read_text().splitlines()]
+    assert len(lines) == doc["chunks"] == doc["final_version"]
+    assert sum(ln["rows"] for ln in lines) == 998
+    m = load_model(run / "model")
+    assert {str(i): float(w) for i, w in zip(m.cluster_ids_, m.weights_, strict=True)} == lines[-1]["weights"]
+    assert float(m.weights_.sum()) == pytest.approx(998)  # decay = 1: every valid row once
+    res = np.load(run / "reservoir.npy", allow_pickle=False)
+    assert res.dtype == np.float32 and res.shape[1] == 3 and 128 <= res.shape[0] < 998  # init rows + samples
+    # The same source again: the same model, bit for bit; and the snapshot exports the same model.
+    again = _cli(tmp_path, "replay", "x.npy", "--config", _config(tmp_path), "--out", "run2")
+    assert again.returncode == 0, again.stderr
+    m2 = load_model(tmp_path / "run2" / "model")
+    np.testing.assert_array_equal(m.cluster_centers_, m2.cluster_centers_)
+    exp = _cli(tmp_path, "model", "export", "--config", _config(tmp_path), "--snapshot", "run/reducer.snapshot",
+               "--out", "snap")
+    assert exp.returncode == 0, exp.stderr
+    np.testing.assert_array_equal(load_model(tmp_path / "snap").cluster_centers_, m.cluster_centers_)
+
+
+def test_csv_with_a_header_replays_like_the_same_array(tmp_path):
+    X = _blobs(400, 1).astype(np.float64)
+    np.save(tmp_path / "x.npy", X.astype(np.float32))
+    np.savetxt(tmp_path / "x.csv", X.astype(np.float32), delimiter=",", header="a,b,c", comments="", fmt="%.9g")
+    cfg = _config(tmp_path)
+    for name in ("x.npy", "x.csv"):
+        out = _cli(tmp_path, "replay", name, "--config", cfg, "--out", f"run-{name}")
+        assert out.returncode == 0, out.stderr
+    a, b = load_model(tmp_path / "run-x.npy" / "model"), load_model(tmp_path / "run-x.csv" / "model")
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+
+
+@pytest.mark.parametrize("case", ["missing", "unknown type", "not empty", "truncated", "range on a file",
+                                  "no bootstrap", "bad time"])
+def test_user_errors_are_one_line_and_exit_2(tmp_path, case):
+    np.save(tmp_path / "x.npy", _blobs(10))
+    args = ["replay", "x.npy", "--out", "run"]
+    if case == "missing":
+        args[1] = "nope.skmrec"
+    elif case == "unknown type":
+        (tmp_path / "x.parquet").write_bytes(b"PAR1")
+        args[1] = "x.parquet"
+    elif case == "not empty":
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "keep.txt").write_text("mine")
+    elif case == "truncated":
+        (tmp_path / "t.skmrec").write_bytes(b"SKMREC\x02\x00" + b"\x01" * 9)
+        args[1] = "t.skmrec"
+    elif case == "range on a file":
+        args += ["--start-offset", "5"]
+    elif case == "no bootstrap":
+        args[1] = "kafka:some-topic"
+    elif case == "bad time":
+        args[1:2] = ["kafka:some-topic", "--bootstrap", "127.0.0.1:1", "--start-time", "yesterday"]
+    out = _cli(tmp_path, *args, "--config", _config(tmp_path))
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr
+    assert out.stderr.startswith("streamkm replay: ") and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    if case == "not empty":
+        assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.broker
+def test_a_topic_replays_like_its_recording_and_a_range_replays_only_that_range(tmp_path, broker, make_topic):
+    from aiokafka import AIOKafkaProducer
+
+    from streamkm.codec import encode_binary
+
+    topic = make_topic("replay", partitions=3)
+    X = _blobs(1500, 2)
+
+    async def produce() -> None:
+        p = AIOKafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=2)
+        await p.start()
+        try:
+            futs = [await p.send(topic, encode_binary(x[None, :]), partition=i % 3, timestamp_ms=1_000_000 + i)
+                    for i, x in enumerate(X)]
+            await asyncio.gather(*futs)
+        finally:
+            await p.stop()
+
+    asyncio.run(produce())
+    cfg = _config(tmp_path)
+    rec = _cli(tmp_path, "record", "--bootstrap", broker, "--topic", topic, "--out", "t.skmrec")
+    assert rec.returncode == 0, rec.stderr
+    a = _cli(tmp_path, "replay", f"kafka:{topic}", "--bootstrap", broker, "--config", cfg, "--out", "from-topic")
+    b = _cli(tmp_path, "replay", "t.skmrec", "--config", cfg, "--out", "from-file")
+    assert a.returncode == 0 and b.returncode == 0, (a.stderr, b.stderr)
+    ma, mb = load_model(tmp_path / "from-topic" / "model"), load_model(tmp_path / "from-file" / "model")
+    np.testing.assert_array_equal(ma.cluster_centers_, mb.cluster_centers_)
+    doc = json.loads((tmp_path / "from-topic" / "run.json").read_text())
+    assert doc["records"] == 1500 and doc["record_time_ms"] == [1_000_000, 1_001_499]
+    assert {int(k.rsplit(":", 1)[1]) for k in json.loads((tmp_path / "from-topic" / "model.json").read_text())
+            ["offsets"]} == {0, 1, 2}
+    part = _cli(tmp_path, "replay", f"kafka:{topic}", "--bootstrap", broker, "--config", cfg, "--out", "range",
+                "--start-offset", "100", "--end-offset", "300")
+    assert part.returncode == 0, part.stderr
+    doc = json.loads((tmp_path / "range" / "run.json").read_text())
+    assert doc["records"] == 3 * 200
+    lines = [json.loads(s) for s in (tmp_path / "range" / "chunks.jsonl").read_text().splitlines()]
+    assert {ln["first_offset"] for ln in lines if ln["first_offset"] < 228} == {100}
+    assert max(ln["end_offset"] for ln in lines) == 300
+    missing = _cli(tmp_path, "replay", f"kafka:{unique_name('absent')}", "--bootstrap", broker, "--config", cfg,
+                   "--out", "absent", "--timeout", "10")
+    assert missing.returncode == 2 and "not found" in missing.stderr, missing.stderr
