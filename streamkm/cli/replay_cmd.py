@@ -39,8 +39,15 @@ SOURCE: a .skmrec recording ('streamkm record' keeps partitions and offsets),
 .npy or .csv vectors, .npz or JSON lines (as 'produce --file' sends them), or
 kafka:TOPIC with --bootstrap and an optional offset or time range.
 
-exit codes: 0 done; 1 the topic cannot be read or RUN_DIR cannot be written;
-2 usage or configuration error, or an unreadable source."""
+--speed X paces the replay by the records' timestamps (X = 10: ten times as
+fast as recorded) and serves /metrics, /healthz and /readyz like the daemon
+(metrics.* settings), so dashboards and alerts can be tried on a recording.
+SIGTERM or Ctrl-C stops it: RUN_DIR then holds what was folded so far
+("complete": false in run.json) and the exit code is 1.
+
+exit codes: 0 done; 1 the topic cannot be read, RUN_DIR cannot be written, or
+a paced replay was stopped; 2 usage or configuration error, or an unreadable
+source."""
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -53,6 +60,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write (created; must be "
                    "empty or not exist unless --force)")
     p.add_argument("--force", action="store_true", help="overwrite the files of an existing RUN_DIR")
+    p.add_argument("--speed", type=float, metavar="X",
+                   help="pace the replay by record time, X times as fast as it was recorded, while serving "
+                   "/metrics on metrics.host:metrics.port (dashboards and alerts on a recording)")
+    p.add_argument("--metrics-port", type=int, metavar="N", help="with --speed: serve /metrics on port N instead")
     t = p.add_argument_group("kafka:TOPIC sources")
     t.add_argument("--bootstrap", help="bootstrap servers (default: kafka.bootstrap_servers)")
     t.add_argument("--start-offset", type=int, help="first offset of every partition")
@@ -107,6 +118,15 @@ def _cmd(args: argparse.Namespace) -> int:
     if out.is_dir() and any(out.iterdir()) and not args.force:
         eprint(f"streamkm replay: --out {out} is not empty (use --force to overwrite its files)")
         return EXIT_USAGE
+    if args.speed is not None and not args.speed > 0:
+        eprint(f"streamkm replay: --speed must be > 0, got {args.speed:g}")
+        return EXIT_USAGE
+    if args.metrics_port is not None and args.speed is None:
+        eprint("streamkm replay: --metrics-port needs --speed (only a paced replay serves /metrics)")
+        return EXIT_USAGE
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        eprint(f"streamkm replay: --metrics-port must be in [0, 65535], got {args.metrics_port}")
+        return EXIT_USAGE
     is_topic = args.source.startswith(TOPIC_PREFIX)
     if not is_topic and any(v is not None for v in (args.start_offset, args.end_offset, args.start_time,
                                                     args.end_time)):
@@ -143,13 +163,13 @@ def _cmd(args: argparse.Namespace) -> int:
         except ValueError as exc:
             eprint(f"streamkm replay: {exc}")
             return EXIT_USAGE
-        return _replay(settings, source, description, out, args.progress)
+        return _replay(settings, source, description, out, args)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _replay(settings: Any, source: Any, description: str, out: Path, progress: bool | None) -> int:
+def _replay(settings: Any, source: Any, description: str, out: Path, args: argparse.Namespace) -> int:
     from streamkm.loadgen.producer import progress_bar
     from streamkm.replay import ChunkLog, RoundReplay, write_run
 
@@ -159,18 +179,29 @@ def _replay(settings: Any, source: Any, description: str, out: Path, progress: b
     except OSError as exc:
         eprint(f"streamkm replay: cannot write {out}: {exc.strerror or exc}")
         return EXIT_FAILURE
-    bar = progress_bar(source.total, enabled=progress)
+    bar = progress_bar(source.total, enabled=args.progress)
 
     def advance(n: int) -> None:
         bar.update(n, 0)
 
-    replay = RoundReplay(settings, on_chunk=log.write, on_records=advance)
+    paced = _Paced(settings, args) if args.speed is not None else None
+    replay = RoundReplay(settings, on_chunk=log.write, on_records=advance,
+                         before_block=None if paced is None else paced.wait,
+                         after_block=None if paced is None else paced.account,
+                         block_records=256 if paced is not None else 4096)
     ok = False
     try:
         try:
-            summary = replay.run(source)
+            if paced is None:
+                summary = replay.run(source)
+            else:
+                paced.replay = replay
+                summary = paced.run(source)
         except ValueError as exc:  # a truncated or inconsistent recording
             eprint(f"\nstreamkm replay: {exc}")
+            return EXIT_USAGE
+        except OSError as exc:  # the metrics port is taken
+            eprint(f"\nstreamkm replay: cannot serve /metrics: {exc.strerror or exc}")
             return EXIT_USAGE
         finally:
             bar.close()
@@ -186,9 +217,72 @@ def _replay(settings: Any, source: Any, description: str, out: Path, progress: b
             log.close(keep=False)
     dl = sum(doc["dead_letters"].values())
     rate = summary.records / summary.seconds if summary.seconds > 0 else 0.0
-    eprint(f"replayed {summary.records:,} records ({summary.valid_rows:,} valid rows, {dl:,} dead letters) "
+    eprint(f"{'stopped after replaying' if summary.stopped else 'replayed'} {summary.records:,} records "
+           f"({summary.valid_rows:,} valid rows, {dl:,} dead letters) "
            f"from {description} in {summary.seconds:.2f}s ({rate:,.0f} records/s): {summary.chunks} chunks "
            f"in {summary.rounds} rounds, model version {doc['final_version']}"
            + ("" if doc["initialized"] else " (not initialized: too few valid rows)")
            + f"; wrote {out}")
-    return EXIT_OK
+    return EXIT_FAILURE if summary.stopped else EXIT_OK
+
+
+class _Paced:
+    """``--speed``: sleep so record time advances X times as fast as wall time, and serve /metrics."""
+
+    def __init__(self, settings: Any, args: argparse.Namespace):
+        import threading
+
+        from streamkm.ops.metrics import Metrics
+
+        self.settings = settings
+        self.speed = float(args.speed)
+        self.port = settings.metrics.port if args.metrics_port is None else int(args.metrics_port)
+        self.metrics = Metrics()
+        self.metrics.set_consumer_group(settings.kafka.group_id)
+        self.replay: Any = None
+        self._t0: tuple[int, float] | None = None  # (first record time, its wall time)
+        self._stopped = threading.Event()
+
+    def wait(self, block: list[Any]) -> None:
+        ts = max((r.timestamp for r in block), default=-1)
+        if ts < 0:
+            return  # no record time: nothing to pace by
+        import time
+
+        if self._t0 is None:
+            self._t0 = (ts, time.monotonic())
+        due = self._t0[1] + (ts - self._t0[0]) / 1000.0 / self.speed
+        left = due - time.monotonic()
+        if left > 0:
+            self._stopped.wait(left)
+
+    def account(self, res: Any) -> None:
+        from streamkm.service.accounting import account
+
+        account(self.metrics, self.replay.pipeline, res)
+
+    def run(self, source: Any) -> Any:
+        from streamkm.cli._common import stop_on_signals
+        from streamkm.ops.http import HealthServer
+
+        async def go() -> Any:
+            stop, _ = stop_on_signals()
+            health = HealthServer(self.metrics, host=self.settings.metrics.host, port=self.port,
+                                  **self.settings.metrics.server_kwargs())
+            await health.start()
+            eprint(f"serving /metrics on {health.url} while replaying at {self.speed:g}x record time")
+            self.replay.pipeline.init_metrics(self.metrics)
+            self.metrics.set_ready(True)
+            task = asyncio.ensure_future(asyncio.to_thread(self.replay.run, source))
+            waiter = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                if not task.done():
+                    self.replay.stop()
+                    self._stopped.set()
+                return await task
+            finally:
+                waiter.cancel()
+                await health.stop()
+
+        return asyncio.run(go())

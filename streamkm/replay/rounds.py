@@ -19,6 +19,7 @@ rule and what it means for a live run.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ class ReplaySummary:
     outcomes: dict[str, int] = field(default_factory=dict)
     record_time_ms: list[int] | None = None
     seconds: float = 0.0
+    stopped: bool = False  # stop() was called: the source was not read to its end
 
 
 class _Feed:
@@ -76,10 +78,20 @@ class RoundReplay:
         every fold.
     on_records : callable, optional
         ``on_records(n)`` after every *n* records decoded (progress bars).
+    before_block : callable, optional
+        ``before_block(records)`` before each block is decoded (pacing by record time).
+    after_block : callable, optional
+        ``after_block(result)`` with each block's :class:`BatchResult` (metrics).
+    block_records : int
+        Records decoded per pipeline call at most (smaller blocks pace more smoothly).
     """
 
     def __init__(self, settings: Settings, *, on_chunk: Callable[[dict[str, Any]], None] | None = None,
-                 on_records: Callable[[int], None] | None = None):
+                 on_records: Callable[[int], None] | None = None,
+                 before_block: Callable[[list[ReplayRecord]], None] | None = None,
+                 after_block: Callable[[BatchResult], None] | None = None, block_records: int = _BLOCK_RECORDS):
+        if block_records < 1:
+            raise ValueError(f"block_records must be >= 1, got {block_records}")
         from streamkm.service.group import group_vector_pipeline, new_group_model
 
         topic = settings.kafka.vectors_topic or "streamkm.vectors"
@@ -90,7 +102,15 @@ class RoundReplay:
         self.model: GroupModel = new_group_model(settings, "vectors")
         self.on_chunk = on_chunk
         self.on_records = on_records
+        self.before_block = before_block
+        self.after_block = after_block
+        self.block_records = int(block_records)
         self.summary = ReplaySummary()
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """Stop after the current block (from another thread too): :meth:`run` returns what it folded."""
+        self._stop.set()
 
     def run(self, source: FileSource) -> ReplaySummary:
         """Replay every record of *source*; returns the summary (the model is :attr:`model`)."""
@@ -104,6 +124,9 @@ class RoundReplay:
             for p, feed in feeds.items():
                 self._fill(p, feed, first)
             first = False
+            if self._stop.is_set():
+                self.summary.stopped = True
+                break
             final = all(f.done for f in feeds.values())
             self.chunker.version = self.model.version()
             res = BatchResult()
@@ -119,17 +142,22 @@ class RoundReplay:
     def _fill(self, p: int, feed: _Feed, first: bool) -> None:
         """Decode records of partition *p* until its next chunk is full or the partition ends."""
         need = self.chunker.batch_rows
-        while not feed.done and self.chunker.pending_rows(self.topic, p) < need:
-            block = list(islice(feed.it, max(1, min(_BLOCK_RECORDS, need - self.chunker.pending_rows(self.topic, p)))))
+        while not feed.done and self.chunker.pending_rows(self.topic, p) < need and not self._stop.is_set():
+            want = max(1, min(self.block_records, need - self.chunker.pending_rows(self.topic, p)))
+            block = list(islice(feed.it, want))
             if not block:
                 feed.done = True
                 break
+            if self.before_block is not None:
+                self.before_block(block)
             if first and block[0].offset != self.chunker.start_of(self.topic, p):
                 # The source starts mid-partition (a topic range): chunks start where it starts.
                 self.chunker.reset(self.topic, p, block[0].offset)
             first = False
             res = self.pipeline.process(block)
             self.chunker.advance(self.topic, p, block[-1].offset + 1)
+            if self.after_block is not None:
+                self.after_block(res)
             s = self.summary
             s.records += len(block)
             s.valid_rows += res.n_rows

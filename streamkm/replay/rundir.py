@@ -81,7 +81,7 @@ def write_run(out: Path, model: GroupModel, summary: ReplaySummary, *, source: s
         "records": summary.records, "valid_rows": summary.valid_rows,
         "dead_letters": dict(sorted(summary.dead_letters.items())), "chunks": summary.chunks,
         "rounds": summary.rounds, "outcomes": dict(sorted(summary.outcomes.items())),
-        "final_version": int(v.version), "initialized": bool(v.is_initialized),
+        "final_version": int(v.version), "initialized": bool(v.is_initialized), "complete": not summary.stopped,
         "record_time_ms": summary.record_time_ms,
         "files": {k: f for k, f in FILES.items() if k != "model" or v.is_initialized},
     }

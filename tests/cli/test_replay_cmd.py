@@ -149,3 +149,76 @@ def test_a_topic_replays_like_its_recording_and_a_range_replays_only_that_range(
     missing = _cli(tmp_path, "replay", f"kafka:{unique_name('absent')}", "--bootstrap", broker, "--config", cfg,
                    "--out", "absent", "--timeout", "10")
     assert missing.returncode == 2 and "not found" in missing.stderr, missing.stderr
+
+
+def _timed_recording(path, n: int, span_ms: int) -> None:
+    from streamkm.codec import encode_binary
+    from streamkm.loadgen.recording import Record, RecordingWriter
+
+    X = _blobs(n, 3)
+    with RecordingWriter(path, positions=True) as w:
+        for i, x in enumerate(X):
+            w.write(Record(None, encode_binary(x[None, :]), 5_000_000 + i * span_ms // n, ()), partition=i % 2,
+                    offset=i // 2)
+
+
+def _scrape(port: int) -> str:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            return r.read().decode()
+    except OSError:
+        return ""
+
+
+def _consumed(text: str) -> float:
+    for line in text.splitlines():
+        if line.startswith("streamkm_records_consumed_total{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.mark.parametrize("stop", [False, True], ids=["to the end", "SIGTERM"])
+def test_speed_paces_by_record_time_and_serves_metrics(tmp_path, stop):
+    import signal
+    import time
+
+    from tests.helpers.tls import free_port
+
+    _timed_recording(tmp_path / "t.skmrec", 2000, span_ms=6000)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKM_")}
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "streamkm", "replay", "t.skmrec", "--config", _config(tmp_path),
+                             "--out", "run", "--speed", "2", "--metrics-port", str(port)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen: list[float] = []
+        while proc.poll() is None and time.monotonic() - t0 < 30:
+            n = _consumed(_scrape(port))
+            if n:
+                seen.append(n)
+            if stop and n:
+                proc.send_signal(signal.SIGTERM)
+                break
+            time.sleep(0.1)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    elapsed = time.monotonic() - t0
+    assert "Traceback" not in err, err
+    doc = json.loads((tmp_path / "run" / "run.json").read_text())
+    if stop:
+        assert proc.returncode == 1, err
+        assert doc["complete"] is False and doc["records"] < 2000, doc
+        assert "stopped after replaying" in err
+    else:
+        assert proc.returncode == 0, err
+        assert doc["complete"] is True and doc["records"] == 2000
+        # 6 s of record time at 2x: about 3 s (the last round is cut at the end, without waiting).
+        assert elapsed >= 2.0, elapsed
+        # /metrics was served while records were being replayed, and counted them as they went.
+        assert len(seen) >= 3 and seen[0] < 2000 and seen == sorted(seen), seen
