@@ -20,7 +20,7 @@ except PackageNotFoundError:  # running from a source tree without install
 _CLUSTER_NAMES = (
     "MAX_ABS_VALUE", "KMeans", "ReseedResult", "SelectKResult", "StreamingKMeans", "TimeBiasedReservoir",
     "UniformReservoir", "compute_reseed", "kmeans_plusplus", "select_k", "TRANSITIONS", "Matching", "Transition",
-    "default_threshold", "match_clusters", "ChunkSummary", "summarize",
+    "default_threshold", "match_clusters", "ChunkSummary", "summarize", "NotFittedError",
 )
 
 __all__ = ["__version__", *_CLUSTER_NAMES]

@@ -7,8 +7,11 @@ samplers it uses. Identity: :func:`match_clusters` keeps cluster ids stable
 across centre replacements and reports MONIC-style transitions (:class:`Transition`).
 Distributed updates: :func:`summarize` (a chunk's sufficient statistics) and
 :meth:`StreamingKMeans.partial_fit_stats` (folding them). ``MAX_ABS_VALUE`` is the largest feature magnitude accepted.
+The estimators follow scikit-learn's estimator protocol without importing it
+(``get_params``/``set_params``, tags; :class:`NotFittedError` before fitting).
 """
 
+from streamkm.cluster._params import NotFittedError
 from streamkm.cluster._reseed import ReseedResult, compute_reseed
 from streamkm.cluster._validation import MAX_ABS_VALUE
 from streamkm.cluster.identity import TRANSITIONS, Matching, Transition, default_threshold, match_clusters
@@ -25,6 +28,7 @@ __all__ = [
     "ChunkSummary",
     "KMeans",
     "Matching",
+    "NotFittedError",
     "ReseedResult",
     "SelectKResult",
     "StreamingKMeans",

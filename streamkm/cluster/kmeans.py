@@ -14,6 +14,7 @@ import numpy as np
 
 from ._distance import DEFAULT_MEMORY_BUDGET, _assign, _row_norms_sq, _sq_distances
 from ._lloyd import _lloyd
+from ._params import ParamsMixin, not_fitted_error
 from ._validation import (
     check_array,
     check_float,
@@ -27,7 +28,7 @@ from .kmeans_plusplus import _kmeans_plusplus
 __all__ = ["KMeans"]
 
 
-class KMeans:
+class KMeans(ParamsMixin):
     """Batch k-means (Lloyd's algorithm) with greedy k-means++ seeding.
 
     Parameters
@@ -71,6 +72,13 @@ default="k-means++"
     those of plain Lloyd up to floating-point near-ties. Empty clusters are
     re-seeded farthest-first at the points farthest from their centers, which
     never increases ``J``.
+
+    scikit-learn protocol (``clone``, ``Pipeline``, ``GridSearchCV``,
+    ``check_estimator``): ``get_params`` / ``set_params``, and tags that make
+    it a clusterer and transformer. As in scikit-learn, hyperparameters are
+    validated by :meth:`fit`, not by the constructor or ``set_params``;
+    :meth:`predict`, :meth:`transform` and :meth:`score` before :meth:`fit`
+    raise :class:`~streamkm.cluster.NotFittedError` (a ``ValueError``).
 
     References
     ----------
@@ -141,9 +149,13 @@ default="k-means++"
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "cluster_centers_"):
-            raise ValueError(
+            raise not_fitted_error(
                 "this KMeans instance is not fitted yet; call fit(X) first"
             )
+
+    def __sklearn_is_fitted__(self) -> bool:
+        """Whether :meth:`fit` has run (scikit-learn's ``check_is_fitted`` asks this)."""
+        return hasattr(self, "cluster_centers_")
 
     def _check_init_array(self, n_features: int, dtype: np.dtype[Any]) -> np.ndarray:
         init = check_array(self.init, name="init", n_features=n_features)
@@ -226,6 +238,10 @@ default="k-means++"
         """Squared distances to every center, shape (n_samples, n_clusters)."""
         X = self._check_X(X)
         return _sq_distances(X, self.cluster_centers_.astype(X.dtype, copy=False))
+
+    def fit_transform(self, X: Any, y: Any = None, *, sample_weight: Any = None) -> np.ndarray:
+        """:meth:`fit`, then :meth:`transform` of ``X``, shape (n_samples, n_clusters)."""
+        return self.fit(X, sample_weight=sample_weight).transform(X)
 
     def score(self, X: Any, y: Any = None) -> float:
         """Negative objective ``−Σ_i min_j ‖x_i − μ_j‖²`` of ``X``."""

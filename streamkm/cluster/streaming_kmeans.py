@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ._distance import _assign, _neg2_t, _row_norms_sq, _sq_distances, _Workspace
+from ._params import ParamsMixin, not_fitted_error
 from ._reseed import ReseedResult, _d2_sample, _seed_and_refine, compute_reseed
 from ._state import _PARAMS, _check_params, _state_dict, _validated_state
 from ._streaming import _apply_sums, _cluster_sums
@@ -29,7 +30,7 @@ _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _FAST_SQ_BOUND = 0.25 * MAX_ABS_VALUE**2
 
 
-class StreamingKMeans:
+class StreamingKMeans(ParamsMixin):
     """Mini-batch k-means over an unbounded stream, with forgetting.
 
     Points arrive in batches through :meth:`partial_fit`. Until
@@ -164,6 +165,16 @@ class StreamingKMeans:
     ``n_init`` restarts at initialization and a periodic ``reseed_interval``
     are the remedies.
 
+    scikit-learn protocol (``clone``, ``Pipeline``, ``GridSearchCV``,
+    ``check_estimator``): ``get_params`` / ``set_params`` (validated as the
+    constructor validates; only a model that has seen no data accepts new
+    values), tags that make it a clusterer and transformer, and "fitted"
+    meaning ``is_initialized_``. Unlike scikit-learn estimators it validates
+    its hyperparameters at construction and exposes its live state (``None``
+    or 0 before data) from then on. :meth:`predict`, :meth:`transform`,
+    :meth:`score` and :meth:`assign` before initialization raise
+    :class:`~streamkm.cluster.NotFittedError` (a ``ValueError``).
+
     References
     ----------
     .. [1] D. Sculley, "Web-scale k-means clustering", Proc. WWW 2010.
@@ -226,7 +237,11 @@ class StreamingKMeans:
         self.memory_budget_bytes = memory_budget_bytes
         self.seed = seed
         self._gamma = _check_params(self)
-        ss = np.random.SeedSequence(seed)
+        self._reset()
+
+    def _reset(self) -> None:
+        """Fresh learned state and RNGs from ``seed`` (construction, and :meth:`fit`)."""
+        ss = np.random.SeedSequence(self.seed)
         model_ss, reservoir_ss = ss.spawn(2)
         self._rng = np.random.default_rng(model_ss)
         self._reservoir_rng = np.random.default_rng(reservoir_ss)
@@ -254,9 +269,27 @@ class StreamingKMeans:
     # ------------------------------------------------------------------
     # Hyperparameters
     # ------------------------------------------------------------------
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Hyperparameters as passed to the constructor (``deep`` is ignored)."""
-        return {name: getattr(self, name) for name in _PARAMS}
+    def _check_set_params(self, old: dict[str, Any]) -> None:
+        """:meth:`set_params` validation: the constructor's, and only on a model without data.
+
+        The learned state (centers of ``n_clusters`` rows, the reservoir's kind
+        and capacity, ``γ``) is built from the hyperparameters, so changing them
+        under a model that has seen data would corrupt or silently discard it.
+        """
+        gamma = _check_params(self)
+        changed = sorted(name for name, value in old.items() if getattr(self, name) is not value
+                         and getattr(self, name) != value)
+        if changed and self.n_features_in_ is not None:
+            raise ValueError(
+                f"cannot set {', '.join(changed)} on a StreamingKMeans that has seen {self.n_seen_} "
+                "points (its state depends on its hyperparameters); set them on a fresh model, "
+                "e.g. sklearn.base.clone(model).set_params(...), or call fit(), which restarts"
+            )
+        self._gamma = gamma
+
+    def __sklearn_is_fitted__(self) -> bool:
+        """Whether the model is initialized (scikit-learn's ``check_is_fitted`` asks this)."""
+        return bool(self.is_initialized_)
 
     @property
     def gamma(self) -> float:
@@ -322,7 +355,7 @@ class StreamingKMeans:
 
     def _require_initialized(self, what: str) -> None:
         if not self.is_initialized_:
-            raise ValueError(
+            raise not_fitted_error(
                 f"StreamingKMeans is not initialized yet, cannot {what}: "
                 f"{self._n_buffered} of {self.init_threshold} points buffered"
             )
@@ -449,15 +482,46 @@ class StreamingKMeans:
         return self
 
     def fit(self, X: Any, y: Any = None, *, batch_size: int = 1024) -> StreamingKMeans:
-        """Stream ``X`` through :meth:`partial_fit` in batches of ``batch_size``.
+        """Restart from ``seed`` and stream ``X`` through :meth:`partial_fit` in batches.
 
-        Continues from the current state (it does not reset the model).
+        As in scikit-learn, ``fit`` forgets everything learned before (the
+        RNGs restart from ``seed``, so with an integer seed two fits of the
+        same ``X`` give the same model); :meth:`partial_fit` is the call that
+        continues. ``StreamingKMeans(...).fit(X)`` equals feeding the
+        ``batch_size`` slices of ``X`` to :meth:`partial_fit` of a fresh model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Any width and dtype (float64 kept, otherwise float32): the model restarts.
+        y : ignored
+        batch_size : int, default=1024
+            Rows per :meth:`partial_fit` call.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError, TypeError
+            Bad input or ``batch_size``; the model is unchanged.
         """
-        X = self._validate_X(X)
+        X = check_array(X, name="X")
         batch_size = check_positive_int("batch_size", batch_size)
+        # --- nothing was modified above this line ---
+        self._reset()
         for start in range(0, X.shape[0], batch_size):
             self.partial_fit(X[start : start + batch_size])
         return self
+
+    def fit_predict(self, X: Any, y: Any = None, *, batch_size: int = 1024) -> np.ndarray:
+        """:meth:`fit` on ``X``, then the :meth:`predict` labels of ``X`` by the final model.
+
+        Raises :class:`~streamkm.cluster.NotFittedError` if ``X`` has fewer
+        rows than :attr:`init_threshold` (the model stays uninitialized).
+        """
+        return self.fit(X, batch_size=batch_size).predict(X)
 
     def _setup(self, X: np.ndarray) -> None:
         d = X.shape[1]
@@ -680,6 +744,10 @@ class StreamingKMeans:
         X = self._validate_X(X)
         assert self.cluster_centers_ is not None
         return _sq_distances(X, self.cluster_centers_, c_sq=self._c_sq)
+
+    def fit_transform(self, X: Any, y: Any = None, *, batch_size: int = 1024) -> np.ndarray:
+        """:meth:`fit`, then :meth:`transform` of ``X`` by the final model, shape (n_samples, n_clusters)."""
+        return self.fit(X, batch_size=batch_size).transform(X)
 
     def score(self, X: Any, y: Any = None) -> float:
         """Negative sum of squared distances to the nearest centers (higher is better)."""
