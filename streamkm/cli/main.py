@@ -1,8 +1,8 @@
 """The ``streamkm`` command: argument parser, subcommand dispatch and exit codes.
 
 Each subcommand lives in its own module (run, broker_cmd, config_cmd,
-checkpoint_cmd, model_cmd, produce, lstm) and adds itself to the parser with
-``register(subparsers)``.
+checkpoint_cmd, model_cmd, produce, report_cmd, lstm) and adds itself to the
+parser with ``register(subparsers)``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import signal
 import sys
 import threading
 
-from streamkm.cli import _common, broker_cmd, checkpoint_cmd, config_cmd, model_cmd, produce, replay_cmd, run
+from streamkm.cli import (_common, broker_cmd, checkpoint_cmd, config_cmd, model_cmd, produce, replay_cmd,
+                          report_cmd, run)
 from streamkm.cli._common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, eprint
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE"]
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     produce.register(sub)
     replay_cmd.register(sub)
     broker_cmd.register(sub)
+    report_cmd.register(sub)
     try:
         from streamkm.cli import lstm
     except ImportError:  # sequence package not built yet
