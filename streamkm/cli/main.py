@@ -12,8 +12,17 @@ import signal
 import sys
 import threading
 
-from streamkm.cli import (_common, broker_cmd, checkpoint_cmd, config_cmd, model_cmd, produce, replay_cmd,
-                          report_cmd, run)
+from streamkm.cli import (
+    _common,
+    broker_cmd,
+    checkpoint_cmd,
+    config_cmd,
+    model_cmd,
+    produce,
+    replay_cmd,
+    report_cmd,
+    run,
+)
 from streamkm.cli._common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, eprint
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE"]
