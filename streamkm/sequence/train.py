@@ -122,7 +122,8 @@ def _objective(objective: str, head: Mapping[str, NDArray[Any]], x: NDArray[Any]
     dtype = x.dtype
     W, b = head["weight"], head["bias"]
     if objective == "next_event":
-        hf = np.ascontiguousarray(out[:H, : T - 1]).reshape(H, (T - 1) * B)
+        # steps 0..T-2 of the forward direction as an (H, (T-1)*B) view (rows T*B apart): no copy
+        hf = out[:H].reshape(H, T * B)[:, : (T - 1) * B]
         pred = (W @ hf).reshape(F, T - 1, B)
         pred += b[:, None, None]
         diff = pred - x[:, 1:]
@@ -138,8 +139,11 @@ def _objective(objective: str, head: Mapping[str, NDArray[Any]], x: NDArray[Any]
         dpred = diff * (2.0 / count if count else 0.0)
         dp2 = dpred.reshape(F, (T - 1) * B)
         head_grads = {"weight": dp2 @ hf.T, "bias": dp2.sum(axis=1)}
-        dout = np.zeros_like(out)
-        dout[:H, : T - 1] = (W.T @ dp2).reshape(H, T - 1, B)
+        dout = np.empty_like(out)
+        if out.shape[0] > H:
+            dout[H:] = 0
+        dout[:H, T - 1] = 0
+        np.matmul(W.T, dp2, out=dout[:H].reshape(H, T * B)[:, : (T - 1) * B])
         return loss, count, head_grads, dout, None
     # autoencoder
     e = np.concatenate([h_n[(L - 1) * D + d] for d in range(D)], axis=0)   # (D*H, B)
@@ -178,7 +182,7 @@ def _batch_loss(encoder: LSTMEncoder, head: Mapping[str, NDArray[Any]], x_ftb: N
     if lengths is not None and np.all(lengths == T):
         lengths = None
     lens = Lengths(lengths, T, dt) if lengths is not None else None
-    prepared = prepare(encoder.params_, L, D, H, dt)
+    prepared = prepare(encoder.params_, L, D, H, dt, for_training=need_grad)
     out, h_n, _, caches = forward_fm(x_ftb, prepared, H, lens, None, None, keep_cache=need_grad, ws=ws)
     loss, count, head_grads, dout, dh_n = _objective(objective, head, x_ftb, out, h_n, lens,
                                                      lengths, L, D, H, need_grad)
@@ -284,6 +288,7 @@ class _Adam:
         self.params, self.lr, self.beta1, self.beta2, self.eps = params, lr, beta1, beta2, eps
         self.m = {k: np.zeros_like(v) for k, v in params.items()}
         self.v = {k: np.zeros_like(v) for k, v in params.items()}
+        self._tmp = {k: (np.empty_like(v), np.empty_like(v)) for k, v in params.items()}  # scratch
         self.t = 0
 
     def step(self, grads: Mapping[str, NDArray[Any]]) -> None:
@@ -293,11 +298,20 @@ class _Adam:
         step = self.lr * math.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
         for k, p in self.params.items():
             g, m, v = grads[k], self.m[k], self.v[k]
+            t1, t2 = self._tmp[k]
+            # m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= step m / (sqrt(v) + eps), in place
             m *= b1
-            m += (1 - b1) * g
+            np.multiply(g, 1 - b1, out=t1)
+            m += t1
             v *= b2
-            v += (1 - b2) * (g * g)
-            p -= step * m / (np.sqrt(v) + self.eps)
+            np.multiply(g, g, out=t1)
+            t1 *= 1 - b2
+            v += t1
+            np.sqrt(v, out=t1)
+            t1 += self.eps
+            np.multiply(m, step, out=t2)
+            t2 /= t1
+            p -= t2
 
 
 def train_encoder(encoder: LSTMEncoder, windows: ArrayLike, lengths: ArrayLike | None = None, *,
@@ -377,11 +391,12 @@ def train_encoder(encoder: LSTMEncoder, windows: ArrayLike, lengths: ArrayLike |
     params.update({"head." + k: v for k, v in head.items()})
     opt = _Adam(params, lr)
     ws = Workspace()
-    # feature-major copy of the data once: batches are column gathers
-    X_ftb = np.ascontiguousarray(X.transpose(2, 1, 0))
+    Xc = np.ascontiguousarray(X)
 
     def batch(idx: NDArray[np.intp]) -> tuple[NDArray[Any], NDArray[np.int64] | None]:
-        return (np.ascontiguousarray(X_ftb[:, :, idx]),
+        # gather whole windows (contiguous rows), then one transposing copy to (F, T, B):
+        # measured 4x faster than gathering columns of a feature-major copy
+        return (np.ascontiguousarray(Xc[idx].transpose(2, 1, 0)),
                 None if lens is None else lens[idx])
 
     history: list[dict[str, Any]] = []

@@ -603,3 +603,76 @@ def test_load_rejects_arrays_whose_dtype_differs_from_the_header(tmp_path):
     loaded = LSTMEncoder.load(enc64.save(tmp_path / "f64.npz"))
     assert loaded.params_["weight_hh_l0"].dtype == np.float64
     assert loaded.content_hash == enc64.content_hash
+
+
+@pytest.mark.parametrize("bidirectional,num_layers,B", [(True, 1, 11), (True, 2, 11), (False, 2, 11),
+                                                        (True, 1, 40), (False, 1, 40)])
+def test_matches_torch_packed_at_larger_shapes(bidirectional, num_layers, B):
+    # the inference kernel steps both directions in one batched product per step,
+    # with the backward direction's projections and history stored time-reversed;
+    # compare it with torch's packed sequences where every start/end case occurs
+    # (lengths 1 and T, repeats, the longest not first), with initial states
+    if torch is None:
+        pytest.skip("torch not installed")
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    # B > 32 runs the per-step product as one GEMM per direction instead of one per gate
+    T, F, H = 23, 7, 16
+    D = 2 if bidirectional else 1
+    rng = np.random.default_rng(5)
+    torch.manual_seed(5)
+    ref = torch.nn.LSTM(F, H, num_layers=num_layers, bidirectional=bidirectional, batch_first=True).eval()
+    enc = LSTMEncoder.from_torch(ref)
+    x = rng.normal(size=(B, T, F)).astype(np.float32)
+    lengths = np.concatenate([[5, T, 1, 12, 12, T, 2, 22, 1, 7, 17], rng.integers(1, T + 1, size=B - 11)])
+    h0 = rng.normal(size=(num_layers * D, B, H)).astype(np.float32)
+    c0 = rng.normal(size=(num_layers * D, B, H)).astype(np.float32)
+    with torch.no_grad():
+        packed = pack_padded_sequence(torch.from_numpy(x), torch.from_numpy(lengths), batch_first=True,
+                                      enforce_sorted=False)
+        ref_out, (ref_h, ref_c) = ref(packed, (torch.from_numpy(h0), torch.from_numpy(c0)))
+        ref_out, _ = pad_packed_sequence(ref_out, batch_first=True, total_length=T)
+        full_out, (full_h, full_c) = ref(torch.from_numpy(x))
+    out, (h_n, c_n) = enc(x, lengths, h0, c0)
+    for got, want in ((out, ref_out), (h_n, ref_h), (c_n, ref_c)):
+        assert got.shape == tuple(want.shape)
+        np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=1e-5)
+    # fixed lengths, zero states
+    out, (h_n, c_n) = enc(x)
+    for got, want in ((out, full_out), (h_n, full_h), (c_n, full_c)):
+        np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=1e-5)
+    # embeddings: "last" is the last layer's h_n (forward, backward), "mean" the mean valid output
+    # (embed starts from zero states)
+    with torch.no_grad():
+        ref_out0, (ref_h0, _) = ref(pack_padded_sequence(torch.from_numpy(x), torch.from_numpy(lengths),
+                                                         batch_first=True, enforce_sorted=False))
+        ref_out0, _ = pad_packed_sequence(ref_out0, batch_first=True, total_length=T)
+    want_last = torch.cat([ref_h0[(num_layers - 1) * D + d] for d in range(D)], dim=1).numpy()
+    np.testing.assert_allclose(enc.embed(x, lengths), want_last, rtol=0, atol=1e-5)
+    want_mean = ref_out0.numpy().sum(axis=1) / lengths[:, None]
+    np.testing.assert_allclose(enc.embed(x, lengths, pooling="mean"), want_mean, rtol=0, atol=1e-5)
+
+
+def test_kernel_layout_stacks_recurrent_input_and_bias_weights_per_gate():
+    # w_z[d, block] = scale * [W_hh | W_ih | b] of one gate, blocks (o, i, f, g), the
+    # three sigmoid blocks halved (sigmoid(z) = (1 + tanh(z/2)) / 2); the backward
+    # pass gets the unscaled transposes
+    from streamkm.sequence.lstm.layout import gate_perm, prepare
+
+    H, F = 3, 2
+    enc = LSTMEncoder(F, H, bidirectional=True, seed=0)
+    p = prepare(enc.params_, 1, 2, H, np.float32, for_training=True)[0]
+    assert p.w_z.shape == (2, 4, H, H + F + 1) and p.w_z.flags.c_contiguous
+    assert p.w_hh_t.shape == (2, 4, H, H) and p.w_ih_t.shape == (2, F, 4 * H)
+    assert list(gate_perm(H).reshape(4, H)[:, 0]) == [3 * H, 0, H, 2 * H]
+    for d, sfx in enumerate(("", "_reverse")):
+        w_ih, w_hh = enc.params_["weight_ih_l0" + sfx], enc.params_["weight_hh_l0" + sfx]
+        b = enc.params_["bias_ih_l0" + sfx] + enc.params_["bias_hh_l0" + sfx]
+        for blk, (torch_gate, scale) in enumerate([(3, 0.5), (0, 0.5), (1, 0.5), (2, 1.0)]):
+            rows = slice(torch_gate * H, (torch_gate + 1) * H)
+            np.testing.assert_allclose(p.w_z[d, blk, :, :H], scale * w_hh[rows], rtol=1e-7)
+            np.testing.assert_allclose(p.w_z[d, blk, :, H:H + F], scale * w_ih[rows], rtol=1e-7)
+            np.testing.assert_allclose(p.w_z[d, blk, :, H + F], scale * b[rows], rtol=1e-6)
+            np.testing.assert_array_equal(p.w_hh_t[d, blk], w_hh[rows].T)
+            np.testing.assert_array_equal(p.w_ih_t[d][:, blk * H:(blk + 1) * H], w_ih[rows].T)
+    assert not hasattr(prepare(enc.params_, 1, 2, H, np.float32)[0], "w_hh_t")  # inference: not built

@@ -253,3 +253,21 @@ def test_workspace_reuse_gives_identical_gradients(objective):
     _, _, again = _batch_loss(enc, head, xa, la, objective, True, ws)
     for k in ref:
         np.testing.assert_array_equal(ref[k], again[k], err_msg=k)
+
+
+@pytest.mark.parametrize("objective", ["next_event", "autoencoder"])
+def test_gradients_of_a_large_batch_average_those_of_its_halves(objective):
+    # batches above 32 windows run the per-step product as one GEMM per direction
+    # (smaller ones per gate); with equal target counts, the mean loss of the whole
+    # batch is the mean of the halves' losses, and so are the gradients
+    rng = np.random.default_rng(3)
+    enc = LSTMEncoder(3, 5, bidirectional=objective == "autoencoder", seed=2, dtype="float64")
+    X = rng.normal(size=(48, 6, 3))
+    head = init_head(enc, objective, 6, rng)
+    loss, grads = loss_and_gradients(enc, head, X, objective=objective)
+    loss1, g1 = loss_and_gradients(enc, head, X[:24], objective=objective)
+    loss2, g2 = loss_and_gradients(enc, head, X[24:], objective=objective)
+    assert loss == pytest.approx((loss1 + loss2) / 2, rel=1e-12)
+    assert set(grads) == set(g1)
+    for k in grads:
+        np.testing.assert_allclose(grads[k], (g1[k] + g2[k]) / 2, rtol=1e-9, atol=1e-12, err_msg=k)

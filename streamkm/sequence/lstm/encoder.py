@@ -168,19 +168,20 @@ class LSTMEncoder:
         return x, lengths, states[0], states[1]
 
     def _run(self, x_btf: NDArray[Any], lengths: NDArray[np.int64] | None, h0: NDArray[Any] | None,
-             c0: NDArray[Any] | None) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
+             c0: NDArray[Any] | None, need_output: bool = True
+             ) -> tuple[NDArray[Any] | None, NDArray[Any], NDArray[Any]]:
         """Run the inference kernel on batch-first input (B, T, F) (any strides).
 
-        States (L*D, B, H) or None; returns output (B, T, D*H) and h_n, c_n (L*D, B, H).
+        States (L*D, B, H) or None; returns output (B, T, D*H) (None unless
+        ``need_output``) and h_n, c_n (L*D, B, H).
         """
         T = x_btf.shape[1]
         dt = np.dtype(self.dtype)
         lens = None
         if lengths is not None and not np.all(lengths == T):
             lens = Lengths(lengths, T, dt)
-        prepared = prepare(self.params_, self.num_layers, self.num_directions, self.hidden_size, dt,
-                            batch_major=True)
-        return forward_bm(x_btf, prepared, self.hidden_size, lens, h0, c0)
+        prepared = prepare(self.params_, self.num_layers, self.num_directions, self.hidden_size, dt)
+        return forward_bm(x_btf, prepared, self.hidden_size, lens, h0, c0, need_output)
 
     def __call__(self, x: ArrayLike, lengths: ArrayLike | None = None, h0: ArrayLike | None = None,
                  c0: ArrayLike | None = None) -> tuple[NDArray[Any], tuple[NDArray[Any], NDArray[Any]]]:
@@ -238,10 +239,11 @@ class LSTMEncoder:
             out = np.zeros((0, T, D * H) if bf else (T, 0, D * H), dtype=xv.dtype)
             empty = np.zeros((self.num_layers * D, 0, H), dtype=xv.dtype)
             return out, (empty, empty.copy())
-        out, h_n, c_n = self._run(xv if bf else xv.transpose(1, 0, 2), lens, h0v, c0v)
+        res, h_n, c_n = self._run(xv if bf else xv.transpose(1, 0, 2), lens, h0v, c0v)
+        assert res is not None  # need_output
         if not bf:
-            out = np.ascontiguousarray(out.transpose(1, 0, 2))
-        return out, (h_n, c_n)
+            res = np.ascontiguousarray(res.transpose(1, 0, 2))
+        return res, (h_n, c_n)
 
     def embed(self, x: ArrayLike, lengths: ArrayLike | None = None, pooling: str = "last",
               normalize: bool = False, *, memory_budget_bytes: int = 64 * 2**20) -> NDArray[Any]:
@@ -260,7 +262,7 @@ class LSTMEncoder:
             Scale each row to unit L2 norm (rows of norm 0 stay 0).
         memory_budget_bytes : int
             Sequences are embedded in consecutive chunks whose per-layer buffers
-            (input projections, outputs) stay within about this many bytes, so a
+            (step inputs, outputs) stay within about this many bytes, so a
             large batch never allocates gigabytes. The chunk size depends only on
             the shapes, so the result is deterministic.
 
@@ -279,16 +281,20 @@ class LSTMEncoder:
         emb = np.empty((B, D * H), dtype=xv.dtype)
         if B == 0:
             return emb
-        # per sequence: gates (D*4H*T) + output (D*H*T) + input copy ((F+1)*T) values
-        per_seq = (5 * D * H + self.input_size + 1) * T * xv.dtype.itemsize
+        # per sequence: two layers' step inputs z (D*(H + F_in + 1)*(T+1) values each, F_in up to
+        # max(F, D*H)), plus the output (D*H*T) for mean pooling
+        f_in = max(self.input_size, D * H if L > 1 else 0)
+        per_seq = (2 * D * (H + f_in + 1) + (D * H if pooling == "mean" else 0)) * (T + 1) * xv.dtype.itemsize
         chunk = int(max(1, min(B, memory_budget_bytes // per_seq)))
         for lo in range(0, B, chunk):
             hi = min(B, lo + chunk)
             ln = None if lens is None else lens[lo:hi]
-            out, h_n, _ = self._run(xv[lo:hi], ln, None, None)
+            out, h_n, _ = self._run(xv[lo:hi], ln, None, None, need_output=pooling == "mean")
             if pooling == "last":
-                emb[lo:hi] = np.concatenate([h_n[(L - 1) * D + d] for d in range(D)], axis=1)
+                for d in range(D):
+                    emb[lo:hi, d * H:(d + 1) * H] = h_n[(L - 1) * D + d]
             else:
+                assert out is not None  # need_output
                 n = np.full(hi - lo, T, dtype=np.int64) if ln is None else ln
                 emb[lo:hi] = out.sum(axis=1) / n.astype(out.dtype)[:, None]
         if normalize:

@@ -1,11 +1,12 @@
-"""LSTM forward kernels in NumPy, their per-batch bookkeeping and scratch buffers.
+"""LSTM forward kernel in NumPy, its per-batch bookkeeping and scratch buffers.
 
-Used by the encoder (:mod:`streamkm.sequence.lstm.encoder`) and the trainer
-(:mod:`streamkm.sequence.train`); they assume valid input. ``*_fm`` kernels work
-feature-major, arrays (features, T, B) (training: they keep the caches that
-:mod:`streamkm.sequence.lstm.backward` needs); ``*_bm`` kernels batch-major,
-(B, T, features) (inference). The weight layout (:func:`prepare` and friends) lives
-in :mod:`streamkm.sequence.lstm.layout` and is re-exported here. Design and
+One layer kernel, :func:`layer_forward`, serves the encoder
+(:mod:`streamkm.sequence.lstm.encoder`, through :func:`forward_bm`: batch-first
+input and output) and the trainer (:mod:`streamkm.sequence.train`, through
+:func:`forward_fm`: feature-major (features, T, B), keeping the caches that
+:mod:`streamkm.sequence.lstm.backward` needs). Kernels assume valid input. The
+weight layout (:func:`prepare` and friends) lives in
+:mod:`streamkm.sequence.lstm.layout` and is re-exported here. Design and
 measurements: docs/lstm.md, "Implementation of the kernels".
 """
 
@@ -20,7 +21,7 @@ from streamkm.sequence.lstm.layout import PreparedLayer, gate_perm, param_names,
 
 __all__ = [
     "param_names", "param_shapes", "gate_perm", "PreparedLayer", "prepare", "Lengths", "Workspace",
-    "LayerCache", "layer_forward_fm", "forward_fm", "layer_forward_bm", "forward_bm",
+    "LayerCache", "layer_forward", "forward_fm", "forward_bm",
 ]
 
 
@@ -87,186 +88,253 @@ def _fresh(name: str, shape: tuple[int, ...], dtype: DTypeLike) -> NDArray[Any]:
 
 
 class LayerCache:
-    """What one layer keeps for backpropagation (filled by :func:`layer_forward_fm`).
+    """What one layer keeps for backpropagation (filled by :func:`layer_forward`).
 
-    Time-major, so that each step writes and reads contiguous blocks. Entries
-    at padded steps are meaningless (the backward pass masks them out).
+    Indexed by step s: direction 0's step s is time s, direction 1's is time
+    T-1-s. Entries at padded steps are meaningless (the backward pass masks
+    them out).
 
     Attributes
     ----------
-    x : ndarray of shape (F_in, T, B)
-        Layer input, feature-major (a view of the forward pass's input buffer).
-    A : ndarray of shape (T, D, 4H, B)
-        Activated gates in the internal order (i, f, o, g).
-    TC, Hprev, Cprev : ndarray of shape (T, D, H, B)
-        tanh(c_t), h_{t-1} and c_{t-1} as seen by step t of each direction.
+    z : ndarray of shape (T+1, D, H + F_in + 1, B)
+        Step inputs ``[h_{s-1}; x; 1]`` (see :func:`layer_forward`).
+    A : ndarray of shape (T+1, D, 5H, B)
+        Rows :4H of ``A[s]``: the activated gates (o, i, f, g) of step s; rows 4H:
+        c_{s-1}, the cell state step s started from (so ``A[T, :, 4H:]`` is the
+        final one).
+    TC : ndarray of shape (T, D, H, B)
+        tanh(c_s).
     """
 
-    __slots__ = ("x", "A", "TC", "Hprev", "Cprev")
-    x: NDArray[Any]
+    __slots__ = ("z", "A", "TC")
+    z: NDArray[Any]
     A: NDArray[Any]
     TC: NDArray[Any]
-    Hprev: NDArray[Any]
-    Cprev: NDArray[Any]
+
+
+#: Largest batch for which the per-step product runs as one GEMM per gate block.
+_SPLIT_MAX_B = 32
+
+
+def _starts(lens: Lengths | None, T: int, D: int) -> dict[int, NDArray[np.intp]]:
+    """Steps at which the backward direction of some sequences starts: {step: rows}.
+
+    Sequence b's backward pass starts at its last valid time lengths[b]-1, which
+    is step T-lengths[b]; step 0 needs no reset (it starts from h0, c0 anyway).
+    """
+    if lens is None or D == 1:
+        return {}
+    return {T - 1 - t: rows for t, rows in lens.ends.items() if t < T - 1}
 
 
 # --------------------------------------------------------------------------- #
-# feature-major forward (training)
+# the layer kernel
 # --------------------------------------------------------------------------- #
-def layer_forward_fm(xa: NDArray[Any], p: PreparedLayer, H: int, h0: NDArray[Any], c0: NDArray[Any],
-                     lens: Lengths | None, keep_cache: bool = False, ws: Workspace | None = None,
-                     tag: str = "") -> tuple[NDArray[Any], NDArray[Any], NDArray[Any], LayerCache | None]:
-    """One layer, all directions, feature-major (the training kernel: see ``keep_cache``).
+def layer_forward(z: NDArray[Any], p: PreparedLayer, H: int, h0: NDArray[Any], c0: NDArray[Any],
+                  lens: Lengths | None, keep_cache: bool = False, ws: Workspace | None = None,
+                  tag: str = "") -> tuple[NDArray[Any], NDArray[Any], LayerCache | None]:
+    """One layer, both directions stepped together, feature-major blocks.
 
     Parameters
     ----------
-    xa : ndarray of shape (F_in + 1, T, B)
-        C-contiguous, compute dtype (not modified): the layer input with a last
-        row of ones (so the bias rides along in the input projection).
+    z : ndarray of shape (T+1, D, K, B), K = H + F_in + 1
+        C-contiguous, compute dtype. On entry rows H:K-1 of ``z[s, 0]`` hold the
+        layer input at time s, those of ``z[s, 1]`` the input at time T-1-s (the
+        backward direction reads its input reversed), row K-1 is ones, for s < T;
+        ``z[0, :, :H]`` must equal ``h0``. MODIFIED: the kernel writes h_s of
+        each direction into ``z[s+1, :, :H]`` (so ``z[1:, :, :H]`` is the
+        layer's output in step order) and, with variable lengths, h0 rows into
+        padded steps where a backward pass starts.
     p : PreparedLayer
-        Kernel weights of this layer (``w_ihb_s``, ``w_hh_s``).
+        Kernel weights of this layer (``w_z``).
     H : int
     h0, c0 : ndarray of shape (D, H, B)
         Initial states (not modified).
     lens : Lengths or None
         Per-step length bookkeeping; None if every sequence has T steps.
     keep_cache : bool
-        Fill and return a :class:`LayerCache` for the backward pass.
+        Fill and return a :class:`LayerCache` (``z`` is then part of it).
     ws, tag : Workspace or None, str
-        Optional workspace for the large buffers (names prefixed by ``tag``);
-        then ``out`` and the cache live in it and are overwritten by the next
-        call with the same names.
+        Optional workspace for the cache buffers (names prefixed by ``tag``).
 
     Returns
     -------
-    out : ndarray of shape (D*H + 1, T, B)
-        Rows :D*H hold h_t of each direction (zero at padded steps), the last row
-        is ones (ready to be the next layer's ``xa``).
     h_n, c_n : ndarray of shape (D, H, B)
-        State after each sequence's own last step (forward: step lengths[b]-1;
-        backward: step 0).
+        State after each sequence's own last step (forward: time lengths[b]-1;
+        backward: time 0).
     cache : LayerCache or None
 
     Notes
     -----
-    All B columns are updated at every step, so the per-step work is a few
-    whole-array operations with no per-sequence indexing. Columns past their
-    sequence's end compute values that are never used: the forward direction's
-    final state of sequence b is taken at step lengths[b]-1 (h from the output,
-    c captured when it ends), and the backward direction's state of sequence b is
-    reset to (h0, c0) just before its first step lengths[b]-1. Padded outputs are
-    zeroed at the end, so the next layer and the caller see zeros there, as with
-    ``pack_padded_sequence``/``pad_packed_sequence``.
+    Per time step the loop makes 8 NumPy calls whatever D is, each on blocks
+    that are contiguous per direction:
+
+    * ONE stacked product ``w_z (D, 4, H, K) @ z[s] (D, 1, K, B)`` gives the
+      pre-activations of all four gates of both directions: the recurrent
+      product, the input projection and the bias in one GEMM per direction and
+      gate (measured faster than a separate input-projection GEMM over all
+      steps plus a per-step add; for B > 32 one GEMM per direction);
+    * ONE ``tanh`` serves all gates of both directions: the sigmoid rows of
+      ``w_z`` were scaled by 1/2 so that ``sigmoid(z) = (1 + tanh(z/2)) / 2``
+      then needs a multiply and an add on the first 3H rows (o, i, f);
+    * ONE multiply ``[i, f] * [g, c_{t-1}]`` (the rows after (i, f) hold g and
+      then c_{t-1}) forms both products of the cell update, one add gives c_t;
+    * ``tanh(c_t)``, and ``h_t = o * tanh(c_t)`` written straight into the next
+      step's input column ``z[s+1, :, :H]``.
+
+    Variable lengths cost no per-step indexing but at the few steps where a
+    sequence ends (forward direction: its c is kept) or starts (backward
+    direction: its rows of h and c are reset to h0, c0 first). Every column is
+    updated at every step; the values past a sequence's end are never used.
     """
-    F1, T, B = xa.shape
-    D = len(p.w_hh_s)
-    dtype = xa.dtype
-    H2, H3, H4 = 2 * H, 3 * H, 4 * H
-    alloc = _fresh if ws is None else ws.empty
-    # input projection + bias of every time step and both directions: ONE matrix product
-    xp = alloc(tag + "xp", (D * H4, T * B), dtype)
-    np.matmul(p.w_ihb_s, xa.reshape(F1, T * B), out=xp)
-    xp = xp.reshape(D, H4, T, B)
-    out = alloc(tag + "out", (D * H + 1, T, B), dtype)
-    out[D * H] = 1
-    h_at = [[out[d * H:(d + 1) * H, t] for t in range(T)] for d in range(D)]
-    c = np.array(c0, dtype=dtype)             # (D, H, B) cell state, updated in place
-    c_n = np.empty((D, H, B), dtype=dtype)
-    tmp = np.empty((D, H4, B), dtype=dtype)
-    tc = np.empty((D, H, B), dtype=dtype)
-    sig, i_g, f_g, o_g, g_g = tmp[:, :H3], tmp[:, :H], tmp[:, H:H2], tmp[:, H2:H3], tmp[:, H3:]
-    whh = p.w_hh_s
-    tmp_d = [tmp[d] for d in range(D)]
-    # per-step views, built once: step s of direction d is time t (forward s, backward T-1-s)
-    # and reads xp at t and h_{prev}, writes h_t
-    steps = []
-    for d in range(D):
-        prev = np.array(h0[d], dtype=dtype)   # h_{-1} (a copy: the backward reset writes rows)
-        lst = []
-        for t in (range(T) if d == 0 else range(T - 1, -1, -1)):
-            lst.append((t, xp[d, :, t], prev, h_at[d][t]))
-            prev = h_at[d][t]
-        steps.append(lst)
+    T1, D, K, B = z.shape
+    T = T1 - 1
+    dtype = z.dtype
+    H3, H4 = 3 * H, 4 * H
     ends = lens.ends if lens is not None else None
-    cache = LayerCache() if keep_cache else None
-    if cache is not None:
-        cache.x = xa[: F1 - 1]
-        cache.A = alloc(tag + "A", (T, D, H4, B), dtype)
-        cache.TC = alloc(tag + "TC", (T, D, H, B), dtype)
-        cache.Hprev = alloc(tag + "Hprev", (T, D, H, B), dtype)
-        cache.Cprev = alloc(tag + "Cprev", (T, D, H, B), dtype)
+    starts = _starts(lens, T, D)
+    c_n = np.empty((D, H, B), dtype=dtype)
+    # one GEMM per gate block for small batches (OpenBLAS's small-matrix path: measured
+    # 1.4x faster at B = 32), one (4H, K) @ (K, B) GEMM per direction from B = 64 on
+    # (about 8% faster there); both write the same (D, 4H, B) memory
+    split = B <= _SPLIT_MAX_B
+    w = p.w_z if split else p.w_z.reshape(D, H4, K)
+    zin = z[:, :, None] if split else z        # zin[s] is step s's input, (D, 1, K, B) or (D, K, B)
+    hout = z[1:, :, :H]                         # (T, D, H, B): hout[s] receives h_s
     matmul, multiply, add, tanh = np.matmul, np.multiply, np.add, np.tanh
-    if D == 1 and not keep_cache:             # no per-step bookkeeping but the forward c_n
-        w, t0, i0, f0, o0, g0, cc, tc0 = whh[0], tmp[0], i_g[0], f_g[0], o_g[0], g_g[0], c[0], tc[0]
-        for t, xpt, hp, ht in steps[0]:
-            matmul(w, hp, out=t0)
-            add(t0, xpt, out=t0)
-            tanh(t0, out=t0)
-            sig *= 0.5
-            sig += 0.5                        # sigmoid(z) = (1 + tanh(z/2)) / 2
-            cc *= f0
-            multiply(i0, g0, out=tc0)
-            cc += tc0
-            tanh(cc, out=tc0)
-            multiply(o0, tc0, out=ht)
-            if ends is not None and t in ends:  # these sequences end at t
-                rows = ends[t]
-                c_n[0][:, rows] = cc[:, rows]
-    else:
+    cache = None
+    if not keep_cache:
+        # one gate buffer, rows (o, i, f, g, c): c_{t-1} becomes c_t in place
+        G = np.empty((D, 5 * H, B), dtype=dtype)
+        np.copyto(G[:, H4:], c0)
+        G4 = G[:, :H4]
+        Gw = G4.reshape(D, 4, H, B) if split else G4
+        S, o_g, ifg, gc, ig, c = G[:, :H3], G[:, :H], G[:, H:H3], G[:, H3:], G[:, H3:H4], G[:, H4:]
+        tc = np.empty((D, H, B), dtype=dtype)
         for s in range(T):
-            for d in range(D):
-                t, xpt, hp, _ = steps[d][s]
-                if d == 1 and ends is not None and s > 0 and t in ends:  # sequence starts here: reset
-                    rows = ends[t]
-                    hp[:, rows] = h0[1][:, rows]
-                    c[1][:, rows] = c0[1][:, rows]
-                if cache is not None:
-                    cache.Hprev[t, d] = hp
-                    cache.Cprev[t, d] = c[d]
-                matmul(whh[d], hp, out=tmp_d[d])
-                add(tmp_d[d], xpt, out=tmp_d[d])
-            tanh(tmp, out=tmp)
-            sig *= 0.5
-            sig += 0.5                            # sigmoid(z) = (1 + tanh(z/2)) / 2
-            c *= f_g
-            multiply(i_g, g_g, out=tc)
-            c += tc
+            if s in starts:                     # backward pass of these sequences starts here
+                rows = starts[s]
+                z[s, 1, :H, rows] = h0[1][:, rows].T   # (the integer and array indices put rows first)
+                c[1][:, rows] = c0[1][:, rows]
+            matmul(w, zin[s], out=Gw)
+            tanh(G4, out=G4)
+            multiply(S, 0.5, out=S)
+            add(S, 0.5, out=S)                  # sigmoid(z) = (1 + tanh(z/2)) / 2
+            multiply(ifg, gc, out=gc)           # [i * g, f * c_{t-1}]
+            add(ig, c, out=c)                   # c_t
             tanh(c, out=tc)
-            for d in range(D):
-                t, _, _, ht = steps[d][s]
-                multiply(o_g[d], tc[d], out=ht)
-                if cache is not None:
-                    cache.A[t, d] = tmp_d[d]
-                    cache.TC[t, d] = tc[d]
+            multiply(o_g, tc, out=hout[s])      # h_t
             if ends is not None and s in ends:  # forward direction: these sequences end at s
                 rows = ends[s]
                 c_n[0][:, rows] = c[0][:, rows]
+        c_fin = c
+    else:
+        alloc = _fresh if ws is None else ws.empty
+        cache = LayerCache()
+        cache.z = z
+        A = cache.A = alloc(tag + "A", (T1, D, 5 * H, B), dtype)
+        TC = cache.TC = alloc(tag + "TC", (T, D, H, B), dtype)
+        np.copyto(A[0, :, H4:], c0)
+        Aw = A[:, :, :H4].reshape(T1, D, 4, H, B) if split else A[:, :, :H4]
+        P = np.empty((D, 2 * H, B), dtype=dtype)
+        P1, P2 = P[:, :H], P[:, H:]
+        for s in range(T):
+            a = A[s]
+            if s in starts:
+                rows = starts[s]
+                z[s, 1, :H, rows] = h0[1][:, rows].T   # (the integer and array indices put rows first)
+                a[1, H4:, rows] = c0[1][:, rows].T
+            matmul(w, zin[s], out=Aw[s])
+            a4 = a[:, :H4]
+            tanh(a4, out=a4)
+            sg = a[:, :H3]
+            multiply(sg, 0.5, out=sg)
+            add(sg, 0.5, out=sg)
+            multiply(a[:, H:H3], a[:, H3:], out=P)   # [i * g, f * c_{t-1}]; the cache keeps g
+            cn = A[s + 1, :, H4:]
+            add(P1, P2, out=cn)
+            tanh(cn, out=TC[s])
+            multiply(a[:, :H], TC[s], out=hout[s])
+            if ends is not None and s in ends:
+                rows = ends[s]
+                c_n[0][:, rows] = cn[0][:, rows]
+        c_fin = A[T, :, H4:]
     h_n = np.empty((D, H, B), dtype=dtype)
     if lens is None:
-        h_n[0] = h_at[0][T - 1]
-        c_n[0] = c[0]
+        h_n[0] = z[T, 0, :H]
+        c_n[0] = c_fin[0]
     else:
-        h_n[0] = out[:H, lens.last, np.arange(B)]
-        out[: D * H] *= lens.mask
+        h_n[0] = z[lens.last + 1, 0, :H, np.arange(B)].T
     if D == 2:
-        h_n[1] = h_at[1][0]
-        c_n[1] = c[1]
-    return out, h_n, c_n, cache
+        h_n[1] = z[T, 1, :H]
+        c_n[1] = c_fin[1]
+    return h_n, c_n, cache
+
+
+def _reverse_input(z: NDArray[Any], lo: int, hi: int) -> None:
+    """Fill the backward direction's input rows lo:hi of ``z`` from the forward direction's, reversed in time."""
+    T = z.shape[0] - 1
+    if z.shape[1] == 2:
+        np.copyto(z[:T, 1, lo:hi], z[T - 1::-1, 0, lo:hi])
+
+
+def _new_z(T: int, D: int, H: int, F: int, B: int, dtype: DTypeLike, h0: NDArray[Any],
+           ws: Workspace | None, tag: str) -> NDArray[Any]:
+    z = (_fresh if ws is None else ws.empty)(tag + "z", (T + 1, D, H + F + 1, B), dtype)
+    np.copyto(z[0, :, :H], h0)
+    z[:, :, H + F] = 1
+    return z
+
+
+def _next_z(zprev: NDArray[Any], H: int, h0: NDArray[Any], ws: Workspace | None, tag: str) -> NDArray[Any]:
+    """Input of the next layer from the previous layer's ``z``: its outputs [forward, backward] in time order."""
+    T1, D, _, B = zprev.shape
+    T = T1 - 1
+    z = _new_z(T, D, H, D * H, B, zprev.dtype, h0, ws, tag)
+    np.copyto(z[:T, 0, H:2 * H], zprev[1:, 0, :H])
+    if D == 2:
+        np.copyto(z[:T, 0, 2 * H:3 * H], zprev[T:0:-1, 1, :H])   # backward step T-1-t is time t
+        _reverse_input(z, H, 3 * H)
+    return z
+
+
+def _forward(z: NDArray[Any], prepared: list[PreparedLayer], H: int, lens: Lengths | None,
+             h0: NDArray[Any] | None, c0: NDArray[Any] | None, keep_cache: bool, ws: Workspace | None
+             ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any], list[LayerCache]]:
+    """All layers from the first layer's filled ``z``; returns the last layer's z, h_n, c_n, caches."""
+    T1, D, _, B = z.shape
+    L = len(prepared)
+    dtype = z.dtype
+    h_n = np.empty((L * D, H, B), dtype=dtype)
+    c_n = np.empty((L * D, H, B), dtype=dtype)
+    zeros = np.zeros((D, H, B), dtype=dtype) if h0 is None or c0 is None else None
+    caches = []
+    for k, p in enumerate(prepared):
+        sl = slice(k * D, (k + 1) * D)
+        h0k = zeros if h0 is None else h0[sl]
+        c0k = zeros if c0 is None else c0[sl]
+        assert h0k is not None and c0k is not None  # zeros exists whenever a state is missing
+        if k > 0:
+            z = _next_z(z, H, h0k, ws, f"l{k}.")
+        h_n[sl], c_n[sl], cache = layer_forward(z, p, H, h0k, c0k, lens, keep_cache, ws, f"l{k}.")
+        if cache is not None:
+            caches.append(cache)
+    return z, h_n, c_n, caches
 
 
 def forward_fm(x: NDArray[Any], prepared: list[PreparedLayer], H: int, lens: Lengths | None,
                h0: NDArray[Any] | None, c0: NDArray[Any] | None, keep_cache: bool = False,
                ws: Workspace | None = None
                ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any], list[LayerCache]]:
-    """All layers, feature-major (the training kernel; inference uses :func:`forward_bm`).
+    """All layers, feature-major input and output (the trainer's entry point).
 
     Parameters
     ----------
     x : ndarray of shape (F, T, B)
-        Compute dtype, any strides (not modified: it is copied once, into a
-        buffer with an extra row of ones).
+        Compute dtype, any strides (not modified: it is copied once).
     prepared : list of PreparedLayer, length L
-        From :func:`prepare`.
+        From :func:`prepare` (``for_training=True`` if the caches go to the
+        backward pass).
     H : int
     lens : Lengths or None
     h0, c0 : ndarray of shape (L*D, H, B) or None
@@ -280,189 +348,70 @@ def forward_fm(x: NDArray[Any], prepared: list[PreparedLayer], H: int, lens: Len
     Returns
     -------
     output : ndarray of shape (D*H, T, B)
-        The last layer's h_t (a view of a larger buffer).
+        The last layer's h_t, zero at padded steps.
     h_n, c_n : ndarray of shape (L*D, H, B)
     caches : list of LayerCache
         Empty unless ``keep_cache``.
     """
     F, T, B = x.shape
-    L, D = len(prepared), len(prepared[0].w_hh_s)
+    D = prepared[0].w_z.shape[0]
     dtype = x.dtype
-    h_n = np.empty((L * D, H, B), dtype=dtype)
-    c_n = np.empty((L * D, H, B), dtype=dtype)
-    zeros = np.zeros((D, H, B), dtype=dtype) if h0 is None or c0 is None else None
-    caches = []
-    layer_in = (_fresh if ws is None else ws.empty)("x1", (F + 1, T, B), dtype)
-    np.copyto(layer_in[:F], x)
-    layer_in[F] = 1
-    for k, p in enumerate(prepared):
-        sl = slice(k * D, (k + 1) * D)
-        h0k = zeros if h0 is None else h0[sl]
-        c0k = zeros if c0 is None else c0[sl]
-        assert h0k is not None and c0k is not None  # zeros exists whenever a state is missing
-        out, h_n[sl], c_n[sl], cache = layer_forward_fm(layer_in, p, H, h0k, c0k, lens, keep_cache, ws,
-                                                        f"l{k}.")
-        if cache is not None:
-            caches.append(cache)
-        layer_in = out
-    return layer_in[: D * H], h_n, c_n, caches
-
-
-# --------------------------------------------------------------------------- #
-# batch-major forward (inference)
-# --------------------------------------------------------------------------- #
-def layer_forward_bm(xa: NDArray[Any], p: PreparedLayer, H: int, h0: NDArray[Any], c0: NDArray[Any],
-                     lens: Lengths | None, ones_col: bool) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
-    """One layer, all directions, batch-major (inference only: no caches).
-
-    Parameters
-    ----------
-    xa : ndarray of shape (B, T, F_in + 1)
-        C-contiguous, compute dtype (not modified): the layer input with a last
-        column of ones (the bias rides along in the input projection).
-    p : PreparedLayer
-        Kernel weights of this layer, built with ``batch_major=True``
-        (``w_ihb_t`` and ``w_hh4`` are used).
-    H : int
-    h0, c0 : ndarray of shape (D, B, H)
-        Initial states (not modified).
-    lens : Lengths or None
-        Per-step length bookkeeping; None if every sequence has T steps.
-    ones_col : bool
-        Give the output a last column of ones (to be the next layer's ``xa``).
-
-    Returns
-    -------
-    out : ndarray of shape (B, T, D*H), or (B, T, D*H + 1) if ``ones_col``
-        h_t of each direction, zero at padded steps (a new array).
-    h_n, c_n : ndarray of shape (D, B, H)
-        State after each sequence's own last step (forward: step lengths[b]-1;
-        backward: step 0).
-
-    Notes
-    -----
-    The same recurrence as :func:`layer_forward_fm` (same variable-length
-    bookkeeping), with every per-step array batch-major and each gate its own
-    contiguous block: the projections of all steps come from ONE matrix product
-    into a (B, T, D*4H) buffer, whose block for step t and direction d, viewed as
-    (4, B, H), has rows of H contiguous values; the recurrent product is
-    ``h_{t-1} (B, H) @ W_hh^T`` as a (4, H, H) stack, written straight into a
-    (4, B, H) buffer (i, f, o, g blocks, each contiguous); h_t is written straight
-    into the output, which is therefore batch-first without a transposing copy.
-    """
-    B, T, F1 = xa.shape
-    D = len(p.w_hh4)
-    dtype = xa.dtype
-    xp = np.empty((B * T, D * 4 * H), dtype=dtype)
-    np.matmul(xa.reshape(B * T, F1), p.w_ihb_t, out=xp)          # ONE product, bias included
-    xp = xp.reshape(B, T, D, 4, H).transpose(1, 2, 3, 0, 4)      # view (T, D, 4, B, H)
-    W = D * H + (1 if ones_col else 0)
-    out = np.empty((B, T, W), dtype=dtype)
-    if ones_col:
-        out[:, :, D * H] = 1
-    c = np.array(c0, dtype=dtype)             # (D, B, H) cell state, updated in place
-    c_n = np.empty((D, B, H), dtype=dtype)
-    hinit = np.array(h0, dtype=dtype)         # h_{-1} (a copy: the backward reset writes rows)
-    tmp = np.empty((D, 4, B, H), dtype=dtype)
-    tc = np.empty((D, B, H), dtype=dtype)
-    sig, i_g, f_g, o_g, g_g = tmp[:, :3], tmp[:, 0], tmp[:, 1], tmp[:, 2], tmp[:, 3]
-    # per-step views, built once: (time, projection block, h_{prev}, h_t) per direction
-    steps = []
-    for d in range(D):
-        prev, lst = hinit[d], []
-        for t in (range(T) if d == 0 else range(T - 1, -1, -1)):
-            ht = out[:, t, d * H:(d + 1) * H]
-            lst.append((t, xp[t, d], prev, ht))
-            prev = ht
-        steps.append(lst)
-    ends = lens.ends if lens is not None else None
-    matmul, multiply, add, tanh = np.matmul, np.multiply, np.add, np.tanh
-    # the two directions share every elementwise call; locals and unrolled directions
-    # because Python overhead per step is measurable next to ~25 us of arithmetic
-    if D == 1:
-        w0, t0, i0, f0, o0, g0, cc, tc0 = p.w_hh4[0], tmp[0], i_g[0], f_g[0], o_g[0], g_g[0], c[0], tc[0]
-        for t, xpt, hp, ht in steps[0]:
-            matmul(hp, w0, out=t0)
-            add(t0, xpt, out=t0)
-            tanh(t0, out=t0)
-            sig *= 0.5
-            sig += 0.5                        # sigmoid(z) = (1 + tanh(z/2)) / 2
-            cc *= f0
-            multiply(i0, g0, out=tc0)
-            cc += tc0
-            tanh(cc, out=tc0)
-            multiply(o0, tc0, out=ht)
-            if ends is not None and t in ends:  # these sequences end at t
-                rows = ends[t]
-                c_n[0][rows] = cc[rows]
-    else:
-        (w0, w1), (t0, t1), (o0, o1), (tc0, tc1) = p.w_hh4, tmp, o_g, tc
-        for s, ((t, xp0, hp0, ht0), (tb, xp1, hp1, ht1)) in enumerate(zip(steps[0], steps[1], strict=True)):
-            if ends is not None and s > 0 and tb in ends:  # backward pass of these starts at tb
-                rows = ends[tb]
-                hp1[rows] = h0[1][rows]
-                c[1][rows] = c0[1][rows]
-            matmul(hp0, w0, out=t0)
-            add(t0, xp0, out=t0)
-            matmul(hp1, w1, out=t1)
-            add(t1, xp1, out=t1)
-            tanh(tmp, out=tmp)
-            sig *= 0.5
-            sig += 0.5                        # sigmoid(z) = (1 + tanh(z/2)) / 2
-            c *= f_g
-            multiply(i_g, g_g, out=tc)
-            c += tc
-            tanh(c, out=tc)
-            multiply(o0, tc0, out=ht0)
-            multiply(o1, tc1, out=ht1)
-            if ends is not None and t in ends:  # forward direction: these sequences end at t
-                rows = ends[t]
-                c_n[0][rows] = c[0][rows]
-    h_n = np.empty((D, B, H), dtype=dtype)
-    if lens is None:
-        h_n[0] = out[:, T - 1, :H]
-        c_n[0] = c[0]
-    else:
-        h_n[0] = out[np.arange(B), lens.last, :H]
-        out[:, :, : D * H] *= lens.mask.T[:, :, None]
+    zeros = np.zeros((D, H, B), dtype=dtype)
+    z = _new_z(T, D, H, F, B, dtype, zeros if h0 is None else h0[:D], ws, "l0.")
+    np.copyto(z[:T, 0, H:H + F], x.transpose(1, 0, 2))
+    _reverse_input(z, H, H + F)
+    z, h_n, c_n, caches = _forward(z, prepared, H, lens, h0, c0, keep_cache, ws)
+    out = (_fresh if ws is None else ws.empty)("out", (D * H, T, B), dtype)
+    np.copyto(out[:H], z[1:, 0, :H].transpose(1, 0, 2))
     if D == 2:
-        h_n[1] = out[:, 0, H:2 * H]
-        c_n[1] = c[1]
-    return out, h_n, c_n
+        np.copyto(out[H:], z[T:0:-1, 1, :H].transpose(1, 0, 2))
+    if lens is not None:
+        out *= lens.mask[None]
+    return out, h_n, c_n, caches
 
 
 def forward_bm(x: NDArray[Any], prepared: list[PreparedLayer], H: int, lens: Lengths | None,
-               h0: NDArray[Any] | None, c0: NDArray[Any] | None
-               ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
-    """All layers, batch-major (inference: see :func:`layer_forward_bm`).
+               h0: NDArray[Any] | None, c0: NDArray[Any] | None, need_output: bool = True
+               ) -> tuple[NDArray[Any] | None, NDArray[Any], NDArray[Any]]:
+    """All layers, batch-first input and output (the encoder's entry point; inference only).
 
     Parameters
     ----------
     x : ndarray of shape (B, T, F)
         Compute dtype, any strides (not modified: it is copied once).
     prepared : list of PreparedLayer, length L
-        From :func:`prepare` with ``batch_major=True``.
+        From :func:`prepare`.
     H : int
     lens : Lengths or None
     h0, c0 : ndarray of shape (L*D, B, H) or None
         Initial states (zeros if None; not modified).
+    need_output : bool
+        Assemble the last layer's output; if False only the states are returned
+        (what ``embed(pooling="last")`` needs) and ``output`` is None.
 
     Returns
     -------
-    output : ndarray of shape (B, T, D*H)
-        The last layer's h_t (a new array).
+    output : ndarray of shape (B, T, D*H) or None
+        The last layer's h_t, zero at padded steps (a new array).
     h_n, c_n : ndarray of shape (L*D, B, H)
+
+    Notes
+    -----
+    The kernel works on (features, B) blocks, so input and output are
+    transposed once; the output one time step at a time (a per-step 2-D copy
+    measured 2-3x faster than one strided copy of the whole array, which is
+    as fast as the loop for the input).
 
     Examples
     --------
-    Same results as the feature-major training kernel :func:`forward_fm`:
+    Same results as :func:`forward_fm` on the transposed input:
 
     >>> rng = np.random.default_rng(0)
     >>> params = {k: rng.uniform(-0.5, 0.5, s).astype(np.float32)
     ...           for k, s in param_shapes(3, 4, 2, True).items()}
     >>> x = rng.normal(size=(3, 6, 3)).astype(np.float32)
     >>> lens = Lengths(np.array([6, 2, 4]), 6, np.float32)
-    >>> prep = prepare(params, 2, 2, 4, np.float32, batch_major=True)
+    >>> prep = prepare(params, 2, 2, 4, np.float32)
     >>> h0 = rng.normal(size=(4, 3, 4)).astype(np.float32)
     >>> out, h_n, c_n = forward_bm(x, prep, 4, lens, h0, -h0)
     >>> ref, ref_h, ref_c, _ = forward_fm(x.transpose(2, 1, 0), prep, 4, lens,
@@ -472,18 +421,21 @@ def forward_bm(x: NDArray[Any], prepared: list[PreparedLayer], H: int, lens: Len
     [True, True, True]
     """
     B, T, F = x.shape
-    L, D = len(prepared), len(prepared[0].w_hh4)
+    D = prepared[0].w_z.shape[0]
     dtype = x.dtype
-    h_n = np.empty((L * D, B, H), dtype=dtype)
-    c_n = np.empty((L * D, B, H), dtype=dtype)
-    zeros = np.zeros((D, B, H), dtype=dtype) if h0 is None or c0 is None else None
-    layer_in = np.empty((B, T, F + 1), dtype=dtype)
-    layer_in[:, :, :F] = x
-    layer_in[:, :, F] = 1
-    for k, p in enumerate(prepared):
-        sl = slice(k * D, (k + 1) * D)
-        h0k = zeros if h0 is None else h0[sl]
-        c0k = zeros if c0 is None else c0[sl]
-        assert h0k is not None and c0k is not None  # zeros exists whenever a state is missing
-        layer_in, h_n[sl], c_n[sl] = layer_forward_bm(layer_in, p, H, h0k, c0k, lens, k < L - 1)
-    return layer_in, h_n, c_n
+    h0f = None if h0 is None else h0.transpose(0, 2, 1)
+    c0f = None if c0 is None else c0.transpose(0, 2, 1)
+    z = _new_z(T, D, H, F, B, dtype, np.zeros((D, H, B), dtype=dtype) if h0f is None else h0f[:D], None, "")
+    np.copyto(z[:T, 0, H:H + F], x.transpose(1, 2, 0))
+    _reverse_input(z, H, H + F)
+    z, h_n, c_n, _ = _forward(z, prepared, H, lens, h0f, c0f, False, None)
+    out = None
+    if need_output:
+        out = np.empty((B, T, D * H), dtype=dtype)
+        for t in range(T):
+            np.copyto(out[:, t, :H], z[t + 1, 0, :H].T)
+            if D == 2:
+                np.copyto(out[:, t, H:], z[T - t, 1, :H].T)
+        if lens is not None:
+            out *= lens.mask.T[:, :, None]
+    return out, np.ascontiguousarray(h_n.transpose(0, 2, 1)), np.ascontiguousarray(c_n.transpose(0, 2, 1))

@@ -1,9 +1,9 @@
 """Parameter layout: torch.nn.LSTM's names and shapes, and the kernels' own weight layout.
 
 :func:`prepare` turns torch-layout parameters into :class:`PreparedLayer` objects
-(gate rows reordered to (i, f, o, g), sigmoid rows scaled by 1/2, bias folded into
-the input weights) for :mod:`streamkm.sequence.lstm.kernels`, which re-exports
-every name here.
+(gate rows reordered to (o, i, f, g), recurrent weights, input weights and bias
+side by side in one matrix per gate, sigmoid rows scaled by 1/2) for
+:mod:`streamkm.sequence.lstm.kernels`, which re-exports every name here.
 """
 
 from __future__ import annotations
@@ -53,13 +53,15 @@ def param_shapes(input_size: int, hidden_size: int, num_layers: int,
 
 
 def gate_perm(H: int) -> NDArray[np.intp]:
-    """Row order of the internal layout (i, f, o, g) in torch's (i, f, g, o): (4H,) indices.
+    """Row order of the kernels' gate layout (o, i, f, g) in torch's (i, f, g, o): (4H,) indices.
 
     ``w[gate_perm(H)]`` reorders torch rows to the kernels' order;
-    ``np.argsort(gate_perm(H))`` maps back.
+    ``np.argsort(gate_perm(H))`` maps back. The order puts the three sigmoid
+    gates first (one contiguous block for the sigmoid's affine step) and (i, f)
+    right before g, so that the cell update multiplies (i, f) by the adjacent
+    (g, c_{t-1}) in one call (see :func:`streamkm.sequence.lstm.kernels.layer_forward`).
     """
-    return np.concatenate([np.arange(0, 2 * H), np.arange(3 * H, 4 * H),
-                           np.arange(2 * H, 3 * H)])
+    return np.concatenate([np.arange(3 * H, 4 * H), np.arange(0, 3 * H)])
 
 
 class PreparedLayer:
@@ -67,31 +69,26 @@ class PreparedLayer:
 
     Attributes
     ----------
-    w_ihb_s : ndarray of shape (D*4H, F_in + 1)
-        Both directions' input weights stacked, rows in the internal gate order
-        (i, f, o, g), sigmoid rows scaled by 1/2, with ``bias_ih + bias_hh``
-        (scaled likewise) as the last column.
-    w_hh_s : list over directions of ndarray of shape (4H, H)
-        Recurrent weights, internal order, scaled like ``w_ihb_s``, C-contiguous.
-    w_ih, w_hh : list over directions of ndarray of shape (4H, F_in), (4H, H)
-        Unscaled, internal order (what backpropagation needs).
-    w_ihb_t : ndarray of shape (F_in + 1, D*4H)
-        ``w_ihb_s.T``, C-contiguous (only with ``batch_major``).
-    w_hh4 : list over directions of ndarray of shape (4, H, H)
-        Per gate block, ``w_hh_s[d]`` block transposed (only with ``batch_major``).
+    w_z : ndarray of shape (D, 4, H, H + F_in + 1)
+        Per direction and gate block (o, i, f, g): ``[W_hh | W_ih | b]`` with
+        ``b = bias_ih + bias_hh``, the sigmoid blocks (o, i, f) scaled by 1/2;
+        C-contiguous. It multiplies a step's input column ``[h_{t-1}; x_t; 1]``.
+    w_hh_t : ndarray of shape (D, 4, H, H)
+        Per direction and gate block (o, i, f, g), the block's ``W_hh^T``,
+        unscaled (only with ``for_training``: backpropagation uses the unscaled
+        weights).
+    w_ih_t : ndarray of shape (D, F_in, 4H)
+        ``W_ih^T`` likewise (only with ``for_training``).
     """
 
-    __slots__ = ("w_ihb_s", "w_hh_s", "w_ih", "w_hh", "w_ihb_t", "w_hh4")
-    w_ihb_s: NDArray[Any]
-    w_hh_s: list[NDArray[Any]]
-    w_ih: list[NDArray[Any]]
-    w_hh: list[NDArray[Any]]
-    w_ihb_t: NDArray[Any]
-    w_hh4: list[NDArray[Any]]
+    __slots__ = ("w_z", "w_hh_t", "w_ih_t")
+    w_z: NDArray[Any]
+    w_hh_t: NDArray[Any]
+    w_ih_t: NDArray[Any]
 
 
 def prepare(params: Mapping[str, NDArray[Any]], num_layers: int, D: int, H: int,
-            dtype: DTypeLike, batch_major: bool = False) -> list[PreparedLayer]:
+            dtype: DTypeLike, for_training: bool = False) -> list[PreparedLayer]:
     """Kernel-layout weights per layer (see :class:`PreparedLayer`).
 
     Parameters
@@ -102,8 +99,8 @@ def prepare(params: Mapping[str, NDArray[Any]], num_layers: int, D: int, H: int,
         Layers L, directions (1 or 2), hidden size.
     dtype : float32 or float64
         Compute dtype of the result.
-    batch_major : bool
-        Also build ``w_ihb_t`` and ``w_hh4`` for :func:`forward_bm`.
+    for_training : bool
+        Also build ``w_hh_t`` and ``w_ih_t`` for the backward pass.
 
     Returns
     -------
@@ -111,30 +108,29 @@ def prepare(params: Mapping[str, NDArray[Any]], num_layers: int, D: int, H: int,
     """
     perm = gate_perm(H)
     scale = np.ones(4 * H, dtype=dtype)
-    scale[: 3 * H] = 0.5
+    scale[: 3 * H] = 0.5                      # the sigmoid rows: sigmoid(z) = (1 + tanh(z/2)) / 2
     layers = []
     for k in range(num_layers):
         p = PreparedLayer()
-        w_ih_s: list[NDArray[Any]] = []
-        w_hh_s: list[NDArray[Any]] = []
-        b_s: list[NDArray[Any]] = []
-        p.w_ih, p.w_hh = [], []
+        f_in = np.shape(params[f"weight_ih_l{k}"])[1]
+        K = H + f_in + 1
+        # written in place (one copy of each parameter): this runs on every call
+        w_z = np.empty((D, 4 * H, K), dtype=dtype)
+        if for_training:
+            p.w_hh_t = np.empty((D, 4, H, H), dtype=dtype)
+            p.w_ih_t = np.empty((D, f_in, 4 * H), dtype=dtype)
         for d in range(D):
             sfx = "_reverse" if d else ""
-            w_ih = np.asarray(params[f"weight_ih_l{k}{sfx}"], dtype=dtype)[perm]
-            w_hh = np.asarray(params[f"weight_hh_l{k}{sfx}"], dtype=dtype)[perm]
-            b = (np.asarray(params[f"bias_ih_l{k}{sfx}"], dtype=dtype)
-                 + np.asarray(params[f"bias_hh_l{k}{sfx}"], dtype=dtype))[perm]
-            p.w_ih.append(w_ih)
-            p.w_hh.append(w_hh)
-            w_ih_s.append(w_ih * scale[:, None])
-            w_hh_s.append(np.ascontiguousarray(w_hh * scale[:, None]))
-            b_s.append(b * scale)
-        p.w_ihb_s = np.concatenate([np.concatenate(w_ih_s, axis=0),
-                                    np.concatenate(b_s)[:, None]], axis=1)
-        p.w_hh_s = w_hh_s
-        if batch_major:
-            p.w_ihb_t = np.ascontiguousarray(p.w_ihb_s.T)
-            p.w_hh4 = [np.ascontiguousarray(w.reshape(4, H, H).transpose(0, 2, 1)) for w in w_hh_s]
+            w_hh = np.asarray(params[f"weight_hh_l{k}{sfx}"])[perm]
+            w_ih = np.asarray(params[f"weight_ih_l{k}{sfx}"])[perm]
+            w_z[d, :, :H] = w_hh
+            w_z[d, :, H:K - 1] = w_ih
+            np.add(np.asarray(params[f"bias_ih_l{k}{sfx}"])[perm], np.asarray(params[f"bias_hh_l{k}{sfx}"])[perm],
+                   out=w_z[d, :, K - 1], dtype=dtype)
+            if for_training:
+                p.w_hh_t[d] = w_hh.reshape(4, H, H).transpose(0, 2, 1)
+                p.w_ih_t[d] = w_ih.T
+        w_z *= scale[:, None]
+        p.w_z = w_z.reshape(D, 4, H, K)
         layers.append(p)
     return layers
