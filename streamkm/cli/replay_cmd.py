@@ -31,9 +31,10 @@ write RUN_DIR:
 
 The model is a deterministic function of the records (per partition, in
 offset order) and the configuration: chunks hold group.chunk_rows valid rows
-of one partition; round r summarises the next chunk of every partition
-against the version left by round r-1 and folds them in partition order.
-Replaying the same source twice gives the same model, bit for bit.
+of one partition, and the reducer's own RoundFold folds round after round the
+next chunk of every partition, in partition order. A live group with
+group.ordering = "rounds" (the default) builds the same model, bit for bit,
+unless a partition went idle mid-stream (docs/replay.md).
 
 SOURCE: a .skmrec recording ('streamkm record' keeps partitions and offsets),
 .npy or .csv vectors, .npz or JSON lines (as 'produce --file' sends them), or

@@ -600,6 +600,16 @@ class GroupSettings(_Section):
     chunk_rows: int = Field(
         default=1024, ge=1, description="Valid rows per chunk of one partition (a chunk ends at the first record "
         "boundary at or past it; partial chunks only when caught up).")
+    ordering: Literal["rounds", "arrival"] = Field(
+        default="rounds", description="'rounds': members send each chunk's rows and the reducer folds rounds (the "
+        "next chunk of every partition, in partition order), so the model is a function of the records and "
+        "'streamkm replay' reproduces it; 'arrival': members send summaries against the version they hold, folded "
+        "in stats-log order (smaller messages, assignment work spread over the members, a model that depends on "
+        "timing). See docs/replay.md.")
+    idle_partition_seconds: float = Field(
+        default=10.0, gt=0.0, description="Rounds ordering: a partition with no chunk while another's has waited "
+        "this long is idle, and rounds go on without it until it sends again; members cut partial chunks after "
+        "half of it without records (both depend on timing; counted in streamkm_group_idle_partitions_total).")
     max_in_flight: int = Field(
         default=32, ge=1, description="S: statistics messages a worker may have sent and not yet seen folded; "
         "then it waits for the model (bounds staleness).")

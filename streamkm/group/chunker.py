@@ -80,14 +80,15 @@ class GroupChunker:
         re-read chunk sends the same sample.
     member : str
         Written into the messages (diagnostics).
-    hold : bool
-        Rounds mode (offline replay): ``absorb`` only queues, and :meth:`cut_round` cuts at
-        most one chunk per partition, all against the same version, so which version a
-        chunk is summarised against depends on the data only (docs/replay.md).
+    raw : bool
+        Send each chunk's rows instead of its summary against the version held
+        (``group.ordering = "rounds"``: the reducer folds rows in rounds, so the model does not
+        depend on which version a member held; :mod:`streamkm.group.rounds`). Outputs are still
+        assigned against the version held.
     """
 
     def __init__(self, *, pipeline: str, batch_rows: int, sample_rows: int = 64, seed: int = 0, member: str = "",
-                 hold: bool = False):
+                 raw: bool = False):
         if batch_rows < 1:
             raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
         if sample_rows < 0:
@@ -97,7 +98,7 @@ class GroupChunker:
         self.sample_rows = int(sample_rows)
         self.seed = int(seed)
         self.member = member
-        self.hold = bool(hold)
+        self.raw = bool(raw)
         self.version: ModelVersion | None = None
         self._queues: dict[tuple[str, int], _Queue] = {}
         self._topic = ""
@@ -143,6 +144,14 @@ class GroupChunker:
         q = self._queues.get((topic, partition))
         return 0 if q is None else q.n
 
+    def cut_partial(self, topic: str, partition: int, result: BatchResult,
+                    make_outputs: MakeOutputs | None = None) -> None:
+        """Cut one partition's remaining rows (full chunks first, then the partial one) into
+        ``result.stats`` (the end of a replayed partition)."""
+        q = self._queues.get((topic, partition))
+        while q is not None and (q.n >= self.batch_rows or q.consumed > q.start):
+            self._cut(topic, partition, q, result, make_outputs)
+
     # ------------------------------------------------------------ the ChunkedModel interface
     def enqueue(self, X: NDArray[Any], meta: Mapping[str, NDArray[Any]], keys: list[bytes | None]) -> None:
         """Queue rows *X* (n, d) with their ``partition``/``offset``/``row`` columns and keys."""
@@ -167,27 +176,10 @@ class GroupChunker:
         self._topic = topic
 
     def absorb(self, result: BatchResult, make_outputs: MakeOutputs | None, *, flush: bool = False) -> None:
-        """Cut every full chunk (and, if *flush*, every partial one) into ``result.stats``.
-
-        In ``hold`` mode nothing is cut here: :meth:`cut_round` does it."""
-        if self.hold:
-            return
+        """Cut every full chunk (and, if *flush*, every partial one) into ``result.stats``."""
         for (topic, partition), q in sorted(self._queues.items()):
             while q.n >= self.batch_rows or (flush and q.consumed > q.start):
                 self._cut(topic, partition, q, result, make_outputs)
-
-    def cut_round(self, result: BatchResult, make_outputs: MakeOutputs | None, *, final: bool = False) -> int:
-        """Cut at most one chunk per partition, in partition order, all against :attr:`version`.
-
-        A partition contributes a chunk if it has ``batch_rows`` rows queued, or, when
-        *final*, anything consumed and not yet cut. Returns the number of chunks cut.
-        """
-        n = 0
-        for (topic, partition), q in sorted(self._queues.items()):
-            if q.n >= self.batch_rows or (final and q.consumed > q.start):
-                self._cut(topic, partition, q, result, make_outputs)
-                n += 1
-        return n
 
     # ------------------------------------------------------------ chunks
     def _cut(self, topic: str, partition: int, q: _Queue, result: BatchResult,
@@ -230,6 +222,14 @@ class GroupChunker:
         v = self.version
         m, d = Xc.shape
         e_f = np.empty(0, dtype=np.float64)
+        if self.raw:
+            stats = ChunkStats(self.pipeline, topic, partition, first, end, 0 if v is None else v.version,
+                               end - first, _EMPTY_I, _EMPTY_I, np.empty((0, d)), e_f, np.empty((0, d), np.float32),
+                               Xc.copy(), self.member)
+            if v is None or not v.is_initialized or m == 0:
+                return stats, np.full(m, -1, dtype=np.int64), np.full(m, np.nan, dtype=np.float64)
+            s = summarize(Xc, v.centers, dtype=np.dtype(v.dtype))
+            return stats, v.ids[s.labels], np.asarray(s.sq_dist, dtype=np.float64)
         if v is None or not v.is_initialized or m == 0:
             labels = np.full(m, -1, dtype=np.int64)
             sq = np.full(m, np.nan, dtype=np.float64)

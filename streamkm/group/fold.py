@@ -147,19 +147,33 @@ class GroupModel:
         if stats_offset <= self.stats_offset_:
             raise ValueError(f"stats offset {stats_offset} is not after {self.stats_offset_} (log order)")
         self.stats_offset_ = int(stats_offset)
+        return self.apply(msg)
+
+    def classify(self, msg: ChunkStats, expected: int | None) -> str:
+        """The acceptance rule: ``accepted``, ``duplicate``, ``overlap`` or ``gap`` of *msg* against
+        the partition's next *expected* offset (None: a partition new to the model), or ``invalid``."""
+        if self._invalid(msg):
+            return "invalid"
+        if expected is None or msg.first_offset == expected:
+            return "accepted"
+        if msg.end_offset <= expected:
+            return "duplicate"
+        return "overlap" if msg.first_offset < expected else "gap"
+
+    def invalid_reason(self, msg: ChunkStats) -> str:
+        """Why *msg* cannot be folded into this model ("" if it can)."""
+        return self._invalid(msg)
+
+    def count(self, status: str) -> None:
+        """Count a message the caller decided on (:class:`~streamkm.group.rounds.RoundFold`)."""
+        self.counters_[status] += 1
+
+    def apply(self, msg: ChunkStats) -> FoldOutcome:
+        """:meth:`fold` without the log-order bookkeeping (:attr:`stats_offset_` is the caller's):
+        the acceptance rule, then the update."""
         expected = self.offsets_.get(msg.key)
-        reason = self._invalid(msg)
-        if reason:
-            status = "invalid"
-        elif expected is None or msg.first_offset == expected:
-            status = "accepted"
-        elif msg.end_offset <= expected:
-            status = "duplicate"
-        elif msg.first_offset < expected:
-            status = "overlap"
-        else:
-            status = "gap"
-        out = FoldOutcome(status=status, expected=expected, reason=reason)
+        status = self.classify(msg, expected)
+        out = FoldOutcome(status=status, expected=expected, reason=self._invalid(msg) if status == "invalid" else "")
         if status == "accepted":
             try:
                 self._apply(msg, out)

@@ -213,6 +213,12 @@ class ModelVersion:
         ``ewm_objective``, ``last_center_shift``, ``n_reseeds``, ...).
     published_at : float
         Unix time of publication (informational; not part of the fold).
+    queued : dict of str to int
+        ``group.ordering = "rounds"``: per source partition, the end of the last chunk the
+        reducer has accepted, folded or waiting for its round (where a newly assigned worker
+        resumes); empty otherwise. Timing, not the fold: not compared by :meth:`same_model`.
+    read_to : int
+        The last stats-log offset the reducer had read (-1: not published).
     """
 
     pipeline: str
@@ -229,6 +235,8 @@ class ModelVersion:
     counters: dict[str, int] = field(default_factory=dict)
     summary: dict[str, float | int | None] = field(default_factory=dict)
     published_at: float = 0.0
+    queued: dict[str, int] = field(default_factory=dict)
+    read_to: int = -1
 
     @property
     def is_initialized(self) -> bool:
@@ -281,12 +289,21 @@ class ModelVersion:
                 for v in summary.values()):
             raise ValueError("summary must map names to finite numbers or null")
         published = s.get("published_at", 0.0)
+        queued = s.get("queued", {})
+        if not isinstance(queued, dict) or not all(
+                isinstance(key, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                for key, v in queued.items()):
+            raise ValueError("queued must map 'topic:partition' to offsets >= 0")
+        read_to = s.get("read_to", -1)
+        if not isinstance(read_to, int) or isinstance(read_to, bool) or read_to < -1:
+            raise ValueError(f"read_to must be an integer >= -1, got {read_to!r}")
         return cls(pipeline=_str(s, "pipeline"), version=_int(s, "version", minimum=0),
                    stats_offset=_int(s, "stats_offset", minimum=-1), offsets=dict(offsets), centers=centers,
                    weights=weights, ids=ids, next_id=next_id, n_seen=_int(s, "n_seen", minimum=0),
                    dtype=dtype, config_hash=str(s.get("config_hash", "")),
                    counters={str(a): int(b) for a, b in counters.items()}, summary=dict(summary),
-                   published_at=float(published) if isinstance(published, (int, float)) else 0.0)
+                   published_at=float(published) if isinstance(published, (int, float)) else 0.0,
+                   queued=dict(queued), read_to=read_to)
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> ModelVersion | WireError:

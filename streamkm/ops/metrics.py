@@ -233,6 +233,14 @@ class Metrics:
         self.group_in_flight = gauge(
             "streamkm_group_in_flight", "Statistics messages sent and not yet reflected in a model version.",
             ("pipeline",))
+        self.group_round_queue = gauge(
+            "streamkm_group_round_queue_messages",
+            "group.ordering = rounds: statistics messages the reducer holds until every partition has sent "
+            "its chunk of the round.", ("pipeline",))
+        self.group_idle_partitions = counter(
+            "streamkm_group_idle_partitions",
+            "group.ordering = rounds: partitions declared idle (no chunk for group.idle_partition_seconds while "
+            "others waited); from then on the model depends on timing.", ("pipeline",))
         self.group_versions_published = counter(
             "streamkm_group_versions_published", "Model versions this member published as the reducer.",
             ("pipeline",))

@@ -1,20 +1,20 @@
-"""Offline replay: the group model's pipeline and fold, driven in rounds without a broker.
+"""Offline replay: the group model's pipeline and fold, without a broker.
 
 The model is a deterministic function of the records, taken per partition in offset
 order, and of the settings. Fetch timing plays no part:
 
 - chunk boundaries come from the data (``group.chunk_rows`` valid rows per partition,
-  ending on a record boundary; :class:`streamkm.group.GroupChunker`);
-- round *r* takes the next chunk of every partition that has one (in partition order),
-  summarises all of them against the version left by round *r − 1*, and folds them in
-  partition order with :class:`streamkm.group.GroupModel` (the reducer's fold);
-- partial chunks are cut only when every partition is exhausted (final rounds);
+  ending on a record boundary; :class:`streamkm.group.GroupChunker`), and a chunk carries
+  its rows (``group.ordering = "rounds"``);
+- the reducer's :class:`streamkm.group.rounds.RoundFold` folds round after round: the next
+  chunk of every partition, in partition order; a partition that ends (here: the end of the
+  source) leaves the rounds after its last, partial, chunk;
 - decay counts chunks or points (``model.time_unit``), never wall-clock time.
 
-The decode, validation, dead-letter, summarising and folding code is the daemon's own
-(:func:`streamkm.service.group.group_vector_pipeline`, :func:`~streamkm.service.group.new_group_model`);
-only the order in which chunks meet versions is fixed here. docs/replay.md explains the
-rule and what it means for a live run.
+The decode, validation, dead-letter, chunking and folding code is the daemon's own
+(:func:`streamkm.service.group.group_vector_pipeline`, :func:`~streamkm.service.group.new_group_model`,
+:class:`~streamkm.group.rounds.RoundFold`); a live group with ``group.ordering = "rounds"``
+builds the same model (docs/replay.md says when it cannot).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from streamkm.group.messages import partition_key
+from streamkm.group.rounds import RoundFold
 from streamkm.pipeline.base import BatchResult
 from streamkm.replay.sources import FileSource, ReplayRecord
 
@@ -95,11 +97,16 @@ class RoundReplay:
         from streamkm.service.group import group_vector_pipeline, new_group_model
 
         topic = settings.kafka.vectors_topic or "streamkm.vectors"
+        if settings.group.ordering != "rounds":  # replay computes what a group folding in rounds computes
+            settings = settings.model_copy(update={"group": settings.group.model_copy(update={"ordering": "rounds"})})
         self.settings = settings
         self.topic = topic
-        self.chunker, self.pipeline = group_vector_pipeline(settings, member="replay", hold=True, topic=topic,
+        self.chunker, self.pipeline = group_vector_pipeline(settings, member="replay", topic=topic,
                                                             emit_outputs=False)
         self.model: GroupModel = new_group_model(settings, "vectors")
+        self.rounds = RoundFold(self.model, on_fold=self._on_fold)
+        self._log_offset = 0
+        self._feeds: dict[int, _Feed] = {}
         self.on_chunk = on_chunk
         self.on_records = on_records
         self.before_block = before_block
@@ -115,34 +122,40 @@ class RoundReplay:
     def run(self, source: FileSource) -> ReplaySummary:
         """Replay every record of *source*; returns the summary (the model is :attr:`model`)."""
         t0 = time.perf_counter()
-        feeds: dict[int, _Feed] = {}
+        feeds = self._feeds
         for p in source.partitions():
             feeds[p] = _Feed(source.records(p))
             self.chunker.reset(self.topic, p, 0)
-        first = True
-        while True:
+        self.rounds.expect(partition_key(self.topic, p) for p in feeds)
+        first = set(feeds)
+        # Lockstep: one chunk of every partition at a time keeps the round queue short (the
+        # order of offers does not change the model: RoundFold orders them).
+        while any(not f.done for f in feeds.values()) and not self._stop.is_set():
             for p, feed in feeds.items():
-                self._fill(p, feed, first)
-            first = False
-            if self._stop.is_set():
-                self.summary.stopped = True
-                break
-            final = all(f.done for f in feeds.values())
-            self.chunker.version = self.model.version()
-            res = BatchResult()
-            if not self.chunker.cut_round(res, None, final=final):
-                break
-            self.summary.rounds += 1
-            for st in res.stats:
-                self._fold(st, feeds[st.partition])
+                if feed.done:
+                    continue
+                res = self._fill(p, feed, p in first)
+                first.discard(p)
+                if feed.done:  # its last rows: a partial chunk, then it leaves the rounds
+                    self.chunker.cut_partial(self.topic, p, res)
+                for st in res.stats:
+                    self._offer(st, feeds)
+                if feed.done:
+                    self._done(self.rounds.end(partition_key(self.topic, p)), feeds)
+        if self._stop.is_set():
+            self.summary.stopped = True
+        else:
+            self._done(self.rounds.drain(), feeds)
+        self.summary.rounds = self.rounds.n_rounds
         self.summary.seconds = time.perf_counter() - t0
         return self.summary
 
     # ------------------------------------------------------------------ steps
-    def _fill(self, p: int, feed: _Feed, first: bool) -> None:
-        """Decode records of partition *p* until its next chunk is full or the partition ends."""
+    def _fill(self, p: int, feed: _Feed, first: bool) -> BatchResult:
+        """Decode records of partition *p* until it has cut a chunk or ended; returns the results."""
         need = self.chunker.batch_rows
-        while not feed.done and self.chunker.pending_rows(self.topic, p) < need and not self._stop.is_set():
+        out = BatchResult()
+        while not feed.done and not out.stats and not self._stop.is_set():
             want = max(1, min(self.block_records, need - self.chunker.pending_rows(self.topic, p)))
             block = list(islice(feed.it, want))
             if not block:
@@ -168,12 +181,25 @@ class RoundReplay:
             feed.times.extend(r.timestamp for r in block)
             if self.on_records is not None:
                 self.on_records(len(block))
+            out.stats.extend(res.stats)
+        return out
 
-    def _fold(self, st: Any, feed: _Feed) -> None:
+    def _offer(self, st: Any, feeds: dict[int, _Feed]) -> None:
+        self._done(self.rounds.offer(st, self._log_offset), feeds)
+        self._log_offset += 1
+
+    def _done(self, offered: list[Any], feeds: dict[int, _Feed]) -> None:
+        for o in offered:
+            if o.status != "queued":
+                self.summary.outcomes[o.status] = self.summary.outcomes.get(o.status, 0) + 1
+
+    def _on_fold(self, o: Any) -> None:
+        if o.status == "accepted":
+            self._fold(o.msg, o.outcome, self._feeds[o.msg.partition])
+
+    def _fold(self, st: Any, outcome: Any, feed: _Feed) -> None:
         s = self.summary
-        outcome = self.model.fold(st, stats_offset=s.chunks)
         s.chunks += 1
-        s.outcomes[outcome.status] = s.outcomes.get(outcome.status, 0) + 1
         n = int(np.searchsorted(np.asarray(feed.offsets, dtype=np.int64), st.end_offset, side="left"))
         times = [t for t in feed.times[:n] if t >= 0]
         del feed.offsets[:n], feed.times[:n]

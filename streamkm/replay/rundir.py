@@ -76,7 +76,7 @@ def write_run(out: Path, model: GroupModel, summary: ReplaySummary, *, source: s
     np.save(buf, sample, allow_pickle=False)
     atomic_write(out / FILES["reservoir"], buf.getvalue())
     doc = {
-        "format": RUN_FORMAT, "version": 1, "pipeline": pipeline, "source": source,
+        "format": RUN_FORMAT, "version": 1, "pipeline": pipeline, "source": source, "ordering": "rounds",
         "config_hash": model.config_hash, "n_clusters": int(model.model.n_clusters), "n_features": d,
         "records": summary.records, "valid_rows": summary.valid_rows,
         "dead_letters": dict(sorted(summary.dead_letters.items())), "chunks": summary.chunks,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -38,6 +39,7 @@ from streamkm.cluster import TRANSITIONS
 from streamkm.group import OUTCOMES, ChunkStats, GroupModel, ModelVersion, WireError, partition_key
 from streamkm.group.chunker import GroupChunker
 from streamkm.group.messages import KIND_SNAPSHOT, KIND_VERSION, snapshot_state
+from streamkm.group.rounds import RoundFold
 from streamkm.group.wire import decode, encode
 from streamkm.kafka.client import start_client, stop_quietly
 from streamkm.kafka.embedded import create_topics
@@ -68,8 +70,12 @@ GROUP_PIPELINES = ("vectors",)
 
 def config_hash(settings: Settings) -> str:
     """Short SHA-256 of the settings that determine the fold (model, drift, group identity)."""
-    doc = {"model": settings.model.model_dump(mode="json"), "drift": settings.drift.model_dump(mode="json"),
-           "identity_threshold": settings.group.identity_threshold, "chunk_rows": settings.group.chunk_rows}
+    doc: dict[str, Any] = {"model": settings.model.model_dump(mode="json"),
+                           "drift": settings.drift.model_dump(mode="json"),
+                           "identity_threshold": settings.group.identity_threshold,
+                           "chunk_rows": settings.group.chunk_rows}
+    if settings.group.ordering != "arrival":  # unchanged hashes for configurations made before the option
+        doc["ordering"] = settings.group.ordering
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -94,15 +100,17 @@ def new_group_model(settings: Settings, pipeline: str) -> GroupModel:
                       config_hash=config_hash(s))
 
 
-def group_vector_pipeline(settings: Settings, *, member: str, hold: bool = False, topic: str | None = None,
+def group_vector_pipeline(settings: Settings, *, member: str, topic: str | None = None,
                           emit_outputs: bool | None = None) -> tuple[GroupChunker, VectorPipeline]:
     """The vectors pipeline on the group model: a :class:`VectorPipeline` whose core is a
-    :class:`GroupChunker`, as a member runs it (and ``streamkm replay``, with ``hold``)."""
+    :class:`GroupChunker`, as a member runs it (and ``streamkm replay``). With ``group.ordering =
+    "rounds"`` the chunker sends rows (:mod:`streamkm.group.rounds`)."""
     g, m = settings.group, settings.model
     topic = topic if topic is not None else settings.kafka.vectors_topic
     assert topic is not None
     chunker = GroupChunker(pipeline="vectors", batch_rows=g.chunk_rows, sample_rows=g.sample_rows,
-                           seed=0 if m.seed is None else int(m.seed), member=member, hold=hold)
+                           seed=0 if m.seed is None else int(m.seed), member=member,
+                           raw=g.ordering == "rounds")
     chunker.set_topic(topic)
     pipe = VectorPipeline(model_kwargs=m.estimator_kwargs(), topic=topic, fmt=settings.input.format,
                           dim=settings.input.dimension, max_record_bytes=settings.input.max_record_bytes,
@@ -238,7 +246,9 @@ class ModelFollower:
             log.warning("model topic %s@%d: invalid model version (%s)", rec.topic, rec.offset, exc)
             return
         old = self.latest.get(v.pipeline)
-        if old is None or (v.stats_offset, v.version) > (old.stats_offset, old.version):
+        # read_to last: in rounds mode a version can differ from the previous one only in how far
+        # the reducer has read (what a newly assigned member waits for).
+        if old is None or (v.stats_offset, v.version, v.read_to) > (old.stats_offset, old.version, old.read_to):
             self.latest[v.pipeline] = v
             self.changed.set()
 
@@ -270,6 +280,9 @@ class _Reducer:
         #: rebuilds the model, but their counts, logs and transition events were already given.
         self._replayed_to = -1
         self._n_replayed = 0
+        #: group.ordering = "rounds": the queue of stats waiting for their round.
+        self.rounds: RoundFold | None = None
+        self._partitions_at = 0.0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"streamkm-reducer-{self.pipeline}")
@@ -329,6 +342,8 @@ class _Reducer:
             model, from_snapshot = await asyncio.to_thread(self._restored_model,
                                                            w.follower.snapshots.get(self.pipeline))
             self.model = model
+            if w.settings.group.ordering == "rounds":
+                self.rounds = RoundFold(model, idle_seconds=w.settings.group.idle_partition_seconds)
             published = w.follower.latest.get(self.pipeline)
             self._replayed_to = -1 if published is None else published.stats_offset
             kw = w.plain_consumer_kwargs()
@@ -344,22 +359,32 @@ class _Reducer:
                      extra={"event": "reducer_start", "pipeline": self.pipeline, "version": model.version_})
             dirty = False
             while not self._stop.is_set():
+                if self.rounds is not None:
+                    await self._expect_partitions(consumer)
+                # The next offset to read: in rounds mode stats_offset_ stays before queued messages.
+                nxt = (model.stats_offset_ if self.rounds is None else self.rounds.read_to) + 1
                 try:
                     batch = await consumer.getmany(timeout_ms=_POLL_MS)
                 except OffsetOutOfRangeError:
                     raise RuntimeError(
                         f"the stats log {self.tp.topic}:{self.tp.partition} no longer holds offset "
-                        f"{model.stats_offset_ + 1} (retention shorter than the time since the last snapshot); "
+                        f"{nxt} (retention shorter than the time since the last snapshot); "
                         "the group model cannot be rebuilt exactly") from None
                 recs = [r for rs in batch.values() for r in rs]
-                if recs and recs[0].offset > model.stats_offset_ + 1:
+                if recs and recs[0].offset > nxt:
                     raise RuntimeError(
                         f"the stats log {self.tp.topic}:{self.tp.partition} jumps from offset "
-                        f"{model.stats_offset_ + 1} to {recs[0].offset} (records deleted); refusing to fold past it")
+                        f"{nxt} to {recs[0].offset} (records deleted); refusing to fold past it")
                 if recs:
                     outcomes = await asyncio.to_thread(self._fold, model, recs)
                     dirty = True
                     self._account(model, outcomes)
+                if self.rounds is not None:
+                    folded = await asyncio.to_thread(self._tick)
+                    if folded:
+                        dirty = True
+                        self._account(model, folded)
+                    metrics.group_round_queue.labels(pipeline=self.pipeline).set(self.rounds.queued)
                 now = time.monotonic()
                 if dirty and now - self._last_publish >= w.settings.group.publish_interval_seconds:
                     await self._publish(model)
@@ -378,7 +403,61 @@ class _Reducer:
             if self._consumer is not None:
                 await stop_quietly(self._consumer, "reducer consumer stop")
 
+    async def _expect_partitions(self, consumer: Any) -> None:
+        """Rounds wait for every partition of the input topic (metadata refreshed every 30 s)."""
+        assert self.rounds is not None
+        now = time.monotonic()
+        if now - self._partitions_at < 30.0:
+            return
+        self._partitions_at = now
+        topic = self.w.settings.kafka.vectors_topic
+        assert topic is not None  # GroupWorker requires it
+        try:
+            await asyncio.wait_for(consumer.topics(), 10)  # refreshes the cached metadata
+        except (KafkaError, TimeoutError) as exc:
+            log.debug("reducer of %s: metadata refresh failed (%s)", self.pipeline, exc)
+            return
+        parts = consumer.partitions_for_topic(topic) or set()
+        self.rounds.expect(partition_key(topic, p) for p in parts)
+
+    def _tick(self) -> list[tuple[int, Any, Any]]:
+        assert self.rounds is not None
+        folded, idle = self.rounds.tick(time.monotonic())
+        if idle:
+            self.w.metrics.group_idle_partitions.labels(pipeline=self.pipeline).inc(len(idle))
+            log.warning("reducer of %s: %s sent no chunk for %.0fs while others waited; rounds go on without "
+                        "%s until %s again (from here a replay may differ, unless the stream ended)",
+                        self.pipeline, ", ".join(idle), self.rounds.idle_seconds, "them" if len(idle) > 1 else "it",
+                        "they send" if len(idle) > 1 else "it sends",
+                        extra={"event": "partitions_idle", "pipeline": self.pipeline, "partitions": idle})
+        return self._outcomes(folded)
+
+    @staticmethod
+    def _outcomes(offered: list[Any]) -> list[tuple[int, Any, Any]]:
+        """RoundFold results as (offset, outcome, info) for :meth:`_account` (queued ones wait)."""
+        out: list[tuple[int, Any, Any]] = []
+        for o in offered:
+            if o.status == "queued":
+                continue
+            if o.msg is None:
+                out.append((o.offset, None, o.outcome.reason))
+            else:
+                out.append((o.offset, o.outcome, (o.msg, 0)))
+        return out
+
     def _fold(self, model: GroupModel, recs: list[Any]) -> list[tuple[int, Any, Any]]:
+        if self.rounds is not None:
+            rounds = self.rounds
+            offered: list[Any] = []
+            for rec in recs:
+                if rec.offset <= rounds.read_to:
+                    continue  # re-fetched after a seek
+                msg = ChunkStats.from_bytes(rec.value)
+                if isinstance(msg, WireError):
+                    offered += rounds.offer(None, rec.offset, now=time.monotonic(), reason=str(msg))
+                else:
+                    offered += rounds.offer(msg, rec.offset, now=time.monotonic())
+            return self._outcomes(offered)
         out: list[tuple[int, Any, Any]] = []
         for rec in recs:
             if rec.offset <= model.stats_offset_:
@@ -440,6 +519,8 @@ class _Reducer:
     async def _publish(self, model: GroupModel) -> None:
         w = self.w
         v = model.version(published_at=time.time())
+        if self.rounds is not None:  # where a newly assigned member resumes: after what was sent
+            v = dataclasses.replace(v, queued=self.rounds.tails(), read_to=self.rounds.read_to)
         # Events first: a reducer that dies before its version lands has its successor refold and
         # announce them again (at least once); after the version lands, its successor skips them.
         if not await w.flush_transitions(self._stop):
@@ -507,6 +588,9 @@ class GroupWorker:
         self.metrics.set_consumer_group(settings.kafka.group_id)
         self.fault_hook = fault_hook
         self.flush_linger = float(flush_linger_seconds)
+        #: group.ordering = "rounds": chunks carry rows, partial chunks wait for idleness.
+        self._rounds = settings.group.ordering == "rounds"
+        self._last_records = time.monotonic()
         self.stats_topic = settings.group_stats_topic
         self.model_topic = settings.group_model_topic
         self.group_id = settings.kafka.group_id
@@ -792,15 +876,20 @@ class GroupWorker:
         now = time.monotonic()
         v = self.follower.latest.get("vectors")
         for tp, (target, deadline) in list(self._syncing.items()):
+            # Rounds: chunks the previous owner sent may wait in the reducer's queue for other
+            # partitions (this one among them): resume after them once the reducer has read them.
+            done = None if v is None else (v.read_to if self._rounds else v.stats_offset)
             caught = self.follower.caught_up.is_set() and (
-                target is None or target == 0 or (v is not None and v.stats_offset >= target - 1))
+                target is None or target == 0 or (done is not None and done >= target - 1))
             if not caught and now < deadline:
                 continue
             if not caught:
                 log.warning("%s:%d: the model did not fold the stats topic up to %s within %.0fs; starting from "
                             "version %s", tp.topic, tp.partition, target, self.settings.group.sync_timeout_seconds,
                             None if v is None else v.version)
-            off = None if v is None else v.offsets.get(partition_key(tp.topic, tp.partition))
+            key = partition_key(tp.topic, tp.partition)
+            off = None if v is None else (v.queued.get(key, v.offsets.get(key)) if self._rounds
+                                          else v.offsets.get(key))
             if off is None:
                 off = await self._initial_offset(tp)
             self._consumer.seek(tp, off)
@@ -939,7 +1028,8 @@ class GroupWorker:
             self._apply_version()
             async with self._lock:  # rebalance callbacks change what is syncing
                 await self._sync()
-            if len(self._in_flight) >= S:
+            # Rounds: a chunk of every held partition must be able to reach the reducer's queue.
+            if len(self._in_flight) >= (S * max(1, len(self._assigned)) if self._rounds else S):
                 self.follower.changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.follower.changed.wait(), 0.5)
@@ -954,8 +1044,15 @@ class GroupWorker:
                                                  for tp in self._assigned):
                     if self._pending_since is None:
                         self._pending_since = time.monotonic()
+                    if self._rounds:
+                        # Each partial chunk is a boundary that depends on timing: cut them only when
+                        # no record has come for half of group.idle_partition_seconds, so that they
+                        # reach the reducer before it gives up on the partition (docs/replay.md).
+                        if time.monotonic() - self._last_records >= self.settings.group.idle_partition_seconds / 2 \
+                                and self._caught_up():
+                            await self._flush()
                     # A partial chunk waits for more records only while its partitions have more.
-                    if time.monotonic() - self._pending_since >= self.flush_linger and (
+                    elif time.monotonic() - self._pending_since >= self.flush_linger and (
                             not batch or self._caught_up()):
                         await self._flush()
                 await self._commit()
@@ -979,6 +1076,7 @@ class GroupWorker:
             recs_all.append((tp, recs))
         if not recs_all:
             return
+        self._last_records = time.monotonic()
         pipe = self.pipelines["vectors"]
         res = BatchResult()
         for tp, recs in recs_all:

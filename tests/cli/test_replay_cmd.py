@@ -52,7 +52,7 @@ def test_replay_of_an_array_writes_a_consistent_run_directory(tmp_path):
     assert {str(i): float(w) for i, w in zip(m.cluster_ids_, m.weights_, strict=True)} == lines[-1]["weights"]
     assert float(m.weights_.sum()) == pytest.approx(998)  # decay = 1: every valid row once
     res = np.load(run / "reservoir.npy", allow_pickle=False)
-    assert res.dtype == np.float32 and res.shape[1] == 3 and 128 <= res.shape[0] < 998  # init rows + samples
+    assert res.dtype == np.float32 and res.shape == (998, 3)  # every row (the reservoir holds 10,000)
     # The same source again: the same model, bit for bit; and the snapshot exports the same model.
     again = _cli(tmp_path, "replay", "x.npy", "--config", _config(tmp_path), "--out", "run2")
     assert again.returncode == 0, again.stderr
@@ -222,3 +222,22 @@ def test_speed_paces_by_record_time_and_serves_metrics(tmp_path, stop):
         assert elapsed >= 2.0, elapsed
         # /metrics was served while records were being replayed, and counted them as they went.
         assert len(seen) >= 3 and seen[0] < 2000 and seen == sorted(seen), seen
+
+
+def test_a_replayed_run_gives_a_report_whose_series_are_its_chunk_log(tmp_path):
+    """The whole path a user follows: record (here: written directly), replay, report."""
+    pytest.importorskip("matplotlib", reason="needs the 'report' extra (matplotlib)")
+    from streamkm.report import chunk_series, load_run_dir
+
+    _timed_recording(tmp_path / "t.skmrec", 3000, span_ms=60_000)
+    assert _cli(tmp_path, "replay", "t.skmrec", "--config", _config(tmp_path), "--out", "run").returncode == 0
+    out = _cli(tmp_path, "report", "run")
+    assert out.returncode == 0, out.stderr
+    page = (tmp_path / "run" / "report" / "index.html").read_text()
+    assert "<img" in page and "http://" not in page and "https://" not in page
+    lines = [json.loads(s) for s in (tmp_path / "run" / "chunks.jsonl").read_text().splitlines()]
+    s = chunk_series(load_run_dir(tmp_path / "run").chunks)
+    np.testing.assert_array_equal(s.objective, [np.nan if ln["objective"] is None else ln["objective"]
+                                                for ln in lines])
+    assert s.x_kind == "record_time" and s.record_time_ms == [ln["record_time_ms"] for ln in lines]
+    assert s.weights.sum(axis=1)[-1] == pytest.approx(sum(lines[-1]["weights"].values()))

@@ -8,7 +8,6 @@ import pytest
 from streamkm.codec import encode_binary
 from streamkm.config import Settings
 from streamkm.loadgen.recording import Record, RecordingWriter
-from streamkm.pipeline.base import BatchResult
 from streamkm.replay import RoundReplay, open_source
 from streamkm.service.group import group_vector_pipeline, new_group_model
 
@@ -135,23 +134,13 @@ def test_one_partition_replays_as_a_member_that_folds_each_chunk_before_the_next
     assert mine.version == theirs.version == s.chunks
 
 
-def test_rounds_summarise_all_their_chunks_against_one_version(tmp_path):
-    parts = {0: _stream(600, 7), 1: _stream(600, 8)}
+def test_rounds_take_one_chunk_of_each_partition_and_an_ended_partition_leaves_them(tmp_path):
+    parts = {0: _stream(650, 7), 1: _stream(250, 8)}  # chunks of 200: p0 200,200,200,50; p1 200,50
     _write(tmp_path / "r.skmrec", parts, interleave=False)
-    r = RoundReplay(_settings())
-    seen: list[tuple[int, int]] = []
-    cut = r.chunker.cut_round
-
-    def spy(res: BatchResult, make_outputs, *, final: bool = False) -> int:
-        n = cut(res, make_outputs, final=final)
-        seen.extend((st.partition, st.base_version) for st in res.stats)
-        return n
-
-    r.chunker.cut_round = spy  # type: ignore[method-assign]
-    r.run(open_source(str(tmp_path / "r.skmrec"), topic="streamkm.vectors"))
-    # Round r's chunks are both summarised against the version after round r-1 (2 chunks per round).
-    assert [b for _, b in seen] == [0, 0, 2, 2, 4, 4]
-    assert [p for p, _ in seen] == [0, 1] * 3
+    _, s, lines = _replay(tmp_path / "r.skmrec")
+    assert [(ln["partition"], ln["rows"]) for ln in lines] == [(0, 200), (1, 200), (0, 200), (1, 50), (0, 200),
+                                                               (0, 50)]
+    assert [ln["version"] for ln in lines] == list(range(1, 7)) and s.chunks == 6
 
 
 def test_a_truncated_recording_is_an_error_naming_the_file(tmp_path):

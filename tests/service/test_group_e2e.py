@@ -6,8 +6,11 @@ the fault points between delivering outputs and sending statistics, and right af
 statistics), restarted, and an extra member joins and leaves. At the end, with decay 1:
 
 - the total weight of the one group model equals the number of valid records exactly;
-- the final version equals an offline fold of the stats log, bit for bit;
-- it equals an offline ``StreamingKMeans`` over the accepted chunks' records within 1e-5;
+- ``group.ordering = "arrival"``: the final version equals an offline fold of the stats log,
+  bit for bit, and an offline ``StreamingKMeans`` over the accepted chunks' records within 1e-5;
+- ``group.ordering = "rounds"``: the final version equals ``streamkm replay``'s model of the
+  input records, bit for bit, although members were killed, joined and left (no partition was
+  idle long enough to be left out of a round);
 - for each model version, every worker gave the records of one true cluster the same id.
 """
 
@@ -28,6 +31,8 @@ from aiokafka import AIOKafkaProducer
 from streamkm.cluster import StreamingKMeans
 from streamkm.codec import decode_vectors
 from streamkm.group import ChunkStats, WireError
+from streamkm.loadgen.recording import Record, RecordingWriter
+from streamkm.replay import RoundReplay, open_source
 from streamkm.service.group import GroupWorker
 from tests.helpers.e2e import consume_all, load_config, unique_name, worker_config
 from tests.helpers.group import Member, latest_version, make_stream, trickle, wait_for_model
@@ -52,14 +57,16 @@ async def _reproduce_some_stats(bootstrap: str, topic: str, n: int, rnd: random.
     return n
 
 
-def test_group_model_survives_kills_joins_and_leaves(broker, make_topic, tmp_path):
+@pytest.mark.parametrize("ordering", ["arrival", "rounds"])
+def test_group_model_survives_kills_joins_and_leaves(broker, make_topic, tmp_path, ordering):
     topic, out = make_topic("in", PARTITIONS), make_topic("out")
     group = unique_name("g")
     cfg = worker_config(broker, tmp_path / "unused", group=group, vectors_topic=topic, output=out,
                         n_clusters=K, max_records=200,
                         model={"decay": 1.0, "dying_threshold": 0.0},
                         drift={"enabled": False})
-    cfg["group"] = {"enabled": True, "chunk_rows": 100, "max_in_flight": 4, "sync_timeout_seconds": 10.0}
+    cfg["group"] = {"enabled": True, "chunk_rows": 100, "max_in_flight": 4, "sync_timeout_seconds": 10.0,
+                    "ordering": ordering, "idle_partition_seconds": 15.0}
     cfg["input"]["dimension"] = D
     settings = load_config(cfg, tmp_path / "w.toml")
     config = tmp_path / "w.toml"
@@ -70,10 +77,15 @@ def test_group_model_survives_kills_joins_and_leaves(broker, make_topic, tmp_pat
     kills = joins = 0
     n_log = 0
 
+    faulty: set[int] = set()  # ids of members that carry a kill point they may not have reached yet
+
     def spawn(fault: str | None = None) -> Member:
         nonlocal n_log
         n_log += 1
-        return Member(config, tmp_path / f"m{n_log}.log", fault)
+        m = Member(config, tmp_path / f"m{n_log}.log", fault)
+        if fault:
+            faulty.add(id(m))
+        return m
 
     async def chaos() -> None:
         nonlocal kills, joins, extra
@@ -110,7 +122,8 @@ def test_group_model_survives_kills_joins_and_leaves(broker, make_topic, tmp_pat
         asyncio.run(chaos())
         assert kills >= 5 and joins >= 1
         for i, m in enumerate(members):
-            if not m.alive():
+            # Dead ones, and those whose kill point is still ahead (it would fire after the chaos).
+            if not m.alive() or id(m) in faulty:
                 m.kill()
                 members[i] = spawn()
 
@@ -144,6 +157,32 @@ def test_group_model_survives_kills_joins_and_leaves(broker, make_topic, tmp_pat
         ends[r.partition] = max(ends.get(r.partition, 0), r.offset + 1)
     assert v.offsets == {f"{topic}:{p}": e for p, e in ends.items()}
 
+    if ordering == "rounds":
+        # 2'. the model is a function of the records: replay gives it, bit for bit
+        # At the very end a partition without a partial chunk is declared idle; that changes no
+        # order (replay's partition has ended there too). Earlier, it would: the logs say so.
+        idle = [line for log in sorted(tmp_path.glob("m*.log")) for line in log.read_text().splitlines()
+                if "rounds go on without" in line]
+        assert v.counters["duplicate"] + v.counters["overlap"] >= dups == 25, v.counters
+        assert v.counters["gap"] == 0 and v.counters["invalid"] == 0, v.counters
+        rec_path = tmp_path / "in.skmrec"
+        with RecordingWriter(rec_path, positions=True) as wr:
+            for r in sorted(inputs, key=lambda r: (r.partition, r.offset)):
+                wr.write(Record(r.key, r.value, r.timestamp, tuple(r.headers or ())), partition=r.partition,
+                         offset=r.offset)
+        replayed = RoundReplay(settings)
+        replayed.run(open_source(str(rec_path), topic=topic))
+        rv = replayed.model.version()
+        np.testing.assert_array_equal(rv.centers, v.centers, err_msg=f"idle declarations: {idle}")
+        np.testing.assert_array_equal(rv.weights, v.weights)
+        np.testing.assert_array_equal(rv.ids, v.ids)
+        assert rv.offsets == v.offsets
+    else:
+        _check_arrival_fold(broker, settings, v, inputs, dups)
+    _check_outputs_and_exports(broker, out, config, records, truth, tmp_path, v)
+
+
+def _check_arrival_fold(broker, settings, v, inputs, dups) -> None:
     # 2. the final version is the offline fold of the stats log, bit for bit
     stats = asyncio.run(consume_all(broker, settings.group_stats_topic, timeout=30))
     w = GroupWorker(settings, bootstrap_servers=broker)
@@ -172,6 +211,8 @@ def test_group_model_survives_kills_joins_and_leaves(broker, make_topic, tmp_pat
     np.testing.assert_allclose(ref.cluster_centers_, v.centers, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(ref.counts_, v.weights)
 
+
+def _check_outputs_and_exports(broker, out, config, records, truth, tmp_path, v) -> None:
     # 4. agreement: per version, one true cluster -> one id, whichever worker emitted it
     seen: dict[tuple[int, int], set[int]] = {}
     n_out = 0

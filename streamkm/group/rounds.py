@@ -1,0 +1,199 @@
+"""Folding in rounds: the group model as a function of the records, not of their timing.
+
+With ``group.ordering = "rounds"`` workers send each chunk's rows (not a summary against the
+version they hold), and the reducer does not fold statistics in stats-log order. It queues
+them per source partition, and folds **rounds**: round *r* is the next chunk of every active
+partition, folded in partition order. A chunk's bounds depend on the data only
+(:class:`~streamkm.group.GroupChunker`), so the model after any number of rounds is a function
+of each partition's records in offset order and of the settings, whichever member sent what
+when. ``streamkm replay`` drives the same :class:`RoundFold` offline.
+
+**Idle partitions.** A round waits for every active partition. A partition with nothing
+queued while another partition's chunk has waited ``idle_seconds`` is declared *idle* and
+rounds go on without it until it sends again (it then joins the next round formed). This is
+the one rule that depends on time; each declaration is counted and logged, and a run with
+none is reproduced exactly by a replay. Without ``idle_seconds`` (replay) rounds never wait:
+at the end of the input, :meth:`RoundFold.drain` folds what is left in rounds over the
+partitions that still have chunks.
+
+**Recovery.** The queue is not part of the reducer's snapshot. Instead the model's
+``stats_offset_`` is kept *safe*: every stats message before it has been folded or refused.
+A new reducer re-reads the log from there, and the acceptance rule drops what was already
+folded, so the queue is rebuilt as it was.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from streamkm.group.fold import FoldOutcome
+from streamkm.group.messages import ChunkStats, parse_partition_key
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from streamkm.group.fold import GroupModel
+
+__all__ = ["RoundFold", "Offered"]
+
+
+@dataclass(slots=True)
+class Offered:
+    """What became of one stats message: folded now (``outcome``), queued, or refused."""
+
+    offset: int
+    msg: ChunkStats | None
+    outcome: FoldOutcome | None  # None while queued
+    status: str  # accepted | queued | duplicate | overlap | gap | invalid
+
+
+def _order(key: str) -> tuple[str, int]:
+    return parse_partition_key(key)
+
+
+class RoundFold:
+    """A :class:`GroupModel` fed stats messages in log order and folding them in rounds.
+
+    Parameters
+    ----------
+    model : GroupModel
+        The fold (its acceptance rule and update are used unchanged).
+    idle_seconds : float or None
+        How long a queued chunk waits for a partition with nothing queued before that
+        partition is declared idle; None: never (offline replay, ended by :meth:`drain`).
+    on_fold : callable, optional
+        ``on_fold(offered)`` right after each message of a round is folded (the model is then
+        exactly as that message left it: per-chunk logs).
+    """
+
+    def __init__(self, model: GroupModel, *, idle_seconds: float | None = None,
+                 on_fold: Callable[[Offered], None] | None = None):
+        if idle_seconds is not None and not idle_seconds > 0:
+            raise ValueError(f"idle_seconds must be > 0 or None, got {idle_seconds!r}")
+        self.model = model
+        self.idle_seconds = idle_seconds
+        self.on_fold = on_fold
+        self._queues: dict[str, deque[tuple[int, ChunkStats, float]]] = {}
+        self._tails: dict[str, int] = {}
+        self._expected: set[str] = set()
+        self.idle: set[str] = set()
+        #: Partitions declared idle so far (each declaration once).
+        self.n_idle = 0
+        #: Rounds folded so far.
+        self.n_rounds = 0
+        self._read_to = model.stats_offset_
+
+    # ------------------------------------------------------------------ partitions
+    def expect(self, keys: Iterable[str]) -> None:
+        """Source partitions (``"topic:partition"``) every round waits for, unless idle."""
+        self._expected = set(keys)
+
+    def end(self, key: str) -> list[Offered]:
+        """Partition *key* has ended (offline replay): rounds stop waiting for it once its queued
+        chunks are folded, as a live reducer stops once it is idle; returns what that folds."""
+        self._expected.discard(key)
+        out = self._fold_ready()
+        self._sync_offset()
+        return out
+
+    @property
+    def read_to(self) -> int:
+        """The last stats-log offset offered."""
+        return self._read_to
+
+    def tails(self) -> dict[str, int]:
+        """Per partition, the end of the last chunk accepted (folded or queued)."""
+        return {**self.model.offsets_, **self._tails}
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting for their round."""
+        return sum(len(q) for q in self._queues.values())
+
+    def _active(self) -> set[str]:
+        return (self._expected | {k for k, q in self._queues.items() if q}) - self.idle
+
+    # ------------------------------------------------------------------ input
+    def offer(self, msg: ChunkStats | None, offset: int, *, now: float = 0.0, reason: str = "") -> list[Offered]:
+        """Take the stats message at log *offset* (None: undecodable, *reason* says why).
+
+        Returns what became of it and of every message a round folded as a result (in fold order).
+        """
+        if offset <= self._read_to:
+            raise ValueError(f"stats offset {offset} is not after {self._read_to} (log order)")
+        self._read_to = int(offset)
+        out: list[Offered] = []
+        if msg is None:
+            self.model.count("invalid")
+            out.append(Offered(offset, None, FoldOutcome("invalid", reason=reason, version=self.model.version_),
+                               "invalid"))
+        else:
+            key = msg.key
+            expected = self._tails.get(key, self.model.offsets_.get(key))
+            status = self.model.classify(msg, expected)
+            if status == "accepted":
+                self._queues.setdefault(key, deque()).append((offset, msg, now))
+                self._tails[key] = int(msg.end_offset)
+                self.idle.discard(key)
+                out.append(Offered(offset, msg, None, "queued"))
+            else:
+                self.model.count(status)
+                why = self.model.invalid_reason(msg) if status == "invalid" else ""
+                out.append(Offered(offset, msg, FoldOutcome(status, expected=expected, reason=why,
+                                                            version=self.model.version_), status))
+        out += self._fold_ready()
+        self._sync_offset()
+        return out
+
+    def tick(self, now: float) -> tuple[list[Offered], list[str]]:
+        """Declare idle the partitions a chunk has waited for longer than ``idle_seconds``, and
+        fold the rounds that completes; returns (folded, partitions declared idle)."""
+        if self.idle_seconds is None:
+            return [], []
+        heads = [q[0][2] for q in self._queues.values() if q]
+        if not heads or now - min(heads) < self.idle_seconds:
+            return [], []
+        missing = sorted((k for k in self._active() if not self._queues.get(k)), key=_order)
+        if not missing:
+            return [], []
+        self.idle.update(missing)
+        self.n_idle += len(missing)
+        out = self._fold_ready()
+        self._sync_offset()
+        return out, missing
+
+    def drain(self) -> list[Offered]:
+        """The input has ended: fold everything queued, in rounds over the partitions with chunks."""
+        out: list[Offered] = []
+        while self.queued:
+            out += self._fold_round(sorted((k for k, q in self._queues.items() if q), key=_order))
+        self._sync_offset()
+        return out
+
+    # ------------------------------------------------------------------ rounds
+    def _fold_ready(self) -> list[Offered]:
+        out: list[Offered] = []
+        while True:
+            active = self._active()
+            if not active or any(not self._queues.get(k) for k in active):
+                return out
+            out += self._fold_round(sorted(active, key=_order))
+
+    def _fold_round(self, keys: list[str]) -> list[Offered]:
+        self.n_rounds += 1
+        out = []
+        for key in keys:
+            offset, msg, _ = self._queues[key].popleft()
+            outcome = self.model.apply(msg)
+            done = Offered(offset, msg, outcome, outcome.status)
+            if self.on_fold is not None:
+                self.on_fold(done)
+            out.append(done)
+        return out
+
+    def _sync_offset(self) -> None:
+        """``stats_offset_``: every message before the oldest queued one is folded or refused."""
+        oldest = min((q[0][0] for q in self._queues.values() if q), default=None)
+        self.model.stats_offset_ = self._read_to if oldest is None else oldest - 1

@@ -1,0 +1,170 @@
+"""RoundFold: stats folded in rounds, whatever order they reached the log in."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from streamkm.group import GroupModel
+from streamkm.group.rounds import RoundFold
+from tests.group.support import PIPE, TOPIC, blobs, raw_stats
+
+KW = {"n_clusters": 3, "seed": 0, "init_size": 60, "dying_threshold": 0.0}
+CENTERS = np.array([[0.0, 0.0], [20.0, 0.0], [0.0, 20.0]])
+
+
+def _chunks(n_parts: int = 3, n_chunks: int = 4, rows: int = 40, seed: int = 0):
+    """Per partition, consecutive raw chunks of *rows* points."""
+    rng = np.random.default_rng(seed)
+    return {p: [raw_stats(i * rows, blobs(rng, CENTERS, rows), part=p) for i in range(n_chunks)]
+            for p in range(n_parts)}
+
+
+def _keys(n_parts: int) -> list[str]:
+    return [f"{TOPIC}:{p}" for p in range(n_parts)]
+
+
+def _run(order, chunks, *, n_parts=3):
+    g = GroupModel(pipeline=PIPE, model_kwargs=KW)
+    rf = RoundFold(g)
+    rf.expect(_keys(n_parts))
+    folded = []
+    nxt = dict.fromkeys(chunks, 0)
+    for off, p in enumerate(order):
+        msg = chunks[p][nxt[p]]
+        nxt[p] += 1
+        folded += [(o.msg.partition, o.msg.first_offset) for o in rf.offer(msg, off) if o.status == "accepted"]
+    folded += [(o.msg.partition, o.msg.first_offset) for o in rf.drain() if o.status == "accepted"]
+    return g, folded
+
+
+def test_any_interleaving_of_the_log_gives_the_same_model_bit_for_bit():
+    chunks = _chunks()
+    orders = [
+        [p for p in range(3) for _ in range(4)],  # partition after partition
+        [p for _ in range(4) for p in range(3)],  # round robin
+        [2, 2, 1, 0, 2, 1, 1, 0, 0, 2, 1, 0],
+    ]
+    rng = np.random.default_rng(5)
+    for _ in range(3):  # random interleavings that keep each partition's own order
+        bag = [p for p in range(3) for _ in range(4)]
+        rng.shuffle(bag)
+        orders.append(list(bag))
+    results = [_run(o, chunks) for o in orders]
+    g0, f0 = results[0]
+    assert f0 == [(p, i * 40) for i in range(4) for p in range(3)]  # round r: chunk r of p0, p1, p2
+    for g, f in results[1:]:
+        assert f == f0
+        np.testing.assert_array_equal(g.model.cluster_centers_, g0.model.cluster_centers_)
+        np.testing.assert_array_equal(g.model.counts_, g0.model.counts_)
+        assert g.version_ == g0.version_ == 12 and g.offsets_ == g0.offsets_
+
+
+def test_a_round_waits_for_every_expected_partition():
+    chunks = _chunks()
+    g = GroupModel(pipeline=PIPE, model_kwargs=KW)
+    rf = RoundFold(g)
+    rf.expect(_keys(3))
+    assert [o.status for o in rf.offer(chunks[0][0], 0)] == ["queued"]
+    assert [o.status for o in rf.offer(chunks[0][1], 1)] == ["queued"]
+    assert [o.status for o in rf.offer(chunks[1][0], 2)] == ["queued"]
+    assert g.version_ == 0 and rf.queued == 3
+    assert g.stats_offset_ == -1  # nothing before the oldest queued message is settled
+    got = rf.offer(chunks[2][0], 3)
+    assert [(o.status, o.msg.partition) for o in got] == [("queued", 2), ("accepted", 0), ("accepted", 1),
+                                                           ("accepted", 2)]
+    assert g.version_ == 3 and rf.queued == 1 and rf.n_rounds == 1
+    assert g.stats_offset_ == 0  # offset 1 (p0's second chunk) still waits
+
+
+def test_duplicates_overlaps_and_gaps_are_refused_at_once_and_never_folded():
+    chunks = _chunks(n_parts=1)
+    g = GroupModel(pipeline=PIPE, model_kwargs=KW)
+    rf = RoundFold(g)
+    rf.expect(_keys(1))
+    assert rf.offer(chunks[0][0], 0)[-1].status == "accepted"
+    st = [o.status for o in rf.offer(chunks[0][0], 1)]  # re-sent after a rebalance
+    assert st == ["duplicate"]
+    assert [o.status for o in rf.offer(chunks[0][2], 2)] == ["gap"]
+    assert [o.status for o in rf.offer(raw_stats(20, chunks[0][1].rows), 3)] == ["overlap"]
+    assert [o.status for o in rf.offer(None, 4, reason="bad magic")] == ["invalid"]
+    assert g.version_ == 1 and g.counters_ == {"accepted": 1, "duplicate": 1, "overlap": 1, "gap": 1, "invalid": 1}
+    assert g.stats_offset_ == 4
+    with pytest.raises(ValueError, match="log order"):
+        rf.offer(chunks[0][1], 4)
+
+
+def test_an_idle_partition_is_left_out_after_the_timeout_and_rejoins_when_it_sends():
+    chunks = _chunks()
+    g = GroupModel(pipeline=PIPE, model_kwargs=KW)
+    rf = RoundFold(g, idle_seconds=5.0)
+    rf.expect(_keys(3))
+    rf.offer(chunks[0][0], 0, now=100.0)
+    rf.offer(chunks[1][0], 1, now=101.0)
+    assert rf.tick(104.9) == ([], [])
+    folded, idle = rf.tick(105.0)
+    assert idle == [f"{TOPIC}:2"] and [o.msg.partition for o in folded] == [0, 1] and rf.n_idle == 1
+    rf.offer(chunks[0][1], 2, now=106.0)
+    got = rf.offer(chunks[1][1], 3, now=106.0)  # p2 idle: p0 and p1 make a round
+    assert [o.msg.partition for o in got if o.status == "accepted"] == [0, 1]
+    rf.offer(chunks[2][0], 4, now=107.0)  # p2 is back: the next round waits for it again
+    rf.offer(chunks[0][2], 5, now=107.0)
+    got = rf.offer(chunks[1][2], 6, now=107.0)
+    assert [o.msg.partition for o in got if o.status == "accepted"] == [0, 1, 2]
+    assert rf.idle == set()
+
+
+def test_a_restart_from_the_safe_offset_rebuilds_the_same_model():
+    """The queue is not in the snapshot: a new reducer re-reads from stats_offset_ + 1."""
+    chunks = _chunks(seed=3)
+    order = [0, 0, 1, 0, 2, 1, 1, 0, 2, 2, 1, 2]
+    log = []
+    nxt = dict.fromkeys(chunks, 0)
+    for p in order:
+        log.append(chunks[p][nxt[p]])
+        nxt[p] += 1
+    whole = GroupModel(pipeline=PIPE, model_kwargs=KW)
+    rf = RoundFold(whole)
+    rf.expect(_keys(3))
+    for off, msg in enumerate(log):
+        rf.offer(msg, off)
+    for cut in range(1, len(log)):
+        first = GroupModel(pipeline=PIPE, model_kwargs=KW)
+        a = RoundFold(first)
+        a.expect(_keys(3))
+        for off, msg in enumerate(log[:cut]):
+            a.offer(msg, off)
+        state = first.state_dict()
+        second = GroupModel(pipeline=PIPE, model_kwargs=KW)
+        second.load_state_dict(state)
+        b = RoundFold(second)
+        b.expect(_keys(3))
+        for off in range(second.stats_offset_ + 1, len(log)):
+            b.offer(log[off], off)
+        np.testing.assert_array_equal(second.model.cluster_centers_, whole.model.cluster_centers_)
+        assert second.version_ == whole.version_ and second.offsets_ == whole.offsets_, cut
+
+
+def test_drain_folds_the_rest_in_rounds_over_the_partitions_with_chunks():
+    chunks = _chunks(n_chunks=3)
+    g = GroupModel(pipeline=PIPE, model_kwargs=KW)
+    rf = RoundFold(g)
+    rf.expect(_keys(3))
+    seq = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]  # p2 never sends
+    for off, (p, i) in enumerate(seq):
+        assert all(o.status == "queued" for o in rf.offer(chunks[p][i], off))
+    got = rf.drain()
+    assert [(o.msg.partition, o.msg.first_offset) for o in got] == [(0, 0), (1, 0), (0, 40), (1, 40), (0, 80)]
+    assert rf.queued == 0 and g.stats_offset_ == 4
+
+
+def test_ending_a_partition_lets_the_rounds_go_on_without_it():
+    chunks = _chunks(n_chunks=2)
+    g = GroupModel(pipeline=PIPE, model_kwargs=KW)
+    rf = RoundFold(g)
+    rf.expect(_keys(2))
+    rf.offer(chunks[0][0], 0)
+    assert rf.end(f"{TOPIC}:1") and g.version_ == 1
+    assert list(itertools.chain(rf.offer(chunks[0][1], 1)))[-1].status == "accepted"
