@@ -25,11 +25,16 @@ class VectorBatch:
         record row ``i`` came from; a record may contribute several rows.
     errors : list of (int, DecodeError)
         Bad records by position, ascending. A bad record contributes no rows.
+    max_abs : float or None
+        ``max(abs(X))`` when the decoder had it for free (its finiteness check of a
+        uniform binary batch); None when unknown. Lets
+        :func:`streamkm.pipeline.guards.drop_overflowing` skip a pass over X.
     """
 
     X: NDArray[np.float32]
     record_index: NDArray[np.int64]
     errors: list[tuple[int, DecodeError]] = field(default_factory=list)
+    max_abs: float | None = None
 
     @property
     def n_valid_records(self) -> int:

@@ -7,6 +7,7 @@ The full layout and validation rules are in ``docs/formats.md``.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,7 +30,11 @@ _HEADER = struct.Struct("<4sBBHII")
 #: Per-record decoder of the records the vectorized path leaves out:
 #: ``(values, fmt, dim, max_record_bytes) -> VectorBatch``.
 _PerRecord = Callable[[Sequence[bytes], str, int, int], VectorBatch]
-_Decoded = tuple[NDArray[np.float32], NDArray[np.int64], list[tuple[int, DecodeError]]]
+_Decoded = tuple[NDArray[np.float32], NDArray[np.int64], list[tuple[int, DecodeError]], float | None]
+
+#: Records at least this long are copied into the matrix one by one (few, large records);
+#: shorter ones are joined and copied in one strided pass (many small records).
+_COPY_EACH_BYTES = 2048
 
 
 # ---------------------------------------------------------------------- decoding
@@ -68,12 +73,14 @@ def _fast_binary(values: Sequence[bytes], L: int, dim: int | None, fmt: str, max
     """Vectorized path: all values are bytes of length L and the first is a valid binary record.
 
     Records whose 16-byte header equals the first record's are decoded in
-    bulk (one join, one header comparison, one float32 view, one finiteness
-    check); any others go through ``per_record`` (the generic decoder of
-    :mod:`streamkm.codec.vectors`, which also handles JSON in ``fmt="auto"``)
-    with the dimension the first record fixed, and the rows are merged back
-    in record order. Returns (X, record_index, errors), or None if the first
-    record is not a valid binary record.
+    bulk (one float32 copy, one header comparison, one min/max pass for the
+    finiteness check); any others go through ``per_record`` (the generic
+    decoder of :mod:`streamkm.codec.vectors`, which also handles JSON in
+    ``fmt="auto"``) with the dimension the first record fixed, and the rows
+    are merged back in record order. Returns (X, record_index, errors,
+    max_abs), or None if the first record is not a valid binary record;
+    ``max_abs`` is the largest magnitude in X when every record was uniform
+    (else None).
     """
     n = len(values)
     if L < HEADER_SIZE or L % 4:
@@ -85,31 +92,56 @@ def _fast_binary(values: Sequence[bytes], L: int, dim: int | None, fmt: str, max
     if dim is None and not np.isfinite(proto).all():
         return None  # record 0 is invalid, so it does not fix the dimension: per-record path
     rows, d = proto.shape
-    buf = b"".join(values)
-    u8 = np.frombuffer(buf, dtype=np.uint8).reshape(n, L)
-    same = (u8[:, :HEADER_SIZE] == u8[0, :HEADER_SIZE]).all(axis=1)
-    f32 = np.frombuffer(buf, dtype="<f4").reshape(n, L // 4)[:, HEADER_SIZE // 4:]
-    uniform = bool(same.all())
-    if uniform:
-        idx = np.arange(n, dtype=np.int64)
-        # one copy into a native, writable, C-contiguous array (reshaping the strided
-        # view first would copy twice when records hold several rows)
-        X = np.empty((n * rows, d), dtype=np.float32)
-        X.reshape(n, rows * d)[...] = f32
+    if L >= _COPY_EACH_BYTES:
+        # Few large records: compare each header in Python and copy each payload once,
+        # straight into X (joining them first would copy every byte twice).
+        head = values[0][:HEADER_SIZE]
+        same_list = [v[:HEADER_SIZE] == head for v in values]
+        keep = [i for i, ok in enumerate(same_list) if ok]
+        idx = np.asarray(keep, dtype=np.int64)
+        X = np.empty((idx.size * rows, d), dtype=np.float32)
+        flat = X.reshape(idx.size, rows * d)
+        for j, i in enumerate(keep):
+            flat[j] = np.frombuffer(values[i], dtype="<f4", offset=HEADER_SIZE)
+        same = np.asarray(same_list, dtype=bool)
+        uniform = idx.size == n
     else:
-        idx = np.flatnonzero(same).astype(np.int64)
-        X = f32[same].reshape(idx.size * rows, d).astype(np.float32, copy=False)
+        buf = b"".join(values)
+        # the header as four uint32 columns: four 1-D comparisons instead of an (n, 16) one
+        head4 = np.ndarray((n, HEADER_SIZE // 4), dtype="<u4", buffer=buf, strides=(L, 4))
+        same = head4[:, 0] == head4[0, 0]
+        for j in range(1, HEADER_SIZE // 4):
+            same &= head4[:, j] == head4[0, j]
+        f32 = np.frombuffer(buf, dtype="<f4").reshape(n, L // 4)[:, HEADER_SIZE // 4:]
+        uniform = bool(same.all())
+        if uniform:
+            idx = np.arange(n, dtype=np.int64)
+            # one copy into a native, writable, C-contiguous array (reshaping the strided
+            # view first would copy twice when records hold several rows)
+            X = np.empty((n * rows, d), dtype=np.float32)
+            X.reshape(n, rows * d)[...] = f32
+        else:
+            idx = np.flatnonzero(same).astype(np.int64)
+            X = f32[same].reshape(idx.size * rows, d).astype(np.float32, copy=False)
     record_index = np.repeat(idx, rows) if rows > 1 else idx
     errors: list[tuple[int, DecodeError]] = []
-    finite = np.isfinite(X)
-    if not finite.all():
-        bad_rec = ~finite.reshape(idx.size, rows * d).all(axis=1)
-        for j in np.flatnonzero(bad_rec).tolist():
-            errors.append((int(idx[j]), _non_finite_error(X[j * rows:(j + 1) * rows])))
-        keep = np.repeat(~bad_rec, rows)
-        X = X[keep]
-        record_index = record_index[keep]
+    max_abs: float | None = None
+    if X.size:
+        # min and max propagate NaN and show ±inf: both finite means every value is
+        # (one pass each, no boolean temporary), and they bound the magnitudes for free
+        lo, hi = float(X.min()), float(X.max())
+        if math.isfinite(lo) and math.isfinite(hi):
+            max_abs = max(-lo, hi)
+        else:
+            finite = np.isfinite(X)
+            bad_rec = ~finite.reshape(idx.size, rows * d).all(axis=1)
+            for j in np.flatnonzero(bad_rec).tolist():
+                errors.append((int(idx[j]), _non_finite_error(X[j * rows:(j + 1) * rows])))
+            keep_rows = np.repeat(~bad_rec, rows)
+            X = X[keep_rows]
+            record_index = record_index[keep_rows]
     if not uniform:
+        max_abs = None
         odd = np.flatnonzero(~same)
         sub = per_record([values[i] for i in odd.tolist()], fmt, d, max_record_bytes)
         errors += [(int(odd[i]), e) for i, e in sub.errors]
@@ -120,7 +152,7 @@ def _fast_binary(values: Sequence[bytes], L: int, dim: int | None, fmt: str, max
             order = np.argsort(record_index, kind="stable")
             X = X[order]
             record_index = record_index[order]
-    return X, record_index, errors
+    return X, record_index, errors, max_abs
 
 
 # ---------------------------------------------------------------------- encoding

@@ -10,6 +10,7 @@ docs/architecture.md ("Exactly-once effect").
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -66,9 +67,12 @@ class ChunkedModel:
         self.n_drift_ = 0
         self.n_drift_reseeds_ = 0
         self.n_clustered_ = 0
-        self._X: NDArray[np.float32] | None = None  # (q, d) queue
-        self._meta: RowMeta = self._empty_meta()
-        self._keys: list[bytes | None] = []
+        # The queue: segments (rows (m, d) float32, metadata columns (m,), keys), oldest first.
+        # Whole segments are handed to the model as views; only a chunk that spans two
+        # segments is copied, so each queued row is copied at most once.
+        self._segs: deque[tuple[NDArray[np.float32], RowMeta, list[bytes | None]]] = deque()
+        self._n_pending = 0
+        self._d: int | None = None
 
     def _empty_meta(self) -> RowMeta:
         return {name: np.empty(0, dtype=dt) for name, dt in self.meta_columns.items()}
@@ -77,21 +81,47 @@ class ChunkedModel:
     @property
     def n_pending(self) -> int:
         """Rows queued for the next update."""
-        return 0 if self._X is None else int(self._X.shape[0])
+        return self._n_pending
 
     def enqueue(self, X: NDArray[Any], meta: Mapping[str, NDArray[Any]], keys: list[bytes | None]) -> None:
         """Queue rows *X* (n, d) with their metadata columns (each (n,)) and keys (n)."""
         if X.shape[0] == 0:
             return
-        if self._X is None or self._X.shape[0] == 0:
-            self._X = np.ascontiguousarray(X, dtype=np.float32)
-        else:
-            if X.shape[1] != self._X.shape[1]:
-                raise ValueError(f"expected {self._X.shape[1]} features, got {X.shape[1]}")
-            self._X = np.concatenate([self._X, X.astype(np.float32, copy=False)])
-        for name, dt in self.meta_columns.items():
-            self._meta[name] = np.concatenate([self._meta[name], np.asarray(meta[name], dtype=dt)])
-        self._keys.extend(keys)
+        if self._n_pending and X.shape[1] != self._d:
+            raise ValueError(f"expected {self._d} features, got {X.shape[1]}")
+        cols = {name: np.asarray(meta[name], dtype=dt) for name, dt in self.meta_columns.items()}
+        self._segs.append((np.ascontiguousarray(X, dtype=np.float32), cols, list(keys)))
+        self._n_pending += int(X.shape[0])
+        self._d = int(X.shape[1])
+
+    def _take(self, n: int) -> tuple[NDArray[np.float32], RowMeta, list[bytes | None]]:
+        """Remove the first *n* queued rows (n <= n_pending) and return them."""
+        parts = []
+        need = n
+        while need:
+            X, meta, keys = self._segs[0]
+            m = X.shape[0]
+            if m <= need:
+                parts.append(self._segs.popleft())
+                need -= m
+            else:
+                parts.append((X[:need], {k: c[:need] for k, c in meta.items()}, keys[:need]))
+                self._segs[0] = (X[need:], {k: c[need:] for k, c in meta.items()}, keys[need:])
+                need = 0
+        self._n_pending -= n
+        if len(parts) == 1:
+            return parts[0]
+        return (np.concatenate([p[0] for p in parts]),
+                {k: np.concatenate([p[1][k] for p in parts]) for k in self.meta_columns},
+                [k for p in parts for k in p[2]])
+
+    def _queued(self) -> tuple[NDArray[np.float32], RowMeta, list[bytes | None]]:
+        """The whole queue as one (rows, metadata, keys) copy (checkpoint form)."""
+        if not self._segs:
+            return (np.empty((0, self._d or 0), np.float32), self._empty_meta(), [])
+        return (np.concatenate([s[0] for s in self._segs]),
+                {k: np.concatenate([s[1][k] for s in self._segs]) for k in self.meta_columns},
+                [k for s in self._segs for k in s[2]])
 
     def _threshold(self) -> int:
         # Until the model is initialized, feed at least init_threshold rows at once so
@@ -102,21 +132,17 @@ class ChunkedModel:
 
     def absorb(self, result: BatchResult, make_outputs: MakeOutputs | None, *, flush: bool = False) -> None:
         """Run ``partial_fit`` on every full chunk (and the remainder if *flush*)."""
-        while self._X is not None and self._X.shape[0]:
+        while self._n_pending:
             thr = self._threshold()
-            if self.n_pending < thr and not flush:
+            if self._n_pending < thr and not flush:
                 return
-            n = min(thr, self.n_pending)
-            Xc = self._X[:n]
+            n = min(thr, self._n_pending)
+            Xc, meta, keys = self._take(n)
             self._update(Xc, result)
             if make_outputs is not None:
-                meta = {name: col[:n] for name, col in self._meta.items()}
-                result.outputs.extend(self._outputs(Xc, meta, self._keys[:n], make_outputs))
+                result.outputs.extend(self._outputs(Xc, meta, keys, make_outputs))
             result.n_clustered += n
             self.n_clustered_ += n
-            self._X = self._X[n:]
-            self._meta = {name: col[n:] for name, col in self._meta.items()}
-            self._keys = self._keys[n:]
 
     def _update(self, Xc: NDArray[np.float32], result: BatchResult) -> None:
         m = self.model
@@ -156,10 +182,9 @@ class ChunkedModel:
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
         """Model, drift monitor, counters and the queue (rows, metadata, keys)."""
-        d = 0 if self._X is None else self._X.shape[1]
-        q = self.n_pending
-        meta = np.zeros((q, LEGACY_META_WIDTH), dtype=np.float64)
-        for j, col in enumerate(self._meta.values()):
+        X, cols, keys = self._queued()
+        meta = np.zeros((X.shape[0], LEGACY_META_WIDTH), dtype=np.float64)
+        for j, col in enumerate(cols.values()):
             meta[:, j] = col
         return {
             "model": self.model.state_dict(),
@@ -167,9 +192,9 @@ class ChunkedModel:
             "n_drift": self.n_drift_,
             "n_drift_reseeds": self.n_drift_reseeds_,
             "n_clustered": self.n_clustered_,
-            "pending_X": (self._X if self._X is not None else np.empty((0, d), np.float32)).copy(),
+            "pending_X": X,
             "pending_meta": meta,
-            "pending_keys": [None if k is None else k.hex() for k in self._keys],
+            "pending_keys": [None if k is None else k.hex() for k in keys],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -187,9 +212,14 @@ class ChunkedModel:
         self.n_drift_ = int(state["n_drift"])
         self.n_drift_reseeds_ = int(state["n_drift_reseeds"])
         self.n_clustered_ = int(state["n_clustered"])
-        self._X = np.ascontiguousarray(X) if X.shape[0] else None
-        self._meta = {name: meta[:, j].astype(dt) for j, (name, dt) in enumerate(self.meta_columns.items())}
-        self._keys = keys
+        self._segs = deque()
+        self._n_pending = 0
+        self._d = None
+        if X.shape[0]:
+            self._segs.append((np.ascontiguousarray(X), {name: meta[:, j].astype(dt) for j, (name, dt)
+                                                          in enumerate(self.meta_columns.items())}, keys))
+            self._n_pending = int(X.shape[0])
+            self._d = int(X.shape[1])
 
 
 class ChunkedPipeline:

@@ -24,7 +24,10 @@ def drop_overflowing(batch: VectorBatch | EventBatch) -> None:
     *batch* in place.
     """
     X = batch.X
-    if max(-float(X.min()), float(X.max())) <= MAX_ABS_VALUE:
+    bound = getattr(batch, "max_abs", None)  # the decoder's, if it had it (VectorBatch only)
+    if bound is None:
+        bound = max(-float(X.min()), float(X.max()))
+    if bound <= MAX_ABS_VALUE:
         return
     absmax = np.abs(X).max(axis=1)
     ri = batch.record_index
@@ -40,6 +43,8 @@ def drop_overflowing(batch: VectorBatch | EventBatch) -> None:
     keep = ~np.isin(ri, np.fromiter(new, dtype=np.int64, count=len(new)))
     batch.X = X[keep]
     batch.record_index = ri[keep]
+    if isinstance(batch, VectorBatch):
+        batch.max_abs = None
     if isinstance(batch, EventBatch):
         batch.keys = [k for k, ok in zip(batch.keys, keep.tolist(), strict=True) if ok]
         batch.ts = batch.ts[keep]

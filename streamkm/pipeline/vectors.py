@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -26,10 +25,6 @@ if TYPE_CHECKING:
     from streamkm.ops.metrics import Metrics
 
 __all__ = ["VectorPipeline"]
-
-_PARTITION = operator.attrgetter("partition")
-_OFFSET = operator.attrgetter("offset")
-_KEY = operator.attrgetter("key")
 
 #: Per queued row: source partition, source offset, row index within the record.
 _META = {"partition": np.int64, "offset": np.int64, "row": np.int64}
@@ -125,6 +120,7 @@ class VectorPipeline(ChunkedPipeline):
         if not records:
             return res
         self._topic = records[0].topic
+        # list comprehensions, not map(attrgetter): CPython specializes their attribute loads
         batch = decode_vectors([r.value for r in records], fmt=self.fmt, dim=self.dim_,
                                max_record_bytes=self.max_record_bytes)
         if batch.X.shape[0]:
@@ -139,15 +135,19 @@ class VectorPipeline(ChunkedPipeline):
             counts = np.diff(np.r_[first, ri.size])
             # the records that produced rows (all of them, usually: no per-record indexing)
             valid = records if first.size == len(records) else [records[i] for i in ri[first].tolist()]
-            part = np.fromiter(map(_PARTITION, valid), dtype=np.int64, count=first.size)
-            offs = np.fromiter(map(_OFFSET, valid), dtype=np.int64, count=first.size)
+            parts = {r.partition for r in valid}
+            if len(parts) == 1:  # one partition (the worker's batches): no per-record array
+                part = np.full(first.size, parts.pop(), dtype=np.int64)
+            else:
+                part = np.fromiter((r.partition for r in valid), dtype=np.int64, count=first.size)
+            offs = np.fromiter((r.offset for r in valid), dtype=np.int64, count=first.size)
             if first.size == ri.size:  # one row per record
                 meta = {"partition": part, "offset": offs, "row": np.zeros(ri.size, dtype=np.int64)}
             else:
                 meta = {"partition": np.repeat(part, counts), "offset": np.repeat(offs, counts),
                         "row": np.arange(ri.size) - np.repeat(first, counts)}
             if self.emit_outputs:
-                keys = list(map(_KEY, valid))
+                keys = [r.key for r in valid]
                 if first.size != ri.size:
                     keys = [k for k, c in zip(keys, counts.tolist(), strict=True) for _ in range(c)]
             else:

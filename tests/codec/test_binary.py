@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import struct
+from unittest import mock
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamkm.codec import HEADER_SIZE, MAGIC, decode_vectors, encode_binary, encode_binary_records
+from streamkm.codec import HEADER_SIZE, MAGIC, binary, decode_vectors, encode_binary, encode_binary_records
 from streamkm.codec.vectors import _decode_vectors_generic
 
 RNG = np.random.default_rng(0)
@@ -70,9 +71,10 @@ def test_fast_path_dimension_mismatch_all_records():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.data(), st.sampled_from(["binary", "auto"]), st.booleans())
-def test_bulk_binary_path_matches_per_record_path(data, fmt, fix_dim):
-    """Same-length binary batches with odd headers/NaNs decode exactly like the per-record path."""
+@given(st.data(), st.sampled_from(["binary", "auto"]), st.booleans(), st.booleans())
+def test_bulk_binary_path_matches_per_record_path(data, fmt, fix_dim, copy_each):
+    """Same-length binary batches with odd headers/NaNs decode exactly like the per-record path,
+    on both bulk variants (joined, or each record copied into X: large records)."""
     rows, d = data.draw(st.sampled_from([(1, 4), (2, 2), (4, 1), (3, 2)]))
     n = data.draw(st.integers(1, 12))
     X = np.arange(n * rows * d, dtype=np.float32).reshape(n * rows, d)
@@ -93,9 +95,32 @@ def test_bulk_binary_path_matches_per_record_path(data, fmt, fix_dim):
     values = [bytes(r) for r in recs]
     assert all(len(v) == L for v in values)
     dim = d if fix_dim else None
-    fast = decode_vectors(values, fmt=fmt, dim=dim)
+    with mock.patch.object(binary, "_COPY_EACH_BYTES", 0 if copy_each else binary._COPY_EACH_BYTES):
+        fast = decode_vectors(values, fmt=fmt, dim=dim)
     slow = _decode_vectors_generic(values, fmt, dim, 8 * 2**20)
     assert fast.errors == slow.errors
+    if fast.max_abs is not None:  # only ever the true bound
+        assert fast.max_abs == float(np.abs(fast.X).max())
     assert np.array_equal(fast.record_index, slow.record_index)
     assert np.array_equal(fast.X, slow.X) and fast.X.shape == slow.X.shape
     assert fast.X.flags.c_contiguous and fast.X.flags.writeable
+
+
+@pytest.mark.parametrize("rows", [1, 64])
+def test_bulk_paths_bound_magnitudes_and_isolate_bad_records(rows):
+    """Both bulk variants (many small records joined; few large ones copied one by one) give
+    the per-record path's rows and errors, and ``max_abs`` only for a clean uniform batch."""
+    X = RNG.normal(size=(20 * rows, 8)).astype(np.float32) * 100
+    recs = encode_binary_records(X, rows)
+    assert (len(recs[0]) >= binary._COPY_EACH_BYTES) == (rows == 64)
+    b = decode_vectors(recs, fmt="binary", dim=8)
+    assert b.errors == [] and np.array_equal(b.X, X)
+    assert b.max_abs == float(np.abs(X).max())
+    bad = list(recs)
+    bad[3] = bad[3][:HEADER_SIZE] + np.float32(np.inf).tobytes() + bad[3][HEADER_SIZE + 4:]
+    bad[7] = bad[7][:4] + b"\x09" + bad[7][5:]  # unsupported version, same length
+    b = decode_vectors(bad, fmt="binary", dim=8)
+    ref = _decode_vectors_generic(bad, "binary", 8, 8 * 2**20)
+    assert _reasons(b) == {3: "non_finite", 7: "unsupported_version"} == _reasons(ref)
+    assert np.array_equal(b.X, ref.X) and np.array_equal(b.record_index, ref.record_index)
+    assert b.max_abs is None

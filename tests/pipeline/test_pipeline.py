@@ -288,3 +288,37 @@ def test_events_too_large_are_dead_lettered_and_never_reach_the_windows():
     assert [(d.record.offset, d.error.reason) for d in dls] == [(1000, "non_finite"), (1001, "non_finite")]
     assert p.n_events_ == len(recs)
     np.testing.assert_array_equal(p.model.cluster_centers_, ref.model.cluster_centers_)
+
+
+@pytest.mark.parametrize("output_format", ["json", "binary"])
+def test_outputs_and_queue_state_do_not_depend_on_fetch_boundaries(output_format):
+    """Output records byte for byte and the checkpointed queue are the same however the
+    records were split into fetches (chunks spanning several queued fetches, records split
+    over two chunks, one-row and multi-row records, two partitions)."""
+    X = blobs(700, seed=4)
+    recs, off = [], 0
+    i = 0
+    while i < len(X):
+        rows = 1 if off % 3 else 7
+        recs.append(Rec("in", off % 2, off, f"k{off}".encode(), encode_binary(X[i:i + rows]), (), 0))
+        i += rows
+        off += 1
+    results = []
+    for sizes in ([len(recs)], [1], [13, 2, 41]):
+        pipe = VectorPipeline(model_kwargs=KW, batch_rows=37, output_format=output_format)
+        outs, i, k = [], 0, 0
+        cut = len(recs) - 5  # stop with a partial chunk queued
+        while i < cut:
+            n = min(sizes[k % len(sizes)], cut - i)
+            outs += pipe.process(recs[i:i + n]).outputs
+            i, k = i + n, k + 1
+        st = pipe.state_dict()
+        results.append(([(o.key, o.value) for o in outs], st["pending_X"], st["pending_meta"], st["pending_keys"]))
+        assert pipe.n_pending == st["pending_X"].shape[0] > 0
+    ref = results[0]
+    assert len(ref[0]) > 20
+    for outs, px, pm, pk in results[1:]:
+        assert outs == ref[0]
+        np.testing.assert_array_equal(px, ref[1])
+        np.testing.assert_array_equal(pm, ref[2])
+        assert pk == ref[3]
