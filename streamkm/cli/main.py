@@ -8,6 +8,8 @@ parser with ``register(subparsers)``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import signal
 import sys
 import threading
@@ -127,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             eprint("streamkm: interrupted")
             code = EXIT_FAILURE
+    except BrokenPipeError:
+        # The reader of stdout went away (`streamkm model show | head`): nothing left to say.
+        # Point stdout at /dev/null so that the interpreter's final flush cannot fail again.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_OK
     except _Stopped as exc:
         code = _stopped(str(exc), argv)
     except Exception:

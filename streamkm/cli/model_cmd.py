@@ -24,10 +24,17 @@ state: model, reservoir, ids, offsets) to FILE, a backup that needs no broker
 to read; 'model export --snapshot FILE --out PATH' exports the version it
 holds, offline, with the same --config the daemon ran with.
 
-exit codes: 0 done; 1 the topic cannot be read, holds no version (or no
-snapshot) of the pipeline, or a file cannot be written; 2 usage or
-configuration error, or a snapshot file that is unreadable or was made with
-other settings."""
+'model seed --snapshot FILE' starts a new group from a model: it writes the
+snapshot (e.g. RUN_DIR/reducer.snapshot from 'streamkm replay') and its
+version to an empty model topic, so that 'streamkm run' goes live from it: the
+reducer restores it and folds the (empty) stats log from its start, and each
+partition resumes where the snapshot's model ended (for a replay of that
+topic: after the replayed records).
+
+exit codes: 0 done; 1 the topic cannot be read or written, holds no version
+(or no snapshot) of the pipeline, already holds one (seed), or a file cannot
+be written; 2 usage or configuration error, or a snapshot file that is
+unreadable or was made with other settings."""
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -35,10 +42,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "model", help="show or export the group model", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    msub = p.add_subparsers(dest="model_command", required=True, metavar="{show,export,snapshot}")
+    msub = p.add_subparsers(dest="model_command", required=True, metavar="{show,export,snapshot,seed}")
     for name, helptext in (("show", "print the newest model version"),
                            ("export", "write the newest model version as PATH.npz + PATH.json"),
-                           ("snapshot", "save the reducer's newest snapshot to a file")):
+                           ("snapshot", "save the reducer's newest snapshot to a file"),
+                           ("seed", "start an empty group model from a snapshot file (go live from a replay)")):
         c = msub.add_parser(name, help=helptext, description=DESCRIPTION,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         c.add_argument("--config", help="TOML configuration (as for streamkm run)")
@@ -51,6 +59,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                            help="export from a snapshot file (from 'model snapshot') instead of the topic")
         if name == "snapshot":
             c.add_argument("--out", required=True, help="the file to write")
+        if name == "seed":
+            c.add_argument("--snapshot", metavar="FILE", required=True,
+                           help="the snapshot to start from (RUN_DIR/reducer.snapshot, or 'model snapshot --out')")
         c.set_defaults(func=_cmd)
     return p
 
@@ -81,15 +92,15 @@ async def _read_latest(bootstrap: str, settings: Any, pipeline: str, timeout: fl
         await stop_quietly(consumer, "model reader stop")
 
 
-def _export_snapshot(settings: Any, args: argparse.Namespace) -> int:
-    """``model export --snapshot FILE``: no broker; the fold is rebuilt from the file and the settings."""
+def _model_from_snapshot(settings: Any, args: argparse.Namespace, cmd: str) -> Any:
+    """The fold restored from ``--snapshot FILE`` under *settings*; an exit code on a user error."""
     from pathlib import Path
 
     from streamkm.group.export import version_from_snapshot
     from streamkm.service.group import new_group_model
 
     if not settings.group.enabled:
-        eprint("streamkm model export: --snapshot needs the group settings the daemon ran with "
+        eprint(f"streamkm model {cmd}: --snapshot needs the group settings the daemon runs with "
                "(group.enabled = true in --config)")
         return EXIT_USAGE
     path = Path(args.snapshot)
@@ -97,19 +108,77 @@ def _export_snapshot(settings: Any, args: argparse.Namespace) -> int:
     try:
         size = path.stat().st_size
         if size > limit:
-            eprint(f"streamkm model export: {path} holds {size:,} bytes, more than a snapshot can "
+            eprint(f"streamkm model {cmd}: {path} holds {size:,} bytes, more than a snapshot can "
                    f"(group.max_message_bytes = {limit:,})")
             return EXIT_USAGE
         data = path.read_bytes()
     except OSError as exc:
-        eprint(f"streamkm model export: cannot read {path}: {exc.strerror or exc}")
+        eprint(f"streamkm model {cmd}: cannot read {path}: {exc.strerror or exc}")
         return EXIT_USAGE
+    model = new_group_model(settings, args.pipeline)
     try:
-        v = version_from_snapshot(data, new_group_model(settings, args.pipeline))
+        version_from_snapshot(data, model)
     except ValueError as exc:
-        eprint(f"streamkm model export: {args.snapshot}: {exc}")
+        eprint(f"streamkm model {cmd}: {args.snapshot}: {exc}")
         return EXIT_USAGE
-    return _export(v, args.out, f", from {args.snapshot}")
+    return model
+
+
+def _export_snapshot(settings: Any, args: argparse.Namespace) -> int:
+    """``model export --snapshot FILE``: no broker; the fold is rebuilt from the file and the settings."""
+    model = _model_from_snapshot(settings, args, "export")
+    if isinstance(model, int):
+        return model
+    return _export(model.version(), args.out, f", from {args.snapshot}")
+
+
+async def _seed(bootstrap: str, settings: Any, model: Any, pipeline: str, timeout: float) -> int:
+    """Write *model* as the first snapshot and version of an empty model topic; the exit code."""
+    import time
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    from streamkm.group.messages import KIND_SNAPSHOT
+    from streamkm.group.wire import encode
+    from streamkm.kafka.client import start_client, stop_quietly
+    from streamkm.kafka.embedded import create_topics
+    from streamkm.service.group import group_topics, snapshot_key
+
+    conn = {k: v for k, v in settings.kafka.client_kwargs(bootstrap).items() if k != "bootstrap_servers"}
+    if settings.group.create_topics:
+        for topic, partitions, configs in group_topics(settings):
+            await create_topics(bootstrap, {topic: partitions}, configs=configs, **conn)
+    v, _ = await _read_latest(bootstrap, settings, pipeline, timeout)
+    if v is not None:
+        eprint(f"streamkm model seed: {settings.group_model_topic!r} already holds version {v.version} of "
+               f"{pipeline!r}; a seed starts a new group (use another kafka.group_id or group.model_topic)")
+        return EXIT_FAILURE
+    consumer = AIOKafkaConsumer(**settings.kafka.client_kwargs(bootstrap), group_id=None, enable_auto_commit=False)
+    await start_client(consumer, timeout)
+    try:
+        stats = TopicPartition(settings.group_stats_topic, 0)
+        ends = await asyncio.wait_for(consumer.end_offsets([stats]), timeout)
+    finally:
+        await stop_quietly(consumer, "seed check stop")
+    if ends.get(stats, 0) > 0:
+        eprint(f"streamkm model seed: {settings.group_stats_topic!r} already holds statistics; a seed starts "
+               "a new group (use another kafka.group_id or group.stats_topic)")
+        return EXIT_FAILURE
+    model.stats_offset_ = -1  # the new group's stats log starts empty: fold it from offset 0
+    state = {"pipeline": pipeline, "stats_offset": -1, "state": model.state_dict(), "config_hash": model.config_hash}
+    producer = AIOKafkaProducer(**settings.kafka.client_kwargs(bootstrap), acks="all",
+                                max_request_size=settings.group.max_message_bytes)
+    await start_client(producer, timeout)
+    try:
+        await producer.send_and_wait(settings.group_model_topic, encode(KIND_SNAPSHOT, state),
+                                     key=snapshot_key(pipeline))
+        v = model.version(published_at=time.time())
+        await producer.send_and_wait(settings.group_model_topic, v.to_bytes(), key=pipeline.encode())
+    finally:
+        await stop_quietly(producer, "seed producer stop")
+    print(f"seeded {settings.group_model_topic!r} with version {v.version} of {pipeline!r} ({v.n_seen:,} points, "
+          f"{v.centers.shape[0]} clusters); partitions resume at {dict(sorted(v.offsets.items()))}")
+    return EXIT_OK
 
 
 def _export(v: Any, out: str, note: str = "") -> int:
@@ -133,6 +202,19 @@ def _cmd(args: argparse.Namespace) -> int:
     if not bootstrap:
         eprint("streamkm model: no broker: pass --bootstrap HOST:PORT or set kafka.bootstrap_servers")
         return EXIT_USAGE
+    if args.model_command == "seed":
+        model = _model_from_snapshot(settings, args, "seed")
+        if isinstance(model, int):
+            return model
+        try:
+            return asyncio.run(_seed(bootstrap, settings, model, args.pipeline, args.timeout))
+        except (LookupError, TimeoutError, OSError) as exc:
+            eprint(f"streamkm model seed: {exc}")
+            return EXIT_FAILURE
+        except Exception as exc:  # aiokafka connection errors
+            eprint(f"streamkm model seed: cannot write {settings.group_model_topic!r} at {bootstrap}: "
+                   f"{type(exc).__name__}: {exc}")
+            return EXIT_FAILURE
     try:
         v, snap = asyncio.run(_read_latest(bootstrap, settings, args.pipeline, args.timeout))
     except (LookupError, TimeoutError, OSError) as exc:

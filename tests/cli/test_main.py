@@ -686,3 +686,28 @@ def test_sigterm_stops_a_one_shot_command_with_a_failure_code():
     marks = [line for line in proc.stdout.splitlines() if line.startswith("@ ")]
     assert marks == ["@ 1 1 0 0"], proc.stdout + proc.stderr
     assert proc.stderr.count("before it finished") == 2 and proc.stderr.count("before it started") == 2
+
+
+def test_a_closed_stdout_is_not_a_traceback():
+    """``streamkm ... | head``: the reader leaves early; the command ends quietly with 0."""
+    import subprocess
+    import sys
+
+    # A command that writes far more than a pipe holds, so that the write fails once head is gone.
+    script = (
+        "import argparse, importlib, sys\n"
+        "m = importlib.import_module('streamkm.cli.main')\n"
+        "def build():\n"
+        "    p = argparse.ArgumentParser()\n"
+        "    p.set_defaults(func=lambda a: [print('x' * 1000) for _ in range(10_000)] and 0)\n"
+        "    return p\n"
+        "m.build_parser = build\n"
+        "sys.exit(m.main())\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.read(1)
+    p.stdout.close()  # what head does after its lines
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

@@ -241,3 +241,58 @@ def test_a_replayed_run_gives_a_report_whose_series_are_its_chunk_log(tmp_path):
                                                 for ln in lines])
     assert s.x_kind == "record_time" and s.record_time_ms == [ln["record_time_ms"] for ln in lines]
     assert s.weights.sum(axis=1)[-1] == pytest.approx(sum(lines[-1]["weights"].values()))
+
+
+@pytest.mark.broker
+def test_a_group_goes_live_from_a_replayed_model(tmp_path, broker, make_topic):
+    """replay -> model seed -> run: the live group starts at the replayed version and folds only
+    the records after the recording, each once."""
+    import time
+
+    from aiokafka import AIOKafkaProducer
+
+    from streamkm.codec import encode_binary
+    from tests.helpers.e2e import load_config, worker_config
+    from tests.helpers.group import Member, latest_version
+
+    topic = make_topic("live", partitions=2)
+    X = _blobs(1600, 4)
+
+    async def produce(rows, start):
+        p = AIOKafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=2)
+        await p.start()
+        try:
+            futs = [await p.send(topic, encode_binary(x[None, :]), partition=(start + i) % 2)
+                    for i, x in enumerate(rows)]
+            await asyncio.gather(*futs)
+        finally:
+            await p.stop()
+
+    asyncio.run(produce(X[:1000], 0))
+    cfg = worker_config(broker, tmp_path / "unused", group=unique_name("g"), vectors_topic=topic, n_clusters=4,
+                        model={"decay": 1.0, "dying_threshold": 0.0}, drift={"enabled": False})
+    cfg["group"] = {"enabled": True, "chunk_rows": 128, "idle_partition_seconds": 2.0}
+    cfg["input"]["dimension"] = 3
+    settings = load_config(cfg, tmp_path / "w.toml")
+    conf = str(tmp_path / "w.toml")
+    assert _cli(tmp_path, "record", "--bootstrap", broker, "--topic", topic, "--out", "t.skmrec").returncode == 0
+    assert _cli(tmp_path, "replay", "t.skmrec", "--config", conf, "--out", "run").returncode == 0
+    replayed = json.loads((tmp_path / "run" / "model.json").read_text())
+    seed = _cli(tmp_path, "model", "seed", "--config", conf, "--snapshot", "run/reducer.snapshot")
+    assert seed.returncode == 0, seed.stderr
+    assert f"version {replayed['model_version']}" in seed.stdout
+    again = _cli(tmp_path, "model", "seed", "--config", conf, "--snapshot", "run/reducer.snapshot")
+    assert again.returncode == 1 and "already holds version" in again.stderr, again.stderr
+    asyncio.run(produce(X[1000:], 1000))
+    member = Member(tmp_path / "w.toml", tmp_path / "m.log")
+    try:
+        deadline = time.monotonic() + 60
+        while (v := asyncio.run(latest_version(broker, settings.group_model_topic))) is None or v.n_seen < 1600:
+            assert time.monotonic() < deadline, (v and v.n_seen, member.tail())
+            time.sleep(1.0)
+        assert member.term() == 0, member.tail()
+    finally:
+        member.kill()
+    assert v.n_seen == 1600 and float(v.weights.sum()) == 1600.0  # decay 1: every record once
+    assert v.version > replayed["model_version"]
+    assert sum(v.offsets.values()) == 1600 and v.counters["gap"] == 0
