@@ -206,22 +206,15 @@ def _cmd(args: argparse.Namespace) -> int:
         model = _model_from_snapshot(settings, args, "seed")
         if isinstance(model, int):
             return model
-        try:
-            return asyncio.run(_seed(bootstrap, settings, model, args.pipeline, args.timeout))
-        except (LookupError, TimeoutError, OSError) as exc:
-            eprint(f"streamkm model seed: {exc}")
-            return EXIT_FAILURE
-        except Exception as exc:  # aiokafka connection errors
-            eprint(f"streamkm model seed: cannot write {settings.group_model_topic!r} at {bootstrap}: "
-                   f"{type(exc).__name__}: {exc}")
-            return EXIT_FAILURE
     try:
+        if args.model_command == "seed":
+            return asyncio.run(_seed(bootstrap, settings, model, args.pipeline, args.timeout))
         v, snap = asyncio.run(_read_latest(bootstrap, settings, args.pipeline, args.timeout))
     except (LookupError, TimeoutError, OSError) as exc:
-        eprint(f"streamkm model: {exc}")
+        eprint(f"streamkm model {args.model_command}: {exc}")
         return EXIT_FAILURE
     except Exception as exc:  # aiokafka connection errors
-        eprint(f"streamkm model: cannot read {settings.group_model_topic!r} from {bootstrap}: "
+        eprint(f"streamkm model {args.model_command}: cannot use {settings.group_model_topic!r} at {bootstrap}: "
                f"{type(exc).__name__}: {exc}")
         return EXIT_FAILURE
     if args.model_command == "snapshot":

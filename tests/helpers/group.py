@@ -35,14 +35,18 @@ def make_stream(n_valid: int, n_bad: int, seed: int = 0):
     return records, {f"v{i}".encode(): int(lab) for i, lab in enumerate(labels)}
 
 
-async def trickle(bootstrap: str, topic: str, records, seconds: float) -> None:
+async def trickle(bootstrap: str, topic: str, records, seconds: float, *, slices: int = 40,
+                  partitions: int | None = None) -> None:
+    """Send *records* ((key, value) pairs) in *slices* over about *seconds*; with *partitions*,
+    record i goes to partition i mod partitions (otherwise the key decides)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     try:
-        slices = 40
         step = -(-len(records) // slices)
         for i in range(0, len(records), step):
-            futs = [await producer.send(topic, value=v, key=k) for k, v in records[i:i + step]]
+            futs = [await producer.send(topic, value=v, key=k,
+                                        partition=None if partitions is None else (i + j) % partitions)
+                    for j, (k, v) in enumerate(records[i:i + step])]
             await asyncio.gather(*futs)
             await asyncio.sleep(seconds / slices)
     finally:

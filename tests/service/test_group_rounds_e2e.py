@@ -20,28 +20,11 @@ import pytest
 
 from streamkm.group.export import load_model
 from tests.helpers.e2e import load_config, unique_name, worker_config
-from tests.helpers.group import Member, latest_version, make_stream
+from tests.helpers.group import Member, latest_version, make_stream, trickle
 
 pytestmark = pytest.mark.broker
 
 K, D, N_VALID, N_BAD, PARTITIONS = 4, 4, 3_000, 30, 3
-
-
-async def _trickle(bootstrap: str, topic: str, records, seconds: float) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        slices = 30
-        step = -(-len(records) // slices)
-        for i in range(0, len(records), step):
-            futs = [await producer.send(topic, value=v, key=k, partition=(i + j) % PARTITIONS)
-                    for j, (k, v) in enumerate(records[i:i + step])]
-            await asyncio.gather(*futs)
-            await asyncio.sleep(seconds / slices)
-    finally:
-        await producer.stop()
 
 
 def test_a_live_group_folding_in_rounds_equals_its_replay(broker, make_topic, tmp_path):
@@ -56,7 +39,7 @@ def test_a_live_group_folding_in_rounds_equals_its_replay(broker, make_topic, tm
     members = [Member(tmp_path / "w.toml", tmp_path / f"m{i}.log") for i in range(2)]
     try:
         time.sleep(4.0)  # the group forms
-        asyncio.run(_trickle(broker, topic, records, seconds=8.0))
+        asyncio.run(trickle(broker, topic, records, seconds=8.0, slices=30, partitions=PARTITIONS))
         deadline = time.monotonic() + 60
         while (v := asyncio.run(latest_version(broker, settings.group_model_topic))) is None \
                 or v.n_seen < N_VALID:
