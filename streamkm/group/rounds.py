@@ -77,7 +77,7 @@ class RoundFold:
         self.on_fold = on_fold
         self._queues: dict[str, deque[tuple[int, ChunkStats, float]]] = {}
         self._tails: dict[str, int] = {}
-        self._expected: set[str] = set()
+        self._expected: set[str] | None = None  # unknown until expect(): no round is folded before
         self.idle: set[str] = set()
         #: Partitions declared idle so far (each declaration once).
         self.n_idle = 0
@@ -87,13 +87,15 @@ class RoundFold:
 
     # ------------------------------------------------------------------ partitions
     def expect(self, keys: Iterable[str]) -> None:
-        """Source partitions (``"topic:partition"``) every round waits for, unless idle."""
+        """Source partitions (``"topic:partition"``) every round waits for, unless idle. No round
+        is folded before the first call (:meth:`drain` aside)."""
         self._expected = set(keys)
 
     def end(self, key: str) -> list[Offered]:
         """Partition *key* has ended (offline replay): rounds stop waiting for it once its queued
         chunks are folded, as a live reducer stops once it is idle; returns what that folds."""
-        self._expected.discard(key)
+        if self._expected is not None:
+            self._expected.discard(key)
         out = self._fold_ready()
         self._sync_offset()
         return out
@@ -113,7 +115,7 @@ class RoundFold:
         return sum(len(q) for q in self._queues.values())
 
     def _active(self) -> set[str]:
-        return (self._expected | {k for k, q in self._queues.items() if q}) - self.idle
+        return ((self._expected or set()) | {k for k, q in self._queues.items() if q}) - self.idle
 
     # ------------------------------------------------------------------ input
     def offer(self, msg: ChunkStats | None, offset: int, *, now: float = 0.0, reason: str = "") -> list[Offered]:
@@ -175,6 +177,8 @@ class RoundFold:
     # ------------------------------------------------------------------ rounds
     def _fold_ready(self) -> list[Offered]:
         out: list[Offered] = []
+        if self._expected is None:  # which partitions a round needs is not known yet
+            return out
         while True:
             active = self._active()
             if not active or any(not self._queues.get(k) for k in active):

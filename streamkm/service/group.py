@@ -282,7 +282,6 @@ class _Reducer:
         self._n_replayed = 0
         #: group.ordering = "rounds": the queue of stats waiting for their round.
         self.rounds: RoundFold | None = None
-        self._partitions_at = 0.0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"streamkm-reducer-{self.pipeline}")
@@ -360,7 +359,7 @@ class _Reducer:
             dirty = False
             while not self._stop.is_set():
                 if self.rounds is not None:
-                    await self._expect_partitions(consumer)
+                    self._expect_partitions()
                 # The next offset to read: in rounds mode stats_offset_ stays before queued messages.
                 nxt = (model.stats_offset_ if self.rounds is None else self.rounds.read_to) + 1
                 try:
@@ -403,22 +402,17 @@ class _Reducer:
             if self._consumer is not None:
                 await stop_quietly(self._consumer, "reducer consumer stop")
 
-    async def _expect_partitions(self, consumer: Any) -> None:
-        """Rounds wait for every partition of the input topic (metadata refreshed every 30 s)."""
+    def _expect_partitions(self) -> None:
+        """Rounds wait for every partition of the input topic: the member's group consumer is
+        subscribed to it, so its metadata (kept fresh by aiokafka) knows them all, also the
+        ones no member has been assigned yet or nobody writes to."""
         assert self.rounds is not None
-        now = time.monotonic()
-        if now - self._partitions_at < 30.0:
-            return
-        self._partitions_at = now
         topic = self.w.settings.kafka.vectors_topic
         assert topic is not None  # GroupWorker requires it
-        try:
-            await asyncio.wait_for(consumer.topics(), 10)  # refreshes the cached metadata
-        except (KafkaError, TimeoutError) as exc:
-            log.debug("reducer of %s: metadata refresh failed (%s)", self.pipeline, exc)
-            return
-        parts = consumer.partitions_for_topic(topic) or set()
-        self.rounds.expect(partition_key(topic, p) for p in parts)
+        group_consumer = self.w._consumer
+        parts = None if group_consumer is None else group_consumer.partitions_for_topic(topic)
+        if parts:
+            self.rounds.expect(partition_key(topic, p) for p in parts)
 
     def _tick(self) -> list[tuple[int, Any, Any]]:
         assert self.rounds is not None

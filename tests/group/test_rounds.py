@@ -168,3 +168,15 @@ def test_ending_a_partition_lets_the_rounds_go_on_without_it():
     rf.offer(chunks[0][0], 0)
     assert rf.end(f"{TOPIC}:1") and g.version_ == 1
     assert list(itertools.chain(rf.offer(chunks[0][1], 1)))[-1].status == "accepted"
+
+
+def test_no_round_is_folded_before_the_partitions_are_known():
+    chunks = _chunks(n_parts=2)
+    g = GroupModel(pipeline=PIPE, model_kwargs=KW)
+    rf = RoundFold(g)
+    assert [o.status for o in rf.offer(chunks[0][0], 0)] == ["queued"]
+    assert g.version_ == 0 and rf.tick(1e9) == ([], [])
+    rf.expect(_keys(2))
+    got = rf.offer(chunks[1][0], 1)
+    assert [(o.status, o.msg.partition) for o in got if o.status == "accepted"] == [("accepted", 0),
+                                                                                 ("accepted", 1)]
