@@ -201,8 +201,11 @@ def _replay(settings: Any, source: Any, description: str, out: Path, args: argpa
         except ValueError as exc:  # a truncated or inconsistent recording
             eprint(f"\nstreamkm replay: {exc}")
             return EXIT_USAGE
-        except OSError as exc:  # the metrics port is taken
-            eprint(f"\nstreamkm replay: cannot serve /metrics: {exc.strerror or exc}")
+        except _MetricsPortError as exc:  # the metrics port is taken
+            eprint(f"\nstreamkm replay: cannot serve /metrics: {exc}")
+            return EXIT_USAGE
+        except OSError as exc:  # the source became unreadable while it was replayed
+            eprint(f"\nstreamkm replay: cannot read {description}: {exc.strerror or exc}")
             return EXIT_USAGE
         finally:
             bar.close()
@@ -225,6 +228,10 @@ def _replay(settings: Any, source: Any, description: str, out: Path, args: argpa
            + ("" if doc["initialized"] else " (not initialized: too few valid rows)")
            + f"; wrote {out}")
     return EXIT_FAILURE if summary.stopped else EXIT_OK
+
+
+class _MetricsPortError(Exception):
+    """``--speed``: the metrics server could not bind."""
 
 
 class _Paced:
@@ -270,7 +277,10 @@ class _Paced:
             stop, _ = stop_on_signals()
             health = HealthServer(self.metrics, host=self.settings.metrics.host, port=self.port,
                                   **self.settings.metrics.server_kwargs())
-            await health.start()
+            try:
+                await health.start()
+            except OSError as exc:
+                raise _MetricsPortError(f"{self.settings.metrics.host}:{self.port}: {exc.strerror or exc}") from None
             eprint(f"serving /metrics on {health.url} while replaying at {self.speed:g}x record time")
             self.replay.pipeline.init_metrics(self.metrics)
             self.metrics.set_ready(True)

@@ -607,9 +607,12 @@ class GroupSettings(_Section):
         "in stats-log order (smaller messages, assignment work spread over the members, a model that depends on "
         "timing). See docs/replay.md.")
     idle_partition_seconds: float = Field(
-        default=10.0, gt=0.0, description="Rounds ordering: a partition with no chunk while another's has waited "
-        "this long is idle, and rounds go on without it until it sends again; members cut partial chunks after "
-        "half of it without records (both depend on timing; counted in streamkm_group_idle_partitions_total).")
+        default=30.0, gt=0.0, description="Rounds ordering: a partition with no chunk while another's has waited "
+        "this long is idle, and rounds go on without it until it sends again; members cut a partition's partial "
+        "chunk after half of it without records (both depend on timing; counted in "
+        "streamkm_group_idle_partitions_total and streamkm_group_partial_chunks_total). Keep it well above "
+        "kafka.session_timeout_ms (a crashed member's partitions wait that long for a new owner) and above "
+        "the time a partition takes to fill a chunk.")
     max_in_flight: int = Field(
         default=32, ge=1, description="S: statistics messages a worker may have sent and not yet seen folded; "
         "then it waits for the model (bounds staleness).")

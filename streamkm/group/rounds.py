@@ -191,6 +191,14 @@ class RoundFold:
         for key in keys:
             offset, msg, _ = self._queues[key].popleft()
             outcome = self.model.apply(msg)
+            if outcome.status != "accepted":
+                # Refused by the model itself (its validation): what was queued behind it no longer
+                # follows on; drop it, so that the partition's sender realigns to the model.
+                self._tails[key] = self.model.offsets_.get(key, msg.first_offset)
+                for later_offset, later, _ in self._queues.pop(key, deque()):
+                    self.model.count("gap")
+                    out.append(Offered(later_offset, later, FoldOutcome("gap", expected=self._tails[key],
+                                                                        version=self.model.version_), "gap"))
             done = Offered(offset, msg, outcome, outcome.status)
             if self.on_fold is not None:
                 self.on_fold(done)

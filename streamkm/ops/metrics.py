@@ -241,6 +241,10 @@ class Metrics:
             "streamkm_group_idle_partitions",
             "group.ordering = rounds: partitions declared idle (no chunk for group.idle_partition_seconds while "
             "others waited); from then on the model depends on timing.", ("pipeline",))
+        self.group_partial_chunks = counter(
+            "streamkm_group_partial_chunks",
+            "group.ordering = rounds: partial chunks this member cut after half of group.idle_partition_seconds "
+            "without records (mid-stream, a replay cuts there only if the recording ends there).", ("pipeline",))
         self.group_versions_published = counter(
             "streamkm_group_versions_published", "Model versions this member published as the reducer.",
             ("pipeline",))

@@ -248,6 +248,16 @@ class ChunkedPipeline:
         self._absorb(res, flush=True)
         return res
 
+    def flush_partition(self, topic: str, partition: int) -> BatchResult:
+        """Cut one partition's remaining rows, with their outputs (a core with per-partition
+        queues, :class:`streamkm.group.GroupChunker`; TypeError for a local model)."""
+        cut = getattr(self.core, "cut_partial", None)
+        if cut is None:
+            raise TypeError(f"{type(self.core).__name__} has one queue for all partitions")
+        res = BatchResult()
+        cut(topic, partition, res, self._make_outputs if self.emit_outputs else None)
+        return res
+
     def _absorb(self, res: BatchResult, *, flush: bool = False) -> None:
         self.core.absorb(res, self._make_outputs if self.emit_outputs else None, flush=flush)
 

@@ -194,6 +194,8 @@ class RoundReplay:
                 self.summary.outcomes[o.status] = self.summary.outcomes.get(o.status, 0) + 1
 
     def _on_fold(self, o: Any) -> None:
+        # The version the pipeline reports (the model gauges of a paced replay) follows the fold.
+        self.chunker.version = self.model.version()
         if o.status == "accepted":
             self._fold(o.msg, o.outcome, self._feeds[o.msg.partition])
 

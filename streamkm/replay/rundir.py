@@ -66,6 +66,9 @@ def write_run(out: Path, model: GroupModel, summary: ReplaySummary, *, source: s
     v = model.version()
     if v.is_initialized:
         export_version(v, out / FILES["model"])
+    else:  # --force over an earlier run: no final model must not leave that run's
+        for suffix in (".npz", ".json"):
+            (out / (FILES["model"] + suffix)).unlink(missing_ok=True)
     state = {"pipeline": pipeline, "stats_offset": model.stats_offset_, "state": model.state_dict(),
              "config_hash": model.config_hash}
     atomic_write(out / FILES["snapshot"], encode(KIND_SNAPSHOT, state))

@@ -104,7 +104,7 @@ def _read_run_json(path: Path) -> dict[str, Any]:
     if doc.get("version") != 1:
         raise RunDirError(f"{where}: unsupported version {doc.get('version')!r} (this streamkm reads version 1)")
     _count(doc, "n_clusters", where, minimum=1)
-    _count(doc, "n_features", where, minimum=1)
+    _count(doc, "n_features", where, minimum=0)  # 0: the run saw no valid row
     for key in ("records", "valid_rows", "chunks", "final_version"):
         _count(doc, key, where)
     for key in ("pipeline", "source", "config_hash"):

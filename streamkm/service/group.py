@@ -435,8 +435,8 @@ class _Reducer:
                 continue
             if o.msg is None:
                 out.append((o.offset, None, o.outcome.reason))
-            else:
-                out.append((o.offset, o.outcome, (o.msg, 0)))
+            else:  # rows, not a summary against a version: no staleness to observe
+                out.append((o.offset, o.outcome, (o.msg, None)))
         return out
 
     def _fold(self, model: GroupModel, recs: list[Any]) -> list[tuple[int, Any, Any]]:
@@ -483,7 +483,7 @@ class _Reducer:
             msg, staleness = info
             m.group_stats_messages.labels(pipeline=name, reason=outcome.status).inc()
             if outcome.status == "accepted":
-                if msg.base_version:
+                if msg.base_version and staleness is not None:
                     m.group_staleness_versions.labels(pipeline=name).observe(staleness)
             elif outcome.status in ("gap", "invalid"):
                 log.error("stats %s from %s for %s [%d, %d): expected offset %s%s", outcome.status, msg.member or "?",
@@ -584,7 +584,6 @@ class GroupWorker:
         self.flush_linger = float(flush_linger_seconds)
         #: group.ordering = "rounds": chunks carry rows, partial chunks wait for idleness.
         self._rounds = settings.group.ordering == "rounds"
-        self._last_records = time.monotonic()
         self.stats_topic = settings.group_stats_topic
         self.model_topic = settings.group_model_topic
         self.group_id = settings.kafka.group_id
@@ -604,6 +603,10 @@ class GroupWorker:
         self._syncing: dict[TopicPartition, tuple[int | None, float]] = {}
         self._pos: dict[TopicPartition, int] = {}
         self._in_flight: list[_InFlight] = []
+        #: Rounds: partitions paused because their budget of unfolded chunks is used up.
+        self._throttled: set[TopicPartition] = set()
+        #: Rounds: when each partition last brought records (partial chunks wait for idleness).
+        self._records_at: dict[TopicPartition, float] = {}
         self._transitions: list[tuple[str, Any, int]] = []
         self._version_seen: dict[str, int] = {}
         self._lock = asyncio.Lock()
@@ -782,16 +785,27 @@ class GroupWorker:
         if self._stopped:
             return
         self._stopping.set()
+        deadline = self.settings.worker.shutdown_deadline_seconds
+        locked = False
         try:
-            async with self._lock:
+            # A rebalance callback holds the lock while it commits or hands a reducer over; a
+            # shutdown waits for it only so long, then stops the clients under it.
+            try:
+                locked = bool(await asyncio.wait_for(self._lock.acquire(), 0.25 * deadline))
+            except TimeoutError:
+                log.warning("shutdown: a rebalance still holds the worker after %.0fs; stopping without "
+                            "the handover (the next reducer refolds from the previous snapshot)", 0.25 * deadline)
+            if locked:
                 # The handover (last version and snapshot) gets part of the shutdown deadline; if it
                 # cannot finish, the next reducer refolds from the previous snapshot instead.
-                handover = min(15.0, 0.4 * self.settings.worker.shutdown_deadline_seconds)
+                handover = min(15.0, 0.4 * deadline)
                 for r in list(self._reducers.values()):
                     await r.stop(timeout=handover)
                 self._reducers.clear()
                 await self._commit(force=True, timeout=3.0)  # lag tooling only: never hold up a shutdown
         finally:
+            if locked:
+                self._lock.release()
             if self._consumer is not None:  # no rebalance callback may start a reducer after this
                 await stop_quietly(self._consumer, "consumer stop")
                 self._consumer = None
@@ -824,7 +838,11 @@ class GroupWorker:
                 self._pos.pop(tp, None)
                 self.metrics.remove_partition(tp.topic, tp.partition)
             self._in_flight = [f for f in self._in_flight if f.tp not in revoked]
-            await self._commit(force=True)  # the model's offsets of the revoked partitions, for lag tooling
+            self._throttled -= revoked
+            for tp in revoked:
+                self._records_at.pop(tp, None)
+            # The model's offsets of the revoked partitions, for lag tooling (never hold a rebalance up).
+            await self._commit(force=True, timeout=3.0)
             self._assigned -= revoked
         if revoked:
             log.info("partitions revoked: %s", sorted(f"{tp.topic}:{tp.partition}" for tp in revoked),
@@ -931,15 +949,20 @@ class GroupWorker:
                 and v.centers.shape[1] != self.settings.input.dimension:
             raise GroupConfigError(f"the model on {self.model_topic!r} has dimension {v.centers.shape[1]}, "
                                    f"input.dimension is {self.settings.input.dimension}")
+        # Rounds: a chunk is decided once the reducer has read it (accepted into its queue, or
+        # refused) and the queue's tail says where the partition goes on; it stays in flight
+        # (and counts against the partition's budget) until it is folded.
+        decided = v.read_to if self._rounds else v.stats_offset
         newest_done: dict[TopicPartition, _InFlight] = {}
         for f in self._in_flight:
-            if f.stats_offset <= v.stats_offset:
+            if f.stats_offset <= decided:
                 newest_done[f.tp] = f
         self._in_flight = [f for f in self._in_flight if f.stats_offset > v.stats_offset]
         for tp, f in newest_done.items():
             if tp not in self._assigned or tp in self._syncing:
                 continue
-            model_next = v.offsets.get(partition_key(tp.topic, tp.partition))
+            key = partition_key(tp.topic, tp.partition)
+            model_next = v.queued.get(key, v.offsets.get(key)) if self._rounds else v.offsets.get(key)
             sent_to = self.chunker.start_of(tp.topic, tp.partition)
             # Folded as sent, the model ends where this worker's newest folded chunk ends. If not,
             # that chunk (and so every later one) was dropped: realign now, not after the window drains.
@@ -1022,8 +1045,13 @@ class GroupWorker:
             self._apply_version()
             async with self._lock:  # rebalance callbacks change what is syncing
                 await self._sync()
-            # Rounds: a chunk of every held partition must be able to reach the reducer's queue.
-            if len(self._in_flight) >= (S * max(1, len(self._assigned)) if self._rounds else S):
+            # Rounds: each partition has its own budget of S unfolded chunks, so a partition far
+            # ahead waits for the round while the one the round waits for goes on.
+            if self._rounds:
+                blocked = self._throttle(S)
+            else:
+                blocked = len(self._in_flight) >= S
+            if blocked:
                 self.follower.changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.follower.changed.wait(), 0.5)
@@ -1039,18 +1067,30 @@ class GroupWorker:
                     if self._pending_since is None:
                         self._pending_since = time.monotonic()
                     if self._rounds:
-                        # Each partial chunk is a boundary that depends on timing: cut them only when
-                        # no record has come for half of group.idle_partition_seconds, so that they
-                        # reach the reducer before it gives up on the partition (docs/replay.md).
-                        if time.monotonic() - self._last_records >= self.settings.group.idle_partition_seconds / 2 \
-                                and self._caught_up():
-                            await self._flush()
+                        await self._cut_idle_partials()
                     # A partial chunk waits for more records only while its partitions have more.
                     elif time.monotonic() - self._pending_since >= self.flush_linger and (
                             not batch or self._caught_up()):
                         await self._flush()
                 await self._commit()
             self.metrics.set_ready(self.is_ready())
+
+    def _throttle(self, budget: int) -> bool:
+        """Pause the partitions with *budget* unfolded chunks in flight, resume the others; True
+        if every started partition is paused (then the loop waits for a version)."""
+        per: dict[TopicPartition, int] = {}
+        for f in self._in_flight:
+            per[f.tp] = per.get(f.tp, 0) + 1
+        started = [tp for tp in self._assigned if tp in self._pos and tp not in self._syncing]
+        for tp in started:
+            if per.get(tp, 0) >= budget:
+                if tp not in self._throttled:
+                    self._consumer.pause(tp)
+                    self._throttled.add(tp)
+            elif tp in self._throttled:
+                self._consumer.resume(tp)
+                self._throttled.discard(tp)
+        return bool(started) and all(tp in self._throttled for tp in started)
 
     async def _process(self, batch: Mapping[Any, list[Any]]) -> None:
         recs_all: list[Any] = []
@@ -1070,7 +1110,9 @@ class GroupWorker:
             recs_all.append((tp, recs))
         if not recs_all:
             return
-        self._last_records = time.monotonic()
+        now = time.monotonic()
+        for tp, _ in recs_all:
+            self._records_at[tp] = now
         pipe = self.pipelines["vectors"]
         res = BatchResult()
         for tp, recs in recs_all:
@@ -1096,6 +1138,31 @@ class GroupWorker:
             if hw is None or pos < hw:
                 return False
         return True
+
+    async def _cut_idle_partials(self) -> None:
+        """Rounds: each partial chunk is a boundary that depends on timing, so a partition's is cut
+        only when it has brought no record for half of group.idle_partition_seconds and is read to
+        its high watermark: it then reaches the reducer before the reducer gives up on the
+        partition (docs/replay.md). Counted: mid-stream, a replay cuts there only if it ends there."""
+        now = time.monotonic()
+        wait = self.settings.group.idle_partition_seconds / 2
+        pipe = self.pipelines["vectors"]
+        assert isinstance(pipe, VectorPipeline)
+        res = BatchResult()
+        for tp in sorted(self._assigned, key=lambda t: (t.topic, t.partition)):
+            pos = self._pos.get(tp)
+            if pos is None or tp in self._syncing or not self.chunker.unsent(tp.topic, tp.partition):
+                continue
+            hw = self._consumer.highwater(tp)
+            if hw is None or pos < hw or now - self._records_at.get(tp, 0.0) < wait:
+                continue
+            cut = pipe.flush_partition(tp.topic, tp.partition)
+            if cut.stats:
+                self.metrics.group_partial_chunks.labels(pipeline="vectors").inc(len(cut.stats))
+                log.debug("%s:%d: partial chunk cut after %.0fs without records", tp.topic, tp.partition, wait)
+            res.merge(cut)
+        if res.stats:
+            await self._send(res)
 
     async def _flush(self) -> None:
         res = self.pipelines["vectors"].flush()

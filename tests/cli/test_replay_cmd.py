@@ -296,3 +296,14 @@ def test_a_group_goes_live_from_a_replayed_model(tmp_path, broker, make_topic):
     assert v.n_seen == 1600 and float(v.weights.sum()) == 1600.0  # decay 1: every record once
     assert v.version > replayed["model_version"]
     assert sum(v.offsets.values()) == 1600 and v.counters["gap"] == 0
+
+
+def test_a_run_without_a_valid_row_still_reports(tmp_path):
+    pytest.importorskip("matplotlib", reason="needs the 'report' extra (matplotlib)")
+    (tmp_path / "bad.jsonl").write_text('{"x": [1, "a"]}\nnot json\n')
+    out = _cli(tmp_path, "replay", "bad.jsonl", "--config", _config(tmp_path), "--out", "run")
+    assert out.returncode == 0 and "0 valid rows, 2 dead letters" in out.stderr, out.stderr
+    doc = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert doc["initialized"] is False and "model" not in doc["files"] and doc["n_features"] == 0
+    rep = _cli(tmp_path, "report", "run")
+    assert rep.returncode == 0 and "no final model" in rep.stderr, rep.stderr

@@ -180,3 +180,23 @@ def test_no_round_is_folded_before_the_partitions_are_known():
     got = rf.offer(chunks[1][0], 1)
     assert [(o.status, o.msg.partition) for o in got if o.status == "accepted"] == [("accepted", 0),
                                                                                  ("accepted", 1)]
+
+
+def test_a_chunk_the_model_refuses_at_fold_time_drops_what_was_queued_behind_it():
+    """Queued before the model knew its width, a chunk of another width is refused when its
+    round comes; the partition's later chunks no longer follow on and are dropped (the sender
+    realigns to the model's offset), while the other partitions go on."""
+    rng = np.random.default_rng(1)
+    g = GroupModel(pipeline=PIPE, model_kwargs=KW)
+    rf = RoundFold(g)
+    rf.expect(_keys(2))
+    good = [raw_stats(i * 40, blobs(rng, CENTERS, 40), part=0) for i in range(3)]
+    wide = [raw_stats(i * 40, rng.normal(size=(40, 3)), part=1) for i in range(2)]
+    rf.offer(wide[0], 0)
+    rf.offer(wide[1], 1)
+    got = rf.offer(good[0], 2) + rf.offer(good[1], 3)
+    statuses = [(o.msg.partition, o.status) for o in got if o.status != "queued"]
+    assert (0, "accepted") in statuses and (1, "invalid") in statuses and (1, "gap") in statuses
+    assert rf.queued == 1  # p0's second chunk waits for p1, which must send again from offset 0
+    assert [o.status for o in rf.offer(raw_stats(0, blobs(rng, CENTERS, 40), part=1), 4)
+            if o.msg.partition == 1] == ["queued", "accepted"]

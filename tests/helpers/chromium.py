@@ -194,9 +194,11 @@ def load_page(path: Path, *, width: int = 1200, height: int = 2000, timeout: flo
         try:
             proc.wait(timeout=10 if closed else 0)  # not closed: a timeout or an error, kill it now
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # its own group: the browser and its helpers
-            proc.wait(timeout=10)
+            pass
+        # Always its own group (the browser's helpers outlive a closed browser for a moment).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
         for fd in (cmd_w, evt_r):
             os.close(fd)
         log.close()

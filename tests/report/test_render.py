@@ -179,5 +179,5 @@ def test_a_browser_that_does_not_answer_in_time_is_killed(tmp_path):
     with pytest.raises(ChromiumTimeout) as info:
         load_page(tmp_path / "p.html", timeout=0.01)
     assert info.value.pid > 0
-    with pytest.raises(ProcessLookupError):  # killed by its pid's process group, and reaped
-        os.kill(info.value.pid, 0)
+    with pytest.raises(ProcessLookupError):  # its whole process group is gone, not only the browser
+        os.killpg(info.value.pid, 0)

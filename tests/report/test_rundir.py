@@ -46,7 +46,7 @@ def _edit_run(run_dir, **changes) -> None:
     ("run.json not JSON", r"run\.json: not valid JSON"),
     ("run.json other format", r"run\.json: not a 'streamkm.run' document \(format 'streamkm.worker'\)"),
     ("run.json version 2", r"run\.json: unsupported version 2"),
-    ("run.json n_features", r"run\.json: 'n_features' must be an integer >= 1, got 0"),
+    ("run.json n_features", r"run\.json: 'n_features' must be an integer >= 0, got -1"),
     ("run.json files escape", r"run\.json: files\.reservoir must be a name inside the RUN_DIR"),
     ("no chunks.jsonl", r"chunks\.jsonl: not found"),
     ("corrupted line", r"chunks\.jsonl:7: not valid JSON"),
@@ -73,7 +73,7 @@ def test_a_bad_run_dir_is_an_error_naming_the_file(run_dir, case, expected):
     elif case == "run.json version 2":
         _edit_run(run_dir, version=2)
     elif case == "run.json n_features":
-        _edit_run(run_dir, n_features=0)
+        _edit_run(run_dir, n_features=-1)
     elif case == "run.json files escape":
         _edit_run(run_dir, files={"reservoir": "../elsewhere.npy"})
     elif case == "no chunks.jsonl":

@@ -141,3 +141,36 @@ def test_a_member_started_before_its_broker_retries_until_it_answers(tmp_path, c
     assert worker.version is not None and worker.version.n_seen == N
     retries = [r for r in caplog.records if "broker unreachable or failing" in r.getMessage()]
     assert len(retries) >= 2 and "retrying in" in retries[0].getMessage()
+
+
+def test_rounds_pause_only_the_partitions_that_used_their_budget():
+    """A partition far ahead waits for its round; the one the round waits for is never held up."""
+    from aiokafka import TopicPartition
+
+    from streamkm.config import load_settings
+    from streamkm.service.group import GroupWorker, _InFlight
+
+    s = load_settings(env={"STREAMKM_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9", "STREAMKM_GROUP__ENABLED": "true",
+                           "STREAMKM_INPUT__DIMENSION": "2"})
+    w = GroupWorker(s)
+
+    class Consumer:
+        def __init__(self):
+            self.paused: set = set()
+
+        def pause(self, tp):
+            self.paused.add(tp)
+
+        def resume(self, tp):
+            self.paused.discard(tp)
+
+    w._consumer = Consumer()
+    p0, p1 = TopicPartition("in", 0), TopicPartition("in", 1)
+    w._assigned = {p0, p1}
+    w._pos = {p0: 0, p1: 0}
+    w._in_flight = [_InFlight(i, p0, 10 * (i + 1)) for i in range(3)]
+    assert w._throttle(3) is False and w._consumer.paused == {p0}
+    w._in_flight += [_InFlight(10 + i, p1, 10 * (i + 1)) for i in range(3)]
+    assert w._throttle(3) is True and w._consumer.paused == {p0, p1}
+    w._in_flight = w._in_flight[3:]  # p0's chunks were folded
+    assert w._throttle(3) is False and w._consumer.paused == {p1}
