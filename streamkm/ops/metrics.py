@@ -254,7 +254,8 @@ class Metrics:
             ("pipeline",))
         self.group_staleness_versions = Histogram(
             "streamkm_group_staleness_versions",
-            "Versions between the one a chunk was summarised against and the one it was folded into.",
+            "Versions between the one a chunk was summarised against and the one it was folded into (0 with "
+            "group.ordering = rounds: rows are assigned by the fold itself).",
             labelnames=("pipeline",), buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128), registry=r)
         self.group_version_delay = Histogram(
             "streamkm_group_version_delay_seconds",

@@ -435,8 +435,8 @@ class _Reducer:
                 continue
             if o.msg is None:
                 out.append((o.offset, None, o.outcome.reason))
-            else:  # rows, not a summary against a version: no staleness to observe
-                out.append((o.offset, o.outcome, (o.msg, None)))
+            else:  # rows are assigned by the fold itself, against the version they go into: staleness 0
+                out.append((o.offset, o.outcome, (o.msg, 0)))
         return out
 
     def _fold(self, model: GroupModel, recs: list[Any]) -> list[tuple[int, Any, Any]]:
