@@ -110,7 +110,7 @@ def _cmd(args: argparse.Namespace) -> int:
     settings = load_settings_or_exit(args.config)
     if not settings.input.vectors_enabled:
         eprint("streamkm replay: replay runs the vectors pipeline; input.vectors_enabled is false "
-               "(the sequence pipeline is not on the group model yet)")
+               "(replaying the sequence pipeline is not built yet)")
         return EXIT_USAGE
     out = Path(args.out)
     if out.exists() and not out.is_dir():

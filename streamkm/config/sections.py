@@ -583,7 +583,7 @@ class GroupSettings(_Section):
 
     enabled: bool = Field(
         default=False, description="Run the group model: workers send chunk statistics, the member assigned the "
-        "stats partition folds them and publishes versions (vectors pipeline; see docs/operations.md).")
+        "stats partition folds them and publishes versions (vectors and sequence pipelines; see docs/operations.md).")
     stats_topic: str | None = Field(
         default=None, description="Statistics topic, one partition per pipeline; unset: '<kafka.group_id>.stats'.")
     model_topic: str | None = Field(

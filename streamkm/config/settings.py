@@ -128,12 +128,9 @@ class Settings(BaseSettings):
             if t is not None and t in topics:
                 raise ValueError(f"{name}: must differ from the input topics, got {t!r}")
         if self.group.enabled:
-            if self.input.dimension is None:
+            if self.input.dimension is None and self.input.vectors_enabled:
                 raise ValueError("input.dimension: required when group.enabled is true (every member must agree "
                                  "on it before the first record; a record of another width is dead-lettered)")
-            if self.sequence.enabled:
-                raise ValueError("group.enabled: the sequence pipeline does not run on the group model yet; "
-                                 "set sequence.enabled = false (or group.enabled = false)")
             group_topics = {"group.stats_topic": self.group_stats_topic, "group.model_topic": self.group_model_topic}
             if len(set(group_topics.values())) < 2:
                 raise ValueError("group.model_topic: must differ from group.stats_topic")

@@ -16,7 +16,8 @@ to ``result.stats``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +101,10 @@ class GroupChunker:
         self.member = member
         self.raw = bool(raw)
         self.version: ModelVersion | None = None
+        #: ``resume(topic, partition) -> {"offset", "windows"}``: set by a pipeline whose rows
+        #: come from per-partition state (the sequence pipeline's windows); every chunk then
+        #: says where that state stands (:attr:`ChunkStats.resume`).
+        self.resume: Callable[[str, int], dict[str, Any]] | None = None
         self._queues: dict[tuple[str, int], _Queue] = {}
         self._topic = ""
         self._d: int | None = None
@@ -108,6 +113,20 @@ class GroupChunker:
     def reset(self, topic: str, partition: int, offset: int) -> None:
         """Start *partition* afresh at *offset* (assignment, or realignment to the model)."""
         self._queues[(topic, partition)] = _Queue(start=int(offset), consumed=int(offset))
+
+    def restore(self, topic: str, partition: int, start: int, resume: Mapping[str, Any]) -> None:
+        """Start *partition* where a chunk ending at *start* left it: the rows it carried
+        (:attr:`ChunkStats.resume`) are queued, and records are read from ``resume["offset"]``."""
+        carry = resume["carry"]
+        X = np.asarray(carry["X"], dtype=np.float32)
+        q = _Queue(start=int(start), consumed=int(resume["offset"]))
+        if X.shape[0]:
+            q.X = [X]
+            q.meta = [{name: np.asarray(col) for name, col in carry["meta"].items()}]
+            q.keys = [None if k is None else str(k).encode("utf-8", "surrogateescape") for k in carry["keys"]]
+            q.n = int(X.shape[0])
+            self._d = int(X.shape[1])
+        self._queues[(topic, partition)] = q
 
     def forget(self, topic: str, partition: int) -> None:
         """Drop a revoked partition's queue."""
@@ -203,6 +222,12 @@ class GroupChunker:
         keys = q.keys[:n]
         mc = {name: col[:n] for name, col in meta.items()}
         stats, labels, sq = self._summarise(topic, partition, q.start, end, Xc)
+        if self.resume is not None:
+            r = self.resume(topic, partition)
+            carry = {"X": np.ascontiguousarray(X[n:]), "meta": {name: col[n:] for name, col in meta.items()},
+                     "keys": [None if k is None else k.decode("utf-8", "surrogateescape") for k in q.keys[n:]]}
+            stats = dataclasses.replace(stats, resume={"offset": max(int(r["offset"]), end),
+                                                       "windows": r["windows"], "carry": carry})
         result.stats.append(stats)
         if make_outputs is not None and n:
             v = self.version

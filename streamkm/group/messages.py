@@ -18,7 +18,9 @@ from numpy.typing import NDArray
 
 from streamkm.group.wire import WireError, decode, encode
 
-__all__ = ["ChunkStats", "ModelVersion", "KIND_STATS", "KIND_VERSION", "KIND_SNAPSHOT", "snapshot_state",
+__all__ = ["ChunkStats", "ModelVersion", "KIND_STATS", "KIND_VERSION", "KIND_SNAPSHOT", "KIND_RESUME", "KIND_IDLE",
+           "snapshot_state", "IdleMarker", "read_stats_log",
+           "resume_message", "resume_state",
            "partition_key", "parse_partition_key"]
 
 T = TypeVar("T")
@@ -26,6 +28,8 @@ T = TypeVar("T")
 KIND_STATS = "chunk_stats"
 KIND_VERSION = "model_version"
 KIND_SNAPSHOT = "reducer_snapshot"
+KIND_RESUME = "partition_resume"
+KIND_IDLE = "idle_partitions"
 
 
 def partition_key(topic: str, partition: int) -> str:
@@ -68,6 +72,76 @@ def snapshot_state(data: bytes | None, pipeline: str) -> dict[str, Any] | WireEr
     return _from_bytes(data, KIND_SNAPSHOT, "reducer snapshot", build)
 
 
+@dataclass(frozen=True, slots=True)
+class IdleMarker:
+    """A reducer's decision, written to the stats log, that rounds go on without *keys*.
+
+    The decision depends on time; writing it to the log and acting on it only when it is
+    read back in log order makes it part of the input, so a reducer taking over (and any
+    offline fold of the log) makes exactly the same rounds.
+    """
+
+    pipeline: str
+    keys: tuple[str, ...]
+    #: Per key, where the partition's next chunk had to start when the decision was made (-1:
+    #: none seen): a partition that sent a chunk since then stays active.
+    tails: tuple[int, ...] = ()
+    member: str = ""
+
+    def to_bytes(self) -> bytes:
+        return encode(KIND_IDLE, {"pipeline": self.pipeline, "keys": list(self.keys), "tails": list(self.tails),
+                                  "member": self.member})
+
+
+def read_stats_log(data: bytes | None) -> ChunkStats | IdleMarker | WireError:
+    """One stats-log message: chunk statistics or an idle marker; every failure a :class:`WireError`."""
+    got = decode(data)
+    if isinstance(got, WireError):
+        return got
+    kind, state = got
+    if kind == KIND_IDLE:
+        keys, tails = state.get("keys"), state.get("tails")
+        if not isinstance(state.get("pipeline"), str) or not isinstance(keys, list) \
+                or not all(isinstance(k, str) for k in keys) or not isinstance(tails, list) \
+                or len(tails) != len(keys) or not all(type(t) is int for t in tails):
+            return WireError("invalid idle marker: needs a pipeline, partition keys and one tail per key")
+        try:
+            for k in keys:
+                parse_partition_key(k)
+        except ValueError as exc:
+            return WireError(f"invalid idle marker: {exc}")
+        return IdleMarker(state["pipeline"], tuple(keys), tuple(tails), str(state.get("member", "")))
+    if kind != KIND_STATS:
+        return WireError(f"expected a {KIND_STATS!r} message, got {kind!r}")
+    try:
+        return ChunkStats.from_state(state)
+    except (ValueError, TypeError) as exc:
+        return WireError(f"invalid chunk statistics: {exc}")
+
+
+def resume_message(msg: ChunkStats) -> bytes:
+    """The model-topic message saying where *msg*'s partition stands after it (its ``resume``)."""
+    assert msg.resume is not None
+    return encode(KIND_RESUME, {"pipeline": msg.pipeline, "key": msg.key, "end_offset": msg.end_offset,
+                                "resume": msg.resume})
+
+
+def resume_state(data: bytes | None, pipeline: str) -> dict[str, Any] | WireError:
+    """``{"pipeline", "key", "end_offset", "resume"}`` of :func:`resume_message` bytes (validated
+    as :attr:`ChunkStats.resume`); every failure a :class:`WireError`."""
+
+    def build(s: dict[str, Any]) -> dict[str, Any]:
+        if s.get("pipeline") != pipeline or not isinstance(s.get("key"), str):
+            raise ValueError(f"not a {pipeline!r} partition resume (pipeline {s.get('pipeline')!r})")
+        end = _int(s, "end_offset", minimum=0)
+        s["resume"] = _resume(s.get("resume"), end)
+        if s["resume"] is None:
+            raise ValueError("no resume")
+        return s
+
+    return _from_bytes(data, KIND_RESUME, "partition resume", build)
+
+
 def _int(state: dict[str, Any], name: str, *, minimum: int | None = None) -> int:
     v = state.get(name)
     if isinstance(v, bool) or not isinstance(v, int):
@@ -91,6 +165,24 @@ def _arr(state: dict[str, Any], name: str, ndim: int, kind: str) -> NDArray[Any]
     if v.dtype.kind == "f" and not np.isfinite(v).all():
         raise ValueError(f"{name} holds non-finite values")
     return v
+
+
+def _resume(r: Any, end: int) -> dict[str, Any] | None:
+    """Validate a chunk's ``resume`` tree (the windower state itself is checked on restore)."""
+    if r is None:
+        return None
+    if not isinstance(r, dict) or type(r.get("offset")) is not int or not isinstance(r.get("windows"), dict) \
+            or not isinstance(r.get("carry"), dict):
+        raise ValueError("resume must hold an integer offset, windows and carry")
+    if r["offset"] < end:
+        raise ValueError(f"resume offset {r['offset']} is before the chunk's end {end}")
+    carry = r["carry"]
+    X, keys, meta = carry.get("X"), carry.get("keys"), carry.get("meta")
+    if not isinstance(X, np.ndarray) or X.ndim != 2 or X.dtype.kind != "f" or not isinstance(keys, list) \
+            or not isinstance(meta, dict) or len(keys) != X.shape[0] \
+            or any(not isinstance(c, np.ndarray) or c.shape[:1] != X.shape[:1] for c in meta.values()):
+        raise ValueError("resume carry must hold rows X (m, d), m keys and meta columns of m values")
+    return r
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +219,10 @@ class ChunkStats:
     sample: NDArray[np.float32]
     rows: NDArray[np.float32]
     member: str = ""
+    #: Sequence pipeline: where the partition's open windows stand after this chunk
+    #: (``offset``: next record to read, ``windows``: the windower state, ``carry``: window rows
+    #: of records in ``[end_offset, offset)``, which open the next chunk); None otherwise.
+    resume: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -173,7 +269,8 @@ class ChunkStats:
         return cls(pipeline=_str(s, "pipeline"), topic=_str(s, "topic"),
                    partition=_int(s, "partition", minimum=0), first_offset=first, end_offset=end,
                    base_version=base, n_records=_int(s, "n_records", minimum=0), ids=ids, counts=counts,
-                   sums=sums, sq_dist_sums=ssd, sample=sample, rows=rows, member=str(s.get("member", "")))
+                   sums=sums, sq_dist_sums=ssd, sample=sample, rows=rows, member=str(s.get("member", "")),
+                   resume=_resume(s.get("resume"), end))
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> ChunkStats | WireError:

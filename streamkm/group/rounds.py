@@ -16,23 +16,30 @@ none is reproduced exactly by a replay. Without ``idle_seconds`` (replay) rounds
 at the end of the input, :meth:`RoundFold.drain` folds what is left in rounds over the
 partitions that still have chunks.
 
-**Recovery.** The queue is not part of the reducer's snapshot. Instead the model's
-``stats_offset_`` is kept *safe*: every stats message before it has been folded or refused.
-A new reducer re-reads the log from there, and the acceptance rule drops what was already
-folded, so the queue is rebuilt as it was.
+**Idle markers.** A live reducer does not act on an idle declaration when it makes it: it
+writes an :class:`~streamkm.group.messages.IdleMarker` to the stats log and declares the
+partitions idle when it reads the marker back (:meth:`RoundFold.mark_idle`), in log order. The
+time-dependent decision is then part of the log, so a reducer taking over, or any offline
+fold of the log, forms exactly the same rounds.
+
+**Recovery.** The model's ``stats_offset_`` is kept *safe*: every stats message before it has
+been folded or refused. A new reducer re-reads the log from there. The reducer's snapshot
+also holds the queue's metadata (:meth:`RoundFold.state_dict`: how far it had read, the log
+offsets of the queued messages, the idle set), so the re-read re-queues exactly those and
+skips what was already counted.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from streamkm.group.fold import FoldOutcome
-from streamkm.group.messages import ChunkStats, parse_partition_key
+from streamkm.group.messages import ChunkStats, IdleMarker, WireError, parse_partition_key, read_stats_log
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Mapping
 
     from streamkm.group.fold import GroupModel
 
@@ -84,6 +91,8 @@ class RoundFold:
         #: Rounds folded so far.
         self.n_rounds = 0
         self._read_to = model.stats_offset_
+        #: Restored from a snapshot: log offsets (<= read_to) of the messages that were queued.
+        self._requeue: set[int] = set()
 
     # ------------------------------------------------------------------ partitions
     def expect(self, keys: Iterable[str]) -> None:
@@ -117,12 +126,62 @@ class RoundFold:
     def _active(self) -> set[str]:
         return ((self._expected or set()) | {k for k, q in self._queues.items() if q}) - self.idle
 
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """The queue's metadata for the reducer's snapshot (the messages themselves stay in the log)."""
+        return {"read_to": self._read_to, "queued": sorted(o for q in self._queues.values() for o, _, _ in q),
+                "idle": sorted(self.idle, key=_order), "n_idle": self.n_idle, "n_rounds": self.n_rounds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` over a fold restored from the same snapshot: re-reading the
+        log from ``model.stats_offset_ + 1`` then re-queues the queued messages and skips the rest
+        up to ``read_to`` (already counted). ValueError if inconsistent (nothing changes then)."""
+        read_to, queued, idle = state.get("read_to"), state.get("queued"), state.get("idle")
+        if type(read_to) is not int or not isinstance(queued, list) or not all(type(o) is int for o in queued) \
+                or not isinstance(idle, list) or not all(isinstance(k, str) for k in idle):
+            raise ValueError("rounds state needs read_to, queued offsets and idle partitions")
+        if read_to < self.model.stats_offset_ or any(not self.model.stats_offset_ < o <= read_to for o in queued):
+            raise ValueError(f"rounds state (read to {read_to}, queued {queued[:3]}...) does not fit the fold's "
+                             f"stats offset {self.model.stats_offset_}")
+        if self.queued:
+            raise ValueError("restore before offering any message")
+        self._read_to = read_to
+        self._requeue = set(queued)
+        self.idle = set(idle)
+        self.n_idle = int(state.get("n_idle", 0))
+        self.n_rounds = int(state.get("n_rounds", 0))
+
+    def wants(self, offset: int) -> bool:
+        """Whether the message at log *offset* is still to be offered (it is after what was
+        read, or a queued message of a restored snapshot)."""
+        return offset > self._read_to or offset in self._requeue
+
     # ------------------------------------------------------------------ input
+    def offer_bytes(self, value: bytes | None, offset: int, *, now: float = 0.0) -> list[Offered]:
+        """:meth:`offer` or :meth:`mark_idle` for the raw stats-log message at *offset*."""
+        got = read_stats_log(value)
+        if isinstance(got, IdleMarker):
+            return self.mark_idle(dict(zip(got.keys, got.tails, strict=True)), offset)[0]
+        if isinstance(got, WireError):
+            return self.offer(None, offset, now=now, reason=str(got))
+        return self.offer(got, offset, now=now)
+
     def offer(self, msg: ChunkStats | None, offset: int, *, now: float = 0.0, reason: str = "") -> list[Offered]:
         """Take the stats message at log *offset* (None: undecodable, *reason* says why).
 
         Returns what became of it and of every message a round folded as a result (in fold order).
+        After :meth:`load_state_dict`, offer only what :meth:`wants`.
         """
+        if offset in self._requeue:  # queued when the snapshot was taken: queue it again, uncounted
+            self._requeue.discard(offset)
+            if msg is not None:
+                key = msg.key
+                self._queues.setdefault(key, deque()).append((offset, msg, now))
+                self._tails[key] = int(msg.end_offset)
+                again = [Offered(offset, msg, None, "queued"), *self._fold_ready()]
+                self._sync_offset()
+                return again
+            return []
         if offset <= self._read_to:
             raise ValueError(f"stats offset {offset} is not after {self._read_to} (log order)")
         self._read_to = int(offset)
@@ -149,17 +208,46 @@ class RoundFold:
         self._sync_offset()
         return out
 
-    def tick(self, now: float) -> tuple[list[Offered], list[str]]:
-        """Declare idle the partitions a chunk has waited for longer than ``idle_seconds``, and
-        fold the rounds that completes; returns (folded, partitions declared idle)."""
+    def due_idle(self, now: float) -> dict[str, int]:
+        """The partitions a queued chunk has waited for longer than ``idle_seconds`` (not yet
+        declared idle), each with its tail (-1: none): what a live reducer writes in an
+        :class:`IdleMarker`."""
         if self.idle_seconds is None:
-            return [], []
+            return {}
         heads = [q[0][2] for q in self._queues.values() if q]
         if not heads or now - min(heads) < self.idle_seconds:
-            return [], []
-        missing = sorted((k for k in self._active() if not self._queues.get(k)), key=_order)
+            return {}
+        return {k: self._tail(k) for k in sorted((k for k in self._active() if not self._queues.get(k)), key=_order)}
+
+    def _tail(self, key: str) -> int:
+        t = self._tails.get(key, self.model.offsets_.get(key))
+        return -1 if t is None else int(t)
+
+    def tick(self, now: float) -> tuple[list[Offered], list[str]]:
+        """Declare idle at once the partitions :meth:`due_idle` names, and fold the rounds that
+        completes; returns (folded, partitions declared idle). (A live reducer writes a marker
+        instead and calls :meth:`mark_idle` when it reads it back.)"""
+        missing = list(self.due_idle(now))
         if not missing:
             return [], []
+        return self._declare(missing)
+
+    def mark_idle(self, tails: Mapping[str, int], offset: int | None = None) -> tuple[list[Offered], list[str]]:
+        """An idle marker read at log *offset*: declare idle those partitions of *tails* that
+        still have nothing queued and no chunk accepted since the decision (their tail unchanged;
+        one that sent meanwhile stays active), and fold what that completes; returns (folded,
+        partitions declared idle)."""
+        if offset is not None:
+            if offset <= self._read_to:
+                raise ValueError(f"stats offset {offset} is not after {self._read_to} (log order)")
+            self._read_to = int(offset)
+        missing = sorted((k for k, t in tails.items()
+                          if not self._queues.get(k) and k not in self.idle and self._tail(k) == t), key=_order)
+        out, declared = self._declare(missing) if missing else ([], [])
+        self._sync_offset()
+        return out, declared
+
+    def _declare(self, missing: list[str]) -> tuple[list[Offered], list[str]]:
         self.idle.update(missing)
         self.n_idle += len(missing)
         out = self._fold_ready()

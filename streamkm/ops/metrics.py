@@ -245,6 +245,11 @@ class Metrics:
             "streamkm_group_partial_chunks",
             "group.ordering = rounds: partial chunks this member cut after half of group.idle_partition_seconds "
             "without records (mid-stream, a replay cuts there only if the recording ends there).", ("pipeline",))
+        self.group_window_restores = counter(
+            "streamkm_group_window_restores",
+            "Sequence pipeline on the group model: partitions started with the open windows their previous "
+            "owner left (outcome=restored), or without them because that state was missing or unusable "
+            "(outcome=lost: those windows' events are not in the model).", ("pipeline", "outcome"))
         self.group_versions_published = counter(
             "streamkm_group_versions_published", "Model versions this member published as the reducer.",
             ("pipeline",))
@@ -375,6 +380,9 @@ class Metrics:
                        self.group_snapshot_failures, self.group_in_flight, self.group_version_age):
             series.labels(pipeline=pipeline)
         self.group_reducer.labels(pipeline=pipeline).set(0)
+        if pipeline == "sequence":
+            for outcome in ("restored", "lost"):
+                self.group_window_restores.labels(pipeline=pipeline, outcome=outcome)
 
     def observe_model(self, pipeline: str, stats: ModelStats, *, baseline: bool = False) -> None:
         """Update the model gauges and counters from a :class:`ModelStats` snapshot.

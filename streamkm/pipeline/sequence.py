@@ -55,6 +55,11 @@ class SequencePipeline(ChunkedPipeline):
         As ``LSTMEncoder.embed``; the daemon passes ``sequence.pooling`` (default "mean").
     normalize : bool
     max_record_bytes : int
+    core : streamkm.group.chunker.GroupChunker, optional
+        The group model's chunker instead of a local model. Each source partition then
+        has its own windows (they move with the partition: :meth:`resume_state`,
+        :meth:`restore_partition`), and every window embedding carries the partition and
+        the offset of the record that made it ready, so a chunk ends at a record boundary.
 
     Notes
     -----
@@ -73,7 +78,7 @@ class SequencePipeline(ChunkedPipeline):
                  topic: str = "", n_features: int | None = None, pooling: str = "last", normalize: bool = True,
                  max_record_bytes: int = 8 * 2**20, batch_rows: int = SEQUENCE_BATCH_ROWS,
                  drift_kwargs: dict[str, Any] | None = None, reseed_on_drift: bool = True,
-                 emit_outputs: bool = True, output_format: str = "json"):
+                 emit_outputs: bool = True, output_format: str = "json", core: Any = None):
         if pooling not in ("last", "mean"):
             raise ValueError(f"pooling must be 'last' or 'mean', got {pooling!r}")
         n_features = encoder.input_size if n_features is None else int(n_features)
@@ -91,12 +96,24 @@ class SequencePipeline(ChunkedPipeline):
         self.output_format = check_output_format(output_format)
         self.windower_kwargs = dict(windower_kwargs)
         self.windower = EventWindower(n_features, **self.windower_kwargs)
-        self.core = ChunkedModel(model_kwargs=model_kwargs, batch_rows=batch_rows, drift_kwargs=drift_kwargs,
-                                 reseed_on_drift=reseed_on_drift, meta_columns=_META)
+        #: Group model: the windows of each source partition, and the next offset each has read.
+        self.per_partition = core is not None
+        self.windowers: dict[int, EventWindower] = {}
+        self._read_to: dict[int, int] = {}
+        self._counts = {"n_emitted": 0, "n_late_dropped": 0}
+        self._evicted: dict[str, int] = {}
+        if core is not None:
+            self.core = core
+            core.resume = self.resume_state
+        else:
+            self.core = ChunkedModel(model_kwargs=model_kwargs, batch_rows=batch_rows, drift_kwargs=drift_kwargs,
+                                     reseed_on_drift=reseed_on_drift, meta_columns=_META)
         self.n_events_ = 0
 
     def process(self, records: Sequence[RecordLike]) -> BatchResult:
         """Decode events, window them, embed ready windows, absorb full chunks."""
+        if self.per_partition:
+            return self._process_partitions(records)
         res = BatchResult(n_records=len(records))
         if not records:
             return res
@@ -117,15 +134,86 @@ class SequencePipeline(ChunkedPipeline):
         self._absorb(res)
         return res
 
-    def _enqueue_windows(self, wb: WindowBatch, res: BatchResult) -> None:
+    def _enqueue_windows(self, wb: WindowBatch, res: BatchResult,
+                         extra: Mapping[str, NDArray[Any]] | None = None) -> None:
         t0 = time.perf_counter()
         E = self.encoder.embed(wb.X, wb.lengths, pooling=self.pooling, normalize=self.normalize)
         res.embed_seconds += time.perf_counter() - t0
         res.n_windows += len(wb.keys)
         meta = {"length": np.asarray(wb.lengths, dtype=np.int64),
-                "window_end_ts": np.asarray(wb.end_ts, dtype=np.float64)}
+                "window_end_ts": np.asarray(wb.end_ts, dtype=np.float64), **(extra or {})}
         keys: list[bytes | None] = [str(k).encode() for k in wb.keys]
         self.core.enqueue(np.asarray(E, dtype=np.float32), meta, keys)
+
+    # ---------------------------------------------------------------- group model: windows per partition
+    def _process_partitions(self, records: Sequence[RecordLike]) -> BatchResult:
+        """Each run of one partition's records goes through that partition's windows; every
+        window is queued with the partition and the offset of the record that made it ready."""
+        res = BatchResult(n_records=len(records))
+        if not records:
+            return res
+        parts = np.fromiter((r.partition for r in records), dtype=np.int64, count=len(records))
+        cuts = np.flatnonzero(np.r_[True, parts[1:] != parts[:-1], True]).tolist()
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            self._process_partition(int(parts[a]), records[a:b], res)
+        self._absorb(res)
+        return res
+
+    def _process_partition(self, partition: int, records: Sequence[RecordLike], res: BatchResult) -> None:
+        batch = decode_events([r.value for r in records], fmt="json", dim=self.n_features,
+                              max_record_bytes=self.max_record_bytes)
+        if len(batch.keys):
+            drop_overflowing(batch)
+        res.dead_letters.extend(DeadLetter(records[i], err) for i, err in batch.errors)
+        n = len(batch.keys)
+        if n:
+            ri = batch.record_index
+            res.n_valid_records += int(1 + np.count_nonzero(ri[1:] != ri[:-1]))
+            res.n_rows += n
+            self.n_events_ += n
+            w = self._windower(partition)
+            before = (w.n_emitted_, w.n_late_dropped_, dict(w.n_evicted_))
+            wb = w.add(batch.keys, batch.ts, batch.X)
+            # Counters of this member (monotonic: a windower moves away with its partition).
+            self._counts["n_emitted"] += w.n_emitted_ - before[0]
+            self._counts["n_late_dropped"] += w.n_late_dropped_ - before[1]
+            for k, c in w.n_evicted_.items():
+                self._evicted[k] = self._evicted.get(k, 0) + int(c) - int(before[2].get(k, 0))
+            if wb is not None and len(wb.keys):
+                assert wb.trigger is not None
+                offs = np.fromiter((r.offset for r in records), dtype=np.int64, count=len(records))
+                # An eviction at the batch's end is triggered by "event n": its last record.
+                rec = ri[np.minimum(wb.trigger, n - 1)]
+                self._enqueue_windows(wb, res, {"partition": np.full(len(wb.keys), partition, dtype=np.int64),
+                                                "offset": offs[rec]})
+        self._read_to[partition] = int(records[-1].offset) + 1
+
+    def _windower(self, partition: int) -> EventWindower:
+        w = self.windowers.get(partition)
+        if w is None:
+            w = self.windowers[partition] = EventWindower(self.n_features, **self.windower_kwargs)
+        return w
+
+    def resume_state(self, topic: str, partition: int) -> dict[str, Any]:
+        """Where *partition*'s windows are: ``{"offset": next offset read, "windows": state}``
+        (the chunker attaches it to every chunk it cuts, with the rows queued after the cut)."""
+        w = self._windower(partition)
+        return {"offset": self._read_to.get(partition, -1), "windows": w.state_dict()}
+
+    def restore_partition(self, partition: int, windows: Mapping[str, Any] | None, *, read_to: int) -> None:
+        """Start *partition* at offset *read_to* with the open windows of :meth:`resume_state`
+        (None: none open). ValueError if the state is from other window settings (nothing
+        changes then)."""
+        w = EventWindower(self.n_features, **self.windower_kwargs)
+        if windows is not None:
+            w.load_state_dict(windows)
+        self.windowers[partition] = w
+        self._read_to[partition] = int(read_to)
+
+    def forget_partition(self, partition: int) -> None:
+        """Drop a revoked partition's windows (its next owner restores them from the model)."""
+        self.windowers.pop(partition, None)
+        self._read_to.pop(partition, None)
 
     def _make_outputs(self, meta: Mapping[str, NDArray[Any]], keys: Sequence[bytes | None],
                       labels: NDArray[np.int64], min_sq: NDArray[np.float64], version: int) -> list[OutputRecord]:
@@ -139,6 +227,13 @@ class SequencePipeline(ChunkedPipeline):
     def observe(self, metrics: Metrics, *, baseline: bool = False) -> None:
         """Publish the model's and the windows' statistics."""
         metrics.observe_model(self.name, model_stats(self.model), baseline=baseline)
+        if self.per_partition:  # gauges: the windows held now; counters: this member's
+            ws = list(self.windowers.values())
+            metrics.observe_windows(self.name, WindowStats(
+                n_open_keys=sum(int(w.n_open_keys) for w in ws),
+                n_open_events=sum(int(w.n_open_events) for w in ws), n_emitted=self._counts["n_emitted"],
+                n_late_dropped=self._counts["n_late_dropped"], n_evicted=dict(self._evicted)), baseline=baseline)
+            return
         w = self.windower
         metrics.observe_windows(self.name, WindowStats(
             n_open_keys=int(w.n_open_keys), n_open_events=int(w.n_open_events), n_emitted=int(w.n_emitted_),

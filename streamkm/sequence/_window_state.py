@@ -79,8 +79,9 @@ class Collector:
                             np.asarray(end_ts, dtype=np.float64).reshape(-1)))
 
     def build(self, n_features: int) -> tuple[list[str], NDArray[np.float32], NDArray[np.int64],
-                                              NDArray[np.float64]] | None:
-        """(keys, X (B, T, F) zero-padded, lengths (B,), end_ts (B,)) in trigger order, or None if empty."""
+                                              NDArray[np.float64], NDArray[np.int64]] | None:
+        """(keys, X (B, T, F) zero-padded, lengths (B,), end_ts (B,), trigger (B,)) in trigger order,
+        or None if empty."""
         if not self.blocks:
             return None
         sizes = [b[2].shape[0] for b in self.blocks]
@@ -97,13 +98,16 @@ class Collector:
             pos += m
         trigger = np.concatenate([b[0] for b in self.blocks])
         end_ts = np.concatenate([b[3] for b in self.blocks])
-        order = np.argsort(trigger, kind="stable")  # ties: creation order
+        # Ties (sessions the watermark closes at one event) by key, then creation: an order that
+        # does not depend on how the events were split into add() calls.
+        order = np.lexsort((np.arange(B), np.asarray(keys, dtype=str), trigger))
         if not np.array_equal(order, np.arange(B)):
             X = X[order]
             lengths = lengths[order]
             end_ts = end_ts[order]
+            trigger = trigger[order]
             keys = [keys[i] for i in order.tolist()]
-        return keys, X, lengths, end_ts
+        return keys, X, lengths, end_ts, trigger
 
 
 def as_count(name: str, value: Any, *, minimum: int = 1) -> int:

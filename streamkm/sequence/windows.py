@@ -54,12 +54,18 @@ class WindowBatch:
         Number of events in each window (>= 1).
     end_ts : ndarray of shape (B,), float64
         Largest timestamp in each window.
+    trigger : ndarray of shape (B,), int64, optional
+        Index, within the :meth:`EventWindower.add` call, of the event that made each
+        window ready (``n``, the batch size, for windows closed at the batch's end by an
+        eviction; None for :meth:`EventWindower.flush`). Non-decreasing. The group model
+        maps it to the source record, so a chunk of windows ends at a record boundary.
     """
 
     keys: list[str]
     X: np.ndarray
     lengths: np.ndarray
     end_ts: np.ndarray
+    trigger: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -269,12 +275,13 @@ class EventWindower:
                                                              self._max_events)
         return KeyState(cap, self._F)
 
-    def _finish(self, out: Collector) -> WindowBatch | None:
+    def _finish(self, out: Collector, *, triggers: bool = True) -> WindowBatch | None:
         built = out.build(self._F)
         if built is None:
             return None
-        keys, X, lengths, end_ts = built
-        batch = WindowBatch(keys=keys, X=X, lengths=lengths, end_ts=end_ts)
+        keys, X, lengths, end_ts, trigger = built
+        batch = WindowBatch(keys=keys, X=X, lengths=lengths, end_ts=end_ts,
+                            trigger=trigger if triggers else None)
         self.n_emitted_ += len(batch)
         return batch
 
@@ -453,7 +460,7 @@ class EventWindower:
             if st.n > st.seen:
                 self._emit_buffer(key, st, i, out)
         self._keys.clear()
-        return self._finish(out)
+        return self._finish(out, triggers=False)
 
     # ------------------------------------------------------------ state
     def _config(self) -> dict[str, Any]:

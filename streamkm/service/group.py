@@ -38,7 +38,15 @@ from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 from streamkm.cluster import TRANSITIONS
 from streamkm.group import OUTCOMES, ChunkStats, GroupModel, ModelVersion, WireError, partition_key
 from streamkm.group.chunker import GroupChunker
-from streamkm.group.messages import KIND_SNAPSHOT, KIND_VERSION, snapshot_state
+from streamkm.group.messages import (
+    KIND_SNAPSHOT,
+    KIND_VERSION,
+    IdleMarker,
+    read_stats_log,
+    resume_message,
+    resume_state,
+    snapshot_state,
+)
 from streamkm.group.rounds import RoundFold
 from streamkm.group.wire import decode, encode
 from streamkm.kafka.client import start_client, stop_quietly
@@ -46,6 +54,7 @@ from streamkm.kafka.embedded import create_topics
 from streamkm.kafka.tls import explain_connection_error
 from streamkm.ops.metrics import Metrics
 from streamkm.pipeline import BatchResult, Pipeline
+from streamkm.pipeline.sequence import SequencePipeline
 from streamkm.pipeline.vectors import VectorPipeline
 from streamkm.service.accounting import account
 from streamkm.service.delivery import DeliveryAborted, OutboundRecord, deliver, outbound_records
@@ -55,34 +64,69 @@ from streamkm.service.rebalance import RebalanceListener
 if TYPE_CHECKING:
     from streamkm.config import Settings
 
-__all__ = ["GROUP_PIPELINES", "GroupConfigError", "GroupWorker", "ModelFollower", "config_hash", "group_topics",
-           "group_vector_pipeline",
-           "load_snapshot", "new_group_model", "snapshot_key"]
+__all__ = ["GROUP_PIPELINES", "GroupConfigError", "GroupWorker", "ModelFollower", "config_hash",
+           "enabled_pipelines", "group_sequence_pipeline", "group_topics", "group_vector_pipeline", "input_topic",
+           "load_snapshot", "new_group_model", "resume_key", "snapshot_key"]
 
 log = logging.getLogger("streamkm.group")
 
 _POLL_MS = 200
 
 
-#: The pipelines that run on the group model, one stats partition each (in this order).
-GROUP_PIPELINES = ("vectors",)
+#: The pipelines that run on the group model, one stats partition each: partition i holds
+#: pipeline GROUP_PIPELINES[i] (fixed, so enabling one never moves another's log).
+GROUP_PIPELINES = ("vectors", "sequence")
+
+#: The settings section of each pipeline's input topic.
+_INPUT = {"vectors": "vectors_topic", "sequence": "events_topic"}
 
 
-def config_hash(settings: Settings) -> str:
-    """Short SHA-256 of the settings that determine the fold (model, drift, group identity)."""
-    doc: dict[str, Any] = {"model": settings.model.model_dump(mode="json"),
+def enabled_pipelines(settings: Settings) -> list[str]:
+    """The group pipelines these settings run, in :data:`GROUP_PIPELINES` order."""
+    out = []
+    if settings.input.vectors_enabled and settings.kafka.vectors_topic is not None:
+        out.append("vectors")
+    if settings.sequence.enabled and settings.kafka.events_topic is not None:
+        out.append("sequence")
+    return out
+
+
+def input_topic(settings: Settings, pipeline: str) -> str | None:
+    """The input topic of *pipeline* (None if unset)."""
+    return getattr(settings.kafka, _INPUT[pipeline])
+
+
+def _lstm_hash(settings: Settings) -> str | None:
+    from streamkm.sequence import LSTMEncoder
+
+    path = settings.sequence.lstm_path
+    return None if path is None else LSTMEncoder.load(path).content_hash
+
+
+def config_hash(settings: Settings, pipeline: str = "vectors") -> str:
+    """Short SHA-256 of the settings that determine *pipeline*'s fold (model, drift, group
+    identity; for the sequence pipeline also the windows and the LSTM weights)."""
+    g = settings.group
+    model = settings.model if pipeline == "vectors" else settings.sequence.model
+    doc: dict[str, Any] = {"model": model.model_dump(mode="json"),
                            "drift": settings.drift.model_dump(mode="json"),
-                           "identity_threshold": settings.group.identity_threshold,
-                           "chunk_rows": settings.group.chunk_rows}
-    if settings.group.ordering != "arrival":  # unchanged hashes for configurations made before the option
-        doc["ordering"] = settings.group.ordering
+                           "identity_threshold": g.identity_threshold,
+                           "chunk_rows": g.chunk_rows}
+    if g.ordering != "arrival":  # unchanged hashes for configurations made before the option
+        doc["ordering"] = g.ordering
+    if pipeline == "sequence":
+        seq = settings.sequence
+        doc["sequence"] = {"windows": seq.windower_kwargs(), "pooling": seq.pooling, "normalize": seq.normalize,
+                           "lstm": _lstm_hash(settings)}
+    elif pipeline != "vectors":
+        raise ValueError(f"no group pipeline {pipeline!r} (expected one of {GROUP_PIPELINES})")
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def group_topics(settings: Settings) -> list[tuple[str, int, dict[str, str]]]:
     """``(topic, partitions, topic configs)`` of the topics the group model needs: the stats
-    topic (one partition per pipeline), the compacted model topic, and the events topic if set.
-    Both may carry messages up to ``group.max_message_bytes``."""
+    topic (one partition per pipeline of :data:`GROUP_PIPELINES`), the compacted model topic,
+    and the events topic if set. Both may carry messages up to ``group.max_message_bytes``."""
     size = {"max.message.bytes": str(settings.group.max_message_bytes)}
     out = [(settings.group_stats_topic, len(GROUP_PIPELINES), size),
            (settings.group_model_topic, 1, {**size, "cleanup.policy": "compact"})]
@@ -94,10 +138,11 @@ def group_topics(settings: Settings) -> list[tuple[str, int, dict[str, str]]]:
 def new_group_model(settings: Settings, pipeline: str) -> GroupModel:
     """A fresh fold of *pipeline* as the reducer builds it from *settings*."""
     s = settings
-    return GroupModel(pipeline=pipeline, model_kwargs=s.model.estimator_kwargs(),
+    model = s.model if pipeline == "vectors" else s.sequence.model
+    return GroupModel(pipeline=pipeline, model_kwargs=model.estimator_kwargs(),
                       drift_kwargs=s.drift.monitor_kwargs() if s.drift.enabled else None,
                       reseed_on_drift=s.drift.reseed_on_drift, identity_threshold=s.group.identity_threshold,
-                      config_hash=config_hash(s))
+                      config_hash=config_hash(s, pipeline))
 
 
 def group_vector_pipeline(settings: Settings, *, member: str, topic: str | None = None,
@@ -120,9 +165,55 @@ def group_vector_pipeline(settings: Settings, *, member: str, topic: str | None 
     return chunker, pipe
 
 
+def group_sequence_pipeline(settings: Settings, *, member: str, topic: str | None = None,
+                            emit_outputs: bool | None = None) -> tuple[GroupChunker, SequencePipeline]:
+    """The sequence pipeline on the group model: each source partition has its own windows, and
+    every chunk of window embeddings says where they stand (:attr:`ChunkStats.resume`), so they
+    move with the partition (docs/operations.md, "The sequence pipeline on the group model")."""
+    from streamkm.sequence import LSTMEncoder
+
+    g, seq = settings.group, settings.sequence
+    topic = topic if topic is not None else settings.kafka.events_topic
+    assert topic is not None and seq.lstm_path is not None
+    m = seq.model
+    chunker = GroupChunker(pipeline="sequence", batch_rows=g.chunk_rows, sample_rows=g.sample_rows,
+                           seed=0 if m.seed is None else int(m.seed), member=member,
+                           raw=g.ordering == "rounds")
+    chunker.set_topic(topic)
+    pipe = SequencePipeline(
+        encoder=LSTMEncoder.load(seq.lstm_path), topic=topic, windower_kwargs=seq.windower_kwargs(),
+        model_kwargs=m.estimator_kwargs(), n_features=seq.n_features, pooling=seq.pooling,
+        normalize=seq.normalize, max_record_bytes=settings.input.max_record_bytes, batch_rows=g.chunk_rows,
+        emit_outputs=settings.output.topic is not None if emit_outputs is None else emit_outputs,
+        output_format=settings.output.format, core=chunker)
+    return chunker, pipe
+
+
 def snapshot_key(pipeline: str) -> bytes:
     """Model-topic key of a pipeline's reducer snapshots (versions are keyed by the pipeline)."""
     return f"{pipeline}#snapshot".encode()
+
+
+def resume_key(pipeline: str, key: str) -> bytes:
+    """Model-topic key of where a source partition's per-partition state (the sequence
+    pipeline's open windows) stands after its last accepted chunk."""
+    return f"{pipeline}#resume#{key}".encode()
+
+
+@dataclass(slots=True)
+class _Lane:
+    """One pipeline a member runs on the group model: its input topic, chunker and stats partition."""
+
+    name: str
+    topic: str
+    chunker: GroupChunker
+    pipe: VectorPipeline | SequencePipeline
+    stats_tp: TopicPartition
+
+    @property
+    def windows(self) -> SequencePipeline | None:
+        """The pipeline if its partitions carry state (open windows) that moves with them."""
+        return self.pipe if isinstance(self.pipe, SequencePipeline) else None
 
 
 @dataclass(slots=True)
@@ -162,6 +253,8 @@ class ModelFollower:
         self.topic = topic
         self.latest: dict[str, ModelVersion] = {}
         self.snapshots: dict[str, dict[str, Any]] = {}
+        #: (pipeline, "topic:partition") -> the newest partition resume (bytes, decoded on use).
+        self.resumes: dict[tuple[str, str], bytes] = {}
         self.caught_up = asyncio.Event()
         self.changed = asyncio.Event()
         self.n_invalid = 0
@@ -213,6 +306,30 @@ class ModelFollower:
                 self.caught_up.set()
                 self.changed.set()
 
+    async def read_to_end(self, stop: asyncio.Event, timeout: float) -> bool:
+        """Wait until every model-topic message written before this call has been applied
+        (a reducer started by a rebalance must see its predecessor's handover: the last version
+        and snapshot). False if *stop* is set first, *timeout* passes, or the end is unknown."""
+        try:
+            ends = await asyncio.wait_for(self.consumer.end_offsets(self._tps), 10)
+        except Exception as exc:
+            log.warning("model topic %s: end offsets unavailable (%s: %s)", self.topic, type(exc).__name__, exc)
+            return False
+        deadline = time.monotonic() + timeout
+        while not stop.is_set():
+            # position() moves when getmany() hands records out, and _run applies them before it
+            # next yields, so a position at the end means those messages are applied.
+            behind = False
+            for tp in self._tps:
+                if await self.consumer.position(tp) < ends[tp]:
+                    behind = True
+            if not behind:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return False
+
     def raise_if_failed(self) -> None:
         """The follower stopped on an unexpected error: the member must not go on without it."""
         task = self._task
@@ -228,6 +345,11 @@ class ModelFollower:
 
     def _apply(self, rec: Any) -> None:
         key = rec.key or b""
+        if b"#resume#" in key:  # bytes too: only a member assigned the partition decodes one
+            pipeline, _, part = key.decode("utf-8", "replace").partition("#resume#")
+            self.resumes[(pipeline, part)] = rec.value
+            self.changed.set()
+            return
         if key.endswith(b"#snapshot"):
             # Kept as bytes: only a new reducer decodes one (off the event loop), and only the newest.
             self.snapshots[key[:-len(b"#snapshot")].decode("utf-8", "replace")] = {
@@ -282,6 +404,11 @@ class _Reducer:
         self._n_replayed = 0
         #: group.ordering = "rounds": the queue of stats waiting for their round.
         self.rounds: RoundFold | None = None
+        #: Accepted chunks that say where their partition's state stands (the sequence
+        #: pipeline's windows), newest per partition, published before the next version.
+        self._resumes: dict[str, ChunkStats] = {}
+        #: Rounds: the stats-log offset of the idle marker written and not yet read back.
+        self._marker_at: int | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"streamkm-reducer-{self.pipeline}")
@@ -306,10 +433,11 @@ class _Reducer:
         if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
             raise RuntimeError(f"the reducer of {self.pipeline} failed: {task.exception()}")
 
-    def _restored_model(self, raw: dict[str, Any] | None) -> tuple[GroupModel, bool]:
+    def _restored_model(self, raw: dict[str, Any] | None) -> tuple[GroupModel, bool, dict[str, Any] | None]:
+        """The fold from the newest snapshot (and, rounds ordering, its queue's metadata)."""
         model = self.w.new_group_model(self.pipeline)
         if raw is None:
-            return model, False
+            return model, False, None
         try:
             snap = load_snapshot(raw, self.pipeline)
             assert snap is not None
@@ -317,11 +445,14 @@ class _Reducer:
             if made_with and made_with != model.config_hash:
                 raise ValueError(f"made with other model settings (config hash {made_with})")
             model.load_state_dict(snap["state"])
+            rounds = snap.get("rounds")
+            if rounds is not None and not isinstance(rounds, dict):
+                raise ValueError("its rounds state is not a mapping")
         except ValueError as exc:  # replay the whole log instead (it must reach back to offset 0)
             log.error("reducer of %s: the newest snapshot is unusable (%s); folding the stats log from its start",
                       self.pipeline, exc, extra={"event": "snapshot_unusable", "pipeline": self.pipeline})
-            return self.w.new_group_model(self.pipeline), False
-        return model, True
+            return self.w.new_group_model(self.pipeline), False, None
+        return model, True, rounds
 
     async def _run(self) -> None:
         w = self.w
@@ -336,13 +467,28 @@ class _Reducer:
             stopper.cancel()
             if self._stop.is_set():
                 return
+            # Started by a rebalance, the previous reducer's handover (its last version and
+            # snapshot) was written just before: read it, so what it folded is not counted again.
+            if not await w.follower.read_to_end(self._stop, w.settings.group.sync_timeout_seconds) \
+                    and not self._stop.is_set():
+                log.warning("reducer of %s: the model topic could not be read to its end; starting from what "
+                            "the follower has (a refold may count some statistics again)", self.pipeline)
+            if self._stop.is_set():
+                return
             # Building the fold imports river's detectors, and a snapshot holds the reservoir:
             # neither may stall the event loop (heartbeats, the consume loop).
-            model, from_snapshot = await asyncio.to_thread(self._restored_model,
-                                                           w.follower.snapshots.get(self.pipeline))
+            model, from_snapshot, rounds_state = await asyncio.to_thread(
+                self._restored_model, w.follower.snapshots.get(self.pipeline))
             self.model = model
             if w.settings.group.ordering == "rounds":
                 self.rounds = RoundFold(model, idle_seconds=w.settings.group.idle_partition_seconds)
+                if rounds_state is not None:
+                    try:
+                        self.rounds.load_state_dict(rounds_state)
+                    except ValueError as exc:  # an older snapshot: re-offer everything after its offset
+                        log.warning("reducer of %s: the snapshot's queue state is unusable (%s); re-reading "
+                                    "its queue from the log (some outcomes may be counted again)", self.pipeline,
+                                    exc)
             published = w.follower.latest.get(self.pipeline)
             self._replayed_to = -1 if published is None else published.stats_offset
             kw = w.plain_consumer_kwargs()
@@ -379,10 +525,7 @@ class _Reducer:
                     dirty = True
                     self._account(model, outcomes)
                 if self.rounds is not None:
-                    folded = await asyncio.to_thread(self._tick)
-                    if folded:
-                        dirty = True
-                        self._account(model, folded)
+                    await self._mark_idle()
                     metrics.group_round_queue.labels(pipeline=self.pipeline).set(self.rounds.queued)
                 now = time.monotonic()
                 if dirty and now - self._last_publish >= w.settings.group.publish_interval_seconds:
@@ -407,24 +550,44 @@ class _Reducer:
         subscribed to it, so its metadata (kept fresh by aiokafka) knows them all, also the
         ones no member has been assigned yet or nobody writes to."""
         assert self.rounds is not None
-        topic = self.w.settings.kafka.vectors_topic
-        assert topic is not None  # GroupWorker requires it
+        topic = input_topic(self.w.settings, self.pipeline)
+        assert topic is not None  # GroupWorker runs only the pipelines whose topic is set
         group_consumer = self.w._consumer
         parts = None if group_consumer is None else group_consumer.partitions_for_topic(topic)
         if parts:
             self.rounds.expect(partition_key(topic, p) for p in parts)
 
-    def _tick(self) -> list[tuple[int, Any, Any]]:
+    async def _mark_idle(self) -> None:
+        """Rounds: partitions a queued chunk has waited for too long are declared idle by a
+        marker written to the stats log; they are idle from where it is read back (log order,
+        so a successor and any offline fold of the log make the same rounds). One marker at a
+        time: the next once this one is read."""
         assert self.rounds is not None
-        folded, idle = self.rounds.tick(time.monotonic())
-        if idle:
-            self.w.metrics.group_idle_partitions.labels(pipeline=self.pipeline).inc(len(idle))
-            log.warning("reducer of %s: %s sent no chunk for %.0fs while others waited; rounds go on without "
-                        "%s until %s again (from here a replay may differ, unless the stream ended)",
-                        self.pipeline, ", ".join(idle), self.rounds.idle_seconds, "them" if len(idle) > 1 else "it",
-                        "they send" if len(idle) > 1 else "it sends",
-                        extra={"event": "partitions_idle", "pipeline": self.pipeline, "partitions": idle})
-        return self._outcomes(folded)
+        if self._marker_at is not None and self._marker_at > self.rounds.read_to:
+            return
+        due = self.rounds.due_idle(time.monotonic())
+        if not due:
+            return
+        marker = IdleMarker(self.pipeline, tuple(due), tuple(due.values()), self.w.client_id)
+        try:
+            md = await self.w.producer.send_and_wait(self.tp.topic, marker.to_bytes(), key=self.pipeline.encode(),
+                                                     partition=self.tp.partition)
+        except KafkaError as exc:  # decided again at the next turn
+            log.warning("reducer of %s: idle marker not written (%s)", self.pipeline, exc)
+            return
+        self._marker_at = int(md.offset)
+
+    def _declared_idle(self, offset: int, idle: list[str]) -> None:
+        """An idle marker read back declared *idle* (counted and logged once, not on a refold)."""
+        if not idle or offset <= self._replayed_to:
+            return
+        assert self.rounds is not None
+        self.w.metrics.group_idle_partitions.labels(pipeline=self.pipeline).inc(len(idle))
+        log.warning("reducer of %s: %s sent no chunk for %.0fs while others waited; rounds go on without "
+                    "%s until %s again (from here a replay of the records may differ, unless the stream ended)",
+                    self.pipeline, ", ".join(idle), self.rounds.idle_seconds, "them" if len(idle) > 1 else "it",
+                    "they send" if len(idle) > 1 else "it sends",
+                    extra={"event": "partitions_idle", "pipeline": self.pipeline, "partitions": idle})
 
     @staticmethod
     def _outcomes(offered: list[Any]) -> list[tuple[int, Any, Any]]:
@@ -444,13 +607,20 @@ class _Reducer:
             rounds = self.rounds
             offered: list[Any] = []
             for rec in recs:
-                if rec.offset <= rounds.read_to:
-                    continue  # re-fetched after a seek
-                msg = ChunkStats.from_bytes(rec.value)
-                if isinstance(msg, WireError):
+                if not rounds.wants(rec.offset):
+                    continue  # re-fetched after a seek, or counted before the snapshot
+                msg = read_stats_log(rec.value)
+                if isinstance(msg, IdleMarker):
+                    folded, idle = rounds.mark_idle(dict(zip(msg.keys, msg.tails, strict=True)), rec.offset)
+                    self._declared_idle(rec.offset, idle)
+                    offered += folded
+                elif isinstance(msg, WireError):
                     offered += rounds.offer(None, rec.offset, now=time.monotonic(), reason=str(msg))
                 else:
-                    offered += rounds.offer(msg, rec.offset, now=time.monotonic())
+                    got = rounds.offer(msg, rec.offset, now=time.monotonic())
+                    if got and got[0].status == "queued":
+                        self._note_resume(msg, rec.offset)
+                    offered += got
             return self._outcomes(offered)
         out: list[tuple[int, Any, Any]] = []
         for rec in recs:
@@ -462,8 +632,17 @@ class _Reducer:
                 out.append((rec.offset, None, str(msg)))
                 continue
             staleness = model.version_ - msg.base_version
-            out.append((rec.offset, model.fold(msg, rec.offset), (msg, staleness)))
+            outcome = model.fold(msg, rec.offset)
+            if outcome.status == "accepted":
+                self._note_resume(msg, rec.offset)
+            out.append((rec.offset, outcome, (msg, staleness)))
         return out
+
+    def _note_resume(self, msg: ChunkStats, offset: int) -> None:
+        """An accepted chunk carrying its partition's state: published with the next version
+        (an earlier reducer published those of the chunks it had folded and published)."""
+        if msg.resume is not None and offset > self._replayed_to:
+            self._resumes[msg.key] = msg
 
     def _account(self, model: GroupModel, outcomes: list[tuple[int, Any, Any]]) -> None:
         m = self.w.metrics
@@ -510,37 +689,56 @@ class _Reducer:
                                 "cluster_id": tr.cluster_id, "other_id": tr.other_id})
                 self.w.queue_transition(name, tr, outcome.version)
 
+    async def _send_model(self, value: bytes, key: bytes, what: str) -> bool:
+        """Write one model-topic message, retrying with backoff; False if stopped before it landed
+        (a handover: the next reducer refolds and publishes the same)."""
+        w = self.w
+        backoff = w.settings.worker.retry_backoff_initial_seconds
+        while True:
+            try:
+                await w.producer.send_and_wait(w.model_topic, value, key=key)
+                return True
+            except KafkaError as exc:
+                if self._stop.is_set():
+                    log.warning("reducer of %s: %s not published (%s)", self.pipeline, what, exc)
+                    return False
+                log.warning("reducer of %s: publishing %s failed (%s); retrying in %.1fs", self.pipeline,
+                            what, exc, backoff, extra={"event": "publish_retry"})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), backoff)
+                backoff = min(2 * backoff, w.settings.worker.retry_backoff_max_seconds)
+
     async def _publish(self, model: GroupModel) -> None:
         w = self.w
         v = model.version(published_at=time.time())
         if self.rounds is not None:  # where a newly assigned member resumes: after what was sent
             v = dataclasses.replace(v, queued=self.rounds.tails(), read_to=self.rounds.read_to)
+        # Partition resumes first: a member that sees the version finds the state it names.
+        if self._resumes:
+            pending = list(self._resumes.values())
+            values = await asyncio.to_thread(lambda: [resume_message(m) for m in pending])
+            for msg, value in zip(pending, values, strict=True):
+                if not await self._send_model(value, resume_key(self.pipeline, msg.key),
+                                              f"the resume of {msg.key}"):
+                    return
+                if self._resumes.get(msg.key) is msg:
+                    del self._resumes[msg.key]
         # Events first: a reducer that dies before its version lands has its successor refold and
         # announce them again (at least once); after the version lands, its successor skips them.
         if not await w.flush_transitions(self._stop):
             log.warning("reducer of %s: version %d not published: its cluster events could not be written; "
                         "the next reducer refolds and announces them", self.pipeline, v.version)
             return
-        backoff = w.settings.worker.retry_backoff_initial_seconds
-        while True:
-            try:
-                await w.producer.send_and_wait(w.model_topic, v.to_bytes(), key=self.pipeline.encode())
-                break
-            except KafkaError as exc:
-                if self._stop.is_set():  # a handover: the next reducer refolds and publishes the same
-                    log.warning("reducer of %s: last version %d not published (%s)", self.pipeline, v.version, exc)
-                    return
-                log.warning("reducer of %s: publishing version %d failed (%s); retrying in %.1fs", self.pipeline,
-                            v.version, exc, backoff, extra={"event": "publish_retry"})
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), backoff)
-                backoff = min(2 * backoff, w.settings.worker.retry_backoff_max_seconds)
+        if not await self._send_model(v.to_bytes(), self.pipeline.encode(), f"version {v.version}"):
+            return
         self._published += 1
         self._last_publish = time.monotonic()
         w.metrics.group_versions_published.labels(pipeline=self.pipeline).inc()
         if self._published % w.settings.group.snapshot_every == 0 or self._stop.is_set():
             state = {"pipeline": self.pipeline, "stats_offset": model.stats_offset_, "state": model.state_dict(),
                      "config_hash": model.config_hash}
+            if self.rounds is not None:  # the queue's metadata: a successor re-queues exactly it
+                state["rounds"] = self.rounds.state_dict()
             try:
                 await w.producer.send_and_wait(w.model_topic, encode(KIND_SNAPSHOT, state),
                                                key=snapshot_key(self.pipeline))
@@ -571,8 +769,10 @@ class GroupWorker:
                  fault_hook: FaultHook | None = None, flush_linger_seconds: float = 0.5):
         if not settings.group.enabled:
             raise ValueError("GroupWorker needs group.enabled = true")
-        if not settings.input.vectors_enabled or settings.kafka.vectors_topic is None:
-            raise ValueError("group.enabled: the group model runs the vectors pipeline; enable input.vectors_enabled")
+        names = enabled_pipelines(settings)
+        if not names:
+            raise ValueError("group.enabled: no pipeline to run; enable input.vectors_enabled (with "
+                             "kafka.vectors_topic) or sequence.enabled (with kafka.events_topic)")
         bootstrap = bootstrap_servers or settings.kafka.bootstrap_servers
         if bootstrap is None:
             raise ValueError("no bootstrap servers: set kafka.bootstrap_servers or pass bootstrap_servers")
@@ -589,11 +789,20 @@ class GroupWorker:
         self.group_id = settings.kafka.group_id
         self.client_id = settings.kafka.client_id
         self.timeout = settings.kafka.request_timeout_ms / 1000 + 5
-        self.chunker, pipe = group_vector_pipeline(settings, member=self.client_id)
-        self.pipelines: dict[str, Pipeline] = {pipe.name: pipe}
-        self._by_topic = {pipe.topic: pipe}
-        #: pipeline -> partition of the stats topic (sorted names).
-        self.stats_partition = {name: i for i, name in enumerate(sorted(self.pipelines))}
+        #: pipeline -> partition of the stats topic (fixed: GROUP_PIPELINES order).
+        self.stats_partition = {name: GROUP_PIPELINES.index(name) for name in names}
+        self.lanes: dict[str, _Lane] = {}
+        for name in names:
+            build = group_vector_pipeline if name == "vectors" else group_sequence_pipeline
+            chunker, pipe = build(settings, member=self.client_id)
+            self.lanes[name] = _Lane(name, pipe.topic, chunker, pipe,
+                                     TopicPartition(self.stats_topic, self.stats_partition[name]))
+        if len({lane.topic for lane in self.lanes.values()}) != len(self.lanes):
+            raise ValueError("kafka.vectors_topic and kafka.events_topic must differ on the group model")
+        #: The first pipeline's chunker (``version``; most members run one pipeline).
+        self.chunker = next(iter(self.lanes.values())).chunker
+        self.pipelines: dict[str, Pipeline] = {name: lane.pipe for name, lane in self.lanes.items()}
+        self._lane_of = {lane.topic: lane for lane in self.lanes.values()}
         self.producer: Any = None
         self.follower: ModelFollower = None  # type: ignore[assignment]  # set by _connect
         self._consumer: Any = None
@@ -671,7 +880,8 @@ class GroupWorker:
         if self._started:
             return
         self._started = True
-        await asyncio.to_thread(self.new_group_model, "vectors")  # validates the settings, imports river
+        for name in self.lanes:  # validates the settings, imports river
+            await asyncio.to_thread(self.new_group_model, name)
         for p in self.pipelines.values():
             p.init_metrics(self.metrics)
             self.metrics.init_group(p.name, outcomes=OUTCOMES, transitions=TRANSITIONS)
@@ -764,22 +974,46 @@ class GroupWorker:
         self._follower_consumer = fc
         self.follower = ModelFollower(fc, self.model_topic)
         await self.follower.start()
+        await self._check_stats_partitions(fc)
         with contextlib.suppress(TimeoutError):  # the newest version must fit these settings
             await asyncio.wait_for(self.follower.caught_up.wait(), self.settings.group.sync_timeout_seconds)
-        mine = config_hash(self.settings)
         for name, v in self.follower.latest.items():
+            if name not in self.lanes:
+                continue
+            mine = await asyncio.to_thread(config_hash, self.settings, name)
             if v.config_hash and v.config_hash != mine:
                 raise GroupConfigError(
                     f"{self.model_topic!r} holds a {name} model made with other model settings (config hash "
                     f"{v.config_hash}, these settings {mine}); restore them, or start a new model with another "
                     "kafka.group_id or group.model_topic and group.stats_topic")
         consumer = AIOKafkaConsumer(**kafka.consumer_kwargs(self.bootstrap_servers))
-        consumer.subscribe(sorted([*self._by_topic, self.stats_topic]), listener=RebalanceListener(
+        consumer.subscribe(sorted([*self._lane_of, self.stats_topic]), listener=RebalanceListener(
             self._on_revoked, lambda assigned: self._on_assigned(assigned, consumer)))
         await start_client(consumer, self.timeout)
         self._consumer = consumer
         log.info("connected to %s as group %s (group model: stats %s, model %s)", self.bootstrap_servers,
                  self.group_id, self.stats_topic, self.model_topic, extra={"event": "connected"})
+
+    async def _check_stats_partitions(self, consumer: Any) -> None:
+        """A stats topic made before the sequence pipeline ran on the group model has one
+        partition: a user error naming the fix, not a reducer that never starts."""
+        need = max(self.stats_partition.values()) + 1
+        if need <= 1:
+            return
+        parts: set[int] = set()
+        for _ in range(50):
+            parts = set(consumer.partitions_for_topic(self.stats_topic) or ())
+            if parts:
+                break
+            await consumer._client.force_metadata_update()
+            await asyncio.sleep(0.1)
+        if parts and len(parts) < need:
+            names = [n for n, i in self.stats_partition.items() if i >= len(parts)]
+            raise GroupConfigError(
+                f"the stats topic {self.stats_topic!r} has {len(parts)} partition(s); the {', '.join(names)} "
+                f"pipeline needs partition {need - 1} (one per pipeline, in the order {', '.join(GROUP_PIPELINES)}): "
+                f"add partitions (kafka-topics --alter --partitions {len(GROUP_PIPELINES)}) or use a new "
+                "group.stats_topic")
 
     async def _finish(self) -> None:
         if self._stopped:
@@ -833,7 +1067,11 @@ class GroupWorker:
                     if r is not None:
                         await r.stop()
                     continue
-                self.chunker.forget(tp.topic, tp.partition)
+                lane = self._lane_of.get(tp.topic)
+                if lane is not None:
+                    lane.chunker.forget(tp.topic, tp.partition)
+                    if lane.windows is not None:
+                        lane.windows.forget_partition(tp.partition)
                 self._syncing.pop(tp, None)
                 self._pos.pop(tp, None)
                 self.metrics.remove_partition(tp.topic, tp.partition)
@@ -863,18 +1101,21 @@ class GroupWorker:
                     self._reducers[name] = r
                     r.start()
             new = inputs - self._assigned
-            target: int | None = None
-            if new:
-                stats_tp = TopicPartition(self.stats_topic, self.stats_partition["vectors"])
+            targets: dict[str, int] = {}
+            stats_tps = sorted({lane.stats_tp for tp in new if (lane := self._lane_of.get(tp.topic)) is not None},
+                               key=lambda t: t.partition)
+            if stats_tps:
                 try:
-                    ends = await asyncio.wait_for(consumer.end_offsets([stats_tp]), 10)
-                    target = int(ends[stats_tp])
+                    ends = await asyncio.wait_for(consumer.end_offsets(stats_tps), 10)
+                    targets = {lane.name: int(ends[lane.stats_tp]) for lane in self.lanes.values()
+                               if lane.stats_tp in ends}
                 except Exception as exc:  # wait for the follower only
                     log.warning("end of the stats topic unavailable (%s: %s)", type(exc).__name__, exc)
             deadline = time.monotonic() + self.settings.group.sync_timeout_seconds
             for tp in new:
                 consumer.pause(tp)
-                self._syncing[tp] = (target, deadline)
+                lane = self._lane_of.get(tp.topic)
+                self._syncing[tp] = (None if lane is None else targets.get(lane.name), deadline)
             self._assigned = inputs
             self.metrics.assigned_partitions.set(len(inputs))
         log.info("partitions assigned: %s%s", sorted(f"{tp.topic}:{tp.partition}" for tp in inputs),
@@ -886,8 +1127,11 @@ class GroupWorker:
         if not self._syncing:
             return
         now = time.monotonic()
-        v = self.follower.latest.get("vectors")
         for tp, (target, deadline) in list(self._syncing.items()):
+            lane = self._lane_of.get(tp.topic)
+            if lane is None:
+                continue
+            v = self.follower.latest.get(lane.name)
             # Rounds: chunks the previous owner sent may wait in the reducer's queue for other
             # partitions (this one among them): resume after them once the reducer has read them.
             done = None if v is None else (v.read_to if self._rounds else v.stats_offset)
@@ -902,15 +1146,62 @@ class GroupWorker:
             key = partition_key(tp.topic, tp.partition)
             off = None if v is None else (v.queued.get(key, v.offsets.get(key)) if self._rounds
                                           else v.offsets.get(key))
+            start = off
+            if lane.windows is not None and off is not None:
+                restored = await self._restore_windows(lane, tp, off, last_chance=now >= deadline)
+                if restored is None:
+                    continue  # the partition's resume is not there yet: wait for it
+                start = restored
             if off is None:
-                off = await self._initial_offset(tp)
-            self._consumer.seek(tp, off)
-            self.chunker.reset(tp.topic, tp.partition, off)
-            self._pos[tp] = off
+                off = start = await self._initial_offset(tp)
+                if lane.windows is not None:
+                    lane.windows.restore_partition(tp.partition, None, read_to=off)
+                lane.chunker.reset(tp.topic, tp.partition, off)
+            elif lane.windows is None:
+                lane.chunker.reset(tp.topic, tp.partition, off)
+            assert start is not None
+            self._consumer.seek(tp, start)
+            self._pos[tp] = start
             del self._syncing[tp]
             self._consumer.resume(tp)
-            log.info("%s:%d starts at offset %d (model version %s)", tp.topic, tp.partition, off,
-                     None if v is None else v.version, extra={"event": "partition_start", "offset": off})
+            log.info("%s:%d starts at offset %d (model version %s)", tp.topic, tp.partition, start,
+                     None if v is None else v.version, extra={"event": "partition_start", "offset": start})
+
+    async def _restore_windows(self, lane: _Lane, tp: TopicPartition, off: int, *, last_chance: bool) -> int | None:
+        """Restore the open windows *tp* had after its chunk ending at *off* (the reducer
+        published them before the version naming *off*) and queue the rows that chunk carried;
+        returns the offset to read from. None while that state is not there yet; at the
+        deadline, or if it is unusable, the partition starts at *off* with no open window
+        (logged and counted: those windows' events are lost to the model)."""
+        assert lane.windows is not None
+        key = partition_key(tp.topic, tp.partition)
+        raw = self.follower.resumes.get((lane.name, key))
+        why, wait = "no state was published for it", True
+        if raw is not None:
+            got = await asyncio.to_thread(resume_state, raw, lane.name)
+            if isinstance(got, WireError):
+                why, wait = str(got), False
+            elif got["end_offset"] != off or got["key"] != key:
+                why = f"the newest state published is for offset {got['end_offset']}"
+            else:
+                resume = got["resume"]
+                try:
+                    lane.windows.restore_partition(tp.partition, resume["windows"], read_to=resume["offset"])
+                except ValueError as exc:
+                    why, wait = f"unusable ({exc})", False
+                else:
+                    lane.chunker.restore(tp.topic, tp.partition, off, resume)
+                    self.metrics.group_window_restores.labels(pipeline=lane.name, outcome="restored").inc()
+                    return int(resume["offset"])
+        if wait and not last_chance:
+            return None
+        self.metrics.group_window_restores.labels(pipeline=lane.name, outcome="lost").inc()
+        log.error("%s:%d: the open windows at offset %d cannot be restored (%s); starting with none (their "
+                  "events are not in the model)", tp.topic, tp.partition, off, why,
+                  extra={"event": "windows_lost", "pipeline": lane.name})
+        lane.windows.restore_partition(tp.partition, None, read_to=off)
+        lane.chunker.reset(tp.topic, tp.partition, off)
+        return off
 
     async def _initial_offset(self, tp: TopicPartition) -> int:
         """A partition the model has never seen: its committed offset, else the reset policy.
@@ -935,17 +1226,22 @@ class GroupWorker:
 
     # ------------------------------------------------------------------ versions
     def _apply_version(self) -> None:
-        """Use the newest version; realign partitions whose statistics the model did not fold."""
-        v = self.follower.latest.get("vectors")
-        if v is None or (self.chunker.version is not None and self.chunker.version.version >= v.version
-                         and self.chunker.version.stats_offset >= v.stats_offset):
+        """Use the newest version of each pipeline; realign partitions whose statistics the model did not fold."""
+        for lane in self.lanes.values():
+            self._apply_lane_version(lane)
+
+    def _apply_lane_version(self, lane: _Lane) -> None:
+        name, chunker = lane.name, lane.chunker
+        v = self.follower.latest.get(name)
+        if v is None or (chunker.version is not None and chunker.version.version >= v.version
+                         and chunker.version.stats_offset >= v.stats_offset):
             return
-        self.chunker.version = v
-        self.metrics.group_version_delay.labels(pipeline="vectors").observe(max(0.0, time.time() - v.published_at))
+        chunker.version = v
+        self.metrics.group_version_delay.labels(pipeline=name).observe(max(0.0, time.time() - v.published_at))
         published = v.published_at
-        self.metrics.group_version_age.labels(pipeline="vectors").set_function(
+        self.metrics.group_version_age.labels(pipeline=name).set_function(
             lambda: max(0.0, time.time() - published))
-        if v.is_initialized and self.settings.input.dimension is not None \
+        if name == "vectors" and v.is_initialized and self.settings.input.dimension is not None \
                 and v.centers.shape[1] != self.settings.input.dimension:
             raise GroupConfigError(f"the model on {self.model_topic!r} has dimension {v.centers.shape[1]}, "
                                    f"input.dimension is {self.settings.input.dimension}")
@@ -954,38 +1250,48 @@ class GroupWorker:
         # (and counts against the partition's budget) until it is folded.
         decided = v.read_to if self._rounds else v.stats_offset
         newest_done: dict[TopicPartition, _InFlight] = {}
-        for f in self._in_flight:
+        mine = [f for f in self._in_flight if f.tp.topic == lane.topic]
+        for f in mine:
             if f.stats_offset <= decided:
                 newest_done[f.tp] = f
-        self._in_flight = [f for f in self._in_flight if f.stats_offset > v.stats_offset]
+        self._in_flight = [f for f in self._in_flight if f.tp.topic != lane.topic or f.stats_offset > v.stats_offset]
         for tp, f in newest_done.items():
             if tp not in self._assigned or tp in self._syncing:
                 continue
             key = partition_key(tp.topic, tp.partition)
             model_next = v.queued.get(key, v.offsets.get(key)) if self._rounds else v.offsets.get(key)
-            sent_to = self.chunker.start_of(tp.topic, tp.partition)
+            sent_to = chunker.start_of(tp.topic, tp.partition)
             # Folded as sent, the model ends where this worker's newest folded chunk ends. If not,
             # that chunk (and so every later one) was dropped: realign now, not after the window drains.
             if model_next is not None and model_next != f.end:
                 self._in_flight = [g for g in self._in_flight if g.tp != tp]
                 self.n_realigned += 1
-                self.metrics.group_realignments.labels(pipeline="vectors").inc()
+                self.metrics.group_realignments.labels(pipeline=name).inc()
                 log.info("%s:%d: the model is at offset %d, this worker sent up to %s; realigning", tp.topic,
                          tp.partition, model_next, sent_to, extra={"event": "realign"})
+                if lane.windows is not None:
+                    # The windows must be those after the model's chunk: restored as on an assignment.
+                    self._consumer.pause(tp)
+                    self._throttled.discard(tp)
+                    self._syncing[tp] = (None, time.monotonic() + self.settings.group.sync_timeout_seconds)
+                    continue
                 self._consumer.seek(tp, model_next)
-                self.chunker.reset(tp.topic, tp.partition, model_next)
+                chunker.reset(tp.topic, tp.partition, model_next)
                 self._pos[tp] = model_next
-        self.metrics.group_in_flight.labels(pipeline="vectors").set(len(self._in_flight))
-        for p in self.pipelines.values():
-            p.observe(self.metrics)
+        self.metrics.group_in_flight.labels(pipeline=name).set(
+            sum(1 for f in self._in_flight if f.tp.topic == lane.topic))
+        lane.pipe.observe(self.metrics)
 
     async def _commit(self, *, force: bool = False, timeout: float = 10.0) -> None:
         """Commit the model's offsets of the assigned partitions (for lag tooling; not the source of truth)."""
-        v = self.chunker.version
-        if self._consumer is None or v is None or (not force and time.monotonic() - self._last_commit < 1.0):
+        if self._consumer is None or (not force and time.monotonic() - self._last_commit < 1.0):
             return
-        offsets = {tp: v.offsets[k] for tp in self._assigned
-                   if (k := partition_key(tp.topic, tp.partition)) in v.offsets}
+        offsets = {}
+        for tp in self._assigned:
+            lane = self._lane_of.get(tp.topic)
+            v = None if lane is None else lane.chunker.version
+            if v is not None and (k := partition_key(tp.topic, tp.partition)) in v.offsets:
+                offsets[tp] = v.offsets[k]
         if not offsets:
             return
         self._last_commit = time.monotonic()
@@ -1062,8 +1368,7 @@ class GroupWorker:
             async with self._lock:
                 if batch:
                     await self._process(batch)
-                if self.chunker.n_pending or any(self.chunker.unsent(tp.topic, tp.partition)
-                                                 for tp in self._assigned):
+                if self._has_unsent():
                     if self._pending_since is None:
                         self._pending_since = time.monotonic()
                     if self._rounds:
@@ -1074,6 +1379,14 @@ class GroupWorker:
                         await self._flush()
                 await self._commit()
             self.metrics.set_ready(self.is_ready())
+
+    def _has_unsent(self) -> bool:
+        """Rows queued or records read that no chunk holds yet, in any pipeline."""
+        for tp in self._assigned:
+            lane = self._lane_of.get(tp.topic)
+            if lane is not None and lane.chunker.unsent(tp.topic, tp.partition):
+                return True
+        return any(lane.chunker.n_pending for lane in self.lanes.values())
 
     def _throttle(self, budget: int) -> bool:
         """Pause the partitions with *budget* unfolded chunks in flight, resume the others; True
@@ -1113,16 +1426,20 @@ class GroupWorker:
         now = time.monotonic()
         for tp, _ in recs_all:
             self._records_at[tp] = now
-        pipe = self.pipelines["vectors"]
-        res = BatchResult()
-        for tp, recs in recs_all:
-            r = await asyncio.to_thread(pipe.process, recs) if len(recs) >= self.settings.worker.offload_min_rows \
-                else pipe.process(recs)
-            self.chunker.advance(tp.topic, tp.partition, recs[-1].offset + 1)
-            res.merge(r)
-        if self.chunker.n_pending and self._pending_since is None:
-            self._pending_since = time.monotonic()
-        await self._send(res)
+        for lane in self.lanes.values():
+            mine = [(tp, recs) for tp, recs in recs_all if tp.topic == lane.topic]
+            if not mine:
+                continue
+            pipe = lane.pipe
+            res = BatchResult()
+            for tp, recs in mine:
+                offload = pipe.always_offload or len(recs) >= self.settings.worker.offload_min_rows
+                r = await asyncio.to_thread(pipe.process, recs) if offload else pipe.process(recs)
+                lane.chunker.advance(tp.topic, tp.partition, recs[-1].offset + 1)
+                res.merge(r)
+            if lane.chunker.n_pending and self._pending_since is None:
+                self._pending_since = time.monotonic()
+            await self._send(lane, res)
 
     def _report_lag(self) -> None:
         """``streamkm_consumer_lag_records``: high watermark minus the next offset this member reads."""
@@ -1146,31 +1463,33 @@ class GroupWorker:
         partition (docs/replay.md). Counted: mid-stream, a replay cuts there only if it ends there."""
         now = time.monotonic()
         wait = self.settings.group.idle_partition_seconds / 2
-        pipe = self.pipelines["vectors"]
-        assert isinstance(pipe, VectorPipeline)
-        res = BatchResult()
-        for tp in sorted(self._assigned, key=lambda t: (t.topic, t.partition)):
-            pos = self._pos.get(tp)
-            if pos is None or tp in self._syncing or not self.chunker.unsent(tp.topic, tp.partition):
-                continue
-            hw = self._consumer.highwater(tp)
-            if hw is None or pos < hw or now - self._records_at.get(tp, 0.0) < wait:
-                continue
-            cut = pipe.flush_partition(tp.topic, tp.partition)
-            if cut.stats:
-                self.metrics.group_partial_chunks.labels(pipeline="vectors").inc(len(cut.stats))
-                log.debug("%s:%d: partial chunk cut after %.0fs without records", tp.topic, tp.partition, wait)
-            res.merge(cut)
-        if res.stats:
-            await self._send(res)
+        for lane in self.lanes.values():
+            res = BatchResult()
+            for tp in sorted(self._assigned, key=lambda t: (t.topic, t.partition)):
+                if tp.topic != lane.topic:
+                    continue
+                pos = self._pos.get(tp)
+                if pos is None or tp in self._syncing or not lane.chunker.unsent(tp.topic, tp.partition):
+                    continue
+                hw = self._consumer.highwater(tp)
+                if hw is None or pos < hw or now - self._records_at.get(tp, 0.0) < wait:
+                    continue
+                cut = lane.pipe.flush_partition(tp.topic, tp.partition)
+                if cut.stats:
+                    self.metrics.group_partial_chunks.labels(pipeline=lane.name).inc(len(cut.stats))
+                    log.debug("%s:%d: partial chunk cut after %.0fs without records", tp.topic, tp.partition,
+                              wait)
+                res.merge(cut)
+            if res.stats:
+                await self._send(lane, res)
 
     async def _flush(self) -> None:
-        res = self.pipelines["vectors"].flush()
         self._pending_since = None
-        await self._send(res)
+        for lane in self.lanes.values():
+            await self._send(lane, lane.pipe.flush())
 
-    async def _send(self, res: BatchResult) -> None:
-        pipe = self.pipelines["vectors"]
+    async def _send(self, lane: _Lane, res: BatchResult) -> None:
+        pipe = lane.pipe
         account(self.metrics, pipe, res)
         sends: list[OutboundRecord] = outbound_records(
             res, pipeline=pipe.name, pipeline_class=type(pipe).__name__, dlq_topic=self.settings.dlq.topic,
@@ -1184,16 +1503,21 @@ class GroupWorker:
             except DeliveryAborted as exc:
                 raise _Stop(str(exc)) from None
         self._fault("after_outputs")
-        stats_tp = TopicPartition(self.stats_topic, self.stats_partition[pipe.name])
-        for st, md in zip(res.stats, await self._send_all_stats(stats_tp, res.stats), strict=True):
+        stats = res.stats
+        if stats and lane.windows is not None:  # window states: encode off the event loop
+            values = await asyncio.to_thread(lambda: [st.to_bytes() for st in stats])
+        else:
+            values = [st.to_bytes() for st in stats]
+        for st, md in zip(stats, await self._send_all_stats(lane.stats_tp, stats, values), strict=True):
             self._in_flight.append(_InFlight(int(md.offset), TopicPartition(st.topic, st.partition), st.end_offset))
             self.n_sent += 1
             self.metrics.group_stats_sent.labels(pipeline=pipe.name).inc()
-        if res.stats:
+        if stats:
             self._fault("after_stats")
-        self.metrics.group_in_flight.labels(pipeline=pipe.name).set(len(self._in_flight))
+        self.metrics.group_in_flight.labels(pipeline=pipe.name).set(
+            sum(1 for f in self._in_flight if f.tp.topic == lane.topic))
 
-    async def _send_all_stats(self, tp: TopicPartition, stats: list[ChunkStats]) -> list[Any]:
+    async def _send_all_stats(self, tp: TopicPartition, stats: list[ChunkStats], values: list[bytes]) -> list[Any]:
         """Send a batch's statistics in order and wait for every acknowledgement.
 
         Pipelined: aiokafka keeps one batch per partition in flight, so the log order is
@@ -1202,8 +1526,8 @@ class GroupWorker:
         """
         futures = []
         try:
-            for st in stats:
-                futures.append(await self.producer.send(tp.topic, st.to_bytes(), key=st.pipeline.encode(),
+            for st, value in zip(stats, values, strict=True):
+                futures.append(await self.producer.send(tp.topic, value, key=st.pipeline.encode(),
                                                         partition=tp.partition))
         except KafkaError as exc:
             _fatal_send_error(exc)
@@ -1218,18 +1542,18 @@ class GroupWorker:
                 for rest in futures[i + 1:]:
                     with contextlib.suppress(Exception):
                         await rest
-                for st in stats[i:]:
-                    out.append(await self._send_stats(tp, st))
+                for st, value in zip(stats[i:], values[i:], strict=True):
+                    out.append(await self._send_stats(tp, st, value))
                 return out
-        for st in stats[len(futures):]:
-            out.append(await self._send_stats(tp, st))
+        for st, value in zip(stats[len(futures):], values[len(futures):], strict=True):
+            out.append(await self._send_stats(tp, st, value))
         return out
 
-    async def _send_stats(self, tp: TopicPartition, st: ChunkStats) -> Any:
+    async def _send_stats(self, tp: TopicPartition, st: ChunkStats, value: bytes) -> Any:
         backoff = self.settings.worker.retry_backoff_initial_seconds
         while True:
             try:
-                return await self.producer.send_and_wait(tp.topic, st.to_bytes(), key=st.pipeline.encode(),
+                return await self.producer.send_and_wait(tp.topic, value, key=st.pipeline.encode(),
                                                          partition=tp.partition)
             except KafkaError as exc:
                 _fatal_send_error(exc)

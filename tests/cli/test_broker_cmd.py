@@ -136,7 +136,7 @@ def test_topics_for_follows_the_configuration(tmp_path):
                    '[output]\ntopic = "out"\n[group]\nenabled = true\nevents_topic = "ids"\n')
     got = topics_for(load_settings(cfg, env={}), partitions=3)
     size = {"max.message.bytes": str(64 * 2**20)}
-    assert got == [("in", 3, {}), ("streamkm.dlq", 1, {}), ("out", 1, {}), ("gg.stats", 1, size),
+    assert got == [("in", 3, {}), ("streamkm.dlq", 1, {}), ("out", 1, {}), ("gg.stats", 2, size),
                    ("gg.model", 1, {**size, "cleanup.policy": "compact"}), ("ids", 1, {})]
 
 
@@ -227,7 +227,7 @@ def test_creates_the_configured_topics_and_sigint_exits_0(tmp_path):
         assert re.fullmatch(r"127\.0\.0\.1:\d+", bootstrap), bootstrap
         topics = asyncio.run(_topics(bootstrap))
         assert {t: topics.get(t) for t in (vec, dlq, out, f"{grp}.stats", f"{grp}.model")} == {
-            vec: 3, dlq: 1, out: 1, f"{grp}.stats": 1, f"{grp}.model": 1}
+            vec: 3, dlq: 1, out: 1, f"{grp}.stats": 2, f"{grp}.model": 1}
         assert "streamkm.events" not in topics  # the sequence pipeline is off: its topic is not made
         code, seconds = broker.signal_and_wait(signal.SIGINT)
         assert code == 0, broker.stderr

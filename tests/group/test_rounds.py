@@ -200,3 +200,136 @@ def test_a_chunk_the_model_refuses_at_fold_time_drops_what_was_queued_behind_it(
     assert rf.queued == 1  # p0's second chunk waits for p1, which must send again from offset 0
     assert [o.status for o in rf.offer(raw_stats(0, blobs(rng, CENTERS, 40), part=1), 4)
             if o.msg.partition == 1] == ["queued", "accepted"]
+
+
+# ---------------------------------------------------------------- idle markers and the snapshot's queue
+def _log_with_an_idle_partition():
+    """A log where partition 2 sends one chunk and stops, then p0 and p1 go on (bytes, in order)."""
+    chunks = _chunks(n_chunks=5)
+    order = [0, 1, 2, 0, 1, 0, 1, 0, 1, 0, 1]
+    nxt = dict.fromkeys(chunks, 0)
+    log = []
+    for p in order:
+        log.append(chunks[p][nxt[p]].to_bytes())
+        nxt[p] += 1
+    return log
+
+
+def _live(log, *, idle_after: int, with_marker: bool):
+    """A live reducer: reads *log* in order, and after message *idle_after* finds p2 overdue.
+    With a marker it appends an IdleMarker to the log and acts on it when read back."""
+    from streamkm.group.messages import IdleMarker
+
+    g = GroupModel(pipeline=PIPE, model_kwargs=KW)
+    rf = RoundFold(g, idle_seconds=10.0)
+    rf.expect(_keys(3))
+    log = list(log)
+    off = 0
+    while off < len(log):
+        rf.offer_bytes(log[off], off, now=float(off))
+        if off == idle_after:
+            due = rf.due_idle(now=1e6)
+            assert list(due) == [f"{TOPIC}:2"]
+            if with_marker:
+                log.insert(off + 1, IdleMarker(PIPE, tuple(due), tuple(due.values())).to_bytes())
+            else:
+                rf.tick(now=1e6)
+        off += 1
+    return g, rf, log
+
+
+def test_an_idle_marker_makes_the_declaration_part_of_the_log():
+    """A successor (or an offline fold) reading the log with the marker makes the rounds the
+    live reducer made, bit for bit, without any clock; without the marker it cannot."""
+    base = _log_with_an_idle_partition()
+    live, live_rf, log = _live(base, idle_after=6, with_marker=True)
+    assert live_rf.n_idle == 1 and live.version_ > 3
+    again = GroupModel(pipeline=PIPE, model_kwargs=KW)
+    rf = RoundFold(again)  # no idle_seconds: time plays no part
+    rf.expect(_keys(3))
+    for off, value in enumerate(log):
+        rf.offer_bytes(value, off)
+    assert rf.n_idle == 1
+    np.testing.assert_array_equal(again.model.cluster_centers_, live.model.cluster_centers_)
+    assert again.version_ == live.version_ and again.offsets_ == live.offsets_
+    # The control: declared at once (the old way), the log holds no trace and a refold waits forever.
+    old, _, old_log = _live(base, idle_after=6, with_marker=False)
+    assert old.version_ == live.version_
+    refold = GroupModel(pipeline=PIPE, model_kwargs=KW)
+    rf2 = RoundFold(refold)
+    rf2.expect(_keys(3))
+    for off, value in enumerate(old_log):
+        rf2.offer_bytes(value, off)
+    assert refold.version_ < old.version_
+
+
+def test_a_marker_for_a_partition_that_sent_meanwhile_leaves_it_active():
+    from streamkm.group.messages import IdleMarker
+
+    chunks = _chunks()
+    g = GroupModel(pipeline=PIPE, model_kwargs=KW)
+    rf = RoundFold(g)
+    rf.expect(_keys(3))
+    rf.offer(chunks[0][0], 0)
+    rf.offer(chunks[1][0], 1)
+    assert rf.due_idle(1e9) == {}  # idle_seconds unset: never due
+    tail = rf._tail(f"{TOPIC}:2")
+    rf.offer(chunks[2][0], 2)  # p2 sent before the marker was read back: a round folds
+    assert g.version_ == 3
+    folded, idle = rf.mark_idle({f"{TOPIC}:2": tail}, 3)
+    assert idle == [] and rf.idle == set() and folded == []
+    assert rf.offer_bytes(IdleMarker(PIPE, (f"{TOPIC}:1",), (rf._tail(f"{TOPIC}:1"),)).to_bytes(), 4) == []
+    assert rf.idle == {f"{TOPIC}:1"}
+
+
+def test_a_successor_restored_from_the_snapshot_re_queues_exactly_what_was_queued():
+    """Duplicates read after the safe offset are counted once, not again by the successor."""
+    chunks = _chunks(n_chunks=4)
+    c = [chunks[0][0], chunks[0][1], chunks[0][1], chunks[1][0], chunks[0][1], chunks[0][2],
+         chunks[2][0], chunks[1][1], chunks[2][1], chunks[1][2], chunks[2][2], chunks[0][3]]
+    log = [m.to_bytes() for m in c]  # p0's chunk 1 arrives three times (two duplicates)
+    snap_at = 5
+
+    def reference():
+        g = GroupModel(pipeline=PIPE, model_kwargs=KW)
+        rf = RoundFold(g)
+        rf.expect(_keys(3))
+        for off, value in enumerate(log):
+            rf.offer_bytes(value, off)
+        return g
+
+    g = GroupModel(pipeline=PIPE, model_kwargs=KW)
+    rf = RoundFold(g)
+    rf.expect(_keys(3))
+    for off in range(snap_at + 1):
+        rf.offer_bytes(log[off], off)
+    assert rf.queued == 4 and g.counters_["duplicate"] == 2 and g.stats_offset_ == -1
+    snap = {"state": g.state_dict(), "stats_offset": g.stats_offset_, "rounds": rf.state_dict()}
+
+    def successor(with_rounds: bool):
+        g2 = GroupModel(pipeline=PIPE, model_kwargs=KW)
+        g2.load_state_dict(snap["state"])
+        rf2 = RoundFold(g2)
+        rf2.expect(_keys(3))
+        if with_rounds:
+            rf2.load_state_dict(snap["rounds"])
+        for off in range(snap["stats_offset"] + 1, len(log)):
+            if rf2.wants(off):
+                rf2.offer_bytes(log[off], off)
+        return g2
+
+    ref, got = reference(), successor(True)
+    assert got.counters_ == ref.counters_ and got.counters_["duplicate"] == 2
+    np.testing.assert_array_equal(got.model.cluster_centers_, ref.model.cluster_centers_)
+    assert got.version_ == ref.version_ and got.offsets_ == ref.offsets_
+    assert successor(False).counters_["duplicate"] == 4  # the control: the old recovery counts them again
+
+
+def test_a_rounds_state_that_does_not_fit_the_fold_is_refused():
+    g = GroupModel(pipeline=PIPE, model_kwargs=KW)
+    rf = RoundFold(g)
+    with pytest.raises(ValueError, match="does not fit"):
+        rf.load_state_dict({"read_to": 5, "queued": [9], "idle": []})
+    with pytest.raises(ValueError, match="needs read_to"):
+        rf.load_state_dict({"read_to": "x", "queued": [], "idle": []})
+    assert rf.wants(0) and rf.read_to == -1

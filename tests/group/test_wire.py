@@ -326,3 +326,15 @@ def test_round_trip_property(kind, state):
 
 def test_module_exports():
     assert set(wire.__all__) == {"MAGIC", "WIRE_VERSION", "WireError", "encode", "decode"}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(["idle_partitions", "chunk_stats", "partition_resume"]), tree=_tree_json,
+       payload=st.binary(max_size=16))
+def test_stats_log_and_resume_readers_never_raise_on_structured_garbage(kind, tree, payload):
+    """Idle markers, chunk statistics and partition resumes: a value or a WireError, never an exception."""
+    from streamkm.group.messages import ChunkStats, IdleMarker, read_stats_log, resume_state
+
+    data = _frame({"kind": kind, "tree": tree, "arrays": {}}, payload)
+    assert isinstance(read_stats_log(data), (ChunkStats, IdleMarker, WireError))
+    assert isinstance(resume_state(data, "sequence"), (dict, WireError))
