@@ -3,6 +3,7 @@
 from streamkm.checkpoint.inspect import inspect_summary
 from streamkm.checkpoint.lock import DirectoryLock
 from streamkm.checkpoint.store import (
+    DEFAULT_MAX_FILE_BYTES,
     FAULT_POINTS,
     FORMAT_VERSION,
     CheckpointError,
@@ -11,4 +12,4 @@ from streamkm.checkpoint.store import (
 )
 
 __all__ = ["CheckpointStore", "CheckpointInfo", "CheckpointError", "FORMAT_VERSION", "FAULT_POINTS",
-           "inspect_summary", "DirectoryLock"]
+           "DEFAULT_MAX_FILE_BYTES", "inspect_summary", "DirectoryLock"]

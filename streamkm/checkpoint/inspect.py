@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from streamkm.checkpoint.store import CheckpointStore
+from streamkm.checkpoint.store import DEFAULT_MAX_FILE_BYTES, CheckpointStore
 
 __all__ = ["inspect_summary"]
 
@@ -31,7 +31,8 @@ def _first(d: dict, *names: str) -> Any:
     return None
 
 
-def inspect_summary(directory: str | os.PathLike, *, now: float | None = None) -> str:
+def inspect_summary(directory: str | os.PathLike, *, now: float | None = None,
+                    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> str:
     """Human-readable summary of the newest valid checkpoint in ``directory``.
 
     Shows sequence, age, size, model version, offsets, and per pipeline k,
@@ -44,26 +45,33 @@ def inspect_summary(directory: str | os.PathLike, *, now: float | None = None) -
     directory : str or Path
     now : float, optional
         Current Unix time (for the age); default ``time.time()``.
+    max_file_bytes : int, optional
+        Size limit of each checkpoint file (``checkpoint.max_file_bytes``): larger
+        files are reported as invalid, unread.
 
     Returns
     -------
     str
     """
     directory = Path(directory)
-    store = CheckpointStore(directory, create=False)
+    store = CheckpointStore(directory, create=False, max_file_bytes=max_file_bytes)
     now = time.time() if now is None else now
     lines = [f"checkpoint directory: {directory}"]
     infos = store.list()
     lines.append(f"checkpoints: {len(infos)} " + (f"(sequences {', '.join(str(i.sequence) for i in infos)})"
                                                   if infos else ""))
     loaded = store.load_latest()
+    reasons = [f"  sequence {seq}: {store.skip_reasons[seq]}" for seq in store.skipped if seq in store.skip_reasons]
     if loaded is None:
         lines.append("no valid checkpoint")
+        if reasons:
+            lines += ["invalid checkpoint(s):", *reasons]
         return "\n".join(lines)
     state, info = loaded
     skipped = [i.sequence for i in infos if i.sequence > info.sequence]
     if skipped:
         lines.append(f"WARNING: newer invalid checkpoint(s) skipped: {skipped}")
+        lines += reasons
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info.created_at))
     lines.append(f"latest valid: sequence {info.sequence}, written {created} "
                  f"(age {_fmt_age(now - info.created_at)}), {info.size_bytes} bytes, sha256 {info.sha256[:16]}")

@@ -17,6 +17,12 @@ anything else (torn temp files, a .npz without manifest, a flipped byte) is
 ignored by :meth:`CheckpointStore.load_latest`, which falls back to the
 previous valid checkpoint with a warning. One writer per directory.
 
+Both files are size-limited (``max_file_bytes``, default :data:`DEFAULT_MAX_FILE_BYTES`,
+the setting ``checkpoint.max_file_bytes``): a file larger than the limit is refused from
+its size on disk, before any of it is read, and :meth:`CheckpointStore.save` refuses to
+write one it could not read back. The .npz bytes are checked against the manifest's size
+and sha256 before ``np.load`` parses them (``allow_pickle=False``).
+
 The worker's state layout inside a checkpoint is described in docs/architecture.md
 ("Checkpoint layout"). Any nested dict of str keys whose leaves are ndarrays
 (numeric/bool dtypes), NumPy scalars, or JSON values (None, bool, int, float, str,
@@ -43,11 +49,14 @@ import numpy as np
 from streamkm.atomic import TMP_PREFIX, fsync_dir, write_durable
 from streamkm.statetree import StateTreeError, join_tree, split_tree
 
-__all__ = ["CheckpointStore", "CheckpointInfo", "CheckpointError", "FORMAT_VERSION", "FAULT_POINTS"]
+__all__ = ["CheckpointStore", "CheckpointInfo", "CheckpointError", "FORMAT_VERSION", "FAULT_POINTS",
+           "DEFAULT_MAX_FILE_BYTES"]
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+#: Default size limit of each checkpoint file (.npz and manifest): 2 GiB.
+DEFAULT_MAX_FILE_BYTES = 2 << 30
 #: Points at which ``fault_hook(point)`` is called during :meth:`CheckpointStore.save`.
 FAULT_POINTS = ("before_temp_write", "after_temp_write", "after_data_rename", "after_rename")
 
@@ -106,6 +115,28 @@ def _file_size(path: Path) -> int:
         return 0
 
 
+def _too_large(path: Path, size: int, limit: int) -> CheckpointError:
+    return CheckpointError(f"{path.name}: {size} bytes, more than the limit of {limit} bytes "
+                           "(checkpoint.max_file_bytes): not read")
+
+
+def _read_limited(path: Path, limit: int) -> bytes:
+    """The bytes of *path*, or CheckpointError if it holds more than *limit*: judged by its size
+    before reading, and by reading at most one byte more than that size (a file that grows
+    meanwhile is refused; ``read(limit + 1)`` itself would allocate the whole limit)."""
+    try:
+        with open(path, "rb") as f:  # buffered: read(n) loops over short reads up to n or EOF
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                raise _too_large(path, size, limit)
+            data = f.read(size + 1)
+    except OSError as e:
+        raise CheckpointError(f"{path.name}: unreadable: {e}") from None
+    if len(data) > size:
+        raise CheckpointError(f"{path.name}: grew while being read ({size} bytes, then more)")
+    return data
+
+
 class CheckpointStore:
     """Atomic, checksummed checkpoints in one directory, keeping the newest ``keep``.
 
@@ -121,6 +152,10 @@ class CheckpointStore:
     create : bool
         Create ``directory`` if missing (else FileNotFoundError; use False for
         read-only inspection).
+    max_file_bytes : int
+        Size limit of each file of a checkpoint (.npz and manifest), default
+        :data:`DEFAULT_MAX_FILE_BYTES`. Larger files are refused without being
+        read, and :meth:`save` refuses to write them.
 
     Examples
     --------
@@ -134,16 +169,22 @@ class CheckpointStore:
     """
 
     def __init__(self, directory: str | os.PathLike, *, keep: int = 3,
-                 fault_hook: Callable[[str], None] | None = None, create: bool = True):
+                 fault_hook: Callable[[str], None] | None = None, create: bool = True,
+                 max_file_bytes: int = DEFAULT_MAX_FILE_BYTES):
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
             raise ValueError(f"keep must be an int >= 1, got {keep!r}")
+        if isinstance(max_file_bytes, bool) or not isinstance(max_file_bytes, int) or max_file_bytes < 1:
+            raise ValueError(f"max_file_bytes must be an int >= 1, got {max_file_bytes!r}")
         if fault_hook is not None and not callable(fault_hook):
             raise TypeError(f"fault_hook must be callable, got {type(fault_hook).__name__}")
         self.directory = Path(directory)
         self.keep = keep
         self.fault_hook = fault_hook
+        self.max_file_bytes = max_file_bytes
         #: Sequences :meth:`load_latest` skipped as invalid, newest first.
         self.skipped: list[int] = []
+        #: Why each of :attr:`skipped` was refused (the CheckpointError's message).
+        self.skip_reasons: dict[int, str] = {}
         if create:
             self.directory.mkdir(parents=True, exist_ok=True)
         elif not self.directory.is_dir():
@@ -167,9 +208,10 @@ class CheckpointStore:
         return seqs
 
     def _read_manifest(self, path: Path) -> dict[str, Any]:
+        raw = _read_limited(path, self.max_file_bytes)
         try:
-            man = json.loads(path.read_bytes())
-        except (OSError, ValueError) as e:
+            man = json.loads(raw)
+        except ValueError as e:
             raise CheckpointError(f"{path.name}: unreadable manifest: {e}") from None
         if not isinstance(man, dict):
             raise CheckpointError(f"{path.name}: manifest is not a JSON object")
@@ -219,6 +261,9 @@ class CheckpointStore:
         TypeError, ValueError
             State not serializable without pickle (object arrays, non-str keys,
             unsupported leaf types), before anything is written.
+        CheckpointError
+            The .npz or the manifest would exceed ``max_file_bytes`` (nothing is
+            written: the store could not read it back).
         """
         if not isinstance(state, dict):
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
@@ -230,8 +275,6 @@ class CheckpointStore:
         if meta_arrays:
             raise TypeError("metadata must be JSON-able (no arrays)")
 
-        self._hook("before_temp_write")
-        self.cleanup_temp()
         seqs = self._sequences()
         seq = (max(seqs) + 1) if seqs else 1
         manifest_path, data_path = self._paths(seq)
@@ -254,7 +297,13 @@ class CheckpointStore:
         }
         man["manifest_sha256"] = _manifest_digest(man)
         man_bytes = json.dumps(man, sort_keys=True, allow_nan=True).encode()
+        for path, size in ((data_path, len(data)), (manifest_path, len(man_bytes))):
+            if size > self.max_file_bytes:  # refused before anything on disk changes
+                raise CheckpointError(f"{path.name} would be {size} bytes, more than the limit of "
+                                      f"{self.max_file_bytes} bytes (checkpoint.max_file_bytes): not written")
 
+        self._hook("before_temp_write")
+        self.cleanup_temp()
         token = uuid.uuid4().hex[:12]
         tmp_data = self.directory / f"{_TMP_PREFIX}{seq:012d}-{token}.npz"
         tmp_man = self.directory / f"{_TMP_PREFIX}{seq:012d}-{token}.json"
@@ -338,17 +387,16 @@ class CheckpointStore:
         Raises
         ------
         CheckpointError
-            Missing files, checksum mismatch, bad manifest or .npz.
+            Missing files, a file over ``max_file_bytes`` (refused unread), checksum
+            mismatch, bad manifest or .npz. The .npz is parsed only after its size and
+            sha256 match the manifest.
         """
         manifest_path, _ = self._paths(int(sequence))
         if not manifest_path.exists():
             raise CheckpointError(f"checkpoint {sequence} has no manifest in {self.directory}")
         man = self._read_manifest(manifest_path)
         info = self._info(man, manifest_path)
-        try:
-            data = info.data_path.read_bytes()
-        except OSError as e:
-            raise CheckpointError(f"{info.data_path.name}: unreadable: {e}") from None
+        data = _read_limited(info.data_path, self.max_file_bytes)
         if len(data) != int(man["npz_size"]):
             raise CheckpointError(f"{info.data_path.name}: size {len(data)} != manifest {man['npz_size']}")
         digest = hashlib.sha256(data).hexdigest()
@@ -373,11 +421,13 @@ class CheckpointStore:
         back must not trust offsets committed after the checkpoint it got.
         """
         self.skipped = []
+        self.skip_reasons = {}
         for s in sorted((s for s, k in self._sequences().items() if "json" in k), reverse=True):
             try:
                 return self.load(s)
             except CheckpointError as e:
                 self.skipped.append(s)
+                self.skip_reasons[s] = str(e)
                 log.warning("checkpoint %d in %s is invalid, falling back to the previous one: %s",
                             s, self.directory, e)
         return None

@@ -25,19 +25,26 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     c = csub.add_parser("inspect", help="summarize the checkpoints in DIR",
                         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("dir", help="checkpoint directory (checkpoint.dir)")
+    c.add_argument("--max-file-bytes", type=int, default=None, metavar="N",
+                   help="size limit of each checkpoint file, larger ones are reported invalid unread "
+                        "(checkpoint.max_file_bytes; default 2 GiB)")
     c.set_defaults(func=cmd_checkpoint_inspect)
     return p
 
 
 def cmd_checkpoint_inspect(args: argparse.Namespace) -> int:
-    from streamkm.checkpoint import inspect_summary
+    from streamkm.checkpoint import DEFAULT_MAX_FILE_BYTES, inspect_summary
 
     directory = Path(args.dir)
     if not directory.is_dir():
         eprint(f"streamkm: checkpoint directory {str(directory)!r} does not exist")
         return EXIT_USAGE
+    limit = DEFAULT_MAX_FILE_BYTES if args.max_file_bytes is None else args.max_file_bytes
+    if limit < 1:
+        eprint(f"streamkm: --max-file-bytes must be >= 1, got {limit}")
+        return EXIT_USAGE
     try:
-        summary = inspect_summary(directory)
+        summary = inspect_summary(directory, max_file_bytes=limit)
     except OSError as exc:
         eprint(f"streamkm: cannot read checkpoint directory {str(directory)!r}: {exc}")
         return EXIT_FAILURE

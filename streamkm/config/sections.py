@@ -462,6 +462,12 @@ class CheckpointSettings(_Section):
         default=100_000, ge=0, description="Checkpoint after this many records (0 = no count trigger)."
     )
     keep: int = Field(default=3, ge=1, description="Checkpoints kept on disk (older ones are pruned).")
+    max_file_bytes: int = Field(
+        default=2 << 30, ge=1 << 20,
+        description="Size limit of each checkpoint file (.npz and manifest; default 2 GiB): a larger file "
+                    "is refused before it is read (as an invalid checkpoint), and a state that would exceed "
+                    "it is not written (a failed checkpoint). Open sequence windows take about max_keys x "
+                    "max_events_per_key x (event dimension + 2) x 4 bytes.")
     on_fallback: Literal["reread", "committed"] = Field(
         default="reread",
         description="When the newest checkpoints are unreadable and an older one (or none) is restored: "
@@ -501,6 +507,16 @@ class MetricsSettings(_Section):
         description="Also require the credentials on /healthz and /readyz. By default only they stay open "
         "(Kubernetes httpGet probes send neither a password nor a client certificate); /metrics and "
         "every other path are protected.",
+    )
+    max_connections: int = Field(
+        default=64, ge=1, le=10_000,
+        description="Connections served at once (one thread each); a connection beyond them is answered "
+        "503 (plain HTTP) or closed at once (HTTPS), so idle or slow clients cannot take every thread.",
+    )
+    request_timeout_seconds: float = Field(
+        default=10.0, gt=0.0, le=3600.0,
+        description="Deadline of a whole connection, from accept to the end of the reply (TLS handshake, "
+        "request and reply included); then it is cut, however slowly it was still sending or reading.",
     )
 
     _blank = field_validator(
@@ -543,7 +559,8 @@ class MetricsSettings(_Section):
         dict
             ``tls_certfile``, ``tls_keyfile``, ``tls_client_cafile``,
             ``basic_auth`` (``(username, password)`` with the password revealed, or
-            None) and ``protect_probes``. Never log this dict.
+            None), ``protect_probes``, ``max_connections`` and
+            ``request_timeout_seconds``. Never log this dict.
         """
         auth = None
         if self.basic_auth_username is not None and self.basic_auth_password is not None:
@@ -554,6 +571,8 @@ class MetricsSettings(_Section):
             "tls_client_cafile": self.tls_client_cafile,
             "basic_auth": auth,
             "protect_probes": self.protect_probes,
+            "max_connections": self.max_connections,
+            "request_timeout_seconds": self.request_timeout_seconds,
         }
 
 

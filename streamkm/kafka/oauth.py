@@ -11,6 +11,9 @@ the next connection:
 - :class:`CommandTokenProvider` runs a program (no shell) with a timeout; its
   standard output, stripped, is the token. It runs once per new connection: a few
   times at start-up, then on reconnects, so it should be quick or cache by itself.
+  At most :data:`MAX_COMMAND_OUTPUT_BYTES` of its standard output and the last
+  :data:`STDERR_TAIL_BYTES` of its standard error are held in memory: a program
+  that prints more on standard output is killed and refused as it goes over.
 
 A token must be a non-empty RFC 6750 ``b64token`` (letters, digits, ``-._~+/``,
 trailing ``=``), which also keeps a stray line of output or a control character
@@ -44,12 +47,18 @@ from pathlib import Path
 from aiokafka.abc import AbstractTokenProvider
 from aiokafka.errors import KafkaError
 
-__all__ = ["TokenError", "FileTokenProvider", "CommandTokenProvider", "check_token", "split_command"]
+__all__ = ["TokenError", "FileTokenProvider", "CommandTokenProvider", "check_token", "split_command",
+           "MAX_COMMAND_OUTPUT_BYTES", "STDERR_TAIL_BYTES"]
 
 # RFC 6750 section 2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _MAX_TOKEN_BYTES = 64 * 1024
 _STDERR_SHOWN = 300
+#: Standard output a token command may print (a token plus slack for whitespace); more is refused.
+MAX_COMMAND_OUTPUT_BYTES = _MAX_TOKEN_BYTES + 1024
+#: Bytes of a token command's standard error kept (its end: the last line goes into the error).
+STDERR_TAIL_BYTES = 4096
+_READ_CHUNK = 16 * 1024
 
 
 class TokenError(KafkaError):
@@ -151,8 +160,12 @@ class CommandTokenProvider(AbstractTokenProvider):
     Notes
     -----
     The program gets no standard input and the daemon's environment. It must exit
-    0 and print the token on standard output; a non-zero exit, a timeout or a bad
-    token raises :class:`TokenError` with the last line of its standard error.
+    0 and print the token on standard output; a non-zero exit, a timeout, more than
+    :data:`MAX_COMMAND_OUTPUT_BYTES` on standard output or a bad token raises
+    :class:`TokenError` (with the last line of its standard error for a non-zero exit).
+    The output is read as it comes, never more than the cap (only the last
+    :data:`STDERR_TAIL_BYTES` of standard error are kept), and on any failure the
+    program's process group is killed.
     """
 
     def __init__(self, command: str | Sequence[str], *, timeout_seconds: float = 10.0) -> None:
@@ -175,11 +188,15 @@ class CommandTokenProvider(AbstractTokenProvider):
         except OSError as exc:
             raise TokenError(f"SASL OAUTHBEARER: cannot run the {name}: {exc.strerror or exc}") from None
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), self.timeout_seconds)
+            out, err = await asyncio.wait_for(_communicate(proc), self.timeout_seconds)
         except TimeoutError:
             await _kill_group(proc)
             raise TokenError(f"SASL OAUTHBEARER: the {name} did not finish within "
                              f"{self.timeout_seconds:g}s (killed)") from None
+        except _OutputTooLarge:
+            await _kill_group(proc)
+            raise TokenError(f"SASL OAUTHBEARER: the {name} printed more than {MAX_COMMAND_OUTPUT_BYTES} "
+                             "bytes on standard output, more than a token may have (killed)") from None
         except BaseException:  # cancelled: do not leave the program running
             await _kill_group(proc)
             raise
@@ -191,6 +208,45 @@ class CommandTokenProvider(AbstractTokenProvider):
         except UnicodeDecodeError:
             raise TokenError(f"SASL OAUTHBEARER: the {name} printed something that is not UTF-8") from None
         return check_token(text, f"the {name}")
+
+
+class _OutputTooLarge(Exception):
+    pass
+
+
+async def _communicate(proc: asyncio.subprocess.Process) -> tuple[bytes, bytes]:
+    """(stdout, tail of stderr) once the program has exited; :class:`_OutputTooLarge` as soon as
+    stdout exceeds :data:`MAX_COMMAND_OUTPUT_BYTES` (``communicate()`` would buffer all of it)."""
+    assert proc.stdout is not None and proc.stderr is not None
+    err_task = asyncio.ensure_future(_read_tail(proc.stderr, STDERR_TAIL_BYTES))
+    try:
+        out = await _read_capped(proc.stdout, MAX_COMMAND_OUTPUT_BYTES)
+        err = await err_task
+        await proc.wait()
+    finally:
+        if not err_task.done():
+            err_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await err_task
+    return out, err
+
+
+async def _read_capped(stream: asyncio.StreamReader, limit: int) -> bytes:
+    """Everything *stream* gives until EOF, or :class:`_OutputTooLarge` once it exceeds *limit*."""
+    buf = bytearray()
+    while chunk := await stream.read(_READ_CHUNK):
+        buf += chunk
+        if len(buf) > limit:
+            raise _OutputTooLarge
+    return bytes(buf)
+
+
+async def _read_tail(stream: asyncio.StreamReader, keep: int) -> bytes:
+    """The last *keep* bytes *stream* gives until EOF (the rest is read and dropped)."""
+    tail = b""
+    while chunk := await stream.read(_READ_CHUNK):
+        tail = (tail + chunk)[-keep:]
+    return tail
 
 
 def _last_line(stderr: bytes) -> str:

@@ -38,6 +38,17 @@ HTTPS and credentials (all optional, see docs/security.md):
   for Kubernetes probes (an ``httpGet`` probe sends neither a password nor a
   client certificate); ``protect_probes=True`` protects them too.
 
+Bounds (so that slow or idle clients cannot take the server down):
+
+- ``max_connections`` connections are served at once, one thread each; the accept
+  loop answers one more with a plain ``503`` (HTTP) or closes it (HTTPS) at once,
+  without a thread.
+- ``request_timeout_seconds`` is the deadline of a whole connection, from accept to
+  the end of the reply: a reaper thread shuts the socket down when it passes, which
+  ends the connection's thread whatever it was waiting for (a TLS handshake, a
+  request trickled a byte at a time, a client that does not read the reply). Each
+  read also times out after 10 s without data.
+
 Example
 -------
 >>> import asyncio, urllib.request
@@ -86,6 +97,7 @@ __all__ = ["HealthServer"]
 log = logging.getLogger(__name__)
 
 _READ_TIMEOUT_S = 10.0
+_REAP_INTERVAL_S = 0.1  # how late past its deadline a connection may be cut
 _TICK_SECONDS = 0.5
 _TEXT = "text/plain; charset=utf-8"
 _STATUS = {
@@ -104,6 +116,10 @@ _CLIENT_CERT = "streamkm.client_cert"  # WSGI environ key: a verified client cer
 _PLAIN_HTTP_REPLY = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
                      b"Content-Length: 48\r\nConnection: close\r\n\r\n"
                      b"Client sent an HTTP request to an HTTPS server.\n")
+_BUSY_BODY = b"too many connections, retry later\n"
+_BUSY_REPLY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+               b"Content-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\nRetry-After: 1\r\n"
+               b"Connection: close\r\n\r\n" + _BUSY_BODY)
 
 
 def _resolve_registry(source: Any) -> CollectorRegistry:
@@ -144,28 +160,158 @@ class _QuietHandler(WSGIRequestHandler):
         return env
 
 
+class _Conn:
+    """One served connection: its socket (the TLS one once wrapped) and its deadline."""
+
+    __slots__ = ("sock", "deadline", "done", "expired", "_lock")
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.deadline = deadline
+        self.done = False
+        self.expired = False
+        self._lock = threading.Lock()
+
+    def swap(self, sock: socket.socket) -> None:
+        """The connection now uses *sock* (wrapped in TLS: the old object has lost its descriptor)."""
+        with self._lock:
+            self.sock = sock
+            if self.expired:  # the deadline passed while the old object was being detached
+                _shut(sock)
+
+    def expire(self) -> bool:
+        """Cut the connection (its thread's blocked read or write ends); False if it had ended."""
+        with self._lock:
+            if self.done or self.expired:
+                return False
+            self.expired = True
+            _shut(self.sock)
+            return True
+
+    def finish(self) -> None:
+        with self._lock:
+            self.done = True
+
+
+def _shut(sock: socket.socket) -> None:
+    # socket.socket's own shutdown, also for an SSLSocket: it acts on the descriptor without
+    # touching the TLS state another thread is using (a closed object has none: EBADF)
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
 class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
-    """A thread per request; the threads never block interpreter exit."""
+    """A thread per connection, at most ``max_connections`` at once, each cut at its deadline;
+    the threads never block interpreter exit."""
 
     daemon_threads = True
+    # the listen backlog (socketserver's default is 5): a burst of connections waits for the
+    # accept loop instead of having its SYNs dropped and retried a second or more later
+    request_queue_size = 128
     ssl_context: ssl.SSLContext | None = None
+    max_connections = 64
+    request_timeout = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._conns: dict[socket.socket, _Conn] = {}
+        self._conns_lock = threading.Lock()
+        self._at_cap = False
+        self.n_refused = 0
+        self.n_expired = 0
+        self._reaper_stop = threading.Event()
+        self._reaper: threading.Thread | None = None
+        super().__init__(*args, **kwargs)
+
+    @property
+    def n_open(self) -> int:
+        """Connections being served now."""
+        with self._conns_lock:
+            return len(self._conns)
+
+    def start_reaper(self) -> None:
+        self._reaper = threading.Thread(target=self._reap, name="streamkm-http-deadlines", daemon=True)
+        self._reaper.start()
+
+    def stop_reaper(self) -> None:
+        """Stop the reaper and cut every open connection (the server is shutting down)."""
+        self._reaper_stop.set()
+        if self._reaper is not None:
+            self._reaper.join(5.0)
+        with self._conns_lock:
+            conns = list(self._conns.values())
+        for conn in conns:
+            conn.expire()
+
+    def _reap(self) -> None:
+        while not self._reaper_stop.wait(_REAP_INTERVAL_S):
+            now = time.monotonic()
+            with self._conns_lock:
+                late = [c for c in self._conns.values() if c.deadline <= now]
+            for conn in late:
+                if conn.expire():
+                    self.n_expired += 1
+                    log.debug("health server: a connection passed its %.1f s deadline: cut", self.request_timeout)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # on the accept loop: refusing is a non-blocking send and a close, never a thread
+        conn = _Conn(request, time.monotonic() + self.request_timeout)
+        with self._conns_lock:
+            busy = len(self._conns) >= self.max_connections
+            first = busy and not self._at_cap
+            if busy:
+                self._at_cap = True
+                self.n_refused += 1
+            else:
+                self._conns[request] = conn
+        if busy:
+            if first:  # once per episode at the cap, not once per refused connection
+                log.warning("health server: %d connections open (metrics.max_connections): refusing new "
+                            "ones until one ends", self.max_connections)
+            self._refuse_busy(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._forget(request)
+            raise
+
+    def _refuse_busy(self, request: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            request.setblocking(False)
+            if self.ssl_context is None:  # an HTTPS client could not read a plain reply
+                request.send(_BUSY_REPLY)
+        self.shutdown_request(request)
+
+    def _forget(self, request: socket.socket) -> None:
+        with self._conns_lock:
+            conn = self._conns.pop(request, None)
+            if len(self._conns) < self.max_connections:
+                self._at_cap = False
+        if conn is not None:
+            conn.finish()
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
-        # TLS: handshake here, on the connection's thread and with a timeout; the
-        # accept loop never waits for a client.
-        if self.ssl_context is not None:
-            try:
-                request = self._wrap(request)
-            except OSError as exc:
-                log.debug("health server: TLS handshake with %s failed: %s", client_address, exc)
-                with contextlib.suppress(OSError):
-                    request.close()
-                return
-            if request is None:
-                return
-        super().process_request_thread(request, client_address)
+        key = request
+        with self._conns_lock:
+            conn = self._conns.get(key)
+        try:
+            # TLS: handshake here, on the connection's thread and with a timeout; the
+            # accept loop never waits for a client.
+            if self.ssl_context is not None:
+                try:
+                    request = self._wrap(request, conn)
+                except OSError as exc:
+                    log.debug("health server: TLS handshake with %s failed: %s", client_address, exc)
+                    with contextlib.suppress(OSError):
+                        request.close()
+                    return
+                if request is None:
+                    return
+            super().process_request_thread(request, client_address)
+        finally:
+            self._forget(key)
 
-    def _wrap(self, sock: socket.socket) -> ssl.SSLSocket | None:
+    def _wrap(self, sock: socket.socket, conn: _Conn | None) -> ssl.SSLSocket | None:
         assert self.ssl_context is not None
         sock.settimeout(_READ_TIMEOUT_S)
         first = sock.recv(1, socket.MSG_PEEK)
@@ -175,7 +321,16 @@ class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
                 sock.shutdown(socket.SHUT_WR)
             sock.close()
             return None
-        return self.ssl_context.wrap_socket(sock, server_side=True)
+        # handshake after the swap, so that the deadline can cut a handshake trickled slowly
+        tls = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        if conn is not None:
+            conn.swap(tls)
+        try:
+            tls.do_handshake()
+        except BaseException:
+            tls.close()
+            raise
+        return tls
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves socket.getfqdn(host), a DNS lookup
@@ -226,6 +381,12 @@ class HealthServer:
         Also protect ``/healthz`` and ``/readyz`` (by default they stay open for
         probes that cannot authenticate). Needs ``basic_auth`` or
         ``tls_client_cafile``.
+    max_connections : int, default 64
+        Connections served at once; one more is answered ``503`` (HTTP) or closed
+        (HTTPS) by the accept loop at once.
+    request_timeout_seconds : float, default 10.0
+        Deadline of a whole connection from accept to the end of the reply; a
+        connection still open then is cut (within 0.1 s).
 
     Notes
     -----
@@ -249,6 +410,8 @@ class HealthServer:
         tls_client_cafile: str | os.PathLike[str] | None = None,
         basic_auth: tuple[str, str] | None = None,
         protect_probes: bool = False,
+        max_connections: int = 64,
+        request_timeout_seconds: float = 10.0,
     ) -> None:
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
             raise ValueError(f"port must be an integer in [0, 65535], got {port!r}")
@@ -259,6 +422,11 @@ class HealthServer:
                 raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
         if not liveness_timeout_seconds > 0:
             raise ValueError(f"liveness_timeout_seconds must be > 0, got {liveness_timeout_seconds!r}")
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
+            raise ValueError(f"max_connections must be an integer >= 1, got {max_connections!r}")
+        if (isinstance(request_timeout_seconds, bool) or not isinstance(request_timeout_seconds, (int, float))
+                or not 0 < request_timeout_seconds < float("inf")):
+            raise ValueError(f"request_timeout_seconds must be a finite number > 0, got {request_timeout_seconds!r}")
         if (tls_certfile is None) != (tls_keyfile is None):
             raise ValueError("tls_certfile and tls_keyfile must be given together, got "
                              f"tls_certfile={tls_certfile!r}, tls_keyfile={tls_keyfile!r}")
@@ -292,6 +460,8 @@ class HealthServer:
         self.ready = ready
         self.live = live
         self.liveness_timeout_seconds = float(liveness_timeout_seconds)
+        self.max_connections = max_connections
+        self.request_timeout_seconds = float(request_timeout_seconds)
         self._metrics_app = make_wsgi_app(self.registry)
         self._server: _ThreadingServer | None = None
         self._thread: threading.Thread | None = None
@@ -319,6 +489,15 @@ class HealthServer:
         """True between :meth:`start` and :meth:`stop`."""
         return self._server is not None
 
+    @property
+    def connections(self) -> dict[str, int]:
+        """``open`` (served now), ``refused`` (over ``max_connections``) and ``expired`` (cut at
+        the deadline) connections since :meth:`start`; zeros when not started."""
+        server = self._server
+        if server is None:
+            return {"open": 0, "refused": 0, "expired": 0}
+        return {"open": server.n_open, "refused": server.n_refused, "expired": server.n_expired}
+
     async def start(self) -> None:
         """Bind, start the server thread and the loop heartbeat (idempotent).
 
@@ -335,11 +514,13 @@ class HealthServer:
         try:
             self._last_tick = time.monotonic()
             self._heartbeat = asyncio.get_running_loop().create_task(self._tick(), name="health-heartbeat")
+            server.start_reaper()
             thread.start()
         except BaseException:
             if self._heartbeat is not None:
                 self._heartbeat.cancel()
                 self._heartbeat = None
+            server.stop_reaper()
             server.server_close()
             raise
         self._server, self._thread, self._port = server, thread, port
@@ -357,6 +538,7 @@ class HealthServer:
                 await heartbeat
         thread, self._thread = self._thread, None
         await asyncio.to_thread(server.shutdown)  # returns once serve_forever has
+        await asyncio.to_thread(server.stop_reaper)  # and cuts the connections still open
         server.server_close()
         if thread is not None:
             await asyncio.to_thread(thread.join, 5.0)
@@ -376,6 +558,8 @@ class HealthServer:
         class Server(_ThreadingServer):
             address_family = family
             ssl_context = self.ssl_context
+            max_connections = self.max_connections
+            request_timeout = self.request_timeout_seconds
 
         return make_server(str(sockaddr[0]), self.requested_port, self._app, Server,
                            handler_class=_QuietHandler)

@@ -109,7 +109,8 @@ class Worker:
         self.policy = CheckpointPolicy(interval_seconds=ck.interval_seconds, interval_records=ck.interval_records,
                                        flush_linger_seconds=float(flush_linger_seconds),
                                        idle_seconds=float(idle_checkpoint_seconds))
-        self.store = CheckpointStore(ck.dir, keep=ck.keep, fault_hook=fault_hook)
+        self.store = CheckpointStore(ck.dir, keep=ck.keep, fault_hook=fault_hook,
+                                     max_file_bytes=ck.max_file_bytes)
         self.durability = Durability(self.store, self.metrics,
                                      commit_timeout=min(settings.kafka.request_timeout_ms / 1000 + 5, 10.0),
                                      backoff_initial=settings.worker.retry_backoff_initial_seconds,

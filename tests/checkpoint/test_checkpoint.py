@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from streamkm.checkpoint import FAULT_POINTS, CheckpointError, CheckpointStore, inspect_summary
+from streamkm.checkpoint.store import DEFAULT_MAX_FILE_BYTES
 
 
 def _state(i: int = 0) -> dict:
@@ -333,3 +335,117 @@ def test_inspect_summary_reports_drift_from_the_state_the_worker_writes(tmp_path
     text = inspect_summary(tmp_path)
     assert f"drift: page_hinkley, {n_det} detections, {pipe.core.n_drift_reseeds_} reseeds accepted" in text
     assert f"points seen={len(X)}" in text
+
+
+# ------------------------------------------------------------------ size limits and checksums
+def _peak_bytes_while(fn):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("limit", [1 << 20, DEFAULT_MAX_FILE_BYTES])
+def test_an_npz_over_the_limit_is_refused_unread(tmp_path, limit):
+    store = CheckpointStore(tmp_path, max_file_bytes=limit)
+    good = store.save(_state(0))
+    bad = store.save(_state(1))
+    os.truncate(bad.data_path, 2 * limit)  # sparse: no disk used, but 2x the limit long
+    with pytest.raises(CheckpointError) as ei:
+        store.load(bad.sequence)
+    assert str(ei.value) == (f"{bad.data_path.name}: {2 * limit} bytes, more than the limit of {limit} bytes "
+                             "(checkpoint.max_file_bytes): not read")
+    loaded, peak = _peak_bytes_while(store.load_latest)
+    assert peak < (1 << 20)  # the 2x-limit file was never read into memory
+    assert loaded is not None and loaded[1].sequence == good.sequence
+    assert store.skipped == [bad.sequence] and "more than the limit" in store.skip_reasons[bad.sequence]
+
+
+def test_a_manifest_over_the_limit_is_refused_unread(tmp_path):
+    store = CheckpointStore(tmp_path, max_file_bytes=1 << 20)
+    good = store.save(_state(0))
+    bad = store.save(_state(1))
+    os.truncate(bad.manifest_path, 2 << 20)
+    loaded, peak = _peak_bytes_while(store.load_latest)
+    assert peak < (1 << 20)
+    assert loaded is not None and loaded[1].sequence == good.sequence
+    assert store.skip_reasons[bad.sequence] == (f"{bad.manifest_path.name}: {2 << 20} bytes, more than the limit "
+                                                f"of {1 << 20} bytes (checkpoint.max_file_bytes): not read")
+    assert [i.sequence for i in store.list()] == [good.sequence]  # list() skips it too
+
+
+def test_save_refuses_a_state_over_the_limit_and_changes_nothing(tmp_path):
+    store = CheckpointStore(tmp_path, keep=1, max_file_bytes=1 << 20)
+    good = store.save(_state(0))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    points = []
+    store.fault_hook = points.append
+    big = {**_state(1), "big": np.zeros(300_000, np.float32)}  # 1.2 MB of .npz
+    with pytest.raises(CheckpointError, match=r"ckpt-000000000002\.npz would be \d+ bytes, more than the limit "
+                                              r"of 1048576 bytes \(checkpoint\.max_file_bytes\): not written"):
+        store.save(big)
+    assert points == []  # refused before the first write point
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    st, info = store.load_latest()
+    assert info.sequence == good.sequence
+    _assert_same(_state(0), st)
+    with pytest.raises(ValueError, match="max_file_bytes"):
+        CheckpointStore(tmp_path, max_file_bytes=0)
+
+
+def test_every_flipped_byte_of_the_npz_is_refused_before_parsing(tmp_path, monkeypatch):
+    import streamkm.checkpoint.store as store_mod
+
+    store = CheckpointStore(tmp_path)
+    info = store.save({"w": np.arange(6.0), "offsets": {"t:0": 3}})
+    original = info.data_path.read_bytes()
+    real_load = np.load
+
+    def no_parse(*args, **kwargs):
+        raise AssertionError("np.load was called on bytes that do not match the checksum")
+
+    monkeypatch.setattr(store_mod.np, "load", no_parse)
+    for i in range(len(original)):
+        b = bytearray(original)
+        b[i] ^= 0x01
+        info.data_path.write_bytes(bytes(b))
+        with pytest.raises(CheckpointError, match="sha256 mismatch"):
+            store.load(info.sequence)
+    monkeypatch.setattr(store_mod.np, "load", real_load)
+    info.data_path.write_bytes(original)
+    st, _ = store.load(info.sequence)
+    assert st["w"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0] and st["offsets"] == {"t:0": 3}
+
+
+def test_inspect_names_why_a_checkpoint_was_skipped(tmp_path):
+    store = CheckpointStore(tmp_path)
+    store.save(_state(0))
+    bad = store.save(_state(1))
+    os.truncate(bad.data_path, 3 << 20)
+    text = inspect_summary(tmp_path, max_file_bytes=1 << 20)
+    assert "latest valid: sequence 1" in text and "skipped: [2]" in text
+    assert f"  sequence 2: {bad.data_path.name}: {3 << 20} bytes, more than the limit of {1 << 20}" in text
+    # the CLI: exit 0, the reason, no traceback
+    r = subprocess.run([sys.executable, "-m", "streamkm", "checkpoint", "inspect", str(tmp_path),
+                        "--max-file-bytes", str(1 << 20)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "more than the limit of 1048576 bytes" in r.stdout
+    assert "Traceback" not in r.stderr + r.stdout
+    r = subprocess.run([sys.executable, "-m", "streamkm", "checkpoint", "inspect", str(tmp_path),
+                        "--max-file-bytes", "0"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--max-file-bytes must be >= 1" in r.stderr
+
+
+def test_the_setting_reaches_the_store(tmp_path):
+    from streamkm.config import load_settings
+
+    s = load_settings(env={"STREAMKM_CHECKPOINT__MAX_FILE_BYTES": str(5 << 20)})
+    assert s.checkpoint.max_file_bytes == 5 << 20
+    assert load_settings(env={}).checkpoint.max_file_bytes == DEFAULT_MAX_FILE_BYTES
+    from streamkm.config import ConfigError
+
+    with pytest.raises(ConfigError, match="max_file_bytes"):
+        load_settings(env={"STREAMKM_CHECKPOINT__MAX_FILE_BYTES": "100"})

@@ -46,7 +46,20 @@ def test_defaults_serve_plain_http_without_credentials():
     m = load_settings(env={}).metrics
     assert m.tls_certfile is None and m.basic_auth_username is None and m.protect_probes is False
     assert m.server_kwargs() == {"tls_certfile": None, "tls_keyfile": None, "tls_client_cafile": None,
-                                 "basic_auth": None, "protect_probes": False}
+                                 "basic_auth": None, "protect_probes": False,
+                                 "max_connections": 64, "request_timeout_seconds": 10.0}
+
+
+def test_connection_bounds_are_settings_handed_to_the_server():
+    s = load_settings(env={"STREAMKM_METRICS__MAX_CONNECTIONS": "5",
+                           "STREAMKM_METRICS__REQUEST_TIMEOUT_SECONDS": "2.5"})
+    srv = HealthServer(None, port=0, **s.metrics.server_kwargs())
+    assert (srv.max_connections, srv.request_timeout_seconds) == (5, 2.5)
+    for env, key in [({"STREAMKM_METRICS__MAX_CONNECTIONS": "0"}, "metrics.max_connections"),
+                     ({"STREAMKM_METRICS__REQUEST_TIMEOUT_SECONDS": "0"}, "metrics.request_timeout_seconds")]:
+        with pytest.raises(ConfigError) as ei:
+            load_settings(env=env)
+        assert [k for k, _ in ei.value.problems] == [key]
 
 
 def test_https_with_basic_auth_builds_the_server_arguments(pem):
@@ -57,7 +70,8 @@ def test_https_with_basic_auth_builds_the_server_arguments(pem):
                                        STREAMKM_METRICS__PROTECT_PROBES="true"))
     kw = s.metrics.server_kwargs()
     assert kw == {"tls_certfile": cert, "tls_keyfile": key, "tls_client_cafile": cert,
-                  "basic_auth": ("prom", PASSWORD), "protect_probes": True}
+                  "basic_auth": ("prom", PASSWORD), "protect_probes": True,
+                  "max_connections": 64, "request_timeout_seconds": 10.0}
     srv = HealthServer(None, port=0, **kw)  # what `streamkm run` builds from them
     assert isinstance(srv.ssl_context, ssl.SSLContext) and srv.ssl_context.verify_mode == ssl.CERT_OPTIONAL
     assert srv.require_client_cert and srv.protect_probes

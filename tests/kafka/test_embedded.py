@@ -94,3 +94,139 @@ def test_bad_binary_and_bad_arguments(tmp_path):
 def test_create_topics_validates(broker):
     with pytest.raises(ValueError, match="num_partitions"):
         asyncio.run(create_topics(broker, {"x": 0}))
+
+
+# The parent starts a broker, checks it is still up after the starting thread has exited
+# (Linux sends the parent-death signal when that *thread* exits), prints its pid and sleeps.
+_PARENT = """
+import asyncio, os, sys, threading, time
+from streamkm.kafka.embedded import EmbeddedBroker
+
+broker = EmbeddedBroker()
+if sys.argv[1] == "astart":
+    asyncio.run(broker.astart())  # start() ran in an executor thread, joined when the loop closed
+else:
+    t = threading.Thread(target=broker.start)
+    t.start()
+    t.join()
+time.sleep(1.0)
+os.kill(broker.pid, 0)
+with open(f"/proc/{broker.pid}/stat") as f:
+    assert f.read().split()[2] != "Z", "the broker died with the thread that started it"
+print(broker.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _is_tansu(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"broker" in f.read() and _alive(pid)
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+@pytest.mark.parametrize("how", ["astart", "thread"])
+def test_broker_dies_when_its_parent_is_sigkilled(tmp_path, how):
+    import select
+    import signal
+    import subprocess
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(_PARENT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), *sys.path])}
+    # its own session: killing it by pid cannot reach the broker through a process group
+    parent = subprocess.Popen([sys.executable, str(script), how], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=env, start_new_session=True)
+    broker_pid = None
+    try:
+        ready, _, _ = select.select([parent.stdout], [], [], 40)
+        assert ready, "the parent printed no broker pid within 40 s"
+        line = parent.stdout.readline().decode().strip()
+        assert line.isdigit(), f"parent said {line!r}; stderr: {parent.stderr.read().decode()[-2000:]}"
+        broker_pid = int(line)
+        assert _is_tansu(broker_pid)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _alive(broker_pid):
+            time.sleep(0.05)
+        assert not _alive(broker_pid), "the broker outlived its SIGKILLed parent"
+    finally:
+        if parent.poll() is None:
+            os.kill(parent.pid, signal.SIGKILL)
+            parent.wait(10)
+        if broker_pid is not None and _is_tansu(broker_pid):
+            os.kill(broker_pid, signal.SIGKILL)
+        parent.stdout.close()
+        parent.stderr.close()
+
+
+def test_start_from_a_thread_still_reports_a_bad_binary(tmp_path):
+    # Popen runs on the spawner thread: its OSError must still reach the caller as before
+    import threading
+
+    errors: list[BaseException] = []
+
+    def go() -> None:
+        try:
+            EmbeddedBroker(binary=str(tmp_path / "nope")).start()
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=go)
+    t.start()
+    t.join(30)
+    assert len(errors) == 1 and isinstance(errors[0], EmbeddedBrokerError)
+    assert "cannot run broker binary" in str(errors[0])
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+                continue
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_streamkm_run_sigkilled_leaves_no_broker_behind(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKM_")}
+    env.update(STREAMKM_METRICS__PORT="0", STREAMKM_CHECKPOINT__DIR=str(tmp_path / "ckpt"),
+               PYTHONPATH=os.pathsep.join([os.getcwd(), *sys.path]))
+    log = tmp_path / "run.log"
+    with open(log, "wb") as fh:
+        run = subprocess.Popen([sys.executable, "-m", "streamkm", "run"], stdout=fh, stderr=subprocess.STDOUT,
+                               env=env, start_new_session=True)
+    broker_pid = None
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and broker_pid is None:
+            assert run.poll() is None, log.read_text()[-3000:]
+            if b"embedded broker at" in log.read_bytes():
+                broker_pid = next((p for p in _children(run.pid) if _is_tansu(p)), None)
+            time.sleep(0.1)
+        assert broker_pid is not None, f"no broker child of streamkm run; log:\n{log.read_text()[-3000:]}"
+        os.kill(run.pid, signal.SIGKILL)  # the pid only: the broker is in another process group
+        run.wait(10)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _alive(broker_pid):
+            time.sleep(0.05)
+        assert not _alive(broker_pid), "the broker outlived the SIGKILLed streamkm run"
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait(10)
+        if broker_pid is not None and _is_tansu(broker_pid):
+            os.kill(broker_pid, signal.SIGKILL)

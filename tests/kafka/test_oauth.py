@@ -36,7 +36,15 @@ from aiokafka.protocol.admin import (
 )
 
 from streamkm.config import load_settings
-from streamkm.kafka.oauth import CommandTokenProvider, FileTokenProvider, TokenError, check_token, split_command
+from streamkm.kafka import oauth
+from streamkm.kafka.oauth import (
+    MAX_COMMAND_OUTPUT_BYTES,
+    CommandTokenProvider,
+    FileTokenProvider,
+    TokenError,
+    check_token,
+    split_command,
+)
 
 TOKEN1 = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzdHJlYW1rbSJ9.c2lnbmF0dXJl"
 TOKEN2 = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJyb3RhdGVkIn0.c2lnbmF0dXJlMg"
@@ -158,6 +166,55 @@ def test_command_timeout_kills_the_command_and_its_children(tmp_path):
     while time.monotonic() < deadline and _alive(child):
         time.sleep(0.05)
     assert not _alive(shell) and not _alive(child)
+
+
+def test_command_printing_10_mb_is_refused_without_buffering_it(tmp_path):
+    progress = tmp_path / "written"
+    # 10 chunks of 1 MB, each followed by a note of how many went out: a reader that buffered
+    # everything (communicate()) would let all 10 through before judging the output
+    code = ("import os, sys\n"
+            "for i in range(10):\n"
+            "    sys.stdout.buffer.write(b'a' * 1_000_000); sys.stdout.buffer.flush()\n"
+            f"    open({str(progress)!r}, 'w').write(str(i + 1))\n")
+    p = CommandTokenProvider([sys.executable, "-c", code], timeout_seconds=30)
+    t0 = time.monotonic()
+    with pytest.raises(TokenError) as ei:
+        run(p.token())
+    assert time.monotonic() - t0 < 10  # refused as it went over, not at the timeout
+    msg = str(ei.value)
+    assert f"printed more than {MAX_COMMAND_OUTPUT_BYTES} bytes on standard output" in msg
+    assert "killed" in msg and "aaaa" not in msg
+    written = int(progress.read_text()) if progress.exists() else 0
+    assert written < 10, f"the command wrote all {written} MB: its output was read to the end"
+
+
+def test_a_flood_on_stderr_keeps_only_its_tail(tmp_path):
+    code = ("import sys\n"
+            "for _ in range(200): sys.stderr.write('x' * 50_000 + '\\n')\n"
+            "sys.stderr.write('the last line\\n'); sys.exit(4)\n")
+    with pytest.raises(TokenError) as ei:
+        run(CommandTokenProvider([sys.executable, "-c", code], timeout_seconds=30).token())
+    assert str(ei.value).endswith("failed with exit code 4: the last line")
+
+
+def test_stream_readers_are_bounded():
+    async def main():
+        r = asyncio.StreamReader()
+        r.feed_data(b"a" * 100_000)
+        r.feed_eof()
+        tail = await oauth._read_tail(r, 10)
+        r2 = asyncio.StreamReader()
+        r2.feed_data(b"b" * (MAX_COMMAND_OUTPUT_BYTES + 1))
+        r2.feed_eof()
+        with pytest.raises(oauth._OutputTooLarge):
+            await oauth._read_capped(r2, MAX_COMMAND_OUTPUT_BYTES)
+        r3 = asyncio.StreamReader()
+        r3.feed_data(b"c" * MAX_COMMAND_OUTPUT_BYTES)
+        r3.feed_eof()
+        return tail, await oauth._read_capped(r3, MAX_COMMAND_OUTPUT_BYTES)
+
+    tail, exact = run(main())
+    assert tail == b"a" * 10 and exact == b"c" * MAX_COMMAND_OUTPUT_BYTES
 
 
 def _alive(pid: int) -> bool:

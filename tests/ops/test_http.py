@@ -178,6 +178,10 @@ def test_stop_is_idempotent_and_releases_port():
     ({"host": ""}, ValueError, "host"),
     ({"ready": 3}, TypeError, "ready"),
     ({"liveness_timeout_seconds": 0}, ValueError, "liveness_timeout_seconds"),
+    ({"max_connections": 0}, ValueError, "max_connections must be an integer >= 1, got 0"),
+    ({"max_connections": True}, ValueError, "max_connections"),
+    ({"request_timeout_seconds": 0}, ValueError, "request_timeout_seconds must be a finite number > 0, got 0"),
+    ({"request_timeout_seconds": float("inf")}, ValueError, "request_timeout_seconds"),
 ])
 def test_invalid_arguments(kwargs, exc, match):
     with pytest.raises(exc, match=match):
@@ -257,3 +261,137 @@ def test_live_callable_false_is_503():
 
     status, _, body = run(main())
     assert status == 503 and body == b"not live\n"
+
+
+# ------------------------------------------------------------------ connection cap and deadline
+def _closed_after(sock: socket.socket, timeout: float) -> tuple[float | None, bytes]:
+    """Seconds until the server closes *sock* (None if it did not within *timeout*) and what it sent."""
+    import select
+
+    t0 = time.monotonic()
+    got = b""
+    while time.monotonic() - t0 < timeout:
+        r, _, _ = select.select([sock], [], [], 0.05)
+        if r:
+            try:
+                b = sock.recv(65536)
+            except ConnectionResetError:
+                return time.monotonic() - t0, got
+            if not b:
+                return time.monotonic() - t0, got
+            got += b
+    return None, got
+
+
+def _slowloris(port: int, period: float, out: dict, stop: threading.Event) -> None:
+    """Send a request one byte per *period*; note when the server cut the connection."""
+    import select
+
+    payload = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: " + b"a" * 100 + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        t0 = time.monotonic()
+        for i, byte in enumerate(payload):
+            if stop.is_set():
+                break
+            try:
+                s.send(bytes([byte]))
+            except OSError:
+                out.update(cut=time.monotonic() - t0, sent=i)
+                return
+            r, _, _ = select.select([s], [], [], period)  # wakes at once if the server closes
+            if r:
+                try:
+                    data = s.recv(65536)
+                except ConnectionResetError:
+                    data = b""
+                out.update(cut=time.monotonic() - t0, sent=i + 1, reply=data)
+                return
+        out.update(cut=None, sent=len(payload))
+
+
+def test_a_slowloris_client_is_cut_at_the_deadline_while_others_are_served():
+    reg = _registry()
+    deadline = 2.5
+
+    async def main():
+        async with HealthServer(reg, port=0, request_timeout_seconds=deadline) as srv:
+            out: dict = {}
+            stop = threading.Event()
+            # one header byte per second: every read is well within the 10 s read timeout
+            t = threading.Thread(target=_slowloris, args=(srv.port, 1.0, out, stop), daemon=True)
+            t.start()
+            try:
+                await asyncio.sleep(1.0)
+                t0 = time.monotonic()
+                status, _, body = await asyncio.to_thread(_get, srv.url + "/metrics")
+                served_in = time.monotonic() - t0
+                await asyncio.to_thread(t.join, deadline + 6)
+            finally:
+                stop.set()
+            return out, status, body, served_in, srv.connections
+
+    out, status, body, served_in, conns = run(main())
+    assert status == 200 and b"streamkm_test_records_total" in body and served_in < 2  # meanwhile
+    assert out.get("cut") is not None, f"the slow client was never cut: {out}"
+    assert deadline - 0.2 <= out["cut"] <= deadline + 1.0
+    assert out["sent"] < 20 and out.get("reply", b"") == b""  # cut mid-request, no reply
+    assert conns["expired"] == 1 and conns["open"] == 0
+
+
+def test_connections_beyond_the_cap_are_refused_at_once_and_freed_at_the_deadline():
+    reg = _registry()
+    deadline = 2.0
+
+    async def main():
+        srv = HealthServer(reg, port=0, request_timeout_seconds=deadline)  # the default cap: 64
+        assert srv.max_connections == 64
+        async with srv:
+            held = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in range(64)]
+            extra: list[socket.socket] = []
+            try:
+                t_end = time.monotonic() + 5
+                while srv.connections["open"] < 64 and time.monotonic() < t_end:
+                    await asyncio.sleep(0.02)
+                assert srv.connections["open"] == 64
+                refused = []
+                for _ in range(36):  # connections 65 to 100
+                    s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+                    extra.append(s)
+                    refused.append(await asyncio.to_thread(_closed_after, s, 2.0))
+                counts = dict(srv.connections)
+                # the idle holders never close; the deadline frees their slots for a scrape
+                await asyncio.sleep(deadline + 0.5)
+                status, _, body = await asyncio.to_thread(_get, srv.url + "/metrics")
+                held_cut = [(await asyncio.to_thread(_closed_after, s, 1.0))[0] for s in held]
+                return refused, counts, status, body, held_cut, dict(srv.connections)
+            finally:
+                for s in held + extra:
+                    s.close()
+
+    refused, counts, status, body, held_cut, after = run(main())
+    assert all(t is not None and t < 1.0 for t, _ in refused), refused
+    assert all(reply.startswith(b"HTTP/1.1 503 Service Unavailable") for _, reply in refused)
+    assert counts == {"open": 64, "refused": 36, "expired": 0}
+    assert status == 200 and b"streamkm_test_records_total" in body
+    assert all(t is not None for t in held_cut)
+    assert after["expired"] == 64 and after["open"] == 0
+
+
+def test_stop_cuts_the_connections_still_open():
+    async def main():
+        srv = HealthServer(CollectorRegistry(), port=0, request_timeout_seconds=60)
+        await srv.start()
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        try:
+            t_end = time.monotonic() + 5
+            while srv.connections["open"] < 1 and time.monotonic() < t_end:
+                await asyncio.sleep(0.02)
+            t0 = time.monotonic()
+            await srv.stop()
+            stopped_in = time.monotonic() - t0
+            return stopped_in, await asyncio.to_thread(_closed_after, s, 2.0)
+        finally:
+            s.close()
+
+    stopped_in, (cut, reply) = run(main())
+    assert stopped_in < 2 and cut is not None and reply == b""

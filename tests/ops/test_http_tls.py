@@ -218,6 +218,76 @@ def test_a_silent_client_does_not_hold_up_tls_handshakes_of_others(pki):
     assert status == 200 and elapsed < 3
 
 
+def _closed_within(sock: socket.socket, timeout: float) -> tuple[float | None, bytes]:
+    import select
+
+    t0 = time.monotonic()
+    got = b""
+    while time.monotonic() - t0 < timeout:
+        if select.select([sock], [], [], 0.05)[0]:
+            try:
+                b = sock.recv(65536)
+            except ConnectionResetError:
+                b = b""
+            if not b:
+                return time.monotonic() - t0, got
+            got += b
+    return None, got
+
+
+def test_a_handshake_trickled_byte_by_byte_is_cut_at_the_deadline(pki):
+    """Each byte comes well within the 10 s read timeout; the whole-connection deadline cuts it."""
+    hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40  # the start of a ClientHello
+
+    def trickle(port: int) -> tuple[float | None, int]:
+        import select
+
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            t0 = time.monotonic()
+            for i, byte in enumerate(hello):
+                try:
+                    s.send(bytes([byte]))
+                except OSError:
+                    return time.monotonic() - t0, i
+                if select.select([s], [], [], 0.5)[0]:
+                    return time.monotonic() - t0, i + 1
+            return None, len(hello)
+
+    async def main():
+        async with _server(pki, request_timeout_seconds=2.0) as srv:
+            task = asyncio.ensure_future(asyncio.to_thread(trickle, srv.port))
+            await asyncio.sleep(0.5)
+            status = (await asyncio.to_thread(_get, srv.url + "/healthz", _client_ctx(pki)))[0]
+            cut, sent = await task
+            return status, cut, sent, srv.connections
+
+    status, cut, sent, conns = run(main())
+    assert status == 200  # served meanwhile
+    assert cut is not None and 1.8 <= cut <= 3.0 and sent < len(hello)
+    assert conns["expired"] == 1
+
+
+def test_an_https_connection_beyond_the_cap_is_closed_without_a_plain_reply(pki):
+    async def main():
+        async with _server(pki, max_connections=2) as srv:
+            held = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in range(2)]
+            try:
+                t_end = time.monotonic() + 5
+                while srv.connections["open"] < 2 and time.monotonic() < t_end:
+                    await asyncio.sleep(0.02)
+                extra = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+                with extra:
+                    closed = await asyncio.to_thread(_closed_within, extra, 2.0)
+            finally:
+                for s in held:
+                    s.close()
+            return closed, srv.connections
+
+    (cut, reply), conns = run(main())
+    assert cut is not None and cut < 1.0 and reply == b""
+    assert conns["refused"] == 1
+
+
 # ------------------------------------------------------------------ client certificates
 def _rogue_client_cert(pki: Pki) -> tuple[Path, Path]:
     """A client certificate signed by ``other_ca``, which the server does not trust."""

@@ -4,6 +4,7 @@ embeddings, state dicts, the weights file format and every error path."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 import subprocess
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from streamkm.sequence import LSTMEncoder
-from streamkm.sequence.lstm import FORMAT_VERSION
+from streamkm.sequence.lstm import FORMAT_VERSION, fileformat
 from tests.sequence import make_lstm_golden as golden
 
 try:
@@ -284,8 +285,9 @@ def _rewrite(src: Path, dst: Path, edit) -> None:
     with np.load(src, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     edit(arrays)
-    with open(dst, "wb") as fh:
-        np.savez(fh, **arrays)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    dst.write_bytes(fileformat.seal(buf.getvalue()))  # sealed: the header checks below are reached
 
 
 def _header_edit(change):
@@ -676,3 +678,120 @@ def test_kernel_layout_stacks_recurrent_input_and_bias_weights_per_gate():
             np.testing.assert_array_equal(p.w_hh_t[d, blk], w_hh[rows].T)
             np.testing.assert_array_equal(p.w_ih_t[d][:, blk * H:(blk + 1) * H], w_ih[rows].T)
     assert not hasattr(prepare(enc.params_, 1, 2, H, np.float32)[0], "w_hh_t")  # inference: not built
+
+
+# ------------------------------------------------------------------ size limit and seal
+def _legacy_v1_file(enc: LSTMEncoder, path: Path, version: int = 1) -> Path:
+    """A weights file as streamkm wrote it before the seal: plain np.savez, format_version 1."""
+    header = {"format": "streamkm.lstm", "format_version": version, **enc._sizes(), "batch_first": True,
+              "dtype": "float32", "training": {}, "content_hash": enc.content_hash}
+    arrays = {**enc.state_dict(), "__header__": np.frombuffer(json.dumps(header).encode(), np.uint8)}
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+    return path
+
+
+def test_a_weights_file_over_the_limit_is_refused_unread(tmp_path):
+    import tracemalloc
+
+    big = tmp_path / "big.npz"
+    with open(big, "wb") as fh:  # sparse: 2x the limit long, no disk used
+        fh.truncate(2 * fileformat.MAX_FILE_BYTES)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError) as ei:
+            LSTMEncoder.load(big)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(ei.value) == (f"{big}: {2 * fileformat.MAX_FILE_BYTES} bytes, more than the limit of "
+                             f"{fileformat.MAX_FILE_BYTES} bytes for LSTM weights files: not read")
+    assert peak < (1 << 20)
+    r = subprocess.run([sys.executable, "-m", "streamkm", "lstm", "info", str(big)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "more than the limit of 1073741824 bytes" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_every_flipped_byte_is_refused_before_parsing(tmp_path, monkeypatch):
+    enc = LSTMEncoder(2, 2, seed=0)
+    path = enc.save(tmp_path / "w.npz")
+    original = path.read_bytes()
+    assert original[-64 - len(b"streamkm-sha256:"):-64] == b"streamkm-sha256:"
+    with zipfile.ZipFile(path) as zf:  # the seal is the zip comment: zip readers still read the file
+        assert zf.comment.startswith(b"streamkm-sha256:") and zf.testzip() is None
+
+    def no_parse(*args, **kwargs):
+        raise AssertionError("np.load was called on bytes that do not match the seal")
+
+    monkeypatch.setattr(fileformat.np, "load", no_parse)
+    for i in range(len(original)):
+        b = bytearray(original)
+        b[i] ^= 0x01
+        path.write_bytes(bytes(b))
+        with pytest.raises(ValueError, match=r"checksum mismatch|ends with neither"):
+            LSTMEncoder.load(path)
+    monkeypatch.undo()
+    path.write_bytes(original)
+    assert LSTMEncoder.load(path).content_hash == enc.content_hash
+
+
+def test_unsealed_files_of_format_version_1_still_load(tmp_path):
+    enc = LSTMEncoder(3, 4, num_layers=2, seed=3)
+    old = _legacy_v1_file(enc, tmp_path / "v1.npz")
+    loaded = LSTMEncoder.load(old)
+    assert loaded.content_hash == enc.content_hash
+    assert LSTMEncoder.read_header(old)["format_version"] == 1
+    # an unsealed file claiming version 2 was rewritten or damaged: refused
+    v2 = _legacy_v1_file(enc, tmp_path / "v2.npz", version=2)
+    with pytest.raises(ValueError, match=r"v2\.npz: format_version 2 but no streamkm seal"):
+        LSTMEncoder.load(v2)
+    # a v1 file whose weights were flipped is still caught, after parsing, by its content hash
+    with zipfile.ZipFile(old) as zf:
+        info = zf.getinfo("weight_hh_l1.npy")
+    raw = bytearray(old.read_bytes())
+    raw[info.header_offset + 30 + len(info.filename) + len(info.extra) + 200] ^= 0xFF
+    old.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="corrupted|content hash mismatch"):
+        LSTMEncoder.load(old)
+
+
+def test_save_refuses_a_file_over_the_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(fileformat, "MAX_FILE_BYTES", 2000)
+    enc = LSTMEncoder(8, 8, seed=0)  # about 9 kB of parameters
+    with pytest.raises(ValueError, match=r"w\.npz: the weights would take \d+ bytes, more than the limit of 2000"):
+        enc.save(tmp_path / "w.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_limited_validates_its_limit(tmp_path):
+    f = tmp_path / "f"
+    f.write_bytes(b"12345")
+    assert fileformat.read_limited(f, 5) == b"12345"
+    with pytest.raises(ValueError, match=r"5 bytes, more than the limit of 4 bytes"):
+        fileformat.read_limited(f, 4)
+    for bad in (0, True, 1.5):
+        with pytest.raises(ValueError, match="limit must be an int >= 1"):
+            fileformat.read_limited(f, bad)
+    with pytest.raises(ValueError, match="is a directory"):
+        fileformat.read_limited(tmp_path)
+
+
+def test_seal_refuses_what_it_cannot_seal():
+    with pytest.raises(ValueError, match="cannot seal"):
+        fileformat.seal(b"not a zip")
+    buf = io.BytesIO()
+    np.savez(buf, x=np.arange(3))
+    sealed = fileformat.seal(buf.getvalue())
+    with pytest.raises(ValueError, match="cannot seal"):
+        fileformat.seal(sealed)  # already has a comment
+
+
+def test_from_torch_refuses_an_oversized_file_unread(tmp_path):
+    pytest.importorskip("torch")
+    big = tmp_path / "big.pt"
+    with open(big, "wb") as fh:
+        fh.truncate(fileformat.MAX_FILE_BYTES + 1)
+    with pytest.raises(ValueError, match=r"big\.pt: 1073741825 bytes, more than the limit of 1073741824 bytes "
+                                         r"for PyTorch weights files: not read"):
+        LSTMEncoder.from_torch(big)

@@ -9,6 +9,7 @@ design: docs/lstm.md.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Mapping
@@ -31,6 +32,7 @@ from streamkm.sequence.lstm.fileformat import (
     content_hash,
     encode_header,
     read_file,
+    read_limited,
     write_file,
 )
 from streamkm.sequence.lstm.kernels import Lengths, forward_bm, param_shapes, prepare
@@ -429,7 +431,8 @@ class LSTMEncoder:
         ----------
         source : str, path, torch.nn.LSTM, or mapping of name -> tensor/array
             A ``torch.nn.LSTM`` module, its ``state_dict()`` (tensors or arrays), or
-            a file written by ``torch.save(model.state_dict(), path)`` (read with
+            a file written by ``torch.save(model.state_dict(), path)`` (at most
+            ``fileformat.MAX_FILE_BYTES``, refused unread if larger; read with
             ``weights_only=True``, so files holding pickled modules are refused).
             Keys may carry a module prefix such as ``"encoder.lstm."`` if exactly one
             LSTM is present. torch is imported only to read files.
@@ -447,10 +450,10 @@ class LSTMEncoder:
         if isinstance(source, (str, os.PathLike)):
             import torch  # lazy: only needed to read torch's file format
 
+            # size-limited like streamkm's own files, read before torch parses anything
+            data = read_limited(source, what="PyTorch weights file")
             try:
-                obj = torch.load(os.fspath(source), map_location="cpu", weights_only=True)
-            except FileNotFoundError:
-                raise
+                obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
             except Exception as exc:
                 raise ValueError(f"cannot read torch weights from {source}: {exc}") from None
         if hasattr(obj, "state_dict") and callable(obj.state_dict) and not isinstance(obj, Mapping):
