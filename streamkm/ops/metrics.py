@@ -245,6 +245,10 @@ class Metrics:
             "streamkm_group_partial_chunks",
             "group.ordering = rounds: partial chunks this member cut after half of group.idle_partition_seconds "
             "without records (mid-stream, a replay cuts there only if the recording ends there).", ("pipeline",))
+        self.model_rollbacks = counter(
+            "streamkm_model_rollbacks",
+            "Per-worker model: times a failed revoke checkpoint rolled the model and offsets back to the "
+            "last durable checkpoint (the records after it are re-read by their partitions' next owners).")
         self.group_window_restores = counter(
             "streamkm_group_window_restores",
             "Sequence pipeline on the group model: partitions started with the open windows their previous "

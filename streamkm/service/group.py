@@ -49,7 +49,7 @@ from streamkm.group.messages import (
 )
 from streamkm.group.rounds import RoundFold
 from streamkm.group.wire import decode, encode
-from streamkm.kafka.client import start_client, stop_quietly
+from streamkm.kafka.client import getmany_unless, start_client, stop_quietly, unless_stopped
 from streamkm.kafka.embedded import create_topics
 from streamkm.kafka.tls import explain_connection_error
 from streamkm.ops.metrics import Metrics
@@ -933,7 +933,11 @@ class GroupWorker:
         backoff = w.retry_backoff_initial_seconds
         while not self._stopping.is_set():
             try:
-                await self._connect()
+                # A consumer's start joins the group, which a rebalance can hold: not a shutdown.
+                connected, _ = await unless_stopped(self._connect(), self._stopping)
+                if not connected:
+                    await self._disconnect()
+                    return False
                 return True
             except (TimeoutError, OSError, KafkaError) as exc:
                 await self._disconnect()
@@ -1362,7 +1366,11 @@ class GroupWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.follower.changed.wait(), 0.5)
                 continue
-            batch = await self._consumer.getmany(timeout_ms=kafka.fetch_timeout_ms, max_records=kafka.max_records)
+            got = await getmany_unless(self._consumer, self._stopping, timeout_ms=kafka.fetch_timeout_ms,
+                                       max_records=kafka.max_records)
+            if got is None:  # stopping (a rebalance may hold a fetch until every member rejoined)
+                break
+            batch = got
             self._last_fetch = time.monotonic()
             self._report_lag()
             async with self._lock:

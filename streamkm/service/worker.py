@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import time
 from collections.abc import Mapping
@@ -21,7 +22,7 @@ from aiokafka.errors import KafkaError
 
 from streamkm.checkpoint import CheckpointInfo, CheckpointStore
 from streamkm.checkpoint.lock import DirectoryLock
-from streamkm.kafka.client import start_client, stop_quietly
+from streamkm.kafka.client import getmany_unless, start_client, stop_quietly, unless_stopped
 from streamkm.kafka.tls import explain_connection_error
 from streamkm.ops.metrics import Metrics
 from streamkm.pipeline import BatchResult, Pipeline, build_pipelines
@@ -136,6 +137,9 @@ class Worker:
         self._consumer: Any = None
         self._producer: Any = None
         self._restored = False
+        #: The state of the last durable checkpoint (or the one restored at start): a failed
+        #: revoke rolls back to it.
+        self._durable: dict[str, Any] | None = None
         self._started = False
         self._stopping = asyncio.Event()
         self._stopped = False
@@ -218,6 +222,7 @@ class Worker:
             self._pending_since = time.monotonic()
         for p in self.pipelines.values():
             p.observe(self.metrics, baseline=True)
+        self._durable = copy.deepcopy(self.state_dict())
         self._restored = True
 
     def _load_state(self, state: dict[str, Any]) -> None:
@@ -260,7 +265,10 @@ class Worker:
         try:
             while not self._stopping.is_set():
                 try:
-                    await self._connect()
+                    # A consumer's start joins the group, which a rebalance can hold: not a shutdown.
+                    connected, _ = await unless_stopped(self._connect(), self._stopping)
+                    if not connected:
+                        break
                     backoff = w.retry_backoff_initial_seconds
                     await self._consume_loop()
                 except _Fatal:
@@ -368,9 +376,11 @@ class Worker:
         """One ``getmany``, with the rebalance generation it started in."""
         kafka = self.settings.kafka
         generation = self._generation
-        batch = await self._consumer.getmany(timeout_ms=kafka.fetch_timeout_ms, max_records=kafka.max_records)
+        # Abandoned on a stop request: a rebalance can hold getmany until every member rejoined.
+        batch = await getmany_unless(self._consumer, self._stopping, timeout_ms=kafka.fetch_timeout_ms,
+                                     max_records=kafka.max_records)
         self._last_fetch = time.monotonic()
-        return generation, batch
+        return generation, {} if batch is None else batch
 
     async def _consume_loop(self) -> None:
         # While a large batch is processed in a thread, the next getmany() runs on the
@@ -541,8 +551,10 @@ class Worker:
         if self._unsafe:
             log.error("not checkpointing: dead-letter writes for absorbed records failed")
             return False
-        if await self.durability.checkpoint(self.state_dict(), reason) is None:
+        state = self.state_dict()
+        if await self.durability.checkpoint(state, reason) is None:
             return False
+        self._durable = copy.deepcopy(state)  # what a failed revoke rolls back to
         self._fault("after_checkpoint")
         await self.durability.commit(self._consumer, self.book.committable(), reason,
                                      coordinator_known=self._coordinator_known)
@@ -555,9 +567,11 @@ class Worker:
             self._generation += 1
             if revoked and self.book.assigned and not self._unsafe:
                 if self.durability.dirty or any(tp in self.book.next for tp in revoked):
-                    await self._checkpoint_and_commit("revoke")
-            # The offsets stay in the book, checkpointed or not: had that checkpoint or commit
-            # failed, forgetting them would resume the partition below what the model holds.
+                    if not await self._checkpoint_and_commit("revoke") and self.durability.dirty \
+                            and not self._unsafe:
+                        self._roll_back(revoked)
+            # The offsets stay in the book: forgetting them would resume a partition that comes
+            # back below what the model holds.
             for tp in revoked:
                 self.metrics.remove_partition(tp.topic, tp.partition)
                 self._resumed.pop(tp, None)
@@ -567,6 +581,27 @@ class Worker:
         if revoked:
             log.info("partitions revoked: %s", sorted(f"{tp.topic}:{tp.partition}" for tp in revoked),
                      extra={"event": "rebalance", "phase": "revoked", "n_partitions": len(revoked)})
+
+    def _roll_back(self, revoked: set[TopicPartition]) -> None:
+        """The revoke's checkpoint failed: the model holds records of partitions leaving it that
+        no checkpoint or commit covers, and their next owner re-reads them from the last commit.
+        Roll the model and the offsets back to the last durable checkpoint, so no record stays in
+        two models; partitions kept re-read from there (as after a crash)."""
+        assert self._durable is not None
+        before = self.book.formatted()
+        self._load_state(copy.deepcopy(self._durable))
+        self.durability.dirty = False
+        self.durability.records_since = 0
+        for tp in self.book.assigned - revoked:
+            off = self.book.next.get(tp)
+            if off is not None and self._consumer is not None:
+                self._consumer.seek(tp, off)
+        for p in self.pipelines.values():
+            p.observe(self.metrics, baseline=True)
+        self.metrics.model_rollbacks.inc()
+        log.warning("the revoke's checkpoint failed: rolled the model back to the last durable checkpoint "
+                    "(offsets %s, were %s); the records after it are re-read by whoever owns their "
+                    "partitions", self.book.formatted(), before, extra={"event": "model_rollback"})
 
     async def _on_assigned(self, assigned: set[TopicPartition], consumer: Any) -> None:
         async with self._lock:

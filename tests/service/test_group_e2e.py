@@ -68,9 +68,6 @@ def test_group_model_survives_kills_joins_and_leaves(broker, make_topic, tmp_pat
     cfg["group"] = {"enabled": True, "chunk_rows": 100, "max_in_flight": 4, "sync_timeout_seconds": 10.0,
                     "ordering": ordering, "idle_partition_seconds": 15.0}
     cfg["input"]["dimension"] = D
-    # A member SIGTERMed while the others rebalance (they stop one by one) can need up to about
-    # 25 s here: aiokafka holds its fetch until the rebalance ends (docs/operations.md, Signals).
-    cfg["worker"]["shutdown_deadline_seconds"] = 45.0
     settings = load_config(cfg, tmp_path / "w.toml")
     config = tmp_path / "w.toml"
     records, truth = make_stream(N_VALID, N_BAD)

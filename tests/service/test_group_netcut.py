@@ -58,9 +58,6 @@ def test_member_cut_off_for_20s_during_a_rebalance(tmp_path, ordering):
             cfg["group"] = {"enabled": True, "chunk_rows": 100, "sync_timeout_seconds": 10.0, "ordering": ordering,
                             "idle_partition_seconds": 12.0}
             cfg["input"]["dimension"] = D
-            # A member SIGTERMed while the others rebalance (they stop one by one) can need up to about
-            # 25 s here: aiokafka holds its fetch until the rebalance ends (docs/operations.md, Signals).
-            cfg["worker"]["shutdown_deadline_seconds"] = 45.0
             settings = load_config(cfg, tmp_path / "w.toml")
             records, _ = make_stream(N_VALID, N_BAD, seed=3)
 

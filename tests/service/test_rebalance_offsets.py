@@ -59,28 +59,50 @@ def test_restored_offsets_of_partitions_missing_from_the_first_assignment_are_ke
     assert asyncio.run(go()) == {P0: 150, P1: 200, P2: 300}
 
 
-def test_a_failed_revoke_keeps_the_partitions_offsets(tmp_path):
-    """Before: the revoke's checkpoint failed (disk trouble), the offsets were forgotten anyway, and
-    the partition came back at an older committed offset: counted twice."""
+def test_a_failed_revoke_rolls_the_model_back_to_the_last_durable_checkpoint(tmp_path):
+    """Before (1): the revoke's checkpoint failed (disk trouble), the offsets were forgotten anyway,
+    and the partition came back at an older committed offset: counted twice in one model.
+    Before (2): the offsets were kept but so were the records, and a partition that moved to
+    another member was re-read there from the commit: counted in two models (the soak found
+    18,200 of 600,000). Now the model and the offsets go back to the last durable checkpoint."""
+    import collections
+    import copy
+
+    import numpy as np
+
+    from streamkm.codec import encode_json
+
     w = _worker(tmp_path)
     w.book.restore({f"{T}:0": 100, f"{T}:1": 200}, [T])
+    w._durable = copy.deepcopy(w.state_dict())  # as restored from checkpoint at start
+    pipe = w.pipelines["vectors"]
+    pipe.init_metrics(w.metrics)
+    seen_before = (int(pipe.model.n_seen_), pipe.n_pending)
 
     async def failing_checkpoint(state, reason):
         return None  # not durable
 
     w.durability.checkpoint = failing_checkpoint  # type: ignore[method-assign]
+    Rec = collections.namedtuple("Rec", "topic partition offset key value headers timestamp")
+    rng = np.random.default_rng(0)
 
     async def go():
         await w._on_assigned({P0, P1}, Consumer({}))
-        w.book.next[P1] = 260  # absorbed up to 259, never checkpointed
-        w._consumer = object()  # connected
-        await w._on_revoked({P1})
+        recs = [Rec(T, 1, 200 + i, None, encode_json(rng.normal(size=4)), (), 0) for i in range(60)]
+        pipe.process(recs)  # absorbed up to 259, never checkpointed
+        w.book.next[P1] = 260
+        w.durability.dirty = True
+        assert (int(pipe.model.n_seen_), pipe.n_pending) != seen_before
+        w._consumer = Consumer({})  # connected
+        await w._on_revoked({P0, P1})
         c = Consumer({P1: 200})  # the last commit
         await w._on_assigned({P0, P1}, c)
         return c.seeks
 
     seeks = asyncio.run(go())
-    assert seeks[P1] == 260, "resumes after what the model holds, not at the older commit"
+    assert (int(pipe.model.n_seen_), pipe.n_pending) == seen_before, "the model holds none of 200..259"
+    assert seeks == {P0: 100, P1: 200}, "they are re-read, once"
+    assert w.metrics.model_rollbacks._value.get() == 1
 
 
 def test_another_members_progress_is_still_skipped(tmp_path):
