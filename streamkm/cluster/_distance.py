@@ -68,6 +68,21 @@ class _Workspace:
         self._items[name] = (key, obj)
         return obj
 
+    def put(self, name: str, key: Any, obj: Any) -> None:
+        """Store ``obj`` under ``name`` for ``key`` (replacing what was there)."""
+        self._items[name] = (key, obj)
+
+    def take(self, name: str, key: Any) -> Any:
+        """The object stored under ``name`` if it was stored for this very ``key`` object, else None.
+
+        Identity, not equality: for results tied to one array (e.g. the one-hot matrix of
+        one labels array). The entry is removed.
+        """
+        item = self._items.pop(name, None)
+        if item is not None and item[0] is key:
+            return item[1]
+        return None
+
     def empty(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         """An uninitialized array of ``shape`` and ``dtype`` (reused when it fits exactly)."""
         dt = np.dtype(dtype)
@@ -105,7 +120,8 @@ def _colwise_argmin(Dt: np.ndarray, eq: np.ndarray | None = None) -> tuple[np.nd
     one small GEMM (exact: integers in float32). Columns with a tie (count > 1)
     take the first equal row. Same result as ``Dt.argmin(axis=0)`` and
     ``Dt.min(axis=0)``. ``eq`` is an optional float32 scratch array of
-    ``Dt``'s shape; ``Dt`` is not modified.
+    ``Dt``'s shape; on return it holds the (k, m) one-hot matrix of the labels
+    (the equality mask, its ties cleared). ``Dt`` is not modified.
     """
     k, m = Dt.shape
     mn: np.ndarray = np.minimum.reduce(Dt, axis=0)
@@ -119,6 +135,8 @@ def _colwise_argmin(Dt: np.ndarray, eq: np.ndarray | None = None) -> tuple[np.nd
     ties = np.flatnonzero(sums[1] > 1.0)
     if ties.size:
         labels[ties] = eq[:, ties].argmax(axis=0)
+        eq[:, ties] = 0.0
+        eq[labels[ties], ties] = 1.0
     return labels, mn
 
 
@@ -213,10 +231,14 @@ def _assign(
             Dt = flat[: k * m].reshape(k, m)
             np.matmul(neg2_ct.T, X[start:stop].T, out=Dt)  # −2 μ·x
             Dt += c_col  # ‖μ‖² − 2 μ·x  (‖x‖² does not change the argmin)
-            lab, mins = _colwise_argmin(Dt, eq[: k * m].reshape(k, m))
+            eq_block = eq[: k * m].reshape(k, m)
+            lab, mins = _colwise_argmin(Dt, eq_block)
             labels[start:stop] = lab
             np.add(mins, x_sq[start:stop], out=min_sq[start:stop])
         np.maximum(min_sq, 0, out=min_sq)
+        if work is not None and rows >= n and dtype == np.float32:
+            # One block: eq is the one-hot matrix of all the labels; _cluster_sums reuses it.
+            work.put("assign_onehot", labels, eq_block)
         return labels, min_sq
     if work is None:
         block = np.empty((rows, k), dtype=dtype)

@@ -9,12 +9,13 @@ Everything here is pure: it reads its arguments and modifies none of them, so
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ._distance import _assign, _min_sq_dist, _row_norms_sq
+from ._distance import _assign, _min_sq_dist, _neg2_t, _row_norms_sq
 from ._lloyd import _lloyd
 from ._validation import check_array, check_float, check_positive_int, check_random_state
 from .kmeans_plusplus import _kmeans_plusplus
@@ -24,41 +25,172 @@ __all__ = ["ReseedResult", "compute_reseed", "_compute_reseed", "_d2_sample", "_
 #: Relative-decrease tolerance of the Lloyd runs at initialization and reseeding.
 _LLOYD_TOL = 1e-4
 
+#: Below this many multiply-adds (reservoir rows × centers × features) :func:`_d2_sample`
+#: computes every D² weight (one GEMM); above it, it draws by rejection (see there).
+_D2_EXACT_MAX_WORK = 2**22
+#: Proposals per rejection round of :func:`_d2_sample` (at least; more for many draws).
+_D2_ROUND = 64
+
 
 def _d2_sample(
-    S: np.ndarray, centers: np.ndarray, n: int, rng: np.random.Generator, memory_budget_bytes: int
+    S: np.ndarray, centers: np.ndarray, n: int, rng: np.random.Generator, memory_budget_bytes: int,
+    *, s_sq: np.ndarray | None = None, neg2_ct: np.ndarray | None = None,
+    c_sq: np.ndarray | None = None,
 ) -> np.ndarray:
     """Draw ``n`` rows of ``S`` by D² sampling relative to ``centers`` and to
     the rows already drawn (k-means++ continued). Returns row indices (n,).
 
-    A loop over the ``n`` draws (not over points); each draw after the first
-    is O(len(S) · d), in row blocks that stay in cache (the distances to the
-    last draw are not needed and not computed).
+    Row ``i`` is drawn with probability ``D²(i) / Σ D²``, ``D²(i)`` its squared
+    distance to the nearest of ``centers`` and of the rows drawn before.
+    Computing every ``D²(i)`` is one GEMM of ``len(S) · k · d`` multiply-adds,
+    several times a mini-batch update's when the reservoir is large; above
+    :data:`_D2_EXACT_MAX_WORK` the draws are made by rejection instead, which
+    gives the same distribution and touches ``S`` once, in O(len(S) · d):
+    with ``c`` the center nearest to the centers' mean, ``U(i) = ‖s_i − c‖²``
+    (one GEMV, by the expansion ``‖s‖² − 2 s·c + ‖c‖²``) bounds ``D²(i)``
+    (``c`` is one of the centers; a cheaper, looser bound from the norms
+    alone is tried first, see :func:`_d2_rejection`); a proposal ``i ∝ U(i)``
+    is accepted with probability ``D²(i) / U(i)``, and only the proposals need their ``D²``
+    (O(k · d) each, in rounds of :data:`_D2_ROUND`), so accepted rows are
+    distributed exactly ∝ ``D²``. ``D²`` of a proposal is capped at its ``U``
+    (the distance to ``c`` computed in another order, so it can differ in the
+    last bits). When the acceptance rate is too low (``len(S) / 4`` proposals
+    spent, e.g. every point near a center but a few far outliers), the
+    remaining draws fall back to the full computation, also exact, so the
+    mixture is. Either way the picks are a function of the arguments and of
+    ``rng`` alone (nothing is cached between calls), so a model restored from
+    its state draws the same rows.
+
+    A loop over the ``n`` draws (not over points); each draw of the full
+    computation after the first is O(len(S) · d), in row blocks that stay in
+    cache (the distances to the last draw are not needed and not computed).
+
+    ``s_sq``, ``neg2_ct`` and ``c_sq`` are optional precomputed
+    :func:`~._distance._row_norms_sq` of ``S``, :func:`~._distance._neg2_t` and
+    :func:`~._distance._row_norms_sq` of ``centers`` (same values as computed
+    here). ``neg2_ct`` and ``c_sq`` may also describe a superset of ``centers``
+    whose extra entries have ``c_sq = +inf`` (they never are the nearest);
+    :class:`~.streaming_kmeans.StreamingKMeans` passes its operand for all k
+    centers that way, the dying ones masked.
     """
-    if centers.shape[0]:
+    N, d = S.shape
+    k = centers.shape[0]
+    picks = np.empty(n, dtype=np.int64)
+    done = 0
+    if k and N * k * d > _D2_EXACT_MAX_WORK:
+        done = _d2_rejection(S, centers, n, rng, picks, s_sq, neg2_ct, c_sq)
+        if done == n:
+            return picks
+    if k:
         d2 = _min_sq_dist(S, centers, memory_budget_bytes=memory_budget_bytes).astype(np.float64)
     else:
-        d2 = np.ones(S.shape[0])
-    picks = np.empty(n, dtype=np.int64)
-    block = min(S.shape[0], 2048)
-    diff = np.empty((block, S.shape[1]), dtype=S.dtype)
-    for t in range(n):
+        d2 = np.ones(N)
+    block = min(N, 2048)
+    diff = np.empty((block, d), dtype=S.dtype)
+
+    def lower(i: int) -> None:  # d2 ← min(d2, ‖s − S[i]‖²)
+        for a in range(0, N, block):
+            b = min(a + block, N)
+            D = diff[: b - a]
+            np.subtract(S[a:b], S[i], out=D)
+            np.minimum(d2[a:b], np.einsum("ij,ij->i", D, D), out=d2[a:b])
+
+    for i in picks[:done]:  # drawn by rejection before the fallback
+        lower(int(i))
+    for t in range(done, n):
         cum = np.cumsum(d2)
         total = cum[-1]
         if total > 0:
             i = int(np.searchsorted(cum, rng.random() * total, side="right"))
-            i = min(i, S.shape[0] - 1)
+            i = min(i, N - 1)
         else:  # every point coincides with a center
-            i = int(rng.integers(S.shape[0]))
+            i = int(rng.integers(N))
         picks[t] = i
         if t + 1 == n:
             break
-        for a in range(0, S.shape[0], block):
-            b = min(a + block, S.shape[0])
-            D = diff[: b - a]
-            np.subtract(S[a:b], S[i], out=D)
-            np.minimum(d2[a:b], np.einsum("ij,ij->i", D, D), out=d2[a:b])
+        lower(i)
     return picks
+
+
+def _d2_rejection(S: np.ndarray, centers: np.ndarray, n: int, rng: np.random.Generator,
+                  picks: np.ndarray, s_sq: np.ndarray | None, neg2_ct: np.ndarray | None,
+                  c_sq: np.ndarray | None) -> int:
+    """Draws of :func:`_d2_sample` by rejection into ``picks``; returns how many were made.
+
+    Two bounds ``U ≥ D²``, each tried until its budget of proposals is spent:
+    first ``(‖s‖ + ‖c₀‖)²`` with ``c₀`` the center of least norm (from the
+    norms alone, no pass over ``S``; tight when the data are centred, one round
+    of proposals), then ``‖s − c‖²`` (one GEMV, see :func:`_d2_sample`) until
+    ``len(S) / 4`` proposals. Returns early when both are spent, or when a
+    bound is 0 everywhere.
+    """
+    N = S.shape[0]
+    if s_sq is None:
+        s_sq = _row_norms_sq(S)
+    if neg2_ct is None:
+        neg2_ct = _neg2_t(centers, S.dtype)
+    if c_sq is None:
+        c_sq = _row_norms_sq(centers)
+    round_size = max(_D2_ROUND, 16 * n)
+    # (‖s‖ + ‖c₀‖)² ≥ ‖s − c₀‖² (triangle inequality), with a margin for rounding.
+    U = np.sqrt(s_sq, dtype=np.float64)
+    U += math.sqrt(max(float(c_sq.min()), 0.0))
+    np.square(U, out=U)
+    U *= 1.0 + 1e-6
+    t = _d2_rounds(S, U, n, rng, picks, 0, round_size, round_size, s_sq, neg2_ct, c_sq)
+    if t == n:
+        return t
+    # ‖s − c‖² with c the center nearest to the centers' mean.
+    mean = centers.mean(axis=0)
+    j = int(np.argmin(c_sq + neg2_ct.T @ mean))
+    U = (S @ np.ascontiguousarray(neg2_ct[:, j])).astype(np.float64)
+    U += s_sq
+    U += float(c_sq[j])
+    np.maximum(U, 0.0, out=U)
+    return _d2_rounds(S, U, n, rng, picks, t, round_size, N // 4, s_sq, neg2_ct, c_sq)
+
+
+def _d2_rounds(S: np.ndarray, U: np.ndarray, n: int, rng: np.random.Generator, picks: np.ndarray,
+               t: int, round_size: int, budget: int, s_sq: np.ndarray, neg2_ct: np.ndarray,
+               c_sq: np.ndarray) -> int:
+    """Rejection rounds of :func:`_d2_rejection` with proposals ``∝ U``: fills ``picks[t:]``
+    until ``n`` are drawn or ``budget`` proposals are spent; returns the new ``t``."""
+    N = S.shape[0]
+    cum = np.cumsum(U)
+    total = float(cum[-1])
+    if not total > 0:
+        return t
+    spent = 0
+    while t < n and spent < budget:
+        m = min(round_size, budget - spent)
+        idx = np.minimum(np.searchsorted(cum, rng.random(m) * total, side="right"), N - 1)
+        u = rng.random(m)
+        spent += m
+        P = S[idx]
+        # D² of the proposals: nearest center (GEMM expansion), capped at U, then the rows
+        # drawn so far (difference vectors).
+        D = P @ neg2_ct
+        D += c_sq
+        d2 = np.minimum.reduce(D, axis=1).astype(np.float64)
+        d2 += s_sq[idx]
+        bound = U[idx]
+        np.clip(d2, 0.0, bound, out=d2)
+        for p in picks[:t]:
+            diffp = P - S[p]
+            np.minimum(d2, np.einsum("ij,ij->i", diffp, diffp), out=d2)
+        pos = 0
+        while t < n:
+            hit = np.flatnonzero(u[pos:] * bound[pos:] < d2[pos:])
+            if hit.size == 0:
+                break
+            a = pos + int(hit[0])
+            picks[t] = idx[a]
+            t += 1
+            pos = a + 1
+            if t < n and pos < m:
+                diffp = P[pos:] - P[a]
+                np.minimum(d2[pos:], np.einsum("ij,ij->i", diffp, diffp), out=d2[pos:])
+    return t
 
 
 def _seed_and_refine(

@@ -46,12 +46,21 @@ def _cluster_sums(
     float64.
 
     ``work`` keeps the one-hot matrix between calls (overwritten); without it
-    a new one is built (about 20 µs more for the sparse one).
+    a new one is built (about 20 µs more for the sparse one). When
+    :func:`~._distance._assign` computed ``labels`` with the same workspace in
+    one transposed block, it left their one-hot matrix there (its equality
+    mask, ties cleared); the dense path then uses it instead of building its
+    own (identical values, so identical sums).
     """
     counts = np.bincount(labels, minlength=k)
     m = X.shape[0]
     if k * (X.shape[1] + 16) <= _DENSE_ONE_HOT_MAX:
         # Few, narrow clusters: a dense one-hot GEMM costs less than SciPy's per-point loop.
+        fused = None if work is None else work.take("assign_onehot", labels)
+        if fused is not None and fused.shape == (k, m) and fused.dtype == X.dtype:
+            # The (k, m) one-hot matrix _assign left for these labels: the same matrix as
+            # below, so the same product.
+            return counts, np.asarray(fused @ X, dtype=np.float64)
         if work is None:
             dense = np.zeros((k, m), dtype=X.dtype)
         else:
@@ -134,13 +143,16 @@ def _apply_sums(
     centers, weights, shift
         As for :func:`_minibatch_step`.
     """
+    # Counts in float64 first (exact): NumPy's mixed int64 × float64 loop over the (k, d)
+    # block casts every element and costs several times the product itself.
+    cf = np.asarray(counts, dtype=np.float64)
     w = weights * gamma if gamma != 1.0 else weights.copy()
-    w += counts
+    w += cf
     # Every row at once, no gathers: a cluster without points has a zero sum and count,
     # so its delta is exactly +0 and its center and weight stay as they are. Its weight
     # may be 0 (never 0 for a cluster with points): divide those rows by 1 instead.
     den = w if w.min() > 0 else np.where(w > 0, w, 1.0)
-    delta = counts[:, None] * centers
+    delta = cf[:, None] * centers
     np.subtract(sums, delta, out=delta)
     delta /= den[:, None]
     new = centers + delta

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from ._distance import _row_norms_sq
+
 __all__ = ["UniformReservoir", "TimeBiasedReservoir", "reservoir_from_state"]
 
 #: Accepted positions of Algorithm L are generated this many at a time (one
@@ -93,6 +95,9 @@ class _Reservoir:
         self.n_features = _check_size("n_features", n_features)
         self.dtype = _check_dtype(dtype)
         self._buf = np.zeros((self.capacity, self.n_features), dtype=self.dtype)
+        # ‖row‖² of every stored row (:func:`._distance._row_norms_sq`, row by row), kept with
+        # the buffer: derived from the sample alone, so a restored reservoir has the same bits.
+        self._sq = np.zeros(self.capacity, dtype=self.dtype)
         self._size = 0
         self.n_seen = 0
 
@@ -107,8 +112,22 @@ class _Reservoir:
         view.flags.writeable = False
         return view
 
+    @property
+    def sample_sq_norms(self) -> np.ndarray:
+        """Squared norm of every row of :attr:`sample`, shape ``(len(sample),)`` (read-only view)."""
+        view = self._sq[: self._size]
+        view.flags.writeable = False
+        return view
+
     def __len__(self) -> int:
         return self._size
+
+    def _write(self, slots: np.ndarray, rows: np.ndarray, rows_sq: np.ndarray | None) -> None:
+        """Store ``rows`` (gathered already) in ``slots`` (distinct), with their squared norms
+        (``rows_sq`` when the caller has them, else computed)."""
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)  # the norms of the stored values
+        self._buf[slots] = rows
+        self._sq[slots] = _row_norms_sq(rows) if rows_sq is None else rows_sq
 
     def _check_add(self, X: Any, rng: Any) -> np.ndarray:
         if not isinstance(rng, np.random.Generator):
@@ -139,14 +158,17 @@ class _Reservoir:
         arr = self._check_add(X, rng)
         self._add(np.asarray(arr, dtype=self.dtype), rng)
 
-    def _add(self, X: np.ndarray, rng: np.random.Generator) -> None:  # pragma: no cover
+    def _add(self, X: np.ndarray, rng: np.random.Generator,
+             x_sq: np.ndarray | None = None) -> None:  # pragma: no cover
         raise NotImplementedError
 
-    def _fill(self, X: np.ndarray) -> int:
+    def _fill(self, X: np.ndarray, x_sq: np.ndarray | None = None) -> int:
         """Append leading rows while there is room; return how many."""
         t: int = min(self.capacity - self._size, X.shape[0])
         if t > 0:
             self._buf[self._size : self._size + t] = X[:t]
+            self._sq[self._size : self._size + t] = (
+                _row_norms_sq(self._buf[self._size : self._size + t]) if x_sq is None else x_sq[:t])
             self._size += t
         return t
 
@@ -194,8 +216,10 @@ class _Reservoir:
 
     def _set_base(self, state: dict[str, Any], sample: np.ndarray) -> None:
         self._buf[:] = 0
+        self._sq[:] = 0
         self._size = sample.shape[0]
         self._buf[: self._size] = sample
+        self._sq[: self._size] = _row_norms_sq(self._buf[: self._size])
         self.n_seen = int(state["n_seen"])
 
 
@@ -301,11 +325,11 @@ class UniformReservoir(_Reservoir):
         self._queue_pos = np.concatenate((self._queue_pos, pos.ravel()))
         self._queue_slot = np.concatenate((self._queue_slot, slot.ravel()))
 
-    def _add(self, X: np.ndarray, rng: np.random.Generator) -> None:
+    def _add(self, X: np.ndarray, rng: np.random.Generator, x_sq: np.ndarray | None = None) -> None:
         m = X.shape[0]
         start = self.n_seen
         end = start + m
-        self._fill(X)
+        self._fill(X, x_sq)
         if end > self.capacity:
             if self._last_pos < end and self._log_w is not None:
                 # Algorithm L accepts about capacity · ln(end / last_pos) points up to ``end``:
@@ -320,7 +344,7 @@ class UniformReservoir(_Reservoir):
             k = int(np.searchsorted(self._queue_pos, end))
             if k:
                 slots, rows = _last_wins(self._queue_slot[:k], self._queue_pos[:k] - start, self.capacity)
-                self._buf[slots] = X[rows]
+                self._write(slots, X[rows], None if x_sq is None else x_sq[rows])
                 self._queue_pos = self._queue_pos[k:]
                 self._queue_slot = self._queue_slot[k:]
         self.n_seen = end
@@ -445,11 +469,11 @@ class TimeBiasedReservoir(_Reservoir):
         # 1 − 2^(−1/h) computed without cancellation.
         return min(1.0, -self.capacity * math.expm1(-math.log(2.0) / per_point))
 
-    def _add(self, X: np.ndarray, rng: np.random.Generator) -> None:
+    def _add(self, X: np.ndarray, rng: np.random.Generator, x_sq: np.ndarray | None = None) -> None:
         m = X.shape[0]
         if m == 0:
             return
-        t = self._fill(X)
+        t = self._fill(X, x_sq)
         rest = m - t
         if rest > 0:
             p = self.insertion_probability(m)
@@ -472,7 +496,7 @@ class TimeBiasedReservoir(_Reservoir):
             if rows.size:
                 slots = rng.integers(0, self.capacity, size=rows.size)
                 slots, rows = _last_wins(slots, rows, self.capacity)
-                self._buf[slots] = X[rows]
+                self._write(slots, X[rows], None if x_sq is None else x_sq[rows])
         self.n_seen += m
 
     def state_dict(self) -> dict[str, Any]:

@@ -396,14 +396,16 @@ class StreamingKMeans(ParamsMixin):
                 self._initialize()
         else:
             self._step(X, x_sq)
-        self._end_batch(X, m, prev_seen, was_initialized)
+        # ‖x‖² of the rows (from the validation): the reservoir keeps those of its rows.
+        self._end_batch(X, m, prev_seen, was_initialized, x_sq)
         return self
 
-    def _end_batch(self, sample: np.ndarray, m: int, prev_seen: int, was_initialized: bool) -> None:
+    def _end_batch(self, sample: np.ndarray, m: int, prev_seen: int, was_initialized: bool,
+                   sample_sq: np.ndarray | None = None) -> None:
         """Reservoir, counters, dying clusters and interval reseeds after one update."""
         assert self._res is not None  # created by _setup
         if sample.shape[0]:
-            self._res._add(sample, self._reservoir_rng)
+            self._res._add(sample, self._reservoir_rng, sample_sq)
         self.n_seen_ += m
         self.n_batches_ += 1
         if was_initialized:
@@ -540,6 +542,25 @@ class StreamingKMeans(ParamsMixin):
         self._c_sq = _row_norms_sq(self.cluster_centers_)
         self._neg2_ct = _neg2_t(self.cluster_centers_, self._dtype)
 
+    def _set_center_rows(self, centers64: np.ndarray, rows: np.ndarray) -> None:
+        """:meth:`_set_centers` for ``centers64`` that differ from the current centers in ``rows`` only.
+
+        The derived arrays are copied (never modified in place: callers may hold the old
+        ones) and recomputed in those rows; the values are the ones :meth:`_set_centers`
+        computes (element- and row-wise operations), without a pass over all k rows.
+        """
+        assert self.cluster_centers_ is not None and self._c_sq is not None
+        assert self._neg2_ct is not None
+        self._centers = centers64
+        cc = self.cluster_centers_.copy()
+        new = centers64[rows].astype(self._dtype)
+        cc[rows] = new
+        c_sq = self._c_sq.copy()
+        c_sq[rows] = _row_norms_sq(new)
+        neg2 = self._neg2_ct.copy()
+        neg2[:, rows] = _neg2_t(new, self._dtype)
+        self.cluster_centers_, self._c_sq, self._neg2_ct = cc, c_sq, neg2
+
     def _initialize(self) -> None:
         """k-means++ + Lloyd on the init buffer; weights = cluster sizes."""
         B = np.concatenate(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
@@ -601,14 +622,20 @@ class StreamingKMeans(ParamsMixin):
         alive = np.flatnonzero(w >= thr)
         assert self._res is not None
         S = self._res.sample
+        assert self._neg2_ct is not None and self._c_sq is not None
+        # The model's GEMM operand for all k centers, the dying ones masked by ‖μ‖² = +inf
+        # (no gather of the operand's columns).
+        c_sq = self._c_sq.copy()
+        c_sq[dying] = np.inf
         picks = _d2_sample(S, self.cluster_centers_[alive], dying.size, self._rng,
-                           self.memory_budget_bytes)
+                           self.memory_budget_bytes, s_sq=self._res.sample_sq_norms,
+                           neg2_ct=self._neg2_ct, c_sq=c_sq)
         centers = self._centers.copy()
         centers[dying] = S[picks]
         w = w.copy()
         w[dying] = thr
         self.counts_ = w
-        self._set_centers(centers)
+        self._set_center_rows(centers, dying)
         self.n_dying_replaced_ += int(dying.size)
 
     # ------------------------------------------------------------------

@@ -218,3 +218,87 @@ def test_reservoirs_write_what_sequential_writes_would(kind, monkeypatch):
     fast = run()
     monkeypatch.setattr(reservoir_module, "_last_wins", _sequential_last_wins)
     np.testing.assert_array_equal(fast, run())
+
+
+# ------------------------------------------------------------------ fused and incremental paths
+@pytest.mark.parametrize("k, d, m", [(16, 16, 4096), (8, 8, 256), (5, 3, 1000), (64, 32, 500)])
+def test_sums_from_the_assignment_one_hot_are_the_built_ones(k, d, m):
+    """_assign leaves its one-hot matrix for _cluster_sums; same sums as building it, ties included."""
+    rng = np.random.default_rng(k + d)
+    C = rng.normal(size=(k, d)).astype(np.float32)
+    C[1] = C[0]  # duplicate centers: every point nearest to them is a tie
+    X = np.concatenate([C[rng.integers(k, size=m // 2)], rng.normal(size=(m - m // 2, d))]).astype(np.float32)
+    work = _Workspace()
+    labels, _ = _assign(X, C, work=work)
+    assert work.take("assign_onehot", labels) is not None  # the fused path is exercised
+    labels, _ = _assign(X, C, work=work)
+    fused = _cluster_sums(X, labels, k, work=work)
+    built = _cluster_sums(X, labels, k)
+    assert (labels == 1).sum() == 0 and (labels == 0).sum() > 0  # ties went to the lowest index
+    for a, b in zip(fused, built, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # The matrix is tied to its labels: other labels build their own.
+    other = labels.copy()
+    np.testing.assert_array_equal(_cluster_sums(X, other, k, work=work)[1], built[1])
+
+
+def test_replacing_center_rows_equals_setting_all_centers():
+    model, rng = _model_and_rng(k=6, d=5)
+    centers = model._centers.copy()
+    rows = np.array([1, 4])
+    centers[rows] = rng.normal(size=(2, 5))
+    old = model.cluster_centers_, model._c_sq, model._neg2_ct
+    kept = [a.copy() for a in old]
+    model._set_center_rows(centers, rows)
+    got = model.cluster_centers_, model._c_sq, model._neg2_ct
+    model._set_centers(centers)
+    for a, b in zip(got, (model.cluster_centers_, model._c_sq, model._neg2_ct), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(old, kept, strict=True):  # the old arrays were not modified in place
+        np.testing.assert_array_equal(a, b)
+
+
+def _model_and_rng(k, d):
+    rng = np.random.default_rng(0)
+    model = StreamingKMeans(k, seed=0)
+    model.partial_fit(rng.normal(size=(200, d)))
+    return model, rng
+
+
+@pytest.mark.parametrize("kind", ["uniform", "time_biased"])
+def test_reservoir_keeps_the_squared_norms_of_its_rows(kind):
+    from streamkm.cluster._distance import _row_norms_sq
+
+    res = (UniformReservoir(300, 3) if kind == "uniform"
+           else TimeBiasedReservoir(300, 3, half_life=5.0, time_unit="batches"))
+    rng = np.random.default_rng(5)
+    for m in (100, 250, 7, 1000, 3):
+        res.add(rng.normal(size=(m, 3)), rng)  # float64 input into a float32 reservoir
+        np.testing.assert_array_equal(res.sample_sq_norms, _row_norms_sq(res.sample))
+    restored = type(res)(300, 3) if kind == "uniform" else TimeBiasedReservoir(
+        300, 3, half_life=5.0, time_unit="batches")
+    restored.load_state_dict(res.state_dict())
+    np.testing.assert_array_equal(restored.sample_sq_norms, res.sample_sq_norms)
+
+
+def test_colwise_argmin_leaves_the_one_hot_matrix_in_eq():
+    rng = np.random.default_rng(2)
+    D = rng.integers(0, 3, size=(7, 500)).astype(np.float32)  # ties in most columns
+    eq = np.empty_like(D)
+    labels, _ = _colwise_argmin(D, eq)
+    onehot = np.zeros_like(D)
+    onehot[labels, np.arange(D.shape[1])] = 1.0
+    np.testing.assert_array_equal(eq, onehot)
+
+
+@pytest.mark.parametrize("reservoir", ["uniform", "time_biased"])
+def test_model_reservoir_norms_from_the_validation_are_the_rows_norms(reservoir):
+    from streamkm.cluster._distance import _row_norms_sq
+
+    rng = np.random.default_rng(6)
+    model = StreamingKMeans(3, half_life=3, reservoir=reservoir, reservoir_size=500, seed=0)
+    for m in (40, 300, 700, 5, 900):
+        model.partial_fit(rng.normal(size=(m, 4)).astype(np.float32))  # fast validation path
+        np.testing.assert_array_equal(model._res.sample_sq_norms, _row_norms_sq(model.reservoir_sample))
+    model.partial_fit(rng.normal(size=(300, 4)).tolist())  # converted: norms computed by the reservoir
+    np.testing.assert_array_equal(model._res.sample_sq_norms, _row_norms_sq(model.reservoir_sample))

@@ -125,6 +125,68 @@ def test_dying_cluster_is_replaced_at_a_reservoir_point():
     assert np.linalg.norm(center - means[3]) > 3.0
 
 
+def _d2_frequencies(S, C, n, draws, seed=0):
+    """How often each row of S is drawn by _d2_sample, over ``draws`` calls of ``n`` draws."""
+    from streamkm.cluster._reseed import _d2_sample
+
+    rng = np.random.default_rng(seed)
+    counts = np.zeros(len(S))
+    for _ in range(draws):
+        picks = _d2_sample(S, C, n, rng, 2**26)
+        assert len(set(picks.tolist())) == n  # a drawn row has D² = 0 afterwards
+        counts[picks] += 1
+    return counts
+
+
+@pytest.mark.parametrize("case", ["centred", "offset", "outliers", "tight"])
+@pytest.mark.parametrize("n", [1, 3])
+def test_d2_rejection_sampler_has_the_exact_distribution(case, n, monkeypatch):
+    """The rejection sampler (large reservoirs) draws rows ∝ D² like the full computation.
+
+    "centred" and "outliers": the cheap norm bound accepts; "offset": data far from the
+    origin, the GEMV bound does; "tight": every point within 1e-3 of a center, so both
+    bounds are loose and the full computation draws. Frequencies per group of rows (their
+    blob) agree within a chi-square test.
+    """
+    rng = np.random.default_rng(11)
+    N, d, k = 2000, 6, 8
+    means = rng.normal(scale=4.0, size=(k, d))
+    lab = rng.integers(k, size=N)
+    S = means[lab] + rng.normal(size=(N, d)) * (1e-3 if case == "tight" else 1.0)
+    if case == "offset":
+        S += 500.0
+    if case == "outliers":
+        S[:5] += 1e4
+    S = S.astype(np.float32)
+    # 5 centers for 8 blobs; "tight": one at every blob
+    C = (means + 1e-3).astype(np.float32) if case == "tight" else S[rng.choice(N, 5, replace=False)] + np.float32(0.25)
+    draws = 1500
+    exact = _d2_frequencies(S, C, n, draws)
+    monkeypatch.setattr("streamkm.cluster._reseed._D2_EXACT_MAX_WORK", 0)
+    rejection = _d2_frequencies(S, C, n, draws, seed=1)
+    groups = np.bincount(lab, weights=exact, minlength=k), np.bincount(lab, weights=rejection, minlength=k)
+    e, r = groups
+    assert e.sum() == r.sum() == n * draws
+    chi2 = float((((e - r) ** 2) / np.maximum(e + r, 1)).sum())
+    assert chi2 < 30.0, (case, e, r)  # 7 degrees of freedom: p < 1e-4 for a real difference
+    if case == "outliers":
+        assert r[lab[:5]].sum() > 0  # the outliers, which carry most of the D² mass, are drawn
+
+
+def test_d2_sample_same_picks_with_precomputed_arrays(monkeypatch):
+    from streamkm.cluster._distance import _neg2_t, _row_norms_sq
+    from streamkm.cluster._reseed import _d2_sample
+
+    monkeypatch.setattr("streamkm.cluster._reseed._D2_EXACT_MAX_WORK", 0)
+    rng = np.random.default_rng(3)
+    S = rng.normal(size=(3000, 5)).astype(np.float32)
+    C = S[:7] + np.float32(0.5)
+    a = _d2_sample(S, C, 4, np.random.default_rng(9), 2**26)
+    b = _d2_sample(S, C, 4, np.random.default_rng(9), 2**26, s_sq=_row_norms_sq(S),
+                   neg2_ct=_neg2_t(C, np.float32), c_sq=_row_norms_sq(C))
+    np.testing.assert_array_equal(a, b)
+
+
 def test_dying_threshold_zero_disables_replacement():
     rng = np.random.default_rng(4)
     means = separated_means(4, 3, rng)

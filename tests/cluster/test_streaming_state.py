@@ -27,7 +27,10 @@ from tests.cluster.streaming_helpers import (
          dying_threshold=0.05),
     dict(reservoir_size=200, reseed_interval=500, init_size=450),
 ])
-def test_save_restore_continues_bit_identically(kw):
+@pytest.mark.parametrize("d2_rejection", [False, True], ids=["d2-exact", "d2-rejection"])
+def test_save_restore_continues_bit_identically(kw, d2_rejection, monkeypatch):
+    if d2_rejection:  # dying clusters re-placed by the rejection sampler of large reservoirs
+        monkeypatch.setattr("streamkm.cluster._reseed._D2_EXACT_MAX_WORK", 0)
     rng = np.random.default_rng(8)
     means = separated_means(5, 4, rng)
     batches = [blobs(means if b < 12 else means[:3], int(rng.integers(50, 250)), rng)[0]
