@@ -20,6 +20,7 @@ __all__ = [
     "EXIT_FAILURE",
     "EXIT_USAGE",
     "EXIT_CHECKPOINT",
+    "EXIT_OFFSETS_LOST",
     "eprint",
     "early_signal",
     "stop_on_signals",
@@ -41,6 +42,8 @@ EXIT_USAGE = 2
 """Bad command line or configuration; nothing was done."""
 EXIT_CHECKPOINT = 3
 """``run`` stopped, but its final checkpoint could not be written (a restart replays from the last one)."""
+EXIT_OFFSETS_LOST = 4
+"""``run`` stopped: the broker no longer holds offsets the model needs (``kafka.on_offsets_lost``)."""
 
 
 _early_signal: list[str] = []

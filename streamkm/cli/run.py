@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from streamkm.cli._common import (
     EXIT_CHECKPOINT,
     EXIT_FAILURE,
+    EXIT_OFFSETS_LOST,
     EXIT_OK,
     EXIT_USAGE,
     eprint,
@@ -335,10 +336,14 @@ async def _run(settings: Settings, *, duration: float | None, status_interval: f
             error = worker_task.exception()
             code = EXIT_FAILURE
             from streamkm.service.group import GroupConfigError
+            from streamkm.service.offsets import OffsetsLostError
 
             if isinstance(error, GroupConfigError):  # a user error: one line, exit 2
                 eprint(f"streamkm: {error}")
                 code = EXIT_USAGE
+            elif isinstance(error, OffsetsLostError):  # retention deleted what the model needs: exit 4
+                eprint(f"streamkm: {error}")
+                code = EXIT_OFFSETS_LOST
             elif error is not None:
                 log.error("worker stopped with an error", exc_info=error)
             else:

@@ -66,6 +66,11 @@ class KafkaSettings(_Section):
         default="earliest",
         description="Where to start a partition that has neither a checkpointed nor a committed offset.",
     )
+    on_offsets_lost: Literal["fail", "skip"] = Field(
+        default="fail", description="A partition whose next offset (from the checkpoint, the commit or the group "
+        "model) is below the broker's log start: retention deleted records the model never saw. 'fail': stop "
+        "with exit 4 naming the partition and the offsets; 'skip': log an error, count "
+        "the records in streamkm_records_lost_total and resume at the log start.")
     max_records: int = Field(
         default=10_000, ge=1, description="Maximum records returned by one getmany() (micro-batch bound)."
     )

@@ -245,6 +245,10 @@ class Metrics:
             "streamkm_group_partial_chunks",
             "group.ordering = rounds: partial chunks this member cut after half of group.idle_partition_seconds "
             "without records (mid-stream, a replay cuts there only if the recording ends there).", ("pipeline",))
+        self.records_lost = counter(
+            "streamkm_records_lost",
+            "Records the model needed that the broker had deleted (retention) when their partition resumed, "
+            "skipped under kafka.on_offsets_lost = skip.")
         self.model_rollbacks = counter(
             "streamkm_model_rollbacks",
             "Per-worker model: times a failed revoke checkpoint rolled the model and offsets back to the "

@@ -15,7 +15,20 @@ from aiokafka import TopicPartition
 
 from streamkm.ops.metrics import Metrics
 
-__all__ = ["OffsetBook", "format_offsets", "parse_offsets"]
+__all__ = ["OffsetBook", "OffsetsLostError", "format_offsets", "parse_offsets"]
+
+
+class OffsetsLostError(RuntimeError):
+    """The broker no longer holds offsets the model needs (retention): ``run`` exits 4."""
+
+    def __init__(self, lost: Mapping[TopicPartition, tuple[int, int]]):
+        self.lost = dict(lost)
+        parts = ", ".join(f"{tp.topic}:{tp.partition} needs offset {need} but the log starts at {start} "
+                          f"({start - need:,} records deleted)" for tp, (need, start) in sorted(
+                              self.lost.items(), key=lambda kv: (kv[0].topic, kv[0].partition)))
+        super().__init__(f"the broker no longer holds records the model has not seen: {parts}; keep the input "
+                         "topic's retention longer than the time a partition can go unread, or set "
+                         "kafka.on_offsets_lost = \"skip\" to resume at the log start without them")
 
 
 def _order(tp: TopicPartition) -> tuple[str, int]:

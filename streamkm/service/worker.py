@@ -30,7 +30,7 @@ from streamkm.service.accounting import account
 from streamkm.service.delivery import DeliveryAborted, OutboundRecord, deliver, outbound_records
 from streamkm.service.durability import Durability
 from streamkm.service.faults import FaultHook
-from streamkm.service.offsets import OffsetBook
+from streamkm.service.offsets import OffsetBook, OffsetsLostError
 from streamkm.service.policy import ASK_CAUGHT_UP, CheckpointPolicy, Progress, due
 from streamkm.service.rebalance import RebalanceListener
 
@@ -140,6 +140,8 @@ class Worker:
         #: The state of the last durable checkpoint (or the one restored at start): a failed
         #: revoke rolls back to it.
         self._durable: dict[str, Any] | None = None
+        #: kafka.on_offsets_lost = fail: partitions whose needed records retention deleted.
+        self._offsets_lost: OffsetsLostError | None = None
         self._started = False
         self._stopping = asyncio.Event()
         self._stopped = False
@@ -391,6 +393,8 @@ class Worker:
         self._prefetch = None
         try:
             while not self._stopping.is_set():
+                if self._offsets_lost is not None:
+                    raise self._offsets_lost
                 fetch, self._prefetch = self._prefetch, None
                 generation, batch = await (fetch if fetch is not None else self._fetch())
                 async with self._lock:
@@ -609,6 +613,7 @@ class Worker:
             self.metrics.rebalances.inc()
             positions: dict[str, int | str] = {}
             self._resumed = {}
+            starts = await self._log_starts(consumer, assigned)
             for tp in sorted(assigned, key=lambda t: (t.topic, t.partition)):
                 mine = self.book.next.get(tp)
                 try:
@@ -624,6 +629,11 @@ class Worker:
                     target, source = reread
                 if target is None:
                     positions[f"{tp.topic}:{tp.partition}"] = f"reset:{self.settings.kafka.auto_offset_reset}"
+                    continue
+                target = self._within_log(tp, target, starts)
+                if target is None:  # retention deleted what the model needs: the loop stops
+                    consumer.pause(tp)
+                    positions[f"{tp.topic}:{tp.partition}"] = "lost"
                     continue
                 consumer.seek(tp, target)
                 self.book.next[tp] = target
@@ -642,6 +652,41 @@ class Worker:
             self.metrics.assigned_partitions.set(len(assigned))
         log.info("partitions assigned: %s", positions,
                  extra={"event": "rebalance", "phase": "assigned", "n_partitions": len(assigned)})
+
+    @staticmethod
+    async def _log_starts(consumer: Any, tps: set[TopicPartition]) -> dict[TopicPartition, int]:
+        """The log start of every partition in *tps* (one request); empty if unavailable."""
+        if not tps:
+            return {}
+        try:
+            got = await asyncio.wait_for(consumer.beginning_offsets(sorted(tps, key=lambda t: (t.topic, t.partition))),
+                                         10)
+            return {tp: int(off) for tp, off in got.items()}
+        except Exception as exc:  # never hold a rebalance up: the fetch's reset policy is the fallback
+            log.warning("log starts unavailable (%s: %s); not checked for this assignment", type(exc).__name__, exc)
+            return {}
+
+    def _within_log(self, tp: TopicPartition, target: int, starts: Mapping[TopicPartition, int]) -> int | None:
+        """*target*, or what ``kafka.on_offsets_lost`` makes of it when the log starts after it
+        (retention deleted records the model never saw): None (fail: the loop stops with
+        :class:`OffsetsLostError`, exit 4) or the log start (skip: logged and counted)."""
+        start = starts.get(tp)
+        if start is None or target >= start:
+            return target
+        if self.settings.kafka.on_offsets_lost == "fail":
+            lost = dict(self._offsets_lost.lost) if self._offsets_lost is not None else {}
+            lost[tp] = (target, start)
+            self._offsets_lost = OffsetsLostError(lost)
+            log.error("%s:%d needs offset %d, the log starts at %d: %d records were deleted before the model "
+                      "saw them; stopping (kafka.on_offsets_lost = fail)", tp.topic, tp.partition, target, start,
+                      start - target, extra={"event": "offsets_lost", "offset": target, "log_start": start})
+            return None
+        self.metrics.records_lost.inc(start - target)
+        log.error("%s:%d needs offset %d, the log starts at %d: %d records were deleted before the model saw "
+                  "them; resuming at the log start without them (kafka.on_offsets_lost = skip)", tp.topic,
+                  tp.partition, target, start, start - target,
+                  extra={"event": "offsets_lost", "offset": target, "log_start": start})
+        return start
 
     async def _reread_target(self, consumer: Any, tp: TopicPartition, mine: int | None,
                              committed: int | None) -> tuple[int, str] | None:

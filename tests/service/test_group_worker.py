@@ -174,3 +174,73 @@ def test_rounds_pause_only_the_partitions_that_used_their_budget():
     assert w._throttle(3) is True and w._consumer.paused == {p0, p1}
     w._in_flight = w._in_flight[3:]  # p0's chunks were folded
     assert w._throttle(3) is False and w._consumer.paused == {p1}
+
+
+def _member_at(offset: int, log_start: int, **env: str):
+    """A GroupWorker syncing partition in:0, which the model resumes at *offset*, on a broker whose
+    log of it starts at *log_start* (stand-ins for the consumer and the follower)."""
+    import dataclasses
+
+    from aiokafka import TopicPartition
+
+    from streamkm.service.group import new_group_model
+
+    s = load_settings(env={"STREAMKM_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9", "STREAMKM_GROUP__ENABLED": "true",
+                           "STREAMKM_INPUT__DIMENSION": "2", "STREAMKM_KAFKA__VECTORS_TOPIC": "in",
+                           "STREAMKM_METRICS__ENABLED": "false", **env})
+    w = GroupWorker(s)
+    tp = TopicPartition("in", 0)
+
+    class Consumer:
+        def __init__(self):
+            self.seeks: dict = {}
+
+        async def beginning_offsets(self, tps):
+            return {t: log_start for t in tps}
+
+        def seek(self, t, off):
+            self.seeks[t] = off
+
+        def resume(self, t):
+            pass
+
+    class Follower:
+        caught_up = asyncio.Event()
+        resumes: dict = {}
+
+    v = new_group_model(s, "vectors").version()
+    Follower.latest = {"vectors": dataclasses.replace(v, offsets={"in:0": offset}, queued={"in:0": offset})}
+    Follower.caught_up.set()
+    w.follower = Follower()  # type: ignore[assignment]
+    w._consumer = Consumer()
+    w._assigned = {tp}
+    w._syncing = {tp: (None, time.monotonic() + 30)}
+    sent: list = []
+
+    async def send(lane, res):
+        sent.append(res)
+
+    w._send = send  # type: ignore[method-assign]
+    return w, tp, sent
+
+
+def test_a_partition_whose_records_were_deleted_stops_the_group_member():
+    from streamkm.service.offsets import OffsetsLostError
+
+    w, tp, sent = _member_at(200, 500)
+    with pytest.raises(OffsetsLostError, match=r"in:0 needs offset 200 but the log starts at 500 \(300 records"):
+        asyncio.run(w._sync())
+    assert tp not in w._pos and not sent, "nothing read, nothing sent"
+
+
+def test_on_offsets_lost_skip_moves_the_group_models_offset_with_an_empty_chunk():
+    w, tp, sent = _member_at(200, 500, STREAMKM_KAFKA__ON_OFFSETS_LOST="skip")
+    asyncio.run(w._sync())
+    assert w._consumer.seeks == {tp: 500} and w._pos[tp] == 500
+    (res,) = sent
+    (st,) = res.stats
+    assert (st.first_offset, st.end_offset, st.rows.shape[0], st.n_records) == (200, 500, 0, 300)
+    assert w.metrics.records_lost._value.get() == 300
+    w2, tp2, sent2 = _member_at(600, 500)  # nothing deleted that the model needs
+    asyncio.run(w2._sync())
+    assert w2._consumer.seeks == {tp2: 600} and not sent2

@@ -147,3 +147,55 @@ def test_a_failed_log_start_lookup_does_not_abort_the_assignment(tmp_path):
     assert w.book.assigned == {P0, P1}, "the assignment completes"
     assert c.seeks == {P0: 70}, "the normal rule where the log start is unknown (P1: the reset policy)"
     assert w._reread is None
+
+
+class Retained(Consumer):
+    """The log of partition 1 starts at 500: retention deleted offsets 0..499."""
+
+    def __init__(self, committed, starts):
+        super().__init__(committed)
+        self.starts = starts
+        self.paused: set[TopicPartition] = set()
+
+    async def beginning_offsets(self, tps):
+        return {tp: self.starts.get(tp, 0) for tp in tps}
+
+    def pause(self, *tps):
+        self.paused.update(tps)
+
+
+def test_a_partition_whose_records_were_deleted_stops_the_worker_by_default(tmp_path):
+    """Before: the seek below the log start was reset by aiokafka to a new position, silently."""
+    from streamkm.service.offsets import OffsetsLostError
+
+    w = _worker(tmp_path)
+    w.book.restore({f"{T}:0": 100, f"{T}:1": 200}, [T])
+    c = Retained({}, {P1: 500})
+    asyncio.run(w._on_assigned({P0, P1}, c))
+    assert c.seeks == {P0: 100} and c.paused == {P1}
+    err = w._offsets_lost
+    assert isinstance(err, OffsetsLostError) and err.lost == {P1: (200, 500)}
+    assert "in:1 needs offset 200 but the log starts at 500 (300 records deleted)" in str(err)
+    assert "kafka.on_offsets_lost" in str(err)
+    assert w.book.next[P1] == 200, "the model's offset is kept (a restart with longer retention is exact)"
+
+    async def loop():
+        w._consumer = c
+        await w._consume_loop()
+
+    import pytest
+
+    with pytest.raises(OffsetsLostError):
+        asyncio.run(loop())
+
+
+def test_on_offsets_lost_skip_resumes_at_the_log_start_and_counts_them(tmp_path):
+    s = load_settings(env={"STREAMKM_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9", "STREAMKM_KAFKA__VECTORS_TOPIC": T,
+                           "STREAMKM_CHECKPOINT__DIR": str(tmp_path / "ckpt"), "STREAMKM_DLQ__TOPIC": "",
+                           "STREAMKM_METRICS__ENABLED": "false", "STREAMKM_KAFKA__ON_OFFSETS_LOST": "skip"})
+    w = Worker(s)
+    w.book.restore({f"{T}:0": 100, f"{T}:1": 200}, [T])
+    c = Retained({P1: 250}, {P1: 500})
+    asyncio.run(w._on_assigned({P0, P1}, c))
+    assert c.seeks == {P0: 100, P1: 500} and not c.paused and w._offsets_lost is None
+    assert w.metrics.records_lost._value.get() == 250  # from the commit at 250 (max of own and committed)
