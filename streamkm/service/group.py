@@ -755,7 +755,7 @@ class GroupWorker:
     Parameters
     ----------
     settings : streamkm.config.Settings
-        ``group.enabled`` settings; only the vectors pipeline runs on the group model.
+        ``group.enabled`` settings (the vectors and/or sequence pipeline on the group model).
     metrics : Metrics, optional
     bootstrap_servers : str, optional
         Overrides ``kafka.bootstrap_servers``.

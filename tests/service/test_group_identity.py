@@ -57,8 +57,30 @@ MODEL = {"n_clusters": K, "seed": 0, "half_life": 300.0, "time_unit": "points", 
          "reservoir_size": 400, "reseed_interval": 100, "reseed_min_gain": 0.0, "dying_threshold": 0.0}
 GROUP = {"enabled": True, "chunk_rows": 50, "sample_rows": 64, "max_in_flight": 4,
          "publish_interval_seconds": 0.05, "sync_timeout_seconds": 10.0, "identity_threshold": THRESHOLD,
-         # Phases end on partial chunks, which arrival order folds at once (rounds wait for idleness).
-         "ordering": "arrival"}
+         # Phases end on partial chunks: arrival order folds them at once, rounds once each partition
+         # has been quiet for half of this.
+         "idle_partition_seconds": 2.0}
+
+
+def _refold(stats_recs: list[Any], g: Any, ordering: str, topic: str) -> list[tuple[int, Any]]:
+    """The stats log folded offline as the reducer folds it: ``(offset, outcome)`` of every message
+    decided (folded or refused), in fold order."""
+    from streamkm.group.rounds import RoundFold
+
+    out: list[tuple[int, Any]] = []
+    stats_recs = sorted((r for r in stats_recs if r.partition == 0), key=lambda r: r.offset)  # vectors
+    if ordering == "arrival":
+        for rec in stats_recs:
+            msg = ChunkStats.from_bytes(rec.value)
+            assert not isinstance(msg, WireError), msg
+            out.append((rec.offset, g.fold(msg, rec.offset)))
+        return out
+    rf = RoundFold(g)
+    rf.expect([f"{topic}:0", f"{topic}:1"])
+    for rec in stats_recs:
+        out += [(o.offset, o.outcome) for o in rf.offer_bytes(rec.value, rec.offset) if o.status != "queued"]
+    assert rf.queued == 0, "every chunk was folded live"
+    return out
 
 
 def make_phase(rng: np.random.Generator, phase: tuple, n: int, start: int) -> list[tuple[bytes, str, np.ndarray]]:
@@ -163,12 +185,13 @@ def _not_json(name: str) -> Any:
     raise AssertionError(f"{name} is not JSON (RFC 8259)")
 
 
-def test_cluster_ids_survive_reseeds_and_changes_are_published(broker, make_topic, tmp_path):
+@pytest.mark.parametrize("ordering", ["arrival", "rounds"])
+def test_cluster_ids_survive_reseeds_and_changes_are_published(broker, make_topic, tmp_path, ordering):
     topic, out, events_topic = make_topic("in", 2), make_topic("out"), make_topic("ev")
     cfg = worker_config(broker, tmp_path / "unused", group=unique_name("g"), vectors_topic=topic, output=out,
                         n_clusters=K, max_records=200, model=MODEL, drift={"enabled": False})
     cfg["input"]["dimension"] = 2
-    cfg["group"] = {**GROUP, "events_topic": events_topic}
+    cfg["group"] = {**GROUP, "events_topic": events_topic, "ordering": ordering}
     settings = load_config(cfg, tmp_path / "w.toml")
     rng = np.random.default_rng(7)
     phase1 = make_phase(rng, PHASE1, N1, 0)
@@ -224,12 +247,9 @@ def test_cluster_ids_survive_reseeds_and_changes_are_published(broker, make_topi
     # 2. the events are exactly the transitions of the fold: refold the stats log offline
     g = worker.new_group_model("vectors")
     offline: list[dict[str, Any]] = []
-    for rec in stats_recs:
-        msg = ChunkStats.from_bytes(rec.value)
-        assert not isinstance(msg, WireError), msg
-        outcome = g.fold(msg, rec.offset)
+    for _, outcome in _refold(stats_recs, g, ordering, topic):
         assert outcome.status in ("accepted", "duplicate", "overlap"), outcome  # one member: no gaps
-        offline.extend(_event(tr, g.version_) for tr in outcome.transitions)
+        offline.extend(_event(tr, outcome.version) for tr in outcome.transitions)
     assert [_unversioned(e) for e in events] == [_unversioned(e) for e in offline]
     # each event carries the version of the fold that caused it
     assert [e["version"] for e in events] == [e["version"] for e in offline]
@@ -270,7 +290,8 @@ def test_cluster_ids_survive_reseeds_and_changes_are_published(broker, make_topi
     assert any(c == ids["E"] for items in rows.values() for lab, _, c in items if lab == "E")
 
 
-def test_a_new_reducer_does_not_announce_or_count_again_what_was_published(broker, make_topic, tmp_path):
+@pytest.mark.parametrize("ordering", ["arrival", "rounds"])
+def test_a_new_reducer_does_not_announce_or_count_again_what_was_published(broker, make_topic, tmp_path, ordering):
     """A reducer killed after publishing leaves no snapshot to start from (``snapshot_every`` is
     large): its successor refolds the whole stats log. The refold rebuilds the same versions, but
     the events topic and the counters must not repeat the transitions of the versions already
@@ -282,7 +303,7 @@ def test_a_new_reducer_does_not_announce_or_count_again_what_was_published(broke
     cfg = worker_config(broker, tmp_path / "unused", group=unique_name("g"), vectors_topic=topic, output=out,
                         n_clusters=K, max_records=200, model=MODEL, drift={"enabled": False})
     cfg["input"]["dimension"] = 2
-    cfg["group"] = {**GROUP, "events_topic": events_topic, "snapshot_every": 100_000}
+    cfg["group"] = {**GROUP, "events_topic": events_topic, "snapshot_every": 100_000, "ordering": ordering}
     settings = load_config(cfg, tmp_path / "w.toml")
     rng = np.random.default_rng(7)
     phase1, phase2 = make_phase(rng, PHASE1, N1, 0), make_phase(rng, PHASE2, N2, N1)
@@ -328,12 +349,9 @@ def test_a_new_reducer_does_not_announce_or_count_again_what_was_published(broke
     g = worker.new_group_model("vectors")
     offline: list[dict[str, Any]] = []
     accepted_after = 0
-    for rec in stats_recs:
-        msg = ChunkStats.from_bytes(rec.value)
-        assert not isinstance(msg, WireError), msg
-        outcome = g.fold(msg, rec.offset)
-        offline.extend(_event(tr, g.version_) for tr in outcome.transitions)
-        accepted_after += outcome.status == "accepted" and rec.offset > v1.stats_offset
+    for offset, outcome in _refold(stats_recs, g, ordering, topic):
+        offline.extend(_event(tr, outcome.version) for tr in outcome.transitions)
+        accepted_after += outcome.status == "accepted" and offset > v1.stats_offset
     assert events == offline, "every transition announced once, in fold order"
     assert any(e["version"] > v1.version for e in events)
 
