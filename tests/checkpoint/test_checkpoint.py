@@ -111,6 +111,7 @@ def _corrupt_manifest(info):
     info.manifest_path.write_text("{ not json")
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("corrupt", [_corrupt_flip, _corrupt_truncate, _corrupt_delete, _corrupt_manifest])
 def test_corrupted_newest_falls_back(tmp_path, corrupt, caplog):
     store = CheckpointStore(tmp_path, keep=3)
@@ -212,6 +213,7 @@ _CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("point", FAULT_POINTS)
 def test_sigkill_inside_save_leaves_previous_loadable(tmp_path, point):
     CheckpointStore(tmp_path, keep=2).save({"model_version": 1, "w": np.full((200, 50), 1.0)})

@@ -618,6 +618,7 @@ def _limit_file_size() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
 
 
+@pytest.mark.faults
 @pytest.mark.broker
 def test_failing_checkpoint_disk_is_logged_once_and_the_final_failure_exits_3(broker, make_topic, tmp_path):
     topic = make_topic("in")

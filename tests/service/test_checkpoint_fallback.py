@@ -52,6 +52,7 @@ def _run_until_committed(cfg_path, log, broker, group, topic, n) -> str:
         return log.read_text()
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("corrupt, policy, restart_first", [
     ("newest", "reread", False), ("every manifest", "reread", False), ("newest", "committed", False),
     ("newest", "reread", True), ("every manifest", "reread", True)])

@@ -61,6 +61,7 @@ def assert_no_torn_checkpoint(ckpt_dir):
         store.load(info.sequence)  # raises on a torn or corrupted one
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("fault", ["after_update:6", "after_checkpoint:2", "after_temp_write:2"])
 def test_kill9_and_restart_gives_the_uninterrupted_model(broker, make_topic, tmp_path, fault):
     topic, out = make_topic("in"), make_topic("out")

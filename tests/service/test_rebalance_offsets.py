@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiokafka import TopicPartition
 
 from streamkm.config import load_settings
@@ -59,6 +60,7 @@ def test_restored_offsets_of_partitions_missing_from_the_first_assignment_are_ke
     assert asyncio.run(go()) == {P0: 150, P1: 200, P2: 300}
 
 
+@pytest.mark.faults
 def test_a_failed_revoke_rolls_the_model_back_to_the_last_durable_checkpoint(tmp_path):
     """Before (1): the revoke's checkpoint failed (disk trouble), the offsets were forgotten anyway,
     and the partition came back at an older committed offset: counted twice in one model.
@@ -183,7 +185,7 @@ def test_a_partition_whose_records_were_deleted_stops_the_worker_by_default(tmp_
         w._consumer = c
         await w._consume_loop()
 
-    import pytest
+
 
     with pytest.raises(OffsetsLostError):
         asyncio.run(loop())

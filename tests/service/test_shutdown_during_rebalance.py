@@ -78,6 +78,7 @@ async def _poll(consumer) -> None:
             await asyncio.sleep(0.2)
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("group_model", [True, False], ids=["group-model", "per-worker"])
 def test_sigterm_while_its_join_is_held_stops_within_the_deadline(broker, make_topic, tmp_path, group_model):
     topic = make_topic("in", 4)

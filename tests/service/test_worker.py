@@ -235,6 +235,7 @@ def test_broker_unreachable_live_not_ready_and_clean_shutdown(tmp_path):
     assert state["offsets"] == {}
 
 
+@pytest.mark.faults
 def test_two_workers_partitions_move_nothing_lost(broker, make_topic, tmp_path):
     topic = make_topic("in", partitions=4)
     group = unique_name("g")
@@ -326,6 +327,7 @@ def test_broker_lost_while_running_not_ready_still_live_and_shuts_down(tmp_path)
     assert {tp.partition: o for tp, o in parse_offsets(state["offsets"]).items()} == {0: 100}
 
 
+@pytest.mark.faults
 def test_member_joins_mid_stream_each_record_absorbed_once(broker, make_topic, tmp_path):
     """A second member joins while the first is consuming a backlog (rebalance mid-stream,
     revoke during an in-flight batch); then the first leaves. Across both models every
