@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 
 import pytest
 
@@ -20,6 +21,13 @@ from streamkm.kafka.embedded import (  # noqa: E402
     create_topics,
     kafka_api_versions_ok,
 )
+
+
+def _assert_gone_within(pid: int, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+    assert not _alive(pid), what
 
 
 def _alive(pid: int) -> bool:
@@ -132,7 +140,6 @@ def test_broker_dies_when_its_parent_is_sigkilled(tmp_path, how):
     import select
     import signal
     import subprocess
-    import time
 
     script = tmp_path / "parent.py"
     script.write_text(_PARENT)
@@ -150,10 +157,7 @@ def test_broker_dies_when_its_parent_is_sigkilled(tmp_path, how):
         assert _is_tansu(broker_pid)
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(10)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and _alive(broker_pid):
-            time.sleep(0.05)
-        assert not _alive(broker_pid), "the broker outlived its SIGKILLed parent"
+        _assert_gone_within(broker_pid, 5.0, "the broker outlived its SIGKILLed parent")
     finally:
         if parent.poll() is None:
             os.kill(parent.pid, signal.SIGKILL)
@@ -220,10 +224,7 @@ def test_streamkm_run_sigkilled_leaves_no_broker_behind(tmp_path):
         assert broker_pid is not None, f"no broker child of streamkm run; log:\n{log.read_text()[-3000:]}"
         os.kill(run.pid, signal.SIGKILL)  # the pid only: the broker is in another process group
         run.wait(10)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and _alive(broker_pid):
-            time.sleep(0.05)
-        assert not _alive(broker_pid), "the broker outlived the SIGKILLed streamkm run"
+        _assert_gone_within(broker_pid, 5.0, "the broker outlived the SIGKILLed streamkm run")
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
