@@ -16,9 +16,9 @@ from streamkm.cli._common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_progress
 __all__ = ["register"]
 
 DESCRIPTION = """\
-Run the vectors pipeline on the group model (decode, validate, dead-letter,
-chunk, summarise, fold: the daemon's own code) over a recorded stream, and
-write RUN_DIR:
+Run the vectors (or, --pipeline sequence, the sequence) pipeline on the group
+model (decode, validate, dead-letter, chunk, summarise, fold: the daemon's own
+code) over a recorded stream, and write RUN_DIR:
 
   run.json        the summary (records, valid rows, dead letters by reason,
                   chunks, final version, record-time span)
@@ -61,6 +61,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to write (created; must be "
                    "empty or not exist unless --force)")
     p.add_argument("--force", action="store_true", help="overwrite the files of an existing RUN_DIR")
+    p.add_argument("--pipeline", choices=("vectors", "sequence"),
+                   help="the pipeline the records are for (default: vectors if input.vectors_enabled, else "
+                        "sequence); sequence: events, windows per partition, LSTM embeddings (a .skmrec or "
+                        "kafka:TOPIC source; embeddings agree with a live group's to float32 rounding)")
     p.add_argument("--speed", type=float, metavar="X",
                    help="pace the replay by record time, X times as fast as it was recorded, while serving "
                    "/metrics on metrics.host:metrics.port (dashboards and alerts on a recording)")
@@ -108,10 +112,18 @@ def _cmd(args: argparse.Namespace) -> int:
     from streamkm.replay import TOPIC_PREFIX, open_source
 
     settings = load_settings_or_exit(args.config)
-    if not settings.input.vectors_enabled:
-        eprint("streamkm replay: replay runs the vectors pipeline; input.vectors_enabled is false "
-               "(replaying the sequence pipeline is not built yet)")
+    pipeline = args.pipeline or ("vectors" if settings.input.vectors_enabled else "sequence")
+    if pipeline == "vectors" and not settings.input.vectors_enabled:
+        eprint("streamkm replay: --pipeline vectors, but input.vectors_enabled is false")
         return EXIT_USAGE
+    if pipeline == "sequence":
+        if not settings.sequence.enabled or settings.sequence.lstm_path is None:
+            eprint("streamkm replay: --pipeline sequence needs sequence.enabled and sequence.lstm_path")
+            return EXIT_USAGE
+        if args.speed is not None:
+            eprint("streamkm replay: --speed replays the vectors pipeline only")
+            return EXIT_USAGE
+    args.pipeline = pipeline
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         eprint(f"streamkm replay: --out {out} exists and is not a directory")
@@ -133,7 +145,8 @@ def _cmd(args: argparse.Namespace) -> int:
                                                     args.end_time)):
         eprint("streamkm replay: offset and time ranges apply to kafka:TOPIC sources only")
         return EXIT_USAGE
-    topic = settings.kafka.vectors_topic or "streamkm.vectors"
+    topic = (settings.kafka.vectors_topic or "streamkm.vectors") if pipeline == "vectors" \
+        else (settings.kafka.events_topic or "streamkm.events")
     tmp: Path | None = None
     try:
         if is_topic:
@@ -186,10 +199,15 @@ def _replay(settings: Any, source: Any, description: str, out: Path, args: argpa
         bar.update(n, 0)
 
     paced = _Paced(settings, args) if args.speed is not None else None
-    replay = RoundReplay(settings, on_chunk=log.write, on_records=advance,
-                         before_block=None if paced is None else paced.wait,
-                         after_block=None if paced is None else paced.account,
-                         block_records=256 if paced is not None else 4096)
+    try:
+        replay = RoundReplay(settings, pipeline=args.pipeline, on_chunk=log.write, on_records=advance,
+                             before_block=None if paced is None else paced.wait,
+                             after_block=None if paced is None else paced.account,
+                             block_records=256 if paced is not None else 4096)
+    except (ValueError, OSError) as exc:  # unreadable LSTM weights, say
+        log.close(keep=False)
+        eprint(f"streamkm replay: {exc}")
+        return EXIT_USAGE
     ok = False
     try:
         try:
@@ -211,7 +229,7 @@ def _replay(settings: Any, source: Any, description: str, out: Path, args: argpa
             bar.close()
         try:
             log.close()
-            doc = write_run(out, replay.model, summary, source=description)
+            doc = write_run(out, replay.model, summary, source=description, pipeline=args.pipeline)
         except OSError as exc:
             eprint(f"streamkm replay: cannot write {out}: {exc.strerror or exc}")
             return EXIT_FAILURE

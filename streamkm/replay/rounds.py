@@ -36,6 +36,8 @@ from streamkm.replay.sources import FileSource, ReplayRecord
 if TYPE_CHECKING:
     from streamkm.config import Settings
     from streamkm.group import GroupModel
+    from streamkm.pipeline.sequence import SequencePipeline
+    from streamkm.pipeline.vectors import VectorPipeline
 
 __all__ = ["RoundReplay", "ReplaySummary"]
 
@@ -75,6 +77,9 @@ class RoundReplay:
     ----------
     settings : Settings
         The configuration the daemon runs with (model, input, group sections).
+    pipeline : {"vectors", "sequence"}
+        Which pipeline's records the source holds (vectors, or events for the sequence
+        pipeline: per-partition windows, LSTM embeddings as rows).
     on_chunk : callable, optional
         ``on_chunk(line)`` with the per-chunk log line (a dict, see :meth:`chunk_line`) after
         every fold.
@@ -88,22 +93,34 @@ class RoundReplay:
         Records decoded per pipeline call at most (smaller blocks pace more smoothly).
     """
 
-    def __init__(self, settings: Settings, *, on_chunk: Callable[[dict[str, Any]], None] | None = None,
+    def __init__(self, settings: Settings, *, pipeline: str = "vectors",
+                 on_chunk: Callable[[dict[str, Any]], None] | None = None,
                  on_records: Callable[[int], None] | None = None,
                  before_block: Callable[[list[ReplayRecord]], None] | None = None,
                  after_block: Callable[[BatchResult], None] | None = None, block_records: int = _BLOCK_RECORDS):
         if block_records < 1:
             raise ValueError(f"block_records must be >= 1, got {block_records}")
-        from streamkm.service.group import group_vector_pipeline, new_group_model
+        if pipeline not in ("vectors", "sequence"):
+            raise ValueError(f"pipeline must be 'vectors' or 'sequence', got {pipeline!r}")
+        from streamkm.service.group import group_sequence_pipeline, group_vector_pipeline, new_group_model
 
-        topic = settings.kafka.vectors_topic or "streamkm.vectors"
+        if pipeline == "sequence" and settings.sequence.lstm_path is None:
+            raise ValueError("replaying the sequence pipeline needs sequence.lstm_path")
+        topic = (settings.kafka.vectors_topic or "streamkm.vectors") if pipeline == "vectors" \
+            else (settings.kafka.events_topic or "streamkm.events")
         if settings.group.ordering != "rounds":  # replay computes what a group folding in rounds computes
             settings = settings.model_copy(update={"group": settings.group.model_copy(update={"ordering": "rounds"})})
         self.settings = settings
         self.topic = topic
-        self.chunker, self.pipeline = group_vector_pipeline(settings, member="replay", topic=topic,
-                                                            emit_outputs=False)
-        self.model: GroupModel = new_group_model(settings, "vectors")
+        self.pipeline_name = pipeline
+        self.pipeline: VectorPipeline | SequencePipeline
+        if pipeline == "vectors":
+            self.chunker, self.pipeline = group_vector_pipeline(settings, member="replay", topic=topic,
+                                                                emit_outputs=False)
+        else:
+            self.chunker, self.pipeline = group_sequence_pipeline(settings, member="replay", topic=topic,
+                                                                  emit_outputs=False)
+        self.model: GroupModel = new_group_model(settings, pipeline)
         self.rounds = RoundFold(self.model, on_fold=self._on_fold)
         self._log_offset = 0
         self._feeds: dict[int, _Feed] = {}

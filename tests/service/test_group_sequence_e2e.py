@@ -10,13 +10,19 @@ may span a move. At the end:
 - the accepted chunks of every partition are that reader's chunks: same offsets, same windows
   (embeddings equal to float32 rounding: BLAS blocks a batch of windows by its shape);
 - the published model is the offline fold, in rounds, of the stats log, bit for bit;
-- partitions did start from restored windows, and none lost them.
+- partitions did start from restored windows, and none lost them;
+- ``streamkm replay --pipeline sequence`` of a recording of the topic builds the same model
+  (ids, weights, offsets, version; centres within 1e-5).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -24,6 +30,7 @@ import pytest
 
 from streamkm.codec.events import encode_event_json
 from streamkm.group import WireError, partition_key
+from streamkm.group.export import load_model
 from streamkm.group.messages import read_stats_log
 from streamkm.group.rounds import RoundFold
 from streamkm.sequence.lstm import LSTMEncoder
@@ -146,3 +153,23 @@ def test_windows_move_with_their_partition_through_joins_and_kills(broker, make_
     np.testing.assert_array_equal(off.weights, v.weights)
     np.testing.assert_array_equal(off.ids, v.ids)
     assert off.offsets == v.offsets and off.n_seen == v.n_seen
+
+    # streamkm replay of a recording of the events topic builds the same model: the same chunks,
+    # weights and ids; centres to float32 rounding (the embeddings', not the fold's).
+    env = {k: val for k, val in os.environ.items() if not k.startswith("STREAMKM_")}
+    rec = subprocess.run([sys.executable, "-m", "streamkm", "record", "--bootstrap", broker, "--topic", topic,
+                          "--out", str(tmp_path / "ev.skmrec")], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert rec.returncode == 0, rec.stderr
+    rep = subprocess.run([sys.executable, "-m", "streamkm", "replay", str(tmp_path / "ev.skmrec"), "--config",
+                          str(tmp_path / "w.toml"), "--out", str(tmp_path / "run"), "--pipeline", "sequence"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert rep.returncode == 0, rep.stderr
+    replayed = load_model(tmp_path / "run" / "model")
+    np.testing.assert_array_equal(replayed.cluster_ids_, v.ids)
+    np.testing.assert_array_equal(replayed.weights_, v.weights)
+    np.testing.assert_allclose(replayed.cluster_centers_, v.centers, rtol=0, atol=1e-5)
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert meta["offsets"] == v.offsets and meta["model_version"] == v.version
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["pipeline"] == "sequence" and sum(run["dead_letters"].values()) == N_BAD
