@@ -316,6 +316,10 @@ class ModelVersion:
         resumes); empty otherwise. Timing, not the fold: not compared by :meth:`same_model`.
     read_to : int
         The last stats-log offset the reducer had read (-1: not published).
+    waiting : list of int
+        ``group.ordering = "rounds"``: the stats-log offsets of the chunks still waiting for
+        their round when it was published. Every other message up to ``read_to`` has been
+        folded or refused, counted and announced: a successor refolding them does neither again.
     """
 
     pipeline: str
@@ -334,6 +338,7 @@ class ModelVersion:
     published_at: float = 0.0
     queued: dict[str, int] = field(default_factory=dict)
     read_to: int = -1
+    waiting: list[int] = field(default_factory=list)
 
     @property
     def is_initialized(self) -> bool:
@@ -394,13 +399,17 @@ class ModelVersion:
         read_to = s.get("read_to", -1)
         if not isinstance(read_to, int) or isinstance(read_to, bool) or read_to < -1:
             raise ValueError(f"read_to must be an integer >= -1, got {read_to!r}")
+        waiting = s.get("waiting", [])
+        if not isinstance(waiting, list) or not all(
+                isinstance(o, int) and not isinstance(o, bool) and 0 <= o <= read_to for o in waiting):
+            raise ValueError("waiting must list stats offsets in [0, read_to]")
         return cls(pipeline=_str(s, "pipeline"), version=_int(s, "version", minimum=0),
                    stats_offset=_int(s, "stats_offset", minimum=-1), offsets=dict(offsets), centers=centers,
                    weights=weights, ids=ids, next_id=next_id, n_seen=_int(s, "n_seen", minimum=0),
                    dtype=dtype, config_hash=str(s.get("config_hash", "")),
                    counters={str(a): int(b) for a, b in counters.items()}, summary=dict(summary),
                    published_at=float(published) if isinstance(published, (int, float)) else 0.0,
-                   queued=dict(queued), read_to=read_to)
+                   queued=dict(queued), read_to=read_to, waiting=list(waiting))
 
     @classmethod
     def from_bytes(cls, data: bytes | None) -> ModelVersion | WireError:

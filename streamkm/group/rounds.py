@@ -129,7 +129,7 @@ class RoundFold:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """The queue's metadata for the reducer's snapshot (the messages themselves stay in the log)."""
-        return {"read_to": self._read_to, "queued": sorted(o for q in self._queues.values() for o, _, _ in q),
+        return {"read_to": self._read_to, "queued": self.waiting(),
                 "idle": sorted(self.idle, key=_order), "n_idle": self.n_idle, "n_rounds": self.n_rounds}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -150,6 +150,10 @@ class RoundFold:
         self.idle = set(idle)
         self.n_idle = int(state.get("n_idle", 0))
         self.n_rounds = int(state.get("n_rounds", 0))
+
+    def waiting(self) -> list[int]:
+        """The stats-log offsets of the queued messages, ascending."""
+        return sorted(o for q in self._queues.values() for o, _, _ in q)
 
     def wants(self, offset: int) -> bool:
         """Whether the message at log *offset* is still to be offered (it is after what was

@@ -254,8 +254,9 @@ class ModelFollower:
         self.topic = topic
         self.latest: dict[str, ModelVersion] = {}
         self.snapshots: dict[str, dict[str, Any]] = {}
-        #: (pipeline, "topic:partition") -> the newest partition resume (bytes, decoded on use).
-        self.resumes: dict[tuple[str, str], bytes] = {}
+        #: (pipeline, "topic:partition") -> (its end offset, the furthest partition resume as bytes,
+        #: decoded on use).
+        self.resumes: dict[tuple[str, str], tuple[int | None, bytes]] = {}
         self.caught_up = asyncio.Event()
         self.changed = asyncio.Event()
         self.n_invalid = 0
@@ -348,8 +349,12 @@ class ModelFollower:
         key = rec.key or b""
         if b"#resume#" in key:  # bytes too: only a member assigned the partition decodes one
             pipeline, _, part = key.decode("utf-8", "replace").partition("#resume#")
-            self.resumes[(pipeline, part)] = rec.value
-            self.changed.set()
+            end = _header_int(rec.headers, "end_offset")
+            held = self.resumes.get((pipeline, part))
+            # The furthest one: a zombie reducer's or a refold's late copy of an older one is kept out.
+            if held is None or end is None or held[0] is None or end >= held[0]:
+                self.resumes[(pipeline, part)] = (end, rec.value)
+                self.changed.set()
             return
         if key.endswith(b"#snapshot"):
             # Kept as bytes: only a new reducer decodes one (off the event loop), and only the newest.
@@ -374,6 +379,16 @@ class ModelFollower:
         if old is None or (v.stats_offset, v.version, v.read_to) > (old.stats_offset, old.version, old.read_to):
             self.latest[v.pipeline] = v
             self.changed.set()
+
+
+def _header_int(headers: Any, name: str) -> int | None:
+    for k, v in headers or ():
+        if k == name:
+            try:
+                return int(bytes(v).decode("ascii"))
+            except (ValueError, UnicodeDecodeError):
+                return None
+    return None
 
 
 def load_snapshot(raw: dict[str, Any] | None, pipeline: str) -> dict[str, Any] | None:
@@ -402,6 +417,8 @@ class _Reducer:
         #: Stats offsets up to here were folded and published by an earlier reducer: refolding them
         #: rebuilds the model, but their counts, logs and transition events were already given.
         self._replayed_to = -1
+        #: Rounds: offsets up to _replayed_to that were still waiting when it was published.
+        self._replayed_waiting: set[int] = set()
         self._n_replayed = 0
         #: group.ordering = "rounds": the queue of stats waiting for their round.
         self.rounds: RoundFold | None = None
@@ -490,8 +507,7 @@ class _Reducer:
                         log.warning("reducer of %s: the snapshot's queue state is unusable (%s); re-reading "
                                     "its queue from the log (some outcomes may be counted again)", self.pipeline,
                                     exc)
-            published = w.follower.latest.get(self.pipeline)
-            self._replayed_to = -1 if published is None else published.stats_offset
+            self._replayed_from(w.follower.latest.get(self.pipeline))
             kw = w.plain_consumer_kwargs()
             kw["auto_offset_reset"] = "none"  # a stats log cut by retention is an error, never a jump
             consumer = AIOKafkaConsumer(**kw)
@@ -580,7 +596,7 @@ class _Reducer:
 
     def _declared_idle(self, offset: int, idle: list[str]) -> None:
         """An idle marker read back declared *idle* (counted and logged once, not on a refold)."""
-        if not idle or offset <= self._replayed_to:
+        if not idle or self._was_published(offset):
             return
         assert self.rounds is not None
         self.w.metrics.group_idle_partitions.labels(pipeline=self.pipeline).inc(len(idle))
@@ -618,7 +634,10 @@ class _Reducer:
                 elif isinstance(msg, WireError):
                     offered += rounds.offer(None, rec.offset, now=time.monotonic(), reason=str(msg))
                 else:
-                    got = rounds.offer(msg, rec.offset, now=time.monotonic())
+                    # The queue keeps the chunk without its window state (only the newest per
+                    # partition is published; queued states would hold the reducer's memory).
+                    queued = msg if msg.resume is None else dataclasses.replace(msg, resume=None)
+                    got = rounds.offer(queued, rec.offset, now=time.monotonic())
                     if got and got[0].status == "queued":
                         self._note_resume(msg, rec.offset)
                     offered += got
@@ -639,6 +658,21 @@ class _Reducer:
             out.append((rec.offset, outcome, (msg, staleness)))
         return out
 
+    def _replayed_from(self, published: ModelVersion | None) -> None:
+        """What the newest published version already counted and announced: in arrival order,
+        everything up to its stats offset; in rounds, everything read up to its ``read_to``
+        except what was still waiting for its round (``waiting``)."""
+        if published is None:
+            self._replayed_to, self._replayed_waiting = -1, set()
+        elif self.rounds is not None:
+            self._replayed_to, self._replayed_waiting = published.read_to, set(published.waiting)
+        else:
+            self._replayed_to, self._replayed_waiting = published.stats_offset, set()
+
+    def _was_published(self, offset: int) -> bool:
+        """Whether the message at *offset* was folded (or refused) and published by an earlier reducer."""
+        return offset <= self._replayed_to and offset not in self._replayed_waiting
+
     def _note_resume(self, msg: ChunkStats, offset: int) -> None:
         """An accepted chunk carrying its partition's state: published with the next version
         (an earlier reducer published those of the chunks it had folded and published)."""
@@ -649,7 +683,7 @@ class _Reducer:
         m = self.w.metrics
         name = self.pipeline
         for offset, outcome, info in outcomes:
-            if offset <= self._replayed_to:
+            if self._was_published(offset):
                 self._n_replayed += 1
                 if offset == self._replayed_to:
                     log.info("reducer of %s: refolded %d stats message(s) an earlier reducer had published "
@@ -690,14 +724,15 @@ class _Reducer:
                                 "cluster_id": tr.cluster_id, "other_id": tr.other_id})
                 self.w.queue_transition(name, tr, outcome.version)
 
-    async def _send_model(self, value: bytes, key: bytes, what: str) -> bool:
+    async def _send_model(self, value: bytes, key: bytes, what: str,
+                          headers: list[tuple[str, bytes]] | None = None) -> bool:
         """Write one model-topic message, retrying with backoff; False if stopped before it landed
         (a handover: the next reducer refolds and publishes the same)."""
         w = self.w
         backoff = w.settings.worker.retry_backoff_initial_seconds
         while True:
             try:
-                await w.producer.send_and_wait(w.model_topic, value, key=key)
+                await w.producer.send_and_wait(w.model_topic, value, key=key, headers=headers)
                 return True
             except KafkaError as exc:
                 if self._stop.is_set():
@@ -713,14 +748,16 @@ class _Reducer:
         w = self.w
         v = model.version(published_at=time.time())
         if self.rounds is not None:  # where a newly assigned member resumes: after what was sent
-            v = dataclasses.replace(v, queued=self.rounds.tails(), read_to=self.rounds.read_to)
+            v = dataclasses.replace(v, queued=self.rounds.tails(), read_to=self.rounds.read_to,
+                                    waiting=self.rounds.waiting())
         # Partition resumes first: a member that sees the version finds the state it names.
         if self._resumes:
             pending = list(self._resumes.values())
             values = await asyncio.to_thread(lambda: [resume_message(m) for m in pending])
             for msg, value in zip(pending, values, strict=True):
                 if not await self._send_model(value, resume_key(self.pipeline, msg.key),
-                                              f"the resume of {msg.key}"):
+                                              f"the resume of {msg.key}",
+                                              headers=[("end_offset", str(msg.end_offset).encode())]):
                     return
                 if self._resumes.get(msg.key) is msg:
                     del self._resumes[msg.key]
@@ -833,6 +870,8 @@ class GroupWorker:
         self._last_fetch = 0.0
         self.n_sent = 0
         self.n_realigned = 0
+        #: Decoded partition resumes, by the message bytes they came from (a wait decodes once).
+        self._resume_cache: dict[tuple[str, str], tuple[bytes, Any]] = {}
 
     # ------------------------------------------------------------------ building blocks
     def new_group_model(self, pipeline: str) -> GroupModel:
@@ -1206,22 +1245,33 @@ class GroupWorker:
         (logged and counted: those windows' events are lost to the model)."""
         assert lane.windows is not None
         key = partition_key(tp.topic, tp.partition)
-        raw = self.follower.resumes.get((lane.name, key))
+        held = self.follower.resumes.get((lane.name, key))
         why, wait = "no state was published for it", True
-        if raw is not None:
-            got = await asyncio.to_thread(resume_state, raw, lane.name)
+        if held is not None and held[0] is not None and held[0] != off:
+            held_end = held[0]
+            why = f"the newest state published is for offset {held_end}"
+        elif held is not None:
+            raw = held[1]
+            cached = self._resume_cache.get((lane.name, key))
+            if cached is not None and cached[0] is raw:
+                got = cached[1]
+            else:  # decoded off the event loop, once per message
+                got = await asyncio.to_thread(resume_state, raw, lane.name)
+                self._resume_cache[(lane.name, key)] = (raw, got)
             if isinstance(got, WireError):
                 why, wait = str(got), False
             elif got["end_offset"] != off or got["key"] != key:
                 why = f"the newest state published is for offset {got['end_offset']}"
             else:
                 resume = got["resume"]
-                try:
-                    lane.windows.restore_partition(tp.partition, resume["windows"], read_to=resume["offset"])
+                try:  # loading thousands of open windows would stall heartbeats: in a thread
+                    await asyncio.to_thread(lane.windows.restore_partition, tp.partition, resume["windows"],
+                                            read_to=resume["offset"])
                 except ValueError as exc:
                     why, wait = f"unusable ({exc})", False
                 else:
                     lane.chunker.restore(tp.topic, tp.partition, off, resume)
+                    self._resume_cache.pop((lane.name, key), None)
                     self.metrics.group_window_restores.labels(pipeline=lane.name, outcome="restored").inc()
                     return int(resume["offset"])
         if wait and not last_chance:

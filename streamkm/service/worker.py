@@ -558,7 +558,7 @@ class Worker:
         state = self.state_dict()
         if await self.durability.checkpoint(state, reason) is None:
             return False
-        self._durable = copy.deepcopy(state)  # what a failed revoke rolls back to
+        self._durable = await asyncio.to_thread(copy.deepcopy, state)  # what a failed revoke rolls back to
         self._fault("after_checkpoint")
         await self.durability.commit(self._consumer, self.book.committable(), reason,
                                      coordinator_known=self._coordinator_known)
