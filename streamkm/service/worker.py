@@ -645,6 +645,9 @@ class Worker:
             # Offsets of partitions not assigned now are kept: one that comes back resumes at
             # max(own, committed), never below what the model already reflects.
             self.book.assigned = assigned
+            # A fetch started while this callback awaited the broker (log starts, committed
+            # offsets) may hold records from before the seeks above: it is stale too.
+            self._generation += 1
             if self._reread is not None:
                 self._reread["from_start"] = False  # only the first assignment after the fallback
                 if not self._reread["offsets"]:
