@@ -221,7 +221,8 @@ class GroupChunker:
         Xc = X[:n]
         keys = q.keys[:n]
         mc = {name: col[:n] for name, col in meta.items()}
-        stats, labels, sq = self._summarise(topic, partition, q.start, end, Xc)
+        stats, labels, sq = self._summarise(topic, partition, q.start, end, Xc,
+                                            assign=make_outputs is not None and n > 0)
         if self.resume is not None:
             r = self.resume(topic, partition)
             carry = {"X": np.ascontiguousarray(X[n:]), "meta": {name: col[n:] for name, col in meta.items()},
@@ -242,8 +243,11 @@ class GroupChunker:
         q.keys = q.keys[n:]
         q.n -= n
 
-    def _summarise(self, topic: str, partition: int, first: int, end: int, Xc: NDArray[np.float32]
-                   ) -> tuple[ChunkStats, NDArray[np.int64], NDArray[np.float64]]:
+    def _summarise(self, topic: str, partition: int, first: int, end: int, Xc: NDArray[np.float32], *,
+                   assign: bool = True) -> tuple[ChunkStats, NDArray[np.int64], NDArray[np.float64]]:
+        """The chunk's message, and each row's cluster id and squared distance against the version
+        held (for the outputs; with *assign* false in raw mode, where nothing else needs them,
+        placeholders: the message holds the rows, not their assignment)."""
         v = self.version
         m, d = Xc.shape
         e_f = np.empty(0, dtype=np.float64)
@@ -251,7 +255,7 @@ class GroupChunker:
             stats = ChunkStats(self.pipeline, topic, partition, first, end, 0 if v is None else v.version,
                                end - first, _EMPTY_I, _EMPTY_I, np.empty((0, d)), e_f, np.empty((0, d), np.float32),
                                Xc.copy(), self.member)
-            if v is None or not v.is_initialized or m == 0:
+            if v is None or not v.is_initialized or m == 0 or not assign:
                 return stats, np.full(m, -1, dtype=np.int64), np.full(m, np.nan, dtype=np.float64)
             s = summarize(Xc, v.centers, dtype=np.dtype(v.dtype))
             return stats, v.ids[s.labels], np.asarray(s.sq_dist, dtype=np.float64)

@@ -202,7 +202,8 @@ class GroupModel:
         if d is not None and width is not None and width != d:
             return f"expected {d} features, got {width}"
         for name, arr in (("rows", msg.rows), ("sample", msg.sample)):
-            if arr.shape[0] and float(np.abs(arr).max()) > MAX_ABS_VALUE:
+            # max |x| without an |arr| temporary (rows are a whole chunk); rows and sample are finite
+            if arr.shape[0] and max(float(arr.max()), -float(arr.min())) > MAX_ABS_VALUE:
                 return f"{name} hold values above {MAX_ABS_VALUE:.3g} in magnitude"
         if msg.ids.shape[0]:
             if np.unique(msg.ids).size != msg.ids.shape[0]:

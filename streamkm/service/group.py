@@ -5,7 +5,9 @@ Three cooperating parts per member, all on one event loop:
 - the **consume loop** decodes input records, cuts each partition's records into
   chunks (:class:`~streamkm.group.chunker.GroupChunker`), assigns them against the
   newest model version, delivers the output and dead-letter records, then produces
-  the chunk statistics to the stats topic, one at a time and acknowledged;
+  the chunk statistics to the stats topic (their own producer, ``acks=all``, in send
+  order) and goes on fetching while the broker acknowledges them: a chunk counts as sent
+  only once acknowledged, and against ``group.max_in_flight`` from the moment it is sent;
 - the **follower** reads the model topic and hands every newer version to the
   chunkers; a worker whose statistics were not folded (a re-read, a race with a
   partition's previous owner) realigns the partition to the model's offset;
@@ -72,6 +74,9 @@ __all__ = ["GROUP_PIPELINES", "GroupConfigError", "GroupWorker", "ModelFollower"
 log = logging.getLogger("streamkm.group")
 
 _POLL_MS = 200
+
+#: Largest batch of statistics messages the stats producer sends in one request.
+_STATS_BATCH_BYTES = 8 * 2**20
 
 
 #: The pipelines that run on the group model, one stats partition each: partition i holds
@@ -222,6 +227,22 @@ class _InFlight:
     stats_offset: int
     tp: TopicPartition
     end: int
+
+
+@dataclass(slots=True)
+class _Unacked:
+    """Statistics of one :meth:`GroupWorker._send` handed to the producer, not yet acknowledged.
+
+    ``futures`` may be shorter than ``stats`` (the producer refused to queue the rest: they are
+    resent in order). ``epochs``: each chunk's partition epoch when it was sent; a partition
+    realigned or revoked since then does not count the chunk in flight once it is acknowledged.
+    """
+
+    lane: _Lane
+    stats: list[ChunkStats]
+    values: list[bytes]
+    futures: list[Any]
+    epochs: list[int]
 
 
 class _Stop(Exception):
@@ -842,6 +863,7 @@ class GroupWorker:
         self.pipelines: dict[str, Pipeline] = {name: lane.pipe for name, lane in self.lanes.items()}
         self._lane_of = {lane.topic: lane for lane in self.lanes.values()}
         self.producer: Any = None
+        self.stats_producer: Any = None
         self.follower: ModelFollower = None  # type: ignore[assignment]  # set by _connect
         self._consumer: Any = None
         self._follower_consumer: Any = None
@@ -850,6 +872,11 @@ class GroupWorker:
         self._syncing: dict[TopicPartition, tuple[int | None, float]] = {}
         self._pos: dict[TopicPartition, int] = {}
         self._in_flight: list[_InFlight] = []
+        #: Statistics sent and not yet acknowledged, in send order (the consume loop goes on
+        #: meanwhile; a chunk counts as sent, and enters _in_flight, only once acknowledged).
+        self._unacked: list[_Unacked] = []
+        #: Per partition, bumped when it is realigned or revoked (see _Unacked.epochs).
+        self._epoch: dict[TopicPartition, int] = {}
         #: Rounds: partitions paused because their budget of unfolded chunks is used up.
         self._throttled: set[TopicPartition] = set()
         #: Rounds: when each partition last brought records (partial chunks wait for idleness).
@@ -997,7 +1024,8 @@ class GroupWorker:
         if self.follower is not None:
             await self.follower.stop()
             self.follower = None  # type: ignore[assignment]
-        for attr, what in (("_consumer", "consumer"), ("_follower_consumer", "follower"), ("producer", "producer")):
+        for attr, what in (("_consumer", "consumer"), ("_follower_consumer", "follower"), ("producer", "producer"),
+                           ("stats_producer", "stats producer")):
             client = getattr(self, attr)
             if client is not None:
                 setattr(self, attr, None)
@@ -1013,6 +1041,18 @@ class GroupWorker:
                                     max_request_size=self.settings.group.max_message_bytes)
         await start_client(producer, self.timeout)
         self.producer = producer
+        # The chunk statistics have their own producer, whose batches hold many of them: aiokafka
+        # keeps one request per partition in flight and a message larger than a batch is a batch
+        # of its own, so with the default 16 KiB batches every statistics message (a chunk's rows,
+        # 256 KiB at 1024 x 64) waited for the previous one's acknowledgement. The stats topic
+        # takes messages (and so batches) up to group.max_message_bytes; the shared producer keeps
+        # small batches for the output and dead-letter topics, whose limits are the broker's.
+        stats_producer = AIOKafkaProducer(**kafka.client_kwargs(self.bootstrap_servers), acks="all", linger_ms=0,
+                                          max_request_size=self.settings.group.max_message_bytes,
+                                          max_batch_size=min(self.settings.group.max_message_bytes,
+                                                             _STATS_BATCH_BYTES))
+        await start_client(stats_producer, self.timeout)
+        self.stats_producer = stats_producer
         fc = AIOKafkaConsumer(**self.plain_consumer_kwargs())
         await start_client(fc, self.timeout)
         self._follower_consumer = fc
@@ -1093,7 +1133,7 @@ class GroupWorker:
             if self.follower is not None:
                 await self.follower.stop()
             for client, what in ((self._consumer, "consumer"), (self._follower_consumer, "follower"),
-                                 (self.producer, "producer")):
+                                 (self.producer, "producer"), (self.stats_producer, "stats producer")):
                 if client is not None:
                     await stop_quietly(client, f"{what} stop")
             self._consumer = None
@@ -1104,6 +1144,9 @@ class GroupWorker:
     # ------------------------------------------------------------------ rebalances
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:  # the in-flight batch's statistics are sent first
+            await self._ack_stats()
+            for tp in revoked:
+                self._epoch[tp] = self._epoch.get(tp, 0) + 1
             for tp in revoked:
                 if tp.topic == self.stats_topic:
                     name = self._pipeline_of_stats(tp.partition)
@@ -1346,6 +1389,7 @@ class GroupWorker:
             # that chunk (and so every later one) was dropped: realign now, not after the window drains.
             if model_next is not None and model_next != f.end:
                 self._in_flight = [g for g in self._in_flight if g.tp != tp]
+                self._epoch[tp] = self._epoch.get(tp, 0) + 1  # and those still unacknowledged
                 self.n_realigned += 1
                 self.metrics.group_realignments.labels(pipeline=name).inc()
                 log.info("%s:%d: the model is at offset %d, this worker sent up to %s; realigning", tp.topic,
@@ -1429,6 +1473,8 @@ class GroupWorker:
             for r in self._reducers.values():
                 r.raise_if_failed()
             self.follower.raise_if_failed()
+            async with self._lock:
+                await self._ack_stats(wait=False)
             self._apply_version()
             async with self._lock:  # rebalance callbacks change what is syncing
                 await self._sync()
@@ -1437,8 +1483,12 @@ class GroupWorker:
             if self._rounds:
                 blocked = self._throttle(S)
             else:
-                blocked = len(self._in_flight) >= S
+                blocked = len(self._in_flight) + sum(len(u.stats) for u in self._unacked) >= S
             if blocked:
+                if self._unacked:  # the budget counts them: wait for their acknowledgements first
+                    async with self._lock:
+                        await self._ack_stats()
+                    continue
                 self.follower.changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.follower.changed.wait(), 0.5)
@@ -1464,6 +1514,8 @@ class GroupWorker:
                         await self._flush()
                 await self._commit()
             self.metrics.set_ready(self.is_ready())
+        async with self._lock:  # stopping: the statistics sent are acknowledged first
+            await self._ack_stats()
 
     def _has_unsent(self) -> bool:
         """Rows queued or records read that no chunk holds yet, in any pipeline."""
@@ -1479,6 +1531,10 @@ class GroupWorker:
         per: dict[TopicPartition, int] = {}
         for f in self._in_flight:
             per[f.tp] = per.get(f.tp, 0) + 1
+        for u in self._unacked:
+            for st in u.stats:
+                tp = TopicPartition(st.topic, st.partition)
+                per[tp] = per.get(tp, 0) + 1
         started = [tp for tp in self._assigned if tp in self._pos and tp not in self._syncing]
         for tp in started:
             if per.get(tp, 0) >= budget:
@@ -1593,53 +1649,79 @@ class GroupWorker:
             values = await asyncio.to_thread(lambda: [st.to_bytes() for st in stats])
         else:
             values = [st.to_bytes() for st in stats]
-        for st, md in zip(stats, await self._send_all_stats(lane.stats_tp, stats, values), strict=True):
-            self._in_flight.append(_InFlight(int(md.offset), TopicPartition(st.topic, st.partition), st.end_offset))
-            self.n_sent += 1
-            self.metrics.group_stats_sent.labels(pipeline=pipe.name).inc()
-        if stats:
-            self._fault("after_stats")
-        self.metrics.group_in_flight.labels(pipeline=pipe.name).set(
-            sum(1 for f in self._in_flight if f.tp.topic == lane.topic))
-
-    async def _send_all_stats(self, tp: TopicPartition, stats: list[ChunkStats], values: list[bytes]) -> list[Any]:
-        """Send a batch's statistics in order and wait for every acknowledgement.
-
-        Pipelined: aiokafka keeps one batch per partition in flight, so the log order is
-        the send order. If one fails, it and the ones after it are resent one by one, in
-        order; a copy that landed after all is dropped by the reducer as a duplicate.
-        """
-        futures = []
+        if not stats:
+            return
+        # Pipelined: queued to the producer (which keeps the stats partition's log in send order)
+        # and acknowledged later, by _ack_stats, while the loop fetches and cuts the next chunks.
+        tp = lane.stats_tp
+        u = _Unacked(lane, list(stats), values, [],
+                     [self._epoch.get(TopicPartition(st.topic, st.partition), 0) for st in stats])
+        self._unacked.append(u)
         try:
             for st, value in zip(stats, values, strict=True):
-                futures.append(await self.producer.send(tp.topic, value, key=st.pipeline.encode(),
-                                                        partition=tp.partition))
+                u.futures.append(await self.stats_producer.send(tp.topic, value, key=st.pipeline.encode(),
+                                                                partition=tp.partition))
         except KafkaError as exc:
             _fatal_send_error(exc)
             log.warning("stats send failed (%s); sending the rest one by one", exc)
-        out: list[Any] = []
-        for i, fut in enumerate(futures):
-            try:
-                out.append(await fut)
-            except KafkaError as exc:
-                _fatal_send_error(exc)
-                log.warning("stats send failed (%s); resending %d message(s) in order", exc, len(stats) - i)
-                for rest in futures[i + 1:]:
+            await self._ack_stats()
+
+    async def _ack_stats(self, *, wait: bool = True) -> None:
+        """Count the acknowledged statistics as sent (in flight until folded), in send order.
+
+        With *wait* false, only those already acknowledged (a prefix of the send order). If a
+        send failed, it and every one sent after it are resent one by one, in order; a copy
+        that landed after all is dropped by the reducer as a duplicate.
+        """
+        while self._unacked:
+            u = self._unacked[0]
+            if not wait and (len(u.futures) < len(u.stats) or not all(f.done() for f in u.futures)):
+                return
+            mds: list[Any] = []
+            for fut in u.futures:
+                try:
+                    mds.append(await fut)
+                except KafkaError as exc:
+                    _fatal_send_error(exc)
+                    log.warning("stats send failed (%s); resending %d message(s) in order", exc,
+                                len(u.stats) - len(mds))
+                    break
+            if len(mds) == len(u.stats):
+                self._unacked.pop(0)
+                self._sent(u, mds)
+                continue
+            # Resend from the first one not acknowledged, in order, and everything queued after it.
+            rest, self._unacked = self._unacked, []
+            for later in rest:
+                for fut in (later.futures[len(mds) + 1:] if later is u else later.futures):
                     with contextlib.suppress(Exception):
-                        await rest
-                for st, value in zip(stats[i:], values[i:], strict=True):
-                    out.append(await self._send_stats(tp, st, value))
-                return out
-        for st, value in zip(stats[len(futures):], values[len(futures):], strict=True):
-            out.append(await self._send_stats(tp, st, value))
-        return out
+                        await fut
+            for later in rest:
+                done = mds if later is u else []
+                tp = later.lane.stats_tp
+                for st, value in zip(later.stats[len(done):], later.values[len(done):], strict=True):
+                    done.append(await self._send_stats(tp, st, value))
+                self._sent(later, done)
+
+    def _sent(self, u: _Unacked, mds: list[Any]) -> None:
+        """*u*'s statistics are acknowledged at the stats offsets of *mds*."""
+        name = u.lane.pipe.name
+        for st, md, epoch in zip(u.stats, mds, u.epochs, strict=True):
+            tp = TopicPartition(st.topic, st.partition)
+            if self._epoch.get(tp, 0) == epoch:
+                self._in_flight.append(_InFlight(int(md.offset), tp, st.end_offset))
+            self.n_sent += 1
+            self.metrics.group_stats_sent.labels(pipeline=name).inc()
+        self._fault("after_stats")
+        self.metrics.group_in_flight.labels(pipeline=name).set(
+            sum(1 for f in self._in_flight if f.tp.topic == u.lane.topic))
 
     async def _send_stats(self, tp: TopicPartition, st: ChunkStats, value: bytes) -> Any:
         backoff = self.settings.worker.retry_backoff_initial_seconds
         while True:
             try:
-                return await self.producer.send_and_wait(tp.topic, value, key=st.pipeline.encode(),
-                                                         partition=tp.partition)
+                return await self.stats_producer.send_and_wait(tp.topic, value, key=st.pipeline.encode(),
+                                                               partition=tp.partition)
             except KafkaError as exc:
                 _fatal_send_error(exc)
                 if self._stopping.is_set():  # not sent: whoever owns the partition next re-reads it

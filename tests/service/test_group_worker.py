@@ -244,3 +244,84 @@ def test_on_offsets_lost_skip_moves_the_group_models_offset_with_an_empty_chunk(
     w2, tp2, sent2 = _member_at(600, 500)  # nothing deleted that the model needs
     asyncio.run(w2._sync())
     assert w2._consumer.seeks == {tp2: 600} and not sent2
+
+
+def test_stats_are_pipelined_acknowledged_in_order_and_resent_from_the_first_failure():
+    """Statistics are queued without waiting (the loop goes on fetching), count against the
+    budget before their acknowledgement, enter the in-flight list only once acknowledged, in send
+    order; a failed send is resent with everything sent after it, in order; a partition realigned
+    meanwhile does not count its old chunks in flight."""
+    from aiokafka import TopicPartition
+    from aiokafka.errors import KafkaTimeoutError
+
+    from streamkm.config import load_settings
+    from streamkm.group import ChunkStats
+    from streamkm.pipeline import BatchResult
+    from streamkm.service.group import GroupWorker
+
+    s = load_settings(env={"STREAMKM_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9", "STREAMKM_GROUP__ENABLED": "true",
+                           "STREAMKM_INPUT__DIMENSION": "2", "STREAMKM_DLQ__TOPIC": ""})
+    w = GroupWorker(s)
+    lane = w.lanes["vectors"]
+    e = np.empty(0, dtype=np.int64)
+
+    def chunk(partition: int, first: int) -> ChunkStats:
+        return ChunkStats("vectors", lane.topic, partition, first, first + 10, 0, 10, e, e, np.empty((0, 2)),
+                          np.empty(0), np.empty((0, 2), np.float32), np.ones((10, 2), np.float32))
+
+    class Md:
+        def __init__(self, offset):
+            self.offset = offset
+
+    class Producer:
+        """Futures resolved by the test; the log gets what was acknowledged, in that order."""
+
+        def __init__(self):
+            self.log: list[bytes] = []
+            self.pending: list[tuple[asyncio.Future, bytes]] = []
+            self.fail_next = 0
+
+        async def send(self, topic, value, key=None, partition=None):
+            fut = asyncio.get_running_loop().create_future()
+            self.pending.append((fut, value))
+            return fut
+
+        def ack(self, n: int, *, fail: int | None = None) -> None:
+            for i in range(n):
+                fut, value = self.pending.pop(0)
+                if i == fail:
+                    fut.set_exception(KafkaTimeoutError())
+                else:
+                    self.log.append(value)
+                    fut.set_result(Md(len(self.log) - 1))
+
+        async def send_and_wait(self, topic, value, key=None, partition=None):
+            self.log.append(value)
+            return Md(len(self.log) - 1)
+
+    async def main():
+        await w.start()  # the metrics
+        p = w.stats_producer = Producer()
+        p0, p1 = TopicPartition(lane.topic, 0), TopicPartition(lane.topic, 1)
+        w._assigned = {p0, p1}
+        first = BatchResult(stats=[chunk(0, 0), chunk(0, 10), chunk(1, 0)])
+        await w._send(lane, first)  # returns at once: nothing acknowledged yet
+        assert len(p.pending) == 3 and w._in_flight == [] and w.n_sent == 0
+        w._pos = {p0: 20, p1: 10}
+        assert w._throttle(2) is False and p0 in w._throttled  # unacknowledged ones use the budget
+        second = BatchResult(stats=[chunk(0, 20), chunk(1, 10)])
+        await w._send(lane, second)
+        p.ack(2)
+        await w._ack_stats(wait=False)  # the first batch is not all acknowledged: nothing counted yet
+        assert w._in_flight == []
+        p.ack(3, fail=0)  # chunk(1, 0) fails; the second batch's two land after it
+        w._epoch[p0] = 1  # p0 realigned meanwhile: its chunks no longer count in flight
+        await w._ack_stats()
+        assert not w._unacked and w.n_sent == 5
+        # The log: what landed, then the failed one and everything after it resent in order.
+        order = [(m.partition, m.first_offset) for m in map(ChunkStats.from_bytes, p.log)]
+        assert order == [(0, 0), (0, 10), (0, 20), (1, 10), (1, 0), (0, 20), (1, 10)]
+        assert [(f.tp.partition, f.stats_offset, f.end) for f in w._in_flight] == [(1, 4, 10), (1, 6, 20)]
+
+    w._consumer = type("C", (), {"pause": lambda self, tp: None, "resume": lambda self, tp: None})()
+    asyncio.run(main())
