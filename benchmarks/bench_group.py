@@ -188,9 +188,9 @@ async def _group_worker(bootstrap: str, topic: str, n: int, chunk_rows: int = 10
     started: list[float] = []
     process = worker._process
 
-    async def timed(batch):
+    async def timed(batch, *args):
         started.append(time.perf_counter())
-        await process(batch)
+        await process(batch, *args)
 
     worker._process = timed
     task = asyncio.create_task(worker.run())

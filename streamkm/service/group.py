@@ -1265,6 +1265,7 @@ class GroupWorker:
                 skipped = None
             self._consumer.seek(tp, start)
             self._pos[tp] = start
+            self._epoch[tp] = self._epoch.get(tp, 0) + 1  # a fetch started before this seek is stale
             del self._syncing[tp]
             self._consumer.resume(tp)
             log.info("%s:%d starts at offset %d (model version %s)", tp.topic, tp.partition, start,
@@ -1378,7 +1379,16 @@ class GroupWorker:
         for f in mine:
             if f.stats_offset <= decided:
                 newest_done[f.tp] = f
-        self._in_flight = [f for f in self._in_flight if f.tp.topic != lane.topic or f.stats_offset > v.stats_offset]
+        if self._rounds:
+            # Folded: read and no longer waiting. (stats_offset stops before the oldest queued chunk
+            # of any partition, so by it alone a partition whose chunks were all folded kept them in
+            # flight behind another partition's queue, used up its budget, and stalled every round.)
+            waiting = set(v.waiting)
+            self._in_flight = [f for f in self._in_flight if f.tp.topic != lane.topic
+                               or f.stats_offset > v.read_to or f.stats_offset in waiting]
+        else:
+            self._in_flight = [f for f in self._in_flight
+                               if f.tp.topic != lane.topic or f.stats_offset > v.stats_offset]
         for tp, f in newest_done.items():
             if tp not in self._assigned or tp in self._syncing:
                 continue
@@ -1466,56 +1476,73 @@ class GroupWorker:
         return True
 
     # ------------------------------------------------------------------ the loop
-    async def _loop(self) -> None:
+    async def _fetch(self) -> tuple[dict[Any, list[Any]] | None, dict[TopicPartition, int]]:
+        """One ``getmany`` (None when stopping), with the partition epochs it started under."""
         kafka = self.settings.kafka
+        epochs = dict(self._epoch)
+        got = await getmany_unless(self._consumer, self._stopping, timeout_ms=kafka.fetch_timeout_ms,
+                                   max_records=kafka.max_records)
+        return got, epochs
+
+    async def _loop(self) -> None:
         S = self.settings.group.max_in_flight
-        while not self._stopping.is_set():
-            for r in self._reducers.values():
-                r.raise_if_failed()
-            self.follower.raise_if_failed()
-            async with self._lock:
-                await self._ack_stats(wait=False)
-            self._apply_version()
-            async with self._lock:  # rebalance callbacks change what is syncing
-                await self._sync()
-            # Rounds: each partition has its own budget of S unfolded chunks, so a partition far
-            # ahead waits for the round while the one the round waits for goes on.
-            if self._rounds:
-                blocked = self._throttle(S)
-            else:
-                blocked = len(self._in_flight) + sum(len(u.stats) for u in self._unacked) >= S
-            if blocked:
-                if self._unacked:  # the budget counts them: wait for their acknowledgements first
-                    async with self._lock:
-                        await self._ack_stats()
+        prefetch: asyncio.Future[Any] | None = None
+        try:
+            while not self._stopping.is_set():
+                for r in self._reducers.values():
+                    r.raise_if_failed()
+                self.follower.raise_if_failed()
+                async with self._lock:
+                    await self._ack_stats(wait=False)
+                self._apply_version()
+                async with self._lock:  # rebalance callbacks change what is syncing
+                    await self._sync()
+                # Rounds: each partition has its own budget of S unfolded chunks, so a partition far
+                # ahead waits for the round while the one the round waits for goes on.
+                if self._rounds:
+                    blocked = self._throttle(S)
+                else:
+                    blocked = len(self._in_flight) + sum(len(u.stats) for u in self._unacked) >= S
+                if blocked:
+                    if self._unacked:  # the budget counts them: wait for their acknowledgements first
+                        async with self._lock:
+                            await self._ack_stats()
+                        continue
+                    self.follower.changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.follower.changed.wait(), 0.5)
                     continue
-                self.follower.changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.follower.changed.wait(), 0.5)
-                continue
-            got = await getmany_unless(self._consumer, self._stopping, timeout_ms=kafka.fetch_timeout_ms,
-                                       max_records=kafka.max_records)
-            if got is None:  # stopping (a rebalance may hold a fetch until every member rejoined)
-                break
-            batch = got
-            self._last_fetch = time.monotonic()
-            self._report_lag()
-            async with self._lock:
-                if batch:
-                    await self._process(batch)
-                if self._has_unsent():
-                    if self._pending_since is None:
-                        self._pending_since = time.monotonic()
-                    if self._rounds:
-                        await self._cut_idle_partials()
-                    # A partial chunk waits for more records only while its partitions have more.
-                    elif time.monotonic() - self._pending_since >= self.flush_linger and (
-                            not batch or self._caught_up()):
-                        await self._flush()
-                await self._commit()
-            self.metrics.set_ready(self.is_ready())
-        async with self._lock:  # stopping: the statistics sent are acknowledged first
-            await self._ack_stats()
+                fetch, prefetch = (prefetch if prefetch is not None else self._fetch()), None
+                got, epochs = await fetch
+                if got is None:  # stopping (a rebalance may hold a fetch until every member rejoined)
+                    break
+                batch = got
+                self._last_fetch = time.monotonic()
+                self._report_lag()
+                async with self._lock:
+                    if batch:
+                        # The next fetch runs while this batch is processed: aiokafka unpacks records
+                        # on the event loop, and _process waits on threads and the producer meanwhile.
+                        if not self._stopping.is_set():
+                            prefetch = asyncio.ensure_future(self._fetch())
+                        await self._process(batch, epochs)
+                    if self._has_unsent():
+                        if self._pending_since is None:
+                            self._pending_since = time.monotonic()
+                        if self._rounds:
+                            await self._cut_idle_partials()
+                        # A partial chunk waits for more records only while its partitions have more.
+                        elif time.monotonic() - self._pending_since >= self.flush_linger and (
+                                not batch or self._caught_up()):
+                            await self._flush()
+                    await self._commit()
+                self.metrics.set_ready(self.is_ready())
+            async with self._lock:  # stopping: the statistics sent are acknowledged first
+                await self._ack_stats()
+        finally:
+            if prefetch is not None:  # records it handed out are read again by whoever resumes here
+                prefetch.cancel()
+                prefetch.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def _has_unsent(self) -> bool:
         """Rows queued or records read that no chunk holds yet, in any pipeline."""
@@ -1546,7 +1573,11 @@ class GroupWorker:
                 self._throttled.discard(tp)
         return bool(started) and all(tp in self._throttled for tp in started)
 
-    async def _process(self, batch: Mapping[Any, list[Any]]) -> None:
+    async def _process(self, batch: Mapping[Any, list[Any]], epochs: Mapping[TopicPartition, int] | None = None
+                       ) -> None:
+        """Cut a fetched batch into chunks and send them; *epochs*: the partition epochs the
+        fetch started under (a partition realigned, revoked or restarted since is dropped from
+        the batch and read again from where this member now resumes it)."""
         recs_all: list[Any] = []
         for tp in sorted(batch, key=lambda t: (t.topic, t.partition)):
             recs = batch[tp]
@@ -1555,7 +1586,14 @@ class GroupWorker:
             pos = self._pos.get(tp)
             if pos is None:
                 continue
-            recs = [r for r in recs if r.offset >= pos]
+            if epochs is not None and epochs.get(tp, 0) != self._epoch.get(tp, 0):
+                # Fetched across a seek: these records may come from before it (handed out
+                # before the seek, while an earlier batch was processed) or after; either way
+                # the consumer's position is no longer known, so read again from pos.
+                self._consumer.seek(tp, pos)
+                continue
+            if recs[0].offset < pos:
+                recs = [r for r in recs if r.offset >= pos]
             if not recs:
                 continue
             # aiokafka drops data fetched before a seek, so a batch starting after pos is a real gap
@@ -1645,7 +1683,9 @@ class GroupWorker:
                 raise _Stop(str(exc)) from None
         self._fault("after_outputs")
         stats = res.stats
-        if stats and lane.windows is not None:  # window states: encode off the event loop
+        # Window states and chunks of rows: encoded off the event loop (the next fetch goes on there).
+        if stats and (lane.windows is not None
+                      or sum(st.rows.shape[0] for st in stats) >= self.settings.worker.offload_min_rows):
             values = await asyncio.to_thread(lambda: [st.to_bytes() for st in stats])
         else:
             values = [st.to_bytes() for st in stats]

@@ -282,7 +282,11 @@ def test_cluster_ids_survive_reseeds_and_changes_are_published(broker, make_topi
         if lab == "B":
             assert o["cluster"] == ids["B"], o
     assert {r.key for r in out_recs} == set(truth), "one output (at least) per input record"
-    assert n_clustered >= N1 + N2 - 500
+    # Unclustered: records cut before the first initialized version reached the member, at most
+    # the points the model needs to initialize plus what the member reads ahead meanwhile:
+    # max_in_flight chunks per partition (4 x 50 x 2) and the batch being processed and the one
+    # prefetched (max_records 200 each). Measured: 200 (arrival) and 600 (rounds).
+    assert n_clustered >= N1 + N2 - 800
     for version, items in rows.items():
         v = by_version[version]
         labels = summarize(np.stack([x for _, x, _ in items]), v.centers, dtype=np.dtype(v.dtype)).labels

@@ -224,6 +224,54 @@ def _member_at(offset: int, log_start: int, **env: str):
     return w, tp, sent
 
 
+def test_rounds_release_the_budget_of_folded_chunks_behind_another_partitions_queue():
+    """Rounds: p0 is far ahead (its chunk at stats offset 2 waits for a round), p1's two chunks
+    were folded. The model's stats_offset stops before p0's queued chunk; p1's chunks must still
+    leave p1's budget, or p1 stays paused, no round can complete, and the group stalls until the
+    idle rule fires (found in bench_group with group.max_in_flight = 8)."""
+    import dataclasses
+
+    from aiokafka import TopicPartition
+
+    from streamkm.service.group import _InFlight, new_group_model
+
+    s = load_settings(env={"STREAMKM_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9", "STREAMKM_GROUP__ENABLED": "true",
+                           "STREAMKM_INPUT__DIMENSION": "2", "STREAMKM_KAFKA__VECTORS_TOPIC": "in",
+                           "STREAMKM_METRICS__ENABLED": "false", "STREAMKM_GROUP__ORDERING": "rounds"})
+    w = GroupWorker(s)
+    asyncio.run(w.start())  # the metrics
+    p0, p1 = TopicPartition("in", 0), TopicPartition("in", 1)
+
+    class Consumer:
+        paused: set = set()
+
+        def pause(self, tp):
+            self.paused.add(tp)
+
+        def resume(self, tp):
+            self.paused.discard(tp)
+
+    w._consumer = Consumer()
+    w._assigned = {p0, p1}
+    w._pos = {p0: 30, p1: 20}
+    # stats log: p0 [0,10) @0, [10,20) @1, [20,30) @2; p1 [0,10) @3, [10,20) @4
+    w._in_flight = [_InFlight(0, p0, 10), _InFlight(1, p0, 20), _InFlight(2, p0, 30),
+                    _InFlight(3, p1, 10), _InFlight(4, p1, 20)]
+    assert w._throttle(2) is True and w._consumer.paused == {p0, p1}
+    v = new_group_model(s, "vectors").version()
+    # two rounds folded (p0@0 + p1@3, p0@1 + p1@4); p0@2 waits: stats_offset is 1, read_to 4
+    v = dataclasses.replace(v, version=2, stats_offset=1, read_to=4, waiting=[2],
+                            offsets={"in:0": 20, "in:1": 20}, queued={"in:0": 30, "in:1": 20})
+
+    class Follower:
+        latest = {"vectors": v}
+
+    w.follower = Follower()  # type: ignore[assignment]
+    w._apply_version()
+    assert [(f.tp.partition, f.stats_offset) for f in w._in_flight] == [(0, 2)]
+    assert w._throttle(2) is False and w._consumer.paused == set(), "p1's budget is free again"
+
+
 def test_a_partition_whose_records_were_deleted_stops_the_group_member():
     from streamkm.service.offsets import OffsetsLostError
 
