@@ -373,3 +373,45 @@ def test_stats_are_pipelined_acknowledged_in_order_and_resent_from_the_first_fai
 
     w._consumer = type("C", (), {"pause": lambda self, tp: None, "resume": lambda self, tp: None})()
     asyncio.run(main())
+
+
+def test_a_prefetched_batch_drops_partitions_seeked_since_the_fetch_started():
+    """The consume loop fetches the next batch while one is processed; a partition realigned,
+    revoked or restarted meanwhile (its epoch moved) may hold records from before the seek: they
+    are dropped and the partition is read again from where the member now resumes it."""
+    from aiokafka import TopicPartition
+
+    s = load_settings(env={"STREAMKM_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9", "STREAMKM_GROUP__ENABLED": "true",
+                           "STREAMKM_INPUT__DIMENSION": "2", "STREAMKM_KAFKA__VECTORS_TOPIC": "in",
+                           "STREAMKM_INPUT__FORMAT": "binary", "STREAMKM_METRICS__ENABLED": "false",
+                           "STREAMKM_DLQ__TOPIC": ""})
+    w = GroupWorker(s)
+    asyncio.run(w.start())
+    p0, p1 = TopicPartition("in", 0), TopicPartition("in", 1)
+
+    class Consumer:
+        seeks: dict = {}
+
+        def seek(self, tp, off):
+            self.seeks[tp] = off
+
+    class Rec:
+        def __init__(self, offset):
+            self.offset, self.value, self.key, self.timestamp, self.headers = \
+                offset, np.ones(2, "<f4").tobytes(), None, 0, ()
+            self.topic, self.partition = "in", 0
+
+    sent: list = []
+
+    async def send(lane, res):
+        sent.append(res)
+
+    w._send = send  # type: ignore[method-assign]
+    w._consumer = Consumer()
+    w._assigned = {p0, p1}
+    w._pos = {p0: 40, p1: 7}
+    epochs = dict(w._epoch)
+    w._epoch[p0] = w._epoch.get(p0, 0) + 1  # realigned to 40 while the fetch ran
+    asyncio.run(w._process({p0: [Rec(100), Rec(101)], p1: [Rec(7), Rec(8)]}, epochs))
+    assert w._consumer.seeks == {p0: 40} and w._pos[p0] == 40, "p0 read again from 40"
+    assert w._pos[p1] == 9, "p1 is processed as fetched"
