@@ -61,7 +61,7 @@ from streamkm.pipeline.vectors import VectorPipeline
 from streamkm.service.accounting import account
 from streamkm.service.delivery import DeliveryAborted, OutboundRecord, deliver, outbound_records
 from streamkm.service.faults import FaultHook
-from streamkm.service.offsets import OffsetsLostError
+from streamkm.service.offsets import OffsetsLostError, log_starts, within_log
 from streamkm.service.rebalance import RebalanceListener
 
 if TYPE_CHECKING:
@@ -1247,22 +1247,19 @@ class GroupWorker:
             elif lane.windows is None:
                 lane.chunker.reset(tp.topic, tp.partition, off)
             assert start is not None
-            log_start = await self._log_start(tp)
-            if log_start is not None and start < log_start:
-                if self.settings.kafka.on_offsets_lost == "fail":
-                    raise OffsetsLostError({tp: (start, log_start)})
+            log_start = (await log_starts(self._consumer, [tp])).get(tp)
+            resume_at = within_log(tp, start, log_start, policy=self.settings.kafka.on_offsets_lost,
+                                   metrics=self.metrics)
+            if resume_at is None:
+                assert log_start is not None
+                raise OffsetsLostError({tp: (start, log_start)})
+            skipped = None
+            if resume_at != start:
                 # skip: a chunk of no rows covers the deleted offsets, so the model's offsets move
                 # past them by the acceptance rule (and the stats log records the jump)
-                self.metrics.records_lost.inc(log_start - start)
-                log.error("%s:%d needs offset %d, the log starts at %d: %d records were deleted before the model "
-                          "saw them; resuming at the log start without them (kafka.on_offsets_lost = skip)",
-                          tp.topic, tp.partition, start, log_start, log_start - start,
-                          extra={"event": "offsets_lost", "offset": start, "log_start": log_start})
-                lane.chunker.advance(tp.topic, tp.partition, log_start)
+                lane.chunker.advance(tp.topic, tp.partition, resume_at)
                 skipped = lane.pipe.flush_partition(tp.topic, tp.partition)
-                start = log_start
-            else:
-                skipped = None
+                start = resume_at
             self._consumer.seek(tp, start)
             self._pos[tp] = start
             self._epoch[tp] = self._epoch.get(tp, 0) + 1  # a fetch started before this seek is stale
@@ -1272,14 +1269,6 @@ class GroupWorker:
                      None if v is None else v.version, extra={"event": "partition_start", "offset": start})
             if skipped is not None:
                 await self._send(lane, skipped)
-
-    async def _log_start(self, tp: TopicPartition) -> int | None:
-        """The first offset the broker still holds for *tp* (None if it cannot be asked)."""
-        try:
-            return int((await asyncio.wait_for(self._consumer.beginning_offsets([tp]), 10))[tp])
-        except Exception as exc:  # never hold the partition up: the fetch's reset policy is the fallback
-            log.warning("log start of %s:%d unavailable (%s: %s)", tp.topic, tp.partition, type(exc).__name__, exc)
-            return None
 
     async def _restore_windows(self, lane: _Lane, tp: TopicPartition, off: int, *, last_chance: bool) -> int | None:
         """Restore the open windows *tp* had after its chunk ending at *off* (the reducer

@@ -8,6 +8,8 @@ Commits only ever follow a durable checkpoint, and a partition resumes at
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -15,7 +17,9 @@ from aiokafka import TopicPartition
 
 from streamkm.ops.metrics import Metrics
 
-__all__ = ["OffsetBook", "OffsetsLostError", "format_offsets", "parse_offsets"]
+__all__ = ["OffsetBook", "OffsetsLostError", "format_offsets", "log_starts", "parse_offsets", "within_log"]
+
+log = logging.getLogger("streamkm.offsets")
 
 
 class OffsetsLostError(RuntimeError):
@@ -29,6 +33,46 @@ class OffsetsLostError(RuntimeError):
         super().__init__(f"the broker no longer holds records the model has not seen: {parts}; keep the input "
                          "topic's retention longer than the time a partition can go unread, or set "
                          "kafka.on_offsets_lost = \"skip\" to resume at the log start without them")
+
+
+async def log_starts(consumer: Any, tps: Iterable[TopicPartition], *, timeout: float = 10.0
+                     ) -> dict[TopicPartition, int]:
+    """The first offset the broker still holds for each of *tps* (one request); empty if it
+    cannot be asked (never hold a rebalance or a partition's start up on it: the fetch's reset
+    policy is the fallback)."""
+    wanted = sorted(set(tps), key=_order)
+    if not wanted:
+        return {}
+    try:
+        got = await asyncio.wait_for(consumer.beginning_offsets(wanted), timeout)
+        return {tp: int(off) for tp, off in got.items()}
+    except Exception as exc:
+        log.warning("log starts unavailable (%s: %s); not checked this time", type(exc).__name__, exc)
+        return {}
+
+
+def within_log(tp: TopicPartition, needed: int, log_start: int | None, *, policy: str, metrics: Metrics
+               ) -> int | None:
+    """Where *tp* resumes when the model needs offset *needed* and the log starts at *log_start*.
+
+    *needed* if the log still holds it (or its start is unknown). Otherwise retention deleted
+    records the model never saw, and ``kafka.on_offsets_lost`` (*policy*) decides: ``"fail"``
+    returns None (the caller stops with :class:`OffsetsLostError`, exit 4), ``"skip"`` returns
+    the log start, the lost records counted in ``streamkm_records_lost_total``. Logged either way.
+    """
+    if log_start is None or needed >= log_start:
+        return needed
+    extra = {"event": "offsets_lost", "offset": needed, "log_start": log_start}
+    if policy == "fail":
+        log.error("%s:%d needs offset %d, the log starts at %d: %d records were deleted before the model saw them; "
+                  "stopping (kafka.on_offsets_lost = fail)", tp.topic, tp.partition, needed, log_start,
+                  log_start - needed, extra=extra)
+        return None
+    metrics.records_lost.inc(log_start - needed)
+    log.error("%s:%d needs offset %d, the log starts at %d: %d records were deleted before the model saw them; "
+              "resuming at the log start without them (kafka.on_offsets_lost = skip)", tp.topic, tp.partition,
+              needed, log_start, log_start - needed, extra=extra)
+    return log_start
 
 
 def _order(tp: TopicPartition) -> tuple[str, int]:

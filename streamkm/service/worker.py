@@ -30,7 +30,7 @@ from streamkm.service.accounting import account
 from streamkm.service.delivery import DeliveryAborted, OutboundRecord, deliver, outbound_records
 from streamkm.service.durability import Durability
 from streamkm.service.faults import FaultHook
-from streamkm.service.offsets import OffsetBook, OffsetsLostError
+from streamkm.service.offsets import OffsetBook, OffsetsLostError, log_starts, within_log
 from streamkm.service.policy import ASK_CAUGHT_UP, CheckpointPolicy, Progress, due
 from streamkm.service.rebalance import RebalanceListener
 
@@ -613,7 +613,7 @@ class Worker:
             self.metrics.rebalances.inc()
             positions: dict[str, int | str] = {}
             self._resumed = {}
-            starts = await self._log_starts(consumer, assigned)
+            starts = await log_starts(consumer, assigned)
             for tp in sorted(assigned, key=lambda t: (t.topic, t.partition)):
                 mine = self.book.next.get(tp)
                 try:
@@ -656,40 +656,16 @@ class Worker:
         log.info("partitions assigned: %s", positions,
                  extra={"event": "rebalance", "phase": "assigned", "n_partitions": len(assigned)})
 
-    @staticmethod
-    async def _log_starts(consumer: Any, tps: set[TopicPartition]) -> dict[TopicPartition, int]:
-        """The log start of every partition in *tps* (one request); empty if unavailable."""
-        if not tps:
-            return {}
-        try:
-            got = await asyncio.wait_for(consumer.beginning_offsets(sorted(tps, key=lambda t: (t.topic, t.partition))),
-                                         10)
-            return {tp: int(off) for tp, off in got.items()}
-        except Exception as exc:  # never hold a rebalance up: the fetch's reset policy is the fallback
-            log.warning("log starts unavailable (%s: %s); not checked for this assignment", type(exc).__name__, exc)
-            return {}
-
     def _within_log(self, tp: TopicPartition, target: int, starts: Mapping[TopicPartition, int]) -> int | None:
         """*target*, or what ``kafka.on_offsets_lost`` makes of it when the log starts after it
-        (retention deleted records the model never saw): None (fail: the loop stops with
-        :class:`OffsetsLostError`, exit 4) or the log start (skip: logged and counted)."""
-        start = starts.get(tp)
-        if start is None or target >= start:
-            return target
-        if self.settings.kafka.on_offsets_lost == "fail":
+        (:func:`~streamkm.service.offsets.within_log`); on "fail", the error the loop raises
+        (exit 4) collects the partition."""
+        got = within_log(tp, target, starts.get(tp), policy=self.settings.kafka.on_offsets_lost, metrics=self.metrics)
+        if got is None:
             lost = dict(self._offsets_lost.lost) if self._offsets_lost is not None else {}
-            lost[tp] = (target, start)
+            lost[tp] = (target, starts[tp])
             self._offsets_lost = OffsetsLostError(lost)
-            log.error("%s:%d needs offset %d, the log starts at %d: %d records were deleted before the model "
-                      "saw them; stopping (kafka.on_offsets_lost = fail)", tp.topic, tp.partition, target, start,
-                      start - target, extra={"event": "offsets_lost", "offset": target, "log_start": start})
-            return None
-        self.metrics.records_lost.inc(start - target)
-        log.error("%s:%d needs offset %d, the log starts at %d: %d records were deleted before the model saw "
-                  "them; resuming at the log start without them (kafka.on_offsets_lost = skip)", tp.topic,
-                  tp.partition, target, start, start - target,
-                  extra={"event": "offsets_lost", "offset": target, "log_start": start})
-        return start
+        return got
 
     async def _reread_target(self, consumer: Any, tp: TopicPartition, mine: int | None,
                              committed: int | None) -> tuple[int, str] | None:
