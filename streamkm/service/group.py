@@ -775,10 +775,31 @@ class _Reducer:
         if self._resumes:
             pending = list(self._resumes.values())
             values = await asyncio.to_thread(lambda: [resume_message(m) for m in pending])
-            for msg, value in zip(pending, values, strict=True):
-                if not await self._send_model(value, resume_key(self.pipeline, msg.key),
-                                              f"the resume of {msg.key}",
-                                              headers=[("end_offset", str(msg.end_offset).encode())]):
+            # Pipelined: all queued to the producer, then acknowledged; whatever failed is sent
+            # again one by one with retries (a copy landing twice is harmless: the follower keeps
+            # the furthest resume of each partition, by its end_offset header).
+            futures: list[Any] = []
+            try:
+                for msg, value in zip(pending, values, strict=True):
+                    futures.append(await w.producer.send(
+                        w.model_topic, value, key=resume_key(self.pipeline, msg.key),
+                        headers=[("end_offset", str(msg.end_offset).encode())]))
+            except KafkaError as exc:
+                log.warning("reducer of %s: queueing partition resumes failed (%s); sending them one by one",
+                            self.pipeline, exc)
+            for i, (msg, value) in enumerate(zip(pending, values, strict=True)):
+                landed = False
+                if i < len(futures):
+                    try:
+                        await futures[i]
+                        landed = True
+                    except KafkaError:
+                        pass
+                if not landed and not await self._send_model(value, resume_key(self.pipeline, msg.key),
+                                                              f"the resume of {msg.key}",
+                                                              headers=[("end_offset", str(msg.end_offset).encode())]):
+                    for later in futures[i + 1:]:  # stopping: their outcome no longer matters
+                        later.add_done_callback(lambda f: f.cancelled() or f.exception())
                     return
                 if self._resumes.get(msg.key) is msg:
                     del self._resumes[msg.key]
