@@ -255,7 +255,7 @@ def _assign(
         lab = labels[start:stop]
         D.argmin(axis=1, out=lab)
         mins = min_sq[start:stop]
-        np.take(D.ravel(), row_offsets[:m] + lab, out=mins)  # D[r, lab[r]]
+        D.ravel().take(row_offsets[:m] + lab, out=mins)  # D[r, lab[r]]
         mins += x_sq[start:stop]
     np.maximum(min_sq, 0, out=min_sq)
     return labels, min_sq

@@ -16,6 +16,12 @@ from ._distance import DEFAULT_MEMORY_BUDGET, _chunk_rows, _colwise_argmin, _neg
 #: where both the nearest and the second nearest are vertical reductions.
 _COLUMNWISE_TOP2_MAX_K = 64
 
+#: Above this fraction of the rows :func:`_own_sq_dist` computes every row in order
+#: (:func:`_own_sq_dist_in_order`) instead of gathering the selected ones (measured, one
+#: thread, 100k × 32 and 200k × 64 float32: about break-even at 0.5 of the rows, 10-20 %
+#: faster at 0.7).
+_OWN_DENSE_FRACTION = 0.6
+
 #: Size of the scratch block of :func:`_own_sq_dist` (rows × features): small enough to
 #: stay in cache between its three passes.
 _OWN_BLOCK_BYTES = 512 * 1024
@@ -199,6 +205,9 @@ def _own_sq_dist(
     ``idx`` selects rows of ``X`` (``labels`` then has ``len(idx)`` entries);
     ``None`` means every row. O(n·d), chunked.
     """
+    if (idx is not None and _OWN_DENSE_FRACTION * X.shape[0] < idx.shape[0]
+            and bool((idx[1:] > idx[:-1]).all())):
+        return _own_sq_dist_in_order(X, centers, labels, idx, memory_budget_bytes)
     n = X.shape[0] if idx is None else idx.shape[0]
     d = X.shape[1]
     out = np.empty(n, dtype=X.dtype)
@@ -211,6 +220,46 @@ def _own_sq_dist(
         Xc = X[start:stop] if idx is None else X[idx[start:stop]]
         np.subtract(Xc, G, out=G)
         np.einsum("ij,ij->i", G, G, out=out[start:stop])
+    return out
+
+
+def _own_sq_dist_in_order(
+    X: np.ndarray,
+    centers: np.ndarray,
+    labels: np.ndarray,
+    idx: np.ndarray,
+    memory_budget_bytes: int,
+) -> np.ndarray:
+    """:func:`_own_sq_dist` for many rows ``idx`` (strictly increasing), without gathers.
+
+    Gathering scattered rows of a large ``X`` waits on memory row by row; here every
+    chunk of rows holding a selected row is computed in order (the unselected rows
+    against whatever valid label the scratch holds) and the selected results are
+    kept. A row's result does not depend on the rows around it, so the values are
+    those of the gathered computation. Scratch memory is one chunk.
+    """
+    n_total, d = X.shape
+    out = np.empty(idx.shape[0], dtype=X.dtype)
+    rows = _chunk_rows(n_total, d, X.dtype.itemsize, min(memory_budget_bytes, _OWN_BLOCK_BYTES),
+                       max_rows=None)
+    block = np.empty((rows, d), dtype=X.dtype)
+    dist = np.empty(rows, dtype=X.dtype)
+    lab = np.zeros(rows, dtype=np.int64)
+    starts = np.arange(0, n_total, rows)
+    bounds = np.append(np.searchsorted(idx, starts), idx.shape[0])
+    for c, start in enumerate(starts.tolist()):
+        a, b = int(bounds[c]), int(bounds[c + 1])
+        if a == b:
+            continue
+        stop = min(start + rows, n_total)
+        m = stop - start
+        loc = idx[a:b] - start
+        lab[loc] = labels[a:b]  # the other rows keep some valid label
+        G = block[:m]
+        np.take(centers, lab[:m], axis=0, out=G, mode="clip")
+        np.subtract(X[start:stop], G, out=G)
+        np.einsum("ij,ij->i", G, G, out=dist[:m])
+        np.take(dist, loc, out=out[a:b])
     return out
 
 

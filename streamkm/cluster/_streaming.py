@@ -151,10 +151,10 @@ def _apply_sums(
     # Every row at once, no gathers: a cluster without points has a zero sum and count,
     # so its delta is exactly +0 and its center and weight stay as they are. Its weight
     # may be 0 (never 0 for a cluster with points): divide those rows by 1 instead.
-    den = w if w.min() > 0 else np.where(w > 0, w, 1.0)
+    den = w if np.minimum.reduce(w) > 0 else np.where(w > 0, w, 1.0)
     delta = cf[:, None] * centers
     np.subtract(sums, delta, out=delta)
     delta /= den[:, None]
     new = centers + delta
-    shift = float(np.sqrt(np.einsum("ij,ij->i", delta, delta).max()))
+    shift = float(np.sqrt(np.maximum.reduce(np.einsum("ij,ij->i", delta, delta))))
     return new, w, shift

@@ -300,27 +300,43 @@ class UniformReservoir(_Reservoir):
             self._log_w = math.log(1.0 - rng.random()) / s
             self._last_pos = s - 1
         r = rng.random((n_chunks, 3, _CHUNK))  # the stream of n_chunks draws of (3, _CHUNK)
-        # 1 − r lies in (0, 1], so every logarithm is finite.
-        steps = np.cumsum(np.log1p(-r[:, 0]), axis=1) / s
-        starts = np.empty((n_chunks, 1))
+        # In place, with as few NumPy calls as possible (a call costs about as much as the
+        # arithmetic of a chunk); every element goes through the same operations in the
+        # same order as one chunk at a time. 1 − r lies in (0, 1], so every logarithm is
+        # finite: lg[:, 0] = log(1 − r₀), lg[:, 1] = log(1 − r₁).
+        lg = r[:, :2]
+        np.negative(lg, out=lg)
+        np.log1p(lg, out=lg)
+        steps = np.add.accumulate(lg[:, 0], axis=1)  # np.cumsum, without its wrapper's cost
+        steps /= s
+        # log W before every draw: the chunk's start, then start + steps[:-1].
+        log_w_before = np.empty((n_chunks, _CHUNK))
         log_w = self._log_w
         for c in range(n_chunks):  # log W at the start of every chunk (a scalar chain)
-            starts[c, 0] = log_w
+            log_w_before[c, 0] = log_w
             log_w = log_w + float(steps[c, -1])
-        log_w_after = starts + steps
-        log_w_before = np.concatenate((starts, log_w_after[:, :-1]), axis=1)
+        np.add(log_w_before[:, :1], steps[:, :-1], out=log_w_before[:, 1:])
+        skip = log_w_before  # log1p(−exp(log W)), then the skips, in place
+        np.exp(skip, out=skip)
+        np.negative(skip, out=skip)
         with np.errstate(divide="ignore"):
-            skip = np.floor(np.log1p(-r[:, 1]) / np.log1p(-np.exp(log_w_before))) + 1.0
+            np.log1p(skip, out=skip)
+            np.divide(lg[:, 1], skip, out=skip)
+        np.floor(skip, out=skip)
+        skip += 1.0
         np.minimum(skip, 2.0**52, out=skip)
-        csum = np.cumsum(skip, axis=1)
-        offsets = np.empty((n_chunks, 1))
+        csum = np.add.accumulate(skip, axis=1)
         last = self._last_pos
         for c in range(n_chunks):  # the last position of every chunk (a scalar chain)
-            offsets[c, 0] = last
-            last = int(min(last + float(csum[c, -1]), _FAR))
-        pos = np.minimum(offsets + csum, _FAR).astype(np.int64)
-        slot = np.minimum((r[:, 2] * s).astype(np.int64), s - 1)
-        self._log_w = float(log_w_after[-1, -1])
+            tail = float(csum[c, -1])
+            csum[c] += last
+            last = int(min(last + tail, _FAR))
+        pos = np.minimum(csum, _FAR, out=csum).astype(np.int64)
+        slot_f = r[:, 2]
+        slot_f *= s
+        slot = slot_f.astype(np.int64)
+        np.minimum(slot, s - 1, out=slot)
+        self._log_w = log_w
         self._last_pos = int(pos[-1, -1])
         self._queue_pos = np.concatenate((self._queue_pos, pos.ravel()))
         self._queue_slot = np.concatenate((self._queue_slot, slot.ravel()))
@@ -341,7 +357,7 @@ class UniformReservoir(_Reservoir):
                     self._extend_queue(rng, min(sure, 64))
             while self._last_pos < end:
                 self._extend_queue(rng)
-            k = int(np.searchsorted(self._queue_pos, end))
+            k = int(self._queue_pos.searchsorted(end))
             if k:
                 slots, rows = _last_wins(self._queue_slot[:k], self._queue_pos[:k] - start, self.capacity)
                 self._write(slots, X[rows], None if x_sq is None else x_sq[rows])

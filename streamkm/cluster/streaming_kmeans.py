@@ -349,7 +349,7 @@ class StreamingKMeans(ParamsMixin):
                 and (d is None or X.shape[1] == d) and X.flags.c_contiguous
                 and (X.dtype == dt if dt is not None else X.dtype in _FLOAT_DTYPES)):
             x_sq = _row_norms_sq(X)
-            if x_sq.max() <= _FAST_SQ_BOUND:
+            if np.maximum.reduce(x_sq) <= _FAST_SQ_BOUND:  # NaN fails the comparison
                 return X, x_sq
         return self._validate_X(X), None
 
@@ -615,10 +615,12 @@ class StreamingKMeans(ParamsMixin):
             return
         w = self.counts_
         assert w is not None and self._centers is not None and self.cluster_centers_ is not None
-        thr = thr_rel * float(w.mean())
-        dying = np.flatnonzero(w < thr)
-        if dying.size == 0:
+        # w.mean() is this sum over k; most batches re-place nothing, and one reduction
+        # tells (the per-call costs of mean and flatnonzero are most of this method's).
+        thr = thr_rel * (float(np.add.reduce(w)) / w.shape[0])
+        if np.minimum.reduce(w) >= thr:
             return
+        dying = np.flatnonzero(w < thr)
         alive = np.flatnonzero(w >= thr)
         assert self._res is not None
         S = self._res.sample

@@ -302,3 +302,56 @@ def test_model_reservoir_norms_from_the_validation_are_the_rows_norms(reservoir)
         np.testing.assert_array_equal(model._res.sample_sq_norms, _row_norms_sq(model.reservoir_sample))
     model.partial_fit(rng.normal(size=(300, 4)).tolist())  # converted: norms computed by the reservoir
     np.testing.assert_array_equal(model._res.sample_sq_norms, _row_norms_sq(model.reservoir_sample))
+
+
+def _reference_queue_chunk(res, rng):
+    """One chunk of Algorithm L's accepted positions, computed plainly (allocating)."""
+    s = res.capacity
+    r = rng.random((1, 3, 256))
+    steps = np.cumsum(np.log1p(-r[:, 0]), axis=1) / s
+    log_w_before = np.concatenate(([[res._log_w]], res._log_w + steps[:, :-1]), axis=1)
+    with np.errstate(divide="ignore"):
+        skip = np.floor(np.log1p(-r[:, 1]) / np.log1p(-np.exp(log_w_before))) + 1.0
+    pos = np.minimum(res._last_pos + np.cumsum(np.minimum(skip, 2.0**52), axis=1), float(2**62)).astype(np.int64)
+    slot = np.minimum((r[:, 2] * s).astype(np.int64), s - 1)
+    return pos.ravel(), slot.ravel(), float(res._log_w + steps[0, -1])
+
+
+@pytest.mark.parametrize("n_chunks", [1, 3])
+def test_uniform_reservoir_queue_is_the_plain_computation(n_chunks):
+    stream = np.zeros((1_000, 2), dtype=np.float32)
+    res = UniformReservoir(300, 2)
+    res.add(stream, np.random.default_rng(1))  # full: log W is set
+    ref = UniformReservoir(300, 2)
+    ref.load_state_dict(res.state_dict())
+    rng_fast, rng_ref = np.random.default_rng(4), np.random.default_rng(4)
+    for _ in range(3):
+        before = res._queue_pos.size
+        res._extend_queue(rng_fast, n_chunks)
+        for c in range(n_chunks):
+            pos, slot, log_w = _reference_queue_chunk(ref, rng_ref)
+            ref._log_w, ref._last_pos = log_w, int(pos[-1])
+            np.testing.assert_array_equal(res._queue_pos[before + 256 * c : before + 256 * (c + 1)], pos)
+            np.testing.assert_array_equal(res._queue_slot[before + 256 * c : before + 256 * (c + 1)], slot)
+        assert (res._log_w, res._last_pos) == (ref._log_w, ref._last_pos)
+    assert rng_fast.bit_generator.state == rng_ref.bit_generator.state
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_own_sq_dist_of_many_rows_is_the_gathered_computation(dtype, monkeypatch):
+    from streamkm.cluster import _lloyd
+
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(2_000, 7)).astype(dtype)
+    C = rng.normal(size=(5, 7)).astype(dtype)
+    budget = 300 * 7 * X.itemsize  # chunks of 300 rows
+    gaps = np.r_[0:300, 900:2_000]  # two chunks without a selected row
+    for idx in (np.sort(rng.choice(2_000, 600, replace=False)), np.sort(rng.choice(2_000, 1_400, replace=False)),
+                gaps, np.arange(2_000), rng.permutation(2_000)[:1_500]):
+        lab = rng.integers(5, size=idx.size)
+        got = _lloyd._own_sq_dist(X, C, lab, idx, budget)
+        monkeypatch.setattr(_lloyd, "_OWN_DENSE_FRACTION", 2.0)  # always gather
+        want = _lloyd._own_sq_dist(X, C, lab, idx, budget)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_allclose(got, ((X[idx] - C[lab]) ** 2).sum(axis=1), rtol=1e-5)
