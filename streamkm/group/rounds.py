@@ -114,6 +114,12 @@ class RoundFold:
         """The last stats-log offset offered."""
         return self._read_to
 
+    @property
+    def next_offset(self) -> int:
+        """The first stats-log offset still to offer: the oldest message to re-queue after
+        :meth:`load_state_dict`, else the one after :attr:`read_to`."""
+        return min(self._requeue) if self._requeue else self._read_to + 1
+
     def tails(self) -> dict[str, int]:
         """Per partition, the end of the last chunk accepted (folded or queued)."""
         return {**self.model.offsets_, **self._tails}

@@ -222,6 +222,15 @@ class _Lane:
         return self.pipe if isinstance(self.pipe, SequencePipeline) else None
 
 
+@dataclass(frozen=True, slots=True)
+class _LocalRecord:
+    """A stats-log message this member wrote, as acknowledged (its offset from the broker):
+    what the reducer would fetch back at that offset, byte for byte."""
+
+    offset: int
+    value: bytes
+
+
 @dataclass(slots=True)
 class _InFlight:
     stats_offset: int
@@ -448,6 +457,12 @@ class _Reducer:
         self._resumes: dict[str, ChunkStats] = {}
         #: Rounds: the stats-log offset of the idle marker written and not yet read back.
         self._marker_at: int | None = None
+        #: Stats messages this member wrote, by offset, not yet folded: folded from here instead
+        #: of fetched back (a member that is its own reducer never reads its statistics twice).
+        self._local: dict[int, bytes] = {}
+        self._local_added = asyncio.Event()
+        self._reading_log = True
+        self.n_local = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"streamkm-reducer-{self.pipeline}")
@@ -544,20 +559,7 @@ class _Reducer:
             while not self._stop.is_set():
                 if self.rounds is not None:
                     self._expect_partitions()
-                # The next offset to read: in rounds mode stats_offset_ stays before queued messages.
-                nxt = (model.stats_offset_ if self.rounds is None else self.rounds.read_to) + 1
-                try:
-                    batch = await consumer.getmany(timeout_ms=_POLL_MS)
-                except OffsetOutOfRangeError:
-                    raise RuntimeError(
-                        f"the stats log {self.tp.topic}:{self.tp.partition} no longer holds offset "
-                        f"{nxt} (retention shorter than the time since the last snapshot); "
-                        "the group model cannot be rebuilt exactly") from None
-                recs = [r for rs in batch.values() for r in rs]
-                if recs and recs[0].offset > nxt:
-                    raise RuntimeError(
-                        f"the stats log {self.tp.topic}:{self.tp.partition} jumps from offset "
-                        f"{nxt} to {recs[0].offset} (records deleted); refusing to fold past it")
+                recs = await self._next_records(consumer)
                 if recs:
                     outcomes = await asyncio.to_thread(self._fold, model, recs)
                     dirty = True
@@ -582,6 +584,63 @@ class _Reducer:
             metrics.group_reducer.labels(pipeline=self.pipeline).set(0)
             if self._consumer is not None:
                 await stop_quietly(self._consumer, "reducer consumer stop")
+
+    def offer_local(self, offset: int, value: bytes) -> None:
+        """This member's stats message landed at *offset* of the stats partition."""
+        self._local[int(offset)] = value
+        self._local_added.set()
+
+    def _next_offset(self) -> int:
+        """The next stats offset to read (rounds: after a restore, the oldest to re-queue)."""
+        assert self.model is not None
+        return self.model.stats_offset_ + 1 if self.rounds is None else self.rounds.next_offset
+
+    def _take_local(self, nxt: int) -> list[_LocalRecord]:
+        """The run of local messages from offset *nxt* on, without gaps (older ones dropped)."""
+        for off in [o for o in self._local if o < nxt]:
+            del self._local[off]
+        run: list[_LocalRecord] = []
+        while nxt in self._local:
+            run.append(_LocalRecord(nxt, self._local.pop(nxt)))
+            nxt += 1
+        return run
+
+    async def _next_records(self, consumer: Any) -> list[Any]:
+        """The next stats messages to fold, from this member's own (no fetch) while they follow
+        on, else from the log: when another writer's message comes first (a gap before the
+        oldest local one), or when nothing of this member's is on its way."""
+        nxt = self._next_offset()
+        run = self._take_local(nxt)
+        if run:
+            if self._reading_log:  # the fetcher would only bring these back
+                consumer.pause(self.tp)
+                self._reading_log = False
+            self.n_local += len(run)
+            return run
+        if not self._local and self.w.stats_outstanding(self.pipeline):
+            # this member's next messages are on their way: wait for their acknowledgement
+            self._local_added.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._local_added.wait(), _POLL_MS / 1000)
+            if self._local:
+                return []  # taken at the next turn
+        if not self._reading_log:
+            consumer.seek(self.tp, nxt)
+            consumer.resume(self.tp)
+            self._reading_log = True
+        try:
+            batch = await consumer.getmany(timeout_ms=_POLL_MS)
+        except OffsetOutOfRangeError:
+            raise RuntimeError(
+                f"the stats log {self.tp.topic}:{self.tp.partition} no longer holds offset "
+                f"{nxt} (retention shorter than the time since the last snapshot); "
+                "the group model cannot be rebuilt exactly") from None
+        recs = [r for rs in batch.values() for r in rs if r.offset >= nxt]
+        if recs and recs[0].offset > nxt:
+            raise RuntimeError(
+                f"the stats log {self.tp.topic}:{self.tp.partition} jumps from offset "
+                f"{nxt} to {recs[0].offset} (records deleted); refusing to fold past it")
+        return recs
 
     def _expect_partitions(self) -> None:
         """Rounds wait for every partition of the input topic: the member's group consumer is
@@ -608,12 +667,14 @@ class _Reducer:
             return
         marker = IdleMarker(self.pipeline, tuple(due), tuple(due.values()), self.w.client_id)
         try:
-            md = await self.w.producer.send_and_wait(self.tp.topic, marker.to_bytes(), key=self.pipeline.encode(),
+            value = marker.to_bytes()
+            md = await self.w.producer.send_and_wait(self.tp.topic, value, key=self.pipeline.encode(),
                                                      partition=self.tp.partition)
         except KafkaError as exc:  # decided again at the next turn
             log.warning("reducer of %s: idle marker not written (%s)", self.pipeline, exc)
             return
         self._marker_at = int(md.offset)
+        self.offer_local(self._marker_at, value)
 
     def _declared_idle(self, offset: int, idle: list[str]) -> None:
         """An idle marker read back declared *idle* (counted and logged once, not on a refold)."""
@@ -1753,10 +1814,17 @@ class GroupWorker:
                     done.append(await self._send_stats(tp, st, value))
                 self._sent(later, done)
 
+    def stats_outstanding(self, pipeline: str) -> int:
+        """Statistics of *pipeline* this member sent and has not seen acknowledged yet."""
+        return sum(len(u.stats) for u in self._unacked if u.lane.name == pipeline)
+
     def _sent(self, u: _Unacked, mds: list[Any]) -> None:
         """*u*'s statistics are acknowledged at the stats offsets of *mds*."""
         name = u.lane.pipe.name
-        for st, md, epoch in zip(u.stats, mds, u.epochs, strict=True):
+        reducer = self._reducers.get(name)
+        for st, md, epoch, value in zip(u.stats, mds, u.epochs, u.values, strict=True):
+            if reducer is not None:  # its own reducer folds them without fetching them back
+                reducer.offer_local(int(md.offset), value)
             tp = TopicPartition(st.topic, st.partition)
             if self._epoch.get(tp, 0) == epoch:
                 self._in_flight.append(_InFlight(int(md.offset), tp, st.end_offset))

@@ -85,3 +85,100 @@ def test_the_round_queue_keeps_no_window_state():
     queued = [m for q in r.rounds._queues.values() for _, m, _ in q]
     assert len(queued) == 8 and all(isinstance(m, ChunkStats) and m.resume is None for m in queued)
     assert list(r._resumes) == [f"{TOPIC}:0"] and r._resumes[f"{TOPIC}:0"].end_offset == 320
+
+
+def test_a_reducer_folds_its_own_statistics_without_fetching_them_and_reads_the_log_for_others():
+    """This member's acknowledged statistics are folded from memory while they follow on from the
+    next offset (the stats partition paused: nothing fetched back); another writer's message
+    before them (a gap) is read from the log, from that offset; with nothing local and this
+    member's statistics on their way, it waits for their acknowledgement instead of fetching."""
+    import asyncio
+
+    outstanding = {"n": 0}
+
+    class Consumer:
+        def __init__(self):
+            self.calls: list = []
+            self.log: dict[int, bytes] = {}
+            self.pos = 0
+
+        def pause(self, tp):
+            self.calls.append("pause")
+
+        def resume(self, tp):
+            self.calls.append("resume")
+
+        def seek(self, tp, off):
+            self.calls.append(("seek", off))
+            self.pos = off
+
+        async def getmany(self, timeout_ms=0):
+            self.calls.append("getmany")
+            recs = [SimpleNamespace(offset=o, value=v) for o, v in sorted(self.log.items()) if o >= self.pos]
+            if recs:
+                self.pos = recs[-1].offset + 1
+            return {"tp": recs}
+
+    r = _reducer()
+    r.w.stats_outstanding = lambda pipeline: outstanding["n"]  # type: ignore[attr-defined]
+    r.tp = "tp"  # type: ignore[assignment]
+    c = Consumer()
+
+    async def main():
+        r.offer_local(0, b"a")
+        r.offer_local(1, b"b")
+        got = await r._next_records(c)
+        assert [(x.offset, x.value) for x in got] == [(0, b"a"), (1, b"b")] and c.calls == ["pause"]
+        r.rounds._read_to = 1  # folded
+        # another member wrote offset 2; this member's next landed at 3
+        c.log = {2: b"other", 3: b"c"}
+        r.offer_local(3, b"c")
+        got = await r._next_records(c)
+        assert [x.offset for x in got] == [2, 3] and c.calls[1:] == [("seek", 2), "resume", "getmany"]
+        r.rounds._read_to = 3
+        assert r._take_local(4) == [] and not r._local, "the local copy of 3 is dropped once read"
+        # nothing local, this member's next statistics on their way: wait (no fetch) for them
+        outstanding["n"] = 1
+        asyncio.get_running_loop().call_later(0.05, r.offer_local, 4, b"d")
+        got = await r._next_records(c)
+        assert got == [] and "getmany" not in c.calls[4:]
+        got = await r._next_records(c)
+        assert [x.offset for x in got] == [4] and c.calls[-1] == "pause"
+
+    asyncio.run(main())
+
+
+def test_a_restored_reducer_reads_the_log_from_the_oldest_queued_message():
+    """After a snapshot whose queue held offset 1 (read_to 3), the next records come from offset 1,
+    not 4: the queued message must be re-read (the first cut of the local-read path filtered on
+    read_to + 1 and lost it, failing the group end-to-end, sequence and network-cut tests)."""
+    import asyncio
+
+    rng = np.random.default_rng(0)
+    c = {p: [raw_stats(i * 40, blobs(rng, CENTERS, 40), part=p) for i in range(2)] for p in range(3)}
+    log = [(0, c[0][0]), (1, c[0][1]), (2, c[1][0]), (3, c[2][0]), (4, c[1][1]), (5, c[2][1])]
+    pred = _reducer()
+    pred._fold(pred.model, _recs(log[:4]))
+    model_state, rounds_state = pred.model.state_dict(), pred.rounds.state_dict()
+
+    succ = _reducer()
+    succ.model.load_state_dict(model_state)
+    succ.rounds = RoundFold(succ.model)
+    succ.rounds.expect(KEYS)
+    succ.rounds.load_state_dict(rounds_state)
+    assert succ.rounds.read_to == 3 and succ._next_offset() == 1
+
+    class Consumer:
+        def __init__(self):
+            self.pos = succ.model.stats_offset_ + 1  # where _run seeks it
+
+        async def getmany(self, timeout_ms=0):
+            recs = [SimpleNamespace(offset=o, value=m.to_bytes()) for o, m in log if o >= self.pos]
+            self.pos = log[-1][0] + 1
+            return {"tp": recs}
+
+    succ.w.stats_outstanding = lambda pipeline: 0  # type: ignore[attr-defined]
+    recs = asyncio.run(succ._next_records(Consumer()))
+    assert [r.offset for r in recs] == [1, 2, 3, 4, 5]
+    succ._fold(succ.model, recs)
+    assert succ.model.version().same_model(_reference(log))
