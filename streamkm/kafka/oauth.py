@@ -260,10 +260,25 @@ def _last_line(stderr: bytes) -> str:
 
 
 async def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    """SIGKILL the command's process group (it leads it: start_new_session) and reap it."""
+    """SIGKILL the command's process group (it leads it: start_new_session), read its pipes to
+    the end and reap it.
+
+    asyncio closes a subprocess transport only once the process has exited *and* both pipes
+    reached EOF. A reader that stopped early (output over the cap leaves the stdout reader
+    paused with a full buffer) never sees EOF, so the transport stayed open and was closed by
+    the garbage collector after its event loop had closed ("Event loop is closed"). The group
+    is dead, so what is left in the pipes is bounded by their buffers.
+    """
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
     with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(proc.wait(), 5.0)
+        await asyncio.wait_for(asyncio.gather(_drain(proc.stdout), _drain(proc.stderr), proc.wait()), 5.0)
+
+
+async def _drain(stream: asyncio.StreamReader | None) -> None:
+    """Read *stream* to EOF, dropping what it gives."""
+    if stream is not None:
+        while await stream.read(_READ_CHUNK):
+            pass

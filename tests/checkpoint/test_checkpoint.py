@@ -15,6 +15,7 @@ import pytest
 
 from streamkm.checkpoint import FAULT_POINTS, CheckpointError, CheckpointStore, inspect_summary
 from streamkm.checkpoint.store import DEFAULT_MAX_FILE_BYTES
+from tests.helpers.files import assert_every_flipped_byte_is_refused
 
 
 def _state(i: int = 0) -> dict:
@@ -399,26 +400,11 @@ def test_save_refuses_a_state_over_the_limit_and_changes_nothing(tmp_path):
         CheckpointStore(tmp_path, max_file_bytes=0)
 
 
-def test_every_flipped_byte_of_the_npz_is_refused_before_parsing(tmp_path, monkeypatch):
-    import streamkm.checkpoint.store as store_mod
-
+def test_every_flipped_byte_of_the_npz_is_refused_before_parsing(tmp_path):
     store = CheckpointStore(tmp_path)
     info = store.save({"w": np.arange(6.0), "offsets": {"t:0": 3}})
-    original = info.data_path.read_bytes()
-    real_load = np.load
-
-    def no_parse(*args, **kwargs):
-        raise AssertionError("np.load was called on bytes that do not match the checksum")
-
-    monkeypatch.setattr(store_mod.np, "load", no_parse)
-    for i in range(len(original)):
-        b = bytearray(original)
-        b[i] ^= 0x01
-        info.data_path.write_bytes(bytes(b))
-        with pytest.raises(CheckpointError, match="sha256 mismatch"):
-            store.load(info.sequence)
-    monkeypatch.setattr(store_mod.np, "load", real_load)
-    info.data_path.write_bytes(original)
+    assert_every_flipped_byte_is_refused(info.data_path, lambda _: store.load(info.sequence),
+                                         CheckpointError, "sha256 mismatch")
     st, _ = store.load(info.sequence)
     assert st["w"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0] and st["offsets"] == {"t:0": 3}
 

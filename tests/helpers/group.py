@@ -14,7 +14,8 @@ from streamkm.group.wire import decode
 from tests.helpers.e2e import consume_all
 from tests.helpers.processes import WorkerProcess
 
-__all__ = ["K", "D", "Member", "make_stream", "trickle", "latest_version", "offline_fold", "wait_for_model"]
+__all__ = ["K", "D", "Member", "make_stream", "trickle", "latest_version", "offline_fold", "wait_for_model",
+           "wait_for_stats_end"]
 
 K, D = 4, 4
 
@@ -104,5 +105,21 @@ def wait_for_model(bootstrap: str, topic: str, n_points: int, timeout: float = 1
         v = asyncio.run(latest_version(bootstrap, topic))
         if v is not None and v.n_seen >= n_points:
             break
-        time.sleep(2.0)
+        time.sleep(0.5)
+    return v
+
+
+def wait_for_stats_end(bootstrap: str, settings, timeout: float = 60.0, *, stats_partition: int = 0) -> ModelVersion:
+    """Wait for a version that has read the stats log (*stats_partition*) to its end as it is now
+    (late or re-produced copies included: they are folded or dropped before it), and return it;
+    fails after *timeout*."""
+    import time
+
+    stats_end = max(r.offset for r in asyncio.run(consume_all(bootstrap, settings.group_stats_topic, timeout=30))
+                    if r.partition == stats_partition)
+    deadline = time.monotonic() + timeout
+    while (v := asyncio.run(latest_version(bootstrap, settings.group_model_topic))) is None \
+            or v.stats_offset < stats_end:
+        assert time.monotonic() < deadline, f"model at stats offset {v and v.stats_offset} of {stats_end}"
+        time.sleep(0.5)
     return v

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["WorkerProcess"]
+__all__ = ["WorkerProcess", "term_all"]
 
 
 class WorkerProcess:
@@ -41,12 +41,16 @@ class WorkerProcess:
 
     def term(self, timeout: float = 30.0) -> int:
         """SIGTERM, wait for the exit code (then make sure the group is gone)."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+        self.send_term()
         try:
             return self.proc.wait(timeout)
         finally:
             self.kill()
+
+    def send_term(self) -> None:
+        """SIGTERM its process group, if it still runs; does not wait."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -59,3 +63,15 @@ class WorkerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
+
+
+def term_all(processes: list[WorkerProcess], timeout: float = 60.0) -> list[int]:
+    """SIGTERM every process at once, then wait for each one's exit code (each within *timeout*).
+
+    At once, not one after the other: in a consumer group every member that leaves makes the
+    others rebalance, so a member told to stop only after the previous one exited first sits
+    through that rebalance (seconds each, and nothing the test checks).
+    """
+    for p in processes:
+        p.send_term()
+    return [p.term(timeout) for p in processes]

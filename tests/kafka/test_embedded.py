@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
 import sys
 import time
 
@@ -28,6 +30,23 @@ def _assert_gone_within(pid: int, seconds: float, what: str) -> None:
     while time.monotonic() < deadline and _alive(pid):
         time.sleep(0.05)
     assert not _alive(pid), what
+
+
+def _sigkill_and_expect_the_broker_gone(proc: subprocess.Popen, broker_pid: int, what: str) -> None:
+    """SIGKILL *proc* by its pid only (the broker is in another process group): only the
+    parent-death signal can end the broker then."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    _assert_gone_within(broker_pid, 5.0, what)
+
+
+def _kill_leftovers(proc: subprocess.Popen, broker_pid: int | None) -> None:
+    """What a failed test left running: *proc*'s process group (its own session) and the broker."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    if broker_pid is not None and _is_tansu(broker_pid):
+        os.kill(broker_pid, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:
@@ -138,8 +157,6 @@ def _is_tansu(pid: int) -> bool:
 @pytest.mark.parametrize("how", ["astart", "thread"])
 def test_broker_dies_when_its_parent_is_sigkilled(tmp_path, how):
     import select
-    import signal
-    import subprocess
 
     script = tmp_path / "parent.py"
     script.write_text(_PARENT)
@@ -155,15 +172,9 @@ def test_broker_dies_when_its_parent_is_sigkilled(tmp_path, how):
         assert line.isdigit(), f"parent said {line!r}; stderr: {parent.stderr.read().decode()[-2000:]}"
         broker_pid = int(line)
         assert _is_tansu(broker_pid)
-        os.kill(parent.pid, signal.SIGKILL)
-        parent.wait(10)
-        _assert_gone_within(broker_pid, 5.0, "the broker outlived its SIGKILLed parent")
+        _sigkill_and_expect_the_broker_gone(parent, broker_pid, "the broker outlived its SIGKILLed parent")
     finally:
-        if parent.poll() is None:
-            os.kill(parent.pid, signal.SIGKILL)
-            parent.wait(10)
-        if broker_pid is not None and _is_tansu(broker_pid):
-            os.kill(broker_pid, signal.SIGKILL)
+        _kill_leftovers(parent, broker_pid)
         parent.stdout.close()
         parent.stderr.close()
 
@@ -202,10 +213,6 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
 def test_streamkm_run_sigkilled_leaves_no_broker_behind(tmp_path):
-    import signal
-    import subprocess
-    import time
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKM_")}
     env.update(STREAMKM_METRICS__PORT="0", STREAMKM_CHECKPOINT__DIR=str(tmp_path / "ckpt"),
                PYTHONPATH=os.pathsep.join([os.getcwd(), *sys.path]))
@@ -222,12 +229,6 @@ def test_streamkm_run_sigkilled_leaves_no_broker_behind(tmp_path):
                 broker_pid = next((p for p in _children(run.pid) if _is_tansu(p)), None)
             time.sleep(0.1)
         assert broker_pid is not None, f"no broker child of streamkm run; log:\n{log.read_text()[-3000:]}"
-        os.kill(run.pid, signal.SIGKILL)  # the pid only: the broker is in another process group
-        run.wait(10)
-        _assert_gone_within(broker_pid, 5.0, "the broker outlived the SIGKILLed streamkm run")
+        _sigkill_and_expect_the_broker_gone(run, broker_pid, "the broker outlived the SIGKILLed streamkm run")
     finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait(10)
-        if broker_pid is not None and _is_tansu(broker_pid):
-            os.kill(broker_pid, signal.SIGKILL)
+        _kill_leftovers(run, broker_pid)

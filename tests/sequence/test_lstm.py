@@ -17,6 +17,7 @@ import pytest
 
 from streamkm.sequence import LSTMEncoder
 from streamkm.sequence.lstm import FORMAT_VERSION, fileformat
+from tests.helpers.files import assert_every_flipped_byte_is_refused
 from tests.sequence import make_lstm_golden as golden
 
 try:
@@ -713,26 +714,14 @@ def test_a_weights_file_over_the_limit_is_refused_unread(tmp_path):
     assert "Traceback" not in r.stderr
 
 
-def test_every_flipped_byte_is_refused_before_parsing(tmp_path, monkeypatch):
+def test_every_flipped_byte_is_refused_before_parsing(tmp_path):
     enc = LSTMEncoder(2, 2, seed=0)
     path = enc.save(tmp_path / "w.npz")
     original = path.read_bytes()
     assert original[-64 - len(b"streamkm-sha256:"):-64] == b"streamkm-sha256:"
     with zipfile.ZipFile(path) as zf:  # the seal is the zip comment: zip readers still read the file
         assert zf.comment.startswith(b"streamkm-sha256:") and zf.testzip() is None
-
-    def no_parse(*args, **kwargs):
-        raise AssertionError("np.load was called on bytes that do not match the seal")
-
-    monkeypatch.setattr(fileformat.np, "load", no_parse)
-    for i in range(len(original)):
-        b = bytearray(original)
-        b[i] ^= 0x01
-        path.write_bytes(bytes(b))
-        with pytest.raises(ValueError, match=r"checksum mismatch|ends with neither"):
-            LSTMEncoder.load(path)
-    monkeypatch.undo()
-    path.write_bytes(original)
+    assert_every_flipped_byte_is_refused(path, LSTMEncoder.load, ValueError, r"checksum mismatch|ends with neither")
     assert LSTMEncoder.load(path).content_hash == enc.content_hash
 
 

@@ -35,7 +35,8 @@ from streamkm.loadgen.recording import Record, RecordingWriter
 from streamkm.replay import RoundReplay, open_source
 from streamkm.service.group import GroupWorker
 from tests.helpers.e2e import consume_all, load_config, unique_name, worker_config
-from tests.helpers.group import Member, latest_version, make_stream, trickle, wait_for_model
+from tests.helpers.group import Member, latest_version, make_stream, trickle, wait_for_model, wait_for_stats_end
+from tests.helpers.processes import term_all
 
 pytestmark = pytest.mark.broker
 
@@ -136,14 +137,9 @@ def test_group_model_survives_kills_joins_and_leaves(broker, make_topic, tmp_pat
             + (tmp_path / "m1.log").read_text()[-3000:])
         # The re-produced copies are folded (and dropped) before the members stop: wait for a
         # version that has read the stats log to its end (a rebalance can delay the reducer).
-        stats_end = max(r.offset for r in asyncio.run(consume_all(broker, settings.group_stats_topic, timeout=30)))
-        deadline = time.monotonic() + 60
-        while (v := asyncio.run(latest_version(broker, settings.group_model_topic))) is None \
-                or v.stats_offset < stats_end:
-            assert time.monotonic() < deadline, f"model at stats offset {v and v.stats_offset} of {stats_end}"
-            time.sleep(1.0)
-        for m in members:
-            assert m.term(timeout=60) == 0, m.log.read_text()[-3000:]
+        wait_for_stats_end(broker, settings)
+        for m, code in zip(members, term_all(members), strict=True):
+            assert code == 0, m.log.read_text()[-3000:]
         v = asyncio.run(latest_version(broker, settings.group_model_topic))
     finally:
         for m in members + ([extra] if extra is not None else []):

@@ -21,6 +21,7 @@ import pytest
 from streamkm.group.export import load_model
 from tests.helpers.e2e import load_config, unique_name, worker_config
 from tests.helpers.group import Member, latest_version, make_stream, trickle
+from tests.helpers.processes import term_all
 
 pytestmark = pytest.mark.broker
 
@@ -45,8 +46,8 @@ def test_a_live_group_folding_in_rounds_equals_its_replay(broker, make_topic, tm
                 or v.n_seen < N_VALID:
             assert time.monotonic() < deadline, (v and v.n_seen, members[0].tail(), members[1].tail())
             time.sleep(1.0)
-        for m in members:
-            assert m.term() == 0, m.tail()
+        for m, code in zip(members, term_all(members), strict=True):
+            assert code == 0, m.tail()
     finally:
         for m in members:
             m.kill()

@@ -37,6 +37,7 @@ from streamkm.sequence.lstm import LSTMEncoder
 from streamkm.service.group import group_sequence_pipeline, new_group_model
 from tests.helpers.e2e import consume_all, load_config, unique_name, worker_config
 from tests.helpers.group import Member, latest_version, trickle
+from tests.helpers.processes import term_all
 
 pytestmark = pytest.mark.broker
 
@@ -115,8 +116,8 @@ def test_windows_move_with_their_partition_through_joins_and_kills(broker, make_
             time.sleep(1.0)
         time.sleep(2.0)  # nothing more may arrive
         v = asyncio.run(latest_version(broker, settings.group_model_topic))
-        for m in members[1:]:
-            assert m.term() == 0, m.tail()
+        for m, code in zip(members[1:], term_all(members[1:]), strict=True):
+            assert code == 0, m.tail()
     finally:
         for m in members:
             m.kill()

@@ -104,6 +104,9 @@ def test_per_worker_outputs_on_the_broker_match_the_schema_in_json_and_binary(br
 
 
 HEAD = struct.Struct("<4sBII")
+# Group model: the last partial chunks are cut after idle_partition_seconds / 2 without records
+# (15 s by default) and the last round may wait for an idle declaration; the schemas do not care when.
+IDLE = 2.0
 
 
 def test_group_model_outputs_model_topic_and_export_match_the_schemas(broker, make_topic, tmp_path):
@@ -111,7 +114,7 @@ def test_group_model_outputs_model_topic_and_export_match_the_schemas(broker, ma
     cfg = worker_config(broker, tmp_path / "unused", group=unique_name("g"), vectors_topic=topic, output=out,
                         n_clusters=3, max_records=64, input={"dimension": D}, drift={"enabled": False})
     cfg["group"] = {"enabled": True, "chunk_rows": 50, "publish_interval_seconds": 0.05, "snapshot_every": 3,
-                    "sync_timeout_seconds": 10.0}
+                    "sync_timeout_seconds": 10.0, "idle_partition_seconds": IDLE}
     settings = load_config(cfg, tmp_path / "g.toml")
     recs = records(seed=1)
     for p in (0, 1):
@@ -174,7 +177,7 @@ def test_group_model_writes_binary_outputs_when_configured(broker, make_topic, t
     topic, out = make_topic("in", 2), make_topic("out")
     cfg = worker_config(broker, tmp_path / "unused", group=unique_name("g"), vectors_topic=topic, output=out,
                         n_clusters=3, max_records=64, input={"dimension": D}, drift={"enabled": False})
-    cfg["group"] = {"enabled": True, "chunk_rows": 50}
+    cfg["group"] = {"enabled": True, "chunk_rows": 50, "idle_partition_seconds": IDLE}
     cfg["output"]["format"] = "binary"
     settings = load_config(cfg, tmp_path / "g.toml")
     recs = records(seed=2)
