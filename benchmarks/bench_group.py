@@ -58,43 +58,37 @@ ANALYSIS = """
 What these numbers say, and what they do not. Read the single-worker table by its "from the first
 batch" columns: with rounds the members read ahead of the reducer (up to `group.max_in_flight`
 chunks per partition), and on this pre-filled topic the 10%-90% window then times the reducer
-catching up, which is faster than reading (hence figures above 100%). Runs vary by +-20% on this
-shared 2-core machine (other people's tests; the load average is given), so compare ratios within
-one run.
+catching up, which is faster than reading (hence figures far above 100%). Runs vary by +-20% on
+this shared 2-core machine; compare ratios within one run.
 
-Issue 8's target (group >= 90% of per-worker) is not met. Before the change below (main at 30dc0f2,
-`python benchmarks/bench_group.py --only single --repeats 5`, load 0.65-0.96), from the first batch:
-rounds 42% (chunk_rows 1024, 67,639 records/s) and 63% (4096), arrival 69% and 76% of per-worker
-(162,495 records/s); the 10%-90% figures were 88%, 167%, 73% and 90%. After it, the same command
-(load 0.45-1.47): rounds 56% (110,012 records/s) and 59%, arrival 60% and 73% of per-worker
-(197,103); the table above (`--repeats 3`, load 0.25-0.50): 53%, 67%, 68%, 71%. The default (rounds,
-1024) gained about 60% in records/s; the other three moved within the noise. Where the time went
-(py-spy and cProfile of a one-member run): aiokafka's producer keeps one request per partition in
-flight, and a message larger than a batch (16 KiB by default) is a batch of its own, so every
-statistics message (rounds: a chunk's rows, 256 KiB at 1024 x 64; arrival: sample and sums, about 21
-KiB) waited in `send()` for the acknowledgement of the one before it, and the loop then waited for
-the last one before fetching again: about 30 ms per fetch of 10,000 records, a quarter to a third of
-the loop's time. The statistics now have their own producer with batches of up to 8 MiB (the stats
-topic takes `group.max_message_bytes`), so a fetch's chunks travel in one or two requests, and the
-loop fetches on while they are acknowledged (a chunk counts as sent only once acknowledged, and
-against `group.max_in_flight` from the moment it is sent). Pipelining the acknowledgements alone did
-not help: the sends were still serialised inside the producer.
+Issue 8's target (group >= 90% of per-worker) is not met: 73% (rounds, chunk_rows 1024, the
+default), 71% (4096), 76% and 78% (arrival). Measured with `python benchmarks/bench_group.py
+--only single --repeats 5` at earlier commits, the same ratio for rounds/1024 was 42% (30dc0f2) and
+53-56% once the statistics had their own producer with large batches (c3da9cf). Three changes since
+then, all in `streamkm/service/group.py`:
+- a rounds partition's budget is released once its chunks are folded (read, and not waiting in the
+  reducer's queue); before, only once the model's stats offset passed them, which stops before the
+  oldest queued chunk of any partition: a partition read less than the others stayed paused and no
+  round could complete until the idle rule fired (stalls of `group.idle_partition_seconds`, seen
+  with `group.max_in_flight` = 8);
+- the consume loop fetches the next batch while one is processed (aiokafka unpacks records on the
+  event loop; the per-worker model already did this);
+- the reducer folds its own member's statistics from memory as they are acknowledged, instead of
+  fetching them back (for rounds, the rows of every chunk: the input's volume a second time).
 
-What is left. The loop's largest cost is aiokafka decoding fetched records one by one (about 40% of
-the event loop; the per-worker model pays it too). Rounds on a backlog: a fetch returns one
-partition's records at a time, and a round needs a chunk of every partition, so the member reads
-most of the backlog before the first round can fold, and reading and folding run one after the other
-instead of overlapping; reading the partitions in step (fetching the partitions the next round waits
-for first) is the next thing to try. Arrival: the member summarises and samples every chunk and the
-reducer folds in a thread of the same process, so both compete for one GIL with the event loop. The
-1-3 worker rows above are not comparable with earlier runs: with rounds (now the default) a run ends
-only once the last partial chunks are cut, after `group.idle_partition_seconds` (30 s) without
-records, so their records/s is about records / 30 s and their staleness in seconds about 30 s; the
-scaling part should measure to the 90% moment as the single-worker part does. More members do not
-add throughput on these 2 cores (the broker and up to three members share two CPUs; per-worker
-efficiency falls as 1/n); linear scaling needs a core per member plus the broker's, and the
-reducer's capacity bounds the group at about (reducer messages/s) x `chunk_rows` records/s for a
-given k x d.
+Where the rest goes: in one process the group model does strictly more than the per-worker model,
+which decodes records and runs `partial_fit`. It also encodes every chunk and produces it to the
+stats topic (rounds: the rows again, through a broker that shares the two cores), folds in a
+thread that competes for the GIL with the event loop, and publishes and follows versions.
+aiokafka's per-record decoding is the largest single cost of both (about 40% of the event loop);
+a member that does not decode records in Python would move both, and the ratio with them.
+
+The 1-3 worker rows are timed to the version that folded 90% of the records (the last partial
+chunks wait for the idle rule, 5 s here, which is what the seconds p90/p99 show). More members do
+not add throughput on these 2 cores: the broker and up to three members share two CPUs, so the
+total falls and per-worker efficiency is 100%, 31% and 18% of the one-member rate. Linear scaling
+needs a core per member plus the broker's; the reducer's capacity (table above) bounds the group
+at about (reducer messages/s) x `chunk_rows` records/s for a given k x d.
 """
 
 
