@@ -48,19 +48,23 @@ def encode(kind: str, state: dict[str, Any]) -> bytes:
     arrays: dict[str, np.ndarray] = {}
     table: dict[str, dict[str, Any]] = {}
     tree = split_tree(state, "", arrays, table)
-    chunks: list[bytes] = []
+    # The arrays' own buffers, copied once, by the final join (a chunk's rows are most of a
+    # stats message: four copies of them and a CRC over a concatenation cost 0.6 ms per 256 KiB).
+    chunks: list[memoryview] = []
     offset = 0
     desc: dict[str, dict[str, Any]] = {}
     for name, arr in arrays.items():
         a = np.require(arr.astype(arr.dtype.newbyteorder("<"), copy=False), requirements="C")  # keeps 0-d
-        data = a.tobytes()
+        data = memoryview(a.reshape(-1).view(np.uint8).data)
         desc[name] = {"dtype": a.dtype.str, "shape": list(a.shape), "offset": offset}
         chunks.append(data)
-        offset += len(data)
+        offset += data.nbytes
     header = json.dumps({"kind": kind, "tree": tree, "arrays": desc}, separators=(",", ":"),
                         allow_nan=False).encode()
-    body = header + b"".join(chunks)
-    return _HEAD.pack(MAGIC, WIRE_VERSION, len(header), zlib.crc32(body)) + body
+    crc = zlib.crc32(header)
+    for data in chunks:
+        crc = zlib.crc32(data, crc)
+    return b"".join([_HEAD.pack(MAGIC, WIRE_VERSION, len(header), crc), header, *chunks])
 
 
 def decode(data: bytes | None) -> tuple[str, dict[str, Any]] | WireError:

@@ -338,3 +338,20 @@ def test_stats_log_and_resume_readers_never_raise_on_structured_garbage(kind, tr
     data = _frame({"kind": kind, "tree": tree, "arrays": {}}, payload)
     assert isinstance(read_stats_log(data), (ChunkStats, IdleMarker, WireError))
     assert isinstance(resume_state(data, "sequence"), (dict, WireError))
+
+
+def test_encode_writes_exactly_the_documented_layout():
+    """magic | version | header length | CRC-32 of header + payload | header | arrays back to back
+    (C order, little-endian), for views, Fortran order, empty and 0-d arrays (encode joins the
+    arrays' own buffers; this pins it to the format, byte for byte)."""
+    x = np.arange(24, dtype=np.float64).reshape(4, 6)
+    state = {"v": x[:, ::2], "f": np.asfortranarray(x), "e": np.zeros((0, 3), np.float32), "s": np.array(7),
+             "b": np.array([True, False]), "n": {"k": [1, "a"]}}
+    got = encode("kind", state)
+    hlen = struct.unpack_from("<I", got, 5)[0]
+    header = json.loads(got[_HEAD.size:_HEAD.size + hlen])
+    payload = b"".join(np.ascontiguousarray(np.asarray(a).astype(np.asarray(a).dtype.newbyteorder("<"))).tobytes()
+                       for a in (x[:, ::2], np.asfortranarray(x), state["e"], np.asarray(state["s"]), state["b"]))
+    body = got[_HEAD.size:_HEAD.size + hlen] + payload
+    assert got == _HEAD.pack(MAGIC, WIRE_VERSION, hlen, zlib.crc32(body)) + body
+    assert [d["offset"] for d in header["arrays"].values()] == [0, 96, 288, 288, 296]
