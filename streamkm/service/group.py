@@ -957,6 +957,8 @@ class GroupWorker:
         #: Statistics sent and not yet acknowledged, in send order (the consume loop goes on
         #: meanwhile; a chunk counts as sent, and enters _in_flight, only once acknowledged).
         self._unacked: list[_Unacked] = []
+        #: Statistics being resent after a failed send (out of _unacked meanwhile).
+        self._resending: list[_Unacked] = []
         #: Per partition, bumped when it is realigned or revoked (see _Unacked.epochs).
         self._epoch: dict[TopicPartition, int] = {}
         #: Rounds: partitions paused because their budget of unfolded chunks is used up.
@@ -1468,7 +1470,7 @@ class GroupWorker:
             sent_to = chunker.start_of(tp.topic, tp.partition)
             # Folded as sent, the model ends where this worker's newest folded chunk ends. If not,
             # that chunk (and so every later one) was dropped: realign now, not after the window drains.
-            if model_next is not None and model_next != f.end:
+            if model_next is not None and model_next != f.end and model_next not in self._sent_ends(tp):
                 self._in_flight = [g for g in self._in_flight if g.tp != tp]
                 self._epoch[tp] = self._epoch.get(tp, 0) + 1  # and those still unacknowledged
                 self.n_realigned += 1
@@ -1803,20 +1805,37 @@ class GroupWorker:
                 continue
             # Resend from the first one not acknowledged, in order, and everything queued after it.
             rest, self._unacked = self._unacked, []
-            for later in rest:
-                for fut in (later.futures[len(mds) + 1:] if later is u else later.futures):
-                    with contextlib.suppress(Exception):
-                        await fut
-            for later in rest:
-                done = mds if later is u else []
-                tp = later.lane.stats_tp
-                for st, value in zip(later.stats[len(done):], later.values[len(done):], strict=True):
-                    done.append(await self._send_stats(tp, st, value))
-                self._sent(later, done)
+            self._resending = rest
+            try:
+                for later in rest:
+                    for fut in (later.futures[len(mds) + 1:] if later is u else later.futures):
+                        with contextlib.suppress(Exception):
+                            await fut
+                for later in rest:
+                    done = mds if later is u else []
+                    tp = later.lane.stats_tp
+                    for st, value in zip(later.stats[len(done):], later.values[len(done):], strict=True):
+                        done.append(await self._send_stats(tp, st, value))
+                    self._sent(later, done)
+            finally:
+                self._resending = []
+
+    def _sent_ends(self, tp: TopicPartition) -> set[int]:
+        """The end offsets of *tp*'s chunks this member sent since its last realignment and has not
+        seen folded, acknowledged or not: a model at one of them folded this member's chunks up
+        to there (the reducer may read a chunk from the log before its acknowledgement arrives
+        here), so it is no reason to realign."""
+        epoch = self._epoch.get(tp, 0)
+        ends = {f.end for f in self._in_flight if f.tp == tp}
+        for u in (*self._unacked, *self._resending):
+            for st, e in zip(u.stats, u.epochs, strict=True):
+                if e == epoch and st.partition == tp.partition and st.topic == tp.topic:
+                    ends.add(int(st.end_offset))
+        return ends
 
     def stats_outstanding(self, pipeline: str) -> int:
         """Statistics of *pipeline* this member sent and has not seen acknowledged yet."""
-        return sum(len(u.stats) for u in self._unacked if u.lane.name == pipeline)
+        return sum(len(u.stats) for u in (*self._unacked, *self._resending) if u.lane.name == pipeline)
 
     def _sent(self, u: _Unacked, mds: list[Any]) -> None:
         """*u*'s statistics are acknowledged at the stats offsets of *mds*."""

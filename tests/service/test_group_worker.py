@@ -417,3 +417,61 @@ def test_a_prefetched_batch_drops_partitions_seeked_since_the_fetch_started():
     asyncio.run(w._process({p0: [Rec(100), Rec(101)], p1: [Rec(7), Rec(8)]}, epochs))
     assert w._consumer.seeks == {p0: 40} and w._pos[p0] == 40, "p0 read again from 40"
     assert w._pos[p1] == 9, "p1 is processed as fetched"
+
+
+def test_a_model_ahead_of_the_acknowledgements_is_no_reason_to_realign():
+    """A remote reducer may read a chunk from the log before this member has its acknowledgement:
+    a version at the end of a chunk sent and not yet acknowledged is consistent (before: the
+    member realigned, re-read the partition and delivered its outputs twice; found in review);
+    a version at no end this member sent still realigns."""
+    import dataclasses
+
+    from aiokafka import TopicPartition
+
+    from streamkm.service.group import _InFlight, _Unacked, new_group_model
+
+    s = load_settings(env={"STREAMKM_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9", "STREAMKM_GROUP__ENABLED": "true",
+                           "STREAMKM_INPUT__DIMENSION": "2", "STREAMKM_KAFKA__VECTORS_TOPIC": "in",
+                           "STREAMKM_METRICS__ENABLED": "false", "STREAMKM_GROUP__ORDERING": "arrival"})
+
+    class Consumer:
+        seeks: dict = {}
+
+        def seek(self, tp, off):
+            self.seeks[tp] = off
+
+        def pause(self, tp):
+            pass
+
+        def resume(self, tp):
+            pass
+
+    def member_at(model_next: int) -> GroupWorker:
+        w = GroupWorker(s)
+        asyncio.run(w.start())
+        tp = TopicPartition("in", 0)
+        w._consumer = Consumer()
+        w._assigned, w._pos = {tp}, {tp: 30}
+        lane = w.lanes["vectors"]
+        lane.chunker.reset("in", 0, 30)
+        w._in_flight = [_InFlight(0, tp, 10)]  # [0, 10) acknowledged at stats offset 0
+        e = np.empty(0, dtype=np.int64)
+        from streamkm.group import ChunkStats
+
+        chunks = [ChunkStats("vectors", "in", 0, a, a + 10, 0, 10, e, e, np.empty((0, 2)), np.empty(0),
+                             np.empty((0, 2), np.float32), np.ones((10, 2), np.float32)) for a in (10, 20)]
+        w._unacked = [_Unacked(lane, chunks, [b"", b""], [], [0, 0])]  # [10, 20), [20, 30) on their way
+        v = new_group_model(s, "vectors").version()
+        v = dataclasses.replace(v, version=3, stats_offset=1, offsets={"in:0": model_next})
+
+        class Follower:
+            latest = {"vectors": v}
+
+        w.follower = Follower()  # type: ignore[assignment]
+        w._apply_version()
+        return w
+
+    assert member_at(20).n_realigned == 0, "the reducer folded [10, 20) before its acknowledgement came"
+    assert member_at(30).n_realigned == 0
+    w = member_at(15)
+    assert w.n_realigned == 1 and w._consumer.seeks[next(iter(w._assigned))] == 15, "no chunk ends at 15"
