@@ -64,7 +64,7 @@ this shared 2-core machine; compare ratios within one run.
 Issue 8's target (group >= 90% of per-worker) is not met: 73% (rounds, chunk_rows 1024, the
 default), 71% (4096), 76% and 78% (arrival) in the table's run at 16ca098. A second run of
 `python benchmarks/bench_group.py --only single --repeats 5` at 384e842 (the stats encoder copies
-a chunk's rows once instead of four times: 612 -> 158 us per 1024 x 64 chunk), load 0.53-0.93, gave
+a chunk's rows once instead of four times), load 0.53-0.93, gave
 62%, 63%, 67% and 73%: the group's own rates were within 10% of the first run's (131,729 records/s
 for rounds/1024), per-worker's median higher (210,795); runs of one configuration spread by
 +-20%, so the two runs bracket the ratio at about 60-75%. Measured with `python benchmarks/bench_group.py
