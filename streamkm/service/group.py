@@ -559,7 +559,7 @@ class _Reducer:
             while not self._stop.is_set():
                 if self.rounds is not None:
                     self._expect_partitions()
-                recs = await self._next_records(consumer)
+                recs = await self._next_records(consumer, self._read_wait(dirty))
                 if recs:
                     outcomes = await asyncio.to_thread(self._fold, model, recs)
                     dirty = True
@@ -595,6 +595,18 @@ class _Reducer:
         assert self.model is not None
         return self.model.stats_offset_ + 1 if self.rounds is None else self.rounds.next_offset
 
+    def _read_wait(self, dirty: bool) -> float:
+        """Seconds the next read may wait: a poll; with a folded model not published yet, only
+        until its publish is due. The members' in-flight budgets wait for that version, so a read
+        with nothing new to fold must not hold it back a whole poll (it did: with S chunks in flight
+        and nothing more sent, each such version came up to a poll late, and a single worker waited
+        for the model a fifth of its run; docs/benchmarks.md)."""
+        wait = _POLL_MS / 1000
+        if dirty:
+            due = self._last_publish + self.w.settings.group.publish_interval_seconds
+            wait = max(0.0, min(wait, due - time.monotonic()))
+        return wait
+
     def _take_local(self, nxt: int) -> list[_LocalRecord]:
         """The run of local messages from offset *nxt* on, without gaps (older ones dropped)."""
         for off in [o for o in self._local if o < nxt]:
@@ -605,10 +617,11 @@ class _Reducer:
             nxt += 1
         return run
 
-    async def _next_records(self, consumer: Any) -> list[Any]:
+    async def _next_records(self, consumer: Any, timeout: float) -> list[Any]:
         """The next stats messages to fold, from this member's own (no fetch) while they follow
         on, else from the log: when another writer's message comes first (a gap before the
-        oldest local one), or when nothing of this member's is on its way."""
+        oldest local one), or when nothing of this member's is on its way. Waits at most
+        *timeout* seconds for them."""
         nxt = self._next_offset()
         run = self._take_local(nxt)
         if run:
@@ -621,7 +634,7 @@ class _Reducer:
             # this member's next messages are on their way: wait for their acknowledgement
             self._local_added.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._local_added.wait(), _POLL_MS / 1000)
+                await asyncio.wait_for(self._local_added.wait(), timeout)
             if self._local:
                 return []  # taken at the next turn
         if not self._reading_log:
@@ -629,7 +642,7 @@ class _Reducer:
             consumer.resume(self.tp)
             self._reading_log = True
         try:
-            batch = await consumer.getmany(timeout_ms=_POLL_MS)
+            batch = await consumer.getmany(timeout_ms=round(timeout * 1000))
         except OffsetOutOfRangeError:
             raise RuntimeError(
                 f"the stats log {self.tp.topic}:{self.tp.partition} no longer holds offset "

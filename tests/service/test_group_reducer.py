@@ -127,22 +127,22 @@ def test_a_reducer_folds_its_own_statistics_without_fetching_them_and_reads_the_
     async def main():
         r.offer_local(0, b"a")
         r.offer_local(1, b"b")
-        got = await r._next_records(c)
+        got = await r._next_records(c, 0.2)
         assert [(x.offset, x.value) for x in got] == [(0, b"a"), (1, b"b")] and c.calls == ["pause"]
         r.rounds._read_to = 1  # folded
         # another member wrote offset 2; this member's next landed at 3
         c.log = {2: b"other", 3: b"c"}
         r.offer_local(3, b"c")
-        got = await r._next_records(c)
+        got = await r._next_records(c, 0.2)
         assert [x.offset for x in got] == [2, 3] and c.calls[1:] == [("seek", 2), "resume", "getmany"]
         r.rounds._read_to = 3
         assert r._take_local(4) == [] and not r._local, "the local copy of 3 is dropped once read"
         # nothing local, this member's next statistics on their way: wait (no fetch) for them
         outstanding["n"] = 1
         asyncio.get_running_loop().call_later(0.05, r.offer_local, 4, b"d")
-        got = await r._next_records(c)
+        got = await r._next_records(c, 0.2)
         assert got == [] and "getmany" not in c.calls[4:]
-        got = await r._next_records(c)
+        got = await r._next_records(c, 0.2)
         assert [x.offset for x in got] == [4] and c.calls[-1] == "pause"
 
     asyncio.run(main())
@@ -178,7 +178,42 @@ def test_a_restored_reducer_reads_the_log_from_the_oldest_queued_message():
             return {"tp": recs}
 
     succ.w.stats_outstanding = lambda pipeline: 0  # type: ignore[attr-defined]
-    recs = asyncio.run(succ._next_records(Consumer()))
+    recs = asyncio.run(succ._next_records(Consumer(), 0.2))
     assert [r.offset for r in recs] == [1, 2, 3, 4, 5]
     succ._fold(succ.model, recs)
     assert succ.model.version().same_model(_reference(log))
+
+
+def test_a_folded_model_is_published_when_due_even_if_nothing_more_comes():
+    """After a fold, the next read waits only until the version is due, and the log read passes
+    that wait on. Before: it waited a whole poll (200 ms) with nothing to read, while members
+    whose in-flight budget was used up waited for that version (a single worker spent a fifth of
+    its run waiting for the model; docs/benchmarks.md)."""
+    import asyncio
+    import time
+
+    r = _reducer()
+    r.w.settings = SimpleNamespace(group=SimpleNamespace(publish_interval_seconds=0.05))  # type: ignore[attr-defined]
+    r.w.stats_outstanding = lambda pipeline: 0  # type: ignore[attr-defined]
+    r.tp = "tp"  # type: ignore[assignment]
+    r._last_publish = time.monotonic()
+    assert r._read_wait(False) == 0.2, "nothing folded: a whole poll"
+    assert 0.0 < r._read_wait(True) <= 0.05, "folded: until the publish is due"
+    r._last_publish -= 1.0
+    assert r._read_wait(True) == 0.0, "overdue: no wait"
+
+    class Consumer:
+        timeouts: list = []
+
+        def seek(self, tp, off):
+            pass
+
+        def resume(self, tp):
+            pass
+
+        async def getmany(self, timeout_ms=0):
+            self.timeouts.append(timeout_ms)
+            return {}
+
+    c = Consumer()
+    assert asyncio.run(r._next_records(c, 0.03)) == [] and c.timeouts == [30]
