@@ -270,14 +270,14 @@ class _Paced:
         self._stopped = threading.Event()
 
     def wait(self, block: list[Any]) -> None:
-        ts = max((r.timestamp for r in block), default=-1)
-        if ts < 0:
+        times = [r.timestamp for r in block if r.timestamp >= 0]
+        if not times:
             return  # no record time: nothing to pace by
         import time
 
-        if self._t0 is None:
-            self._t0 = (ts, time.monotonic())
-        due = self._t0[1] + (ts - self._t0[0]) / 1000.0 / self.speed
+        if self._t0 is None:  # record time starts at the first record, not at its block's newest
+            self._t0 = (min(times), time.monotonic())
+        due = self._t0[1] + (max(times) - self._t0[0]) / 1000.0 / self.speed
         left = due - time.monotonic()
         if left > 0:
             self._stopped.wait(left)
