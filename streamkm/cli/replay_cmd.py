@@ -40,9 +40,10 @@ SOURCE: a .skmrec recording ('streamkm record' keeps partitions and offsets),
 .npy or .csv vectors, .npz or JSON lines (as 'produce --file' sends them), or
 kafka:TOPIC with --bootstrap and an optional offset or time range.
 
---speed X paces the replay by the records' timestamps (X = 10: ten times as
-fast as recorded) and serves /metrics, /healthz and /readyz like the daemon
-(metrics.* settings), so dashboards and alerts can be tried on a recording.
+--speed X paces the replay of either pipeline by the records' timestamps
+(X = 10: ten times as fast as recorded; the model is the unpaced one's) and
+serves /metrics, /healthz and /readyz like the daemon (metrics.* settings), so
+dashboards and alerts can be tried on a recording.
 SIGTERM or Ctrl-C stops it: RUN_DIR then holds what was folded so far
 ("complete": false in run.json) and the exit code is 1.
 
@@ -119,9 +120,6 @@ def _cmd(args: argparse.Namespace) -> int:
     if pipeline == "sequence":
         if not settings.sequence.enabled or settings.sequence.lstm_path is None:
             eprint("streamkm replay: --pipeline sequence needs sequence.enabled and sequence.lstm_path")
-            return EXIT_USAGE
-        if args.speed is not None:
-            eprint("streamkm replay: --speed replays the vectors pipeline only")
             return EXIT_USAGE
     args.pipeline = pipeline
     out = Path(args.out)
@@ -202,8 +200,7 @@ def _replay(settings: Any, source: Any, description: str, out: Path, args: argpa
     try:
         replay = RoundReplay(settings, pipeline=args.pipeline, on_chunk=log.write, on_records=advance,
                              before_block=None if paced is None else paced.wait,
-                             after_block=None if paced is None else paced.account,
-                             block_records=256 if paced is not None else 4096)
+                             after_block=None if paced is None else paced.account)
     except (ValueError, OSError) as exc:  # unreadable LSTM weights, say
         log.close(keep=False)
         eprint(f"streamkm replay: {exc}")

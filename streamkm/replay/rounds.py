@@ -41,8 +41,13 @@ if TYPE_CHECKING:
 
 __all__ = ["RoundReplay", "ReplaySummary"]
 
-#: Records decoded per pipeline call while filling a partition's next chunk.
-_BLOCK_RECORDS = 4096
+#: Records decoded per pipeline call at most while filling a partition's next chunk, by default.
+#: Vectors: rows do not depend on how records are grouped into calls, so an unpaced replay takes
+#: large blocks (they cost least) and a paced one small blocks (smoother pacing and metrics).
+_BLOCK_RECORDS = {("vectors", False): 4096, ("vectors", True): 256,
+                  # Sequence: windows are embedded per call and BLAS rounds a batch by its shape,
+                  # so paced or not it decodes the same blocks (and the same model, bit for bit).
+                  ("sequence", False): 1024, ("sequence", True): 1024}
 
 
 @dataclass(slots=True)
@@ -89,19 +94,23 @@ class RoundReplay:
         ``before_block(records)`` before each block is decoded (pacing by record time).
     after_block : callable, optional
         ``after_block(result)`` with each block's :class:`BatchResult` (metrics).
-    block_records : int
-        Records decoded per pipeline call at most (smaller blocks pace more smoothly).
+    block_records : int, optional
+        Records decoded per pipeline call at most. Default: vectors 4096, or 256 when
+        *before_block* paces the replay (smoother pacing); sequence 1024 either way (its
+        embeddings, to float32 rounding, depend on the blocks: pacing must not change them).
     """
 
     def __init__(self, settings: Settings, *, pipeline: str = "vectors",
                  on_chunk: Callable[[dict[str, Any]], None] | None = None,
                  on_records: Callable[[int], None] | None = None,
                  before_block: Callable[[list[ReplayRecord]], None] | None = None,
-                 after_block: Callable[[BatchResult], None] | None = None, block_records: int = _BLOCK_RECORDS):
-        if block_records < 1:
-            raise ValueError(f"block_records must be >= 1, got {block_records}")
+                 after_block: Callable[[BatchResult], None] | None = None, block_records: int | None = None):
         if pipeline not in ("vectors", "sequence"):
             raise ValueError(f"pipeline must be 'vectors' or 'sequence', got {pipeline!r}")
+        if block_records is None:
+            block_records = _BLOCK_RECORDS[pipeline, before_block is not None]
+        if block_records < 1:
+            raise ValueError(f"block_records must be >= 1, got {block_records}")
         from streamkm.service.group import group_sequence_pipeline, group_vector_pipeline, new_group_model
 
         if pipeline == "sequence" and settings.sequence.lstm_path is None:

@@ -162,6 +162,31 @@ def _timed_recording(path, n: int, span_ms: int) -> None:
                     offset=i // 2)
 
 
+def _timed_events(tmp_path, n: int, span_ms: int) -> str:
+    """An events recording (2 partitions, 10 keys) and a sequence config; returns the config path.
+
+    Windows of 2 events and chunks of 300 windows: a chunk takes more records than a paced
+    block, and with a 32-wide LSTM a batch's embeddings round by its shape, so a paced replay
+    that cut other blocks than the unpaced one would not give the same centres."""
+    from streamkm.codec.events import encode_event_json
+    from streamkm.loadgen.recording import Record, RecordingWriter
+    from streamkm.sequence.lstm import LSTMEncoder
+
+    LSTMEncoder(3, 32, seed=0).save(tmp_path / "lstm.npz")
+    rng = np.random.default_rng(3)
+    with RecordingWriter(tmp_path / "t.skmrec", positions=True) as w:
+        for i in range(n):
+            key = f"user{int(rng.integers(10))}"
+            x = rng.normal(size=3) + (3.0 if key < "user5" else -3.0)
+            w.write(Record(key.encode(), encode_event_json(key, float(i), x), 5_000_000 + i * span_ms // n, ()),
+                    partition=i % 2, offset=i // 2)
+    p = tmp_path / "c.toml"
+    p.write_text("[input]\nvectors_enabled = false\n[drift]\nenabled = false\n[group]\nenabled = true\n"
+                 "chunk_rows = 300\n[sequence]\nenabled = true\nlstm_path = \"lstm.npz\"\nwindow_size = 2\n"
+                 "[sequence.model]\nn_clusters = 3\nseed = 0\n")
+    return str(p)
+
+
 def _scrape(port: int) -> str:
     import urllib.request
 
@@ -172,34 +197,61 @@ def _scrape(port: int) -> str:
         return ""
 
 
-def _consumed(text: str) -> float:
+def _sample(text: str, prefix: str) -> float:
     for line in text.splitlines():
-        if line.startswith("streamkm_records_consumed_total{"):
+        if line.startswith(prefix):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
 
+def _consumed(text: str) -> float:
+    return _sample(text, "streamkm_records_consumed_total{")
+
+
+def _same_run(a, b) -> None:
+    """Two run directories hold the same model (ids, weights, centres, offsets) and chunk log."""
+    ma, mb = load_model(a / "model"), load_model(b / "model")
+    np.testing.assert_array_equal(ma.cluster_ids_, mb.cluster_ids_)
+    np.testing.assert_array_equal(ma.weights_, mb.weights_)
+    np.testing.assert_array_equal(ma.cluster_centers_, mb.cluster_centers_)
+    ja, jb = (json.loads((d / "model.json").read_text()) for d in (a, b))
+    assert ja["offsets"] == jb["offsets"] and ja["model_version"] == jb["model_version"]
+    assert (a / "chunks.jsonl").read_text() == (b / "chunks.jsonl").read_text()
+
+
 @pytest.mark.parametrize("stop", [False, True], ids=["to the end", "SIGTERM"])
-def test_speed_paces_by_record_time_and_serves_metrics(tmp_path, stop):
+@pytest.mark.parametrize("pipeline", ["vectors", "sequence"])
+def test_speed_paces_by_record_time_and_serves_metrics(tmp_path, stop, pipeline):
+    import re
     import signal
     import time
 
     from tests.helpers.tls import free_port
 
-    _timed_recording(tmp_path / "t.skmrec", 2000, span_ms=6000)
+    n, span_ms, speed = 2000, 6000, 2.0
+    if pipeline == "vectors":
+        _timed_recording(tmp_path / "t.skmrec", n, span_ms=span_ms)
+        cfg = _config(tmp_path)
+    else:
+        cfg = _timed_events(tmp_path, n, span_ms=span_ms)
+    span_s = (n - 1) * span_ms // n / 1000.0  # the first record's time to the last's
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKM_")}
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "streamkm", "replay", "t.skmrec", "--config", _config(tmp_path),
-                             "--out", "run", "--speed", "2", "--metrics-port", str(port)], cwd=tmp_path, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "streamkm", "replay", "t.skmrec", "--config", cfg,
+                             "--pipeline", pipeline, "--out", "run", "--speed", f"{speed:g}",
+                             "--metrics-port", str(port)], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         seen: list[float] = []
+        windows = 0.0
         while proc.poll() is None and time.monotonic() - t0 < 30:
-            n = _consumed(_scrape(port))
-            if n:
-                seen.append(n)
-            if stop and n:
+            text = _scrape(port)
+            n_seen = _consumed(text)
+            if n_seen:
+                seen.append(n_seen)
+                windows = _sample(text, 'streamkm_windows_emitted_total{pipeline="sequence"}')
+            if stop and n_seen:
                 proc.send_signal(signal.SIGTERM)
                 break
             time.sleep(0.1)
@@ -208,20 +260,28 @@ def test_speed_paces_by_record_time_and_serves_metrics(tmp_path, stop):
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
-    elapsed = time.monotonic() - t0
     assert "Traceback" not in err, err
     doc = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert doc["pipeline"] == pipeline
     if stop:
         assert proc.returncode == 1, err
-        assert doc["complete"] is False and doc["records"] < 2000, doc
+        assert doc["complete"] is False and doc["records"] < n, doc
         assert "stopped after replaying" in err
-    else:
-        assert proc.returncode == 0, err
-        assert doc["complete"] is True and doc["records"] == 2000
-        # 6 s of record time at 2x: about 3 s (the last round is cut at the end, without waiting).
-        assert elapsed >= 2.0, elapsed
-        # /metrics was served while records were being replayed, and counted them as they went.
-        assert len(seen) >= 3 and seen[0] < 2000 and seen == sorted(seen), seen
+        return
+    assert proc.returncode == 0, err
+    assert doc["complete"] is True and doc["records"] == n
+    # The replay itself (its summary line) took the recorded span at 2x: record time starts at
+    # the first record, and the last block waits for the last one.
+    seconds = float(re.search(r" in ([0-9.]+)s \(", err).group(1))
+    assert span_s / speed - 0.01 <= seconds < span_s / speed + 10, (seconds, err)
+    # /metrics was served while records were being replayed, and counted them as they went.
+    assert len(seen) >= 3 and seen[0] < n and seen == sorted(seen), seen
+    if pipeline == "sequence":
+        assert windows > 0  # the window series too
+    # Pacing changes when records are decoded, never what the model becomes.
+    again = _cli(tmp_path, "replay", "t.skmrec", "--config", cfg, "--pipeline", pipeline, "--out", "unpaced")
+    assert again.returncode == 0, again.stderr
+    _same_run(tmp_path / "run", tmp_path / "unpaced")
 
 
 def test_a_replayed_run_gives_a_report_whose_series_are_its_chunk_log(tmp_path):
