@@ -5,6 +5,7 @@ Run from the repository root::
     python benchmarks/bench_group.py             # everything, writes docs/benchmarks.md
     python benchmarks/bench_group.py --no-write  # print only
     python benchmarks/bench_group.py --only single --repeats 5  # the single-worker part, printed
+    python benchmarks/bench_group.py --only scaling --workers 1 --records 20000  # a small part 2, printed
 
 What is measured (embedded Tansu broker on 127.0.0.1, one BLAS thread):
 
@@ -21,11 +22,14 @@ What is measured (embedded Tansu broker on 127.0.0.1, one BLAS thread):
    window alone can time the reducer catching up). Both group orderings (``--ordering``);
    the rounds runs use ``group.idle_partition_seconds = 5`` so that the last partial chunks
    do not hold each run for 30 s. Target: group >= 90% of per-worker.
-2. **1, 2 and 3 workers** (``python -m streamkm run`` processes, group model) on the same
-   topic: total records/s until the model topic shows every record, the staleness of
-   every accepted chunk in versions (fold version - base version, from an offline refold of
-   the stats log) and in seconds (stats record timestamp to the first model version that
-   folded it, from the topics' timestamps).
+2. **1, 2 and 3 workers** (``python -m streamkm run`` processes, group model; ``--workers``
+   picks the counts, ``--scaling-ordering`` the ``group.ordering``, rounds by default) on the
+   same topic: total records/s until the model topic shows every record, the staleness of
+   every accepted chunk in versions (the version it was folded into - the version the member
+   held when it cut it) and in seconds (stats record timestamp to the first published
+   version that includes it). Both come from an offline refold of the stats log in the
+   run's ordering (:func:`streamkm.group.refold.refold_stats_log`: the reducer's own
+   ``RoundFold`` for rounds, so the chunks get the version numbers the live reducer gave them).
 3. **The reducer's capacity.** Offline: statistics messages (64-row samples) folded per
    second by :class:`streamkm.group.GroupModel` for growing k x d, decoded from bytes as
    the reducer does; the largest k x d that sustains 100 chunks/s.
@@ -90,9 +94,11 @@ a member that does not decode records in Python would move both, and the ratio w
 
 The 1-3 worker rows are timed to the version that folded 90% of the records (the last partial
 chunks wait for the idle rule, 5 s here, which is what the seconds p90/p99 show). Their versions
-column refolds the stats log in arrival order, which is not what rounds (the default here) do: in
-rounds the reducer assigns a chunk's rows against the version they go into, so its staleness in
-versions is 0 by construction, and the column's 3 is an artifact of that refold. More members do
+column refolds the stats log in the run's ordering (rounds, the default, with the reducer's own
+`RoundFold`): it counts the versions between the one a member held when it cut a chunk (what its
+output records were assigned against) and the one the chunk was folded into. In rounds the reducer
+assigns a chunk's rows against the version they go into, so the model itself is never stale; the
+column measures how far the members' view (their outputs) lagged. More members do
 not add throughput on these 2 cores: the broker and up to three members share two CPUs, so the
 total falls and per-worker efficiency is 100%, 31% and 18% of the one-member rate. Linear scaling
 needs a core per member plus the broker's; the reducer's capacity (table above) bounds the group
@@ -249,28 +255,70 @@ async def _topic_records(bootstrap: str, topic: str) -> list:
     return await consume_all(bootstrap, topic, timeout=60)
 
 
+def chunk_staleness(offered: list, version_times: dict[int, float]) -> tuple[list[int], list[float]]:
+    """The staleness of every accepted chunk of a refold.
+
+    Parameters
+    ----------
+    offered : list of (Offered, float)
+        What :func:`streamkm.group.refold.refold_stats_log` returned, each with the time (s)
+        of its stats record.
+    version_times : dict of int to float
+        Published version number -> its earliest publication time (s).
+
+    Returns
+    -------
+    versions : list of int
+        Per chunk with a ``base_version`` (the version its member held when it cut it; 0: a
+        member without a model yet, left out), the version it was folded into minus that one.
+    seconds : list of float
+        Per chunk, from its stats record to the first published version that includes it
+        (version numbers count accepted chunks in fold order); chunks no version includes
+        yet are left out.
+    """
+    versions: list[int] = []
+    seconds: list[float] = []
+    published = np.array(sorted(version_times), dtype=np.int64)
+    # Earliest publication of any version >= n (a version is published after those before it).
+    first_from = np.minimum.accumulate(np.array([version_times[int(v)] for v in published])[::-1])[::-1] \
+        if published.size else np.empty(0)
+    for o, stamp in offered:
+        if o.status != "accepted":
+            continue
+        made = int(o.outcome.version)  # the chunk was folded into version made - 1
+        if o.msg.base_version:
+            versions.append(made - 1 - int(o.msg.base_version))
+        i = int(np.searchsorted(published, made, side="left"))
+        if i < published.size:
+            seconds.append(float(first_from[i]) - stamp)
+    return versions, seconds
+
+
 def scaling(args) -> list[dict]:
     from streamkm.config import load_settings
-    from streamkm.group import ChunkStats, ModelVersion, WireError
-    from streamkm.group.messages import KIND_VERSION, read_stats_log
+    from streamkm.group import ModelVersion, WireError, partition_key
+    from streamkm.group.messages import KIND_VERSION
+    from streamkm.group.refold import refold_stats_log
     from streamkm.group.wire import decode
     from streamkm.kafka.embedded import EmbeddedBroker
-    from streamkm.service.group import GroupWorker
+    from streamkm.service.group import GROUP_PIPELINES, GroupWorker
 
     rows = []
     with EmbeddedBroker(startup_timeout=60) as broker:
         bs = broker.bootstrap_servers
         topic = f"bench-scale-{uuid.uuid4().hex[:6]}"
         asyncio.run(_fill(bs, topic, args.records))
-        for n_workers in (1, 2, 3):
+        for n_workers in args.workers:
             group = f"sc{n_workers}-{uuid.uuid4().hex[:6]}"
             env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKM_")}
-            env.update(_env(bs, topic, group, enabled=True, ckpt="/tmp"))
-            env["OPENBLAS_NUM_THREADS"] = "1"
+            run_env = _env(bs, topic, group, enabled=True, ckpt="/tmp")
             # As in the single-worker part: rounds cut the last partial chunks after the idle rule;
             # 5 s instead of 30 ends each run sooner (the rate is taken at the 90% moment).
-            env["STREAMKM_GROUP__IDLE_PARTITION_SECONDS"] = "5"
-            settings = load_settings(env=_env(bs, topic, group, enabled=True, ckpt="/tmp"))
+            run_env["STREAMKM_GROUP__IDLE_PARTITION_SECONDS"] = "5"
+            run_env["STREAMKM_GROUP__ORDERING"] = args.scaling_ordering
+            env.update(run_env)
+            env["OPENBLAS_NUM_THREADS"] = "1"
+            settings = load_settings(env=run_env)  # what the members run with (the refold's ordering)
             t_start = time.time()
             procs = [subprocess.Popen([sys.executable, "-m", "streamkm", "run"], env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -296,36 +344,35 @@ def scaling(args) -> list[dict]:
                     p.terminate()
                 for p in procs:
                     p.wait(60)
-            stats = asyncio.run(_topic_records(bs, settings.group_stats_topic))
-            models = [r for r in asyncio.run(_topic_records(bs, settings.group_model_topic))
-                      if not isinstance(decode(r.value), WireError) and decode(r.value)[0] == KIND_VERSION]
-            t_first = min(r.timestamp for r in stats) / 1000
-            # staleness: refold offline; seconds from a stats record to the first version folding it
-            g = GroupWorker(settings, bootstrap_servers=bs).new_group_model("vectors")
-            v_offsets = np.array([ModelVersion.from_bytes(r.value).stats_offset for r in models])
-            v_times = np.array([r.timestamp / 1000 for r in models])
-            order = np.argsort(v_offsets, kind="stable")
-            v_offsets, v_times = np.maximum.accumulate(v_offsets[order]), v_times[order]
-            versions, seconds = [], []
-            for rec in stats:
-                msg = read_stats_log(rec.value)
-                if not isinstance(msg, ChunkStats):  # an idle marker (rounds)
+            stats_partition = GROUP_PIPELINES.index("vectors")
+            stats = sorted((r for r in asyncio.run(_topic_records(bs, settings.group_stats_topic))
+                            if r.partition == stats_partition), key=lambda r: r.offset)
+            version_times: dict[int, float] = {}
+            for r in asyncio.run(_topic_records(bs, settings.group_model_topic)):
+                got = decode(r.value)
+                if isinstance(got, WireError) or got[0] != KIND_VERSION:
                     continue
-                before = g.version_
-                if g.fold(msg, rec.offset).status == "accepted":
-                    if msg.base_version:
-                        versions.append(before - msg.base_version)
-                    i = int(np.searchsorted(v_offsets, rec.offset, side="left"))
-                    if i < len(v_times):
-                        seconds.append(float(v_times[i:].min()) - rec.timestamp / 1000)
+                v = ModelVersion.from_bytes(r.value)
+                if isinstance(v, ModelVersion) and v.pipeline == "vectors":
+                    version_times[v.version] = min(version_times.get(v.version, np.inf), r.timestamp / 1000)
+            t_first = min(r.timestamp for r in stats) / 1000
+            # Staleness: refold the log as the run's reducer folded it (rounds: in rounds, over
+            # every partition of the input topic, with the idle markers the log holds).
+            stamps = {r.offset: r.timestamp / 1000 for r in stats}
+            offered = refold_stats_log(GroupWorker(settings, bootstrap_servers=bs).new_group_model("vectors"),
+                                       ((r.offset, r.value) for r in stats), ordering=settings.group.ordering,
+                                       expect=[partition_key(topic, p) for p in range(PARTITIONS)])
+            versions, seconds = chunk_staleness([(o, stamps[o.offset]) for o in offered], version_times)
             # Records/s to the moment 90% of the records were folded (as the single-worker part):
             # the last partial chunks wait for the idle rule and would time that instead.
             rate = 0.9 * args.records / ((t90 or time.time()) - t_first)
-            row = {"workers": n_workers, "rate": rate, "per_worker": rate / n_workers,
+            row = {"workers": n_workers, "ordering": settings.group.ordering, "rate": rate,
+                   "per_worker": rate / n_workers,
                    "stale_v": np.percentile(versions, [50, 90, 99, 100]) if versions else [0] * 4,
                    "stale_s": np.percentile(seconds, [50, 90, 99]) if seconds else [0] * 3,
                    "chunks": len(stats), "startup": t_first - t_start}
-            print(f"{n_workers} workers: {rate:,.0f} rec/s ({rate / n_workers:,.0f} per worker); staleness "
+            print(f"{n_workers} workers ({settings.group.ordering}): {rate:,.0f} rec/s "
+                  f"({rate / n_workers:,.0f} per worker); staleness "
                   f"versions p50/p90/p99/max {row['stale_v']}, seconds p50/p90/p99 {row['stale_s']}", flush=True)
             rows.append(row)
     return rows
@@ -399,10 +446,12 @@ def report(sg, sc, rc, blas: str) -> str:
         "Records/s: between the moments 10% and 90% of the records were reflected; from the first batch: "
         "90% of the records over the time from the start of the first processed batch.",
         "",
-        "**1, 2 and 3 worker processes** (group model, `streamkm run` processes) on the same topic: records/s "
+        f"**Groups of {', '.join(str(r['workers']) for r in sc)} worker processes** (group model, `streamkm run` "
+        f"processes, `group.ordering = \"{sc[0]['ordering'] if sc else ''}\"`) on the same topic: records/s "
         "from the first chunk sent to the first version that folded 90% of the records; staleness of each "
-        "accepted chunk (seconds: from its stats record to the first version folding it; the last partial "
-        "chunks wait for the idle rule, 5 s here):",
+        "accepted chunk, from a refold of the stats log in that ordering (versions: from the version its "
+        "member held to the one it was folded into; seconds: from its stats record to the first published "
+        "version that includes it; the last partial chunks wait for the idle rule, 5 s here):",
         "",
         markdown_table(["workers", "records/s", "per worker", "versions p50 / p90 / p99 / max",
                         "seconds p50 / p90 / p99", "chunks sent"], [
@@ -432,10 +481,18 @@ def main(argv=None) -> int:
     p.add_argument("--chunk-rows", type=int, nargs="+", default=[1024, 4096])
     p.add_argument("--ordering", nargs="+", choices=["rounds", "arrival"], default=["rounds", "arrival"],
                    help="group.ordering of the single-worker group runs")
-    p.add_argument("--only", choices=["single"], help="run only this part and print its table (implies --no-write)")
+    p.add_argument("--only", choices=["single", "scaling"],
+                   help="run only this part (single: part 1; scaling: part 2, the 1-3 worker processes) and print "
+                   "its results (implies --no-write)")
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2, 3],
+                   help="part 2: the numbers of worker processes to run (default 1 2 3)")
+    p.add_argument("--scaling-ordering", choices=["rounds", "arrival"], default="rounds",
+                   help="part 2: group.ordering of the worker processes (the staleness refold follows it)")
     p.add_argument("--fold-messages", type=int, default=300)
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
+    if any(n < 1 for n in args.workers):
+        p.error(f"--workers: every count must be >= 1, got {args.workers}")
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, user_api="blas"):
@@ -449,6 +506,9 @@ def main(argv=None) -> int:
                 print(f"median: group ({o}, chunk_rows {c}) {statistics.median(v):,.0f} rec/s = "
                       f"{statistics.median(v) / pw:.0%} of per-worker {pw:,.0f}; from the first batch "
                       f"{statistics.median(vs):,.0f} = {statistics.median(vs) / pws:.0%} of {pws:,.0f}")
+            return 0
+        if args.only == "scaling":
+            scaling(args)
             return 0
         rc = reducer_capacity(args)
         sg = asyncio.run(single(args))
