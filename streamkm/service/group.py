@@ -30,7 +30,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -1588,7 +1588,7 @@ class GroupWorker:
                 if self._rounds:
                     blocked = self._throttle(S)
                 else:
-                    blocked = len(self._in_flight) + sum(len(u.stats) for u in self._unacked) >= S
+                    blocked = len(self._in_flight) + sum(1 for _ in self._unacked_stats()) >= S
                 if blocked:
                     if self._unacked:  # the budget counts them: wait for their acknowledgements first
                         async with self._lock:
@@ -1644,10 +1644,9 @@ class GroupWorker:
         per: dict[TopicPartition, int] = {}
         for f in self._in_flight:
             per[f.tp] = per.get(f.tp, 0) + 1
-        for u in self._unacked:
-            for st in u.stats:
-                tp = TopicPartition(st.topic, st.partition)
-                per[tp] = per.get(tp, 0) + 1
+        for _, st in self._unacked_stats():
+            tp = TopicPartition(st.topic, st.partition)
+            per[tp] = per.get(tp, 0) + 1
         started = [tp for tp in self._assigned if tp in self._pos and tp not in self._syncing]
         for tp in started:
             if per.get(tp, 0) >= budget:
@@ -1846,9 +1845,17 @@ class GroupWorker:
                     ends.add(int(st.end_offset))
         return ends
 
+    def _unacked_stats(self) -> Iterator[tuple[_Unacked, ChunkStats]]:
+        """The statistics this member sent and has not seen acknowledged (queued to the producer,
+        or being resent after a failed send), in send order: what the in-flight budgets and the
+        local reducer count as on their way."""
+        for u in (*self._unacked, *self._resending):
+            for st in u.stats:
+                yield u, st
+
     def stats_outstanding(self, pipeline: str) -> int:
         """Statistics of *pipeline* this member sent and has not seen acknowledged yet."""
-        return sum(len(u.stats) for u in (*self._unacked, *self._resending) if u.lane.name == pipeline)
+        return sum(1 for u, _ in self._unacked_stats() if u.lane.name == pipeline)
 
     def _sent(self, u: _Unacked, mds: list[Any]) -> None:
         """*u*'s statistics are acknowledged at the stats offsets of *mds*."""
