@@ -61,36 +61,23 @@ PARTITIONS = 6
 ANALYSIS = """
 What these numbers say, and what they do not. Read the single-worker table by its "from the first
 batch" columns: with rounds the members read ahead of the reducer (up to `group.max_in_flight`
-chunks per partition), and on this pre-filled topic the 10%-90% window then times the reducer
-catching up, which is faster than reading (hence figures far above 100%). Runs vary by +-20% on
-this shared 2-core machine; compare ratios within one run.
+chunks per partition), and on this pre-filled topic the 10%-90% window can time the reducer
+catching up, which is faster than reading. Runs of one configuration spread by +-20% on this
+shared 2-core machine (the table lists every run); compare ratios within one run. The before/after
+history of these ratios is in the subsection after this one (hand-written, with its commands).
 
-Issue 8's target (group >= 90% of per-worker) is not met: 73% (rounds, chunk_rows 1024, the
-default), 71% (4096), 76% and 78% (arrival) in the table's run at 16ca098. A second run of
-`python benchmarks/bench_group.py --only single --repeats 5` at 384e842 (the stats encoder copies
-a chunk's rows once instead of four times), load 0.53-0.93, gave
-62%, 63%, 67% and 73%: the group's own rates were within 10% of the first run's (131,729 records/s
-for rounds/1024), per-worker's median higher (210,795); runs of one configuration spread by
-+-20%, so the two runs bracket the ratio at about 60-75%. Measured with `python benchmarks/bench_group.py
---only single --repeats 5` at earlier commits, the same ratio for rounds/1024 was 42% (30dc0f2) and
-53-56% once the statistics had their own producer with large batches (c3da9cf). Three changes since
-then, all in `streamkm/service/group.py`:
-- a rounds partition's budget is released once its chunks are folded (read, and not waiting in the
-  reducer's queue); before, only once the model's stats offset passed them, which stops before the
-  oldest queued chunk of any partition: a partition read less than the others stayed paused and no
-  round could complete until the idle rule fired (stalls of `group.idle_partition_seconds`, seen
-  with `group.max_in_flight` = 8);
-- the consume loop fetches the next batch while one is processed (aiokafka unpacks records on the
-  event loop; the per-worker model already did this);
-- the reducer folds its own member's statistics from memory as they are acknowledged, instead of
-  fetching them back (for rounds, the rows of every chunk: the input's volume a second time).
-
-Where the rest goes: in one process the group model does strictly more than the per-worker model,
-which decodes records and runs `partial_fit`. It also encodes every chunk and produces it to the
-stats topic (rounds: the rows again, through a broker that shares the two cores), folds in a
-thread that competes for the GIL with the event loop, and publishes and follows versions.
-aiokafka's per-record decoding is the largest single cost of both (about 40% of the event loop);
-a member that does not decode records in Python would move both, and the ratio with them.
+Where the time goes (py-spy on the single-worker runs, event-loop thread): aiokafka's per-record
+decoding is the largest cost of both models (40-55% of the loop); the per-worker model pays it and
+runs `partial_fit` in a thread. The group model also encodes every chunk and produces it to the
+stats topic, folds in a thread that competes for the GIL with the loop, and publishes and follows
+versions. With `ordering = "rounds"` (the default) a chunk carries its rows, so the member writes
+the input's volume a second time, through a broker that shares the two cores: building and writing
+those produce requests was about a sixth of the loop, which is what keeps rounds below arrival.
+With `ordering = "arrival"` a chunk is a k x d summary and what is left is a fixed cost per chunk
+(assignment, encoding, the fold, its share of a version), so larger chunks (`chunk_rows` 4096)
+come closest to the per-worker model. A member that did not decode records in Python would speed
+up both models and lower the ratio; a producer on a thread of its own did not help (the request
+building holds the GIL; measured, not merged).
 
 The 1-3 worker rows are timed to the version that folded 90% of the records (the last partial
 chunks wait for the idle rule, 5 s here, which is what the seconds p90/p99 show). Their versions
@@ -98,11 +85,11 @@ column refolds the stats log in the run's ordering (rounds, the default, with th
 `RoundFold`): it counts the versions between the one a member held when it cut a chunk (what its
 output records were assigned against) and the one the chunk was folded into. In rounds the reducer
 assigns a chunk's rows against the version they go into, so the model itself is never stale; the
-column measures how far the members' view (their outputs) lagged. More members do
-not add throughput on these 2 cores: the broker and up to three members share two CPUs, so the
-total falls and per-worker efficiency is 100%, 31% and 18% of the one-member rate. Linear scaling
-needs a core per member plus the broker's; the reducer's capacity (table above) bounds the group
-at about (reducer messages/s) x `chunk_rows` records/s for a given k x d.
+column measures how far the members' view (their outputs) lagged. More members do not add
+throughput on these 2 cores: the broker and up to three members share two CPUs, so the total falls
+with each member added (the per-worker column). Linear scaling needs a core per member plus the
+broker's; the reducer's capacity (table above) bounds the group at about (reducer messages/s) x
+`chunk_rows` records/s for a given k x d.
 """
 
 
@@ -246,7 +233,7 @@ async def single(args) -> dict:
                   + "; from the first batch: per-worker " + f"{pw_s[-1]:,.0f}, group "
                   + ", ".join(f"{gw_s[r][-1]:,.0f}" for r in runs) + f"; load {loads[-1]:.2f}", flush=True)
     return {"per_worker": pw, "group": gw, "per_worker_from_start": pw_s, "group_from_start": gw_s,
-            "loads": loads}
+            "loads": loads, "records": args.records}
 
 
 async def _topic_records(bootstrap: str, topic: str) -> list:
@@ -429,7 +416,8 @@ def report(sg, sc, rc, blas: str) -> str:
         f"{machine_description()}; BLAS {blas}; "
         f"load average at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}.",
         "",
-        f"**Single worker**, {PARTITIONS} partitions of binary 1 x {DIM}-d records, alternating runs, medians "
+        f"**Single worker**, {sg['records']:,} binary 1 x {DIM}-d records on {PARTITIONS} partitions, alternating "
+        "runs, medians "
         f"(target: group >= 90% of per-worker):",
         "",
         markdown_table(["model", "records/s (median)", "of per-worker", "runs", "from the first batch (median)",
@@ -476,7 +464,7 @@ def report(sg, sc, rc, blas: str) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--records", type=int, default=200_000)
+    p.add_argument("--records", type=int, default=1_000_000)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--chunk-rows", type=int, nargs="+", default=[1024, 4096])
     p.add_argument("--ordering", nargs="+", choices=["rounds", "arrival"], default=["rounds", "arrival"],
