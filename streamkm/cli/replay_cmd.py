@@ -200,7 +200,10 @@ def _replay(settings: Any, source: Any, description: str, out: Path, args: argpa
     try:
         replay = RoundReplay(settings, pipeline=args.pipeline, on_chunk=log.write, on_records=advance,
                              before_block=None if paced is None else paced.wait,
-                             after_block=None if paced is None else paced.account)
+                             after_block=None if paced is None else paced.account,
+                             # small blocks pace more smoothly; sequence keeps its default, so
+                             # that a paced run embeds the unpaced one's batches (same bits)
+                             block_records=256 if paced is not None and args.pipeline == "vectors" else None)
     except (ValueError, OSError) as exc:  # unreadable LSTM weights, say
         log.close(keep=False)
         eprint(f"streamkm replay: {exc}")

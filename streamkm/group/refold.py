@@ -26,7 +26,7 @@ _ORDERINGS = ("rounds", "arrival")
 
 
 def refold_stats_log(model: GroupModel, log: Iterable[tuple[int, bytes | None]], *, ordering: str,
-                     expect: Iterable[str] = (), drain: bool = False) -> list[Offered]:
+                     expect: Iterable[str] | None = None, drain: bool = False) -> list[Offered]:
     """Fold a stats log into *model* as a reducer with ``group.ordering = ordering`` does.
 
     Parameters
@@ -37,9 +37,11 @@ def refold_stats_log(model: GroupModel, log: Iterable[tuple[int, bytes | None]],
         ``(offset, value)`` of the stats partition's messages, in log order.
     ordering : {"rounds", "arrival"}
         The ordering the group ran with.
-    expect : iterable of str
-        ``rounds``: the source partitions (``"topic:partition"``) every round waits for, as the
-        live reducer waits for every partition of the input topic; ignored for ``arrival``.
+    expect : iterable of str, optional
+        ``rounds`` (required): the source partitions (``"topic:partition"``) every round waits
+        for, as the live reducer waits for every partition of the input topic (without them a
+        round would wait only for the partitions that have sent: log order). Ignored for
+        ``arrival``.
     drain : bool
         ``rounds``: at the end of *log*, also fold what is still waiting for its round (as
         ``streamkm replay`` does at the end of its input; a live reducer that has read this far
@@ -64,8 +66,11 @@ def refold_stats_log(model: GroupModel, log: Iterable[tuple[int, bytes | None]],
                 outcome = model.fold(msg, offset)
                 out.append(Offered(offset, msg, outcome, outcome.status))
         return out
+    keys = list(expect or ())
+    if not keys:
+        raise ValueError("ordering='rounds' needs expect: the partitions ('topic:partition') every round waits for")
     rounds = RoundFold(model)
-    rounds.expect(expect)
+    rounds.expect(keys)
     for offset, value in log:
         out += rounds.offer_bytes(value, offset)
     if drain:

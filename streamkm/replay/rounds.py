@@ -42,12 +42,11 @@ if TYPE_CHECKING:
 __all__ = ["RoundReplay", "ReplaySummary"]
 
 #: Records decoded per pipeline call at most while filling a partition's next chunk, by default.
-#: Vectors: rows do not depend on how records are grouped into calls, so an unpaced replay takes
-#: large blocks (they cost least) and a paced one small blocks (smoother pacing and metrics).
-_BLOCK_RECORDS = {("vectors", False): 4096, ("vectors", True): 256,
-                  # Sequence: windows are embedded per call and BLAS rounds a batch by its shape,
-                  # so paced or not it decodes the same blocks (and the same model, bit for bit).
-                  ("sequence", False): 1024, ("sequence", True): 1024}
+#: Vectors: rows do not depend on how records are grouped into calls, so large blocks (they cost
+#: least; a paced replay asks for small ones). Sequence: windows are embedded per call and BLAS
+#: rounds a batch by its shape, so one block size whatever the caller (and the same model, bit
+#: for bit, paced or not).
+_BLOCK_RECORDS = {"vectors": 4096, "sequence": 1024}
 
 
 @dataclass(slots=True)
@@ -95,9 +94,9 @@ class RoundReplay:
     after_block : callable, optional
         ``after_block(result)`` with each block's :class:`BatchResult` (metrics).
     block_records : int, optional
-        Records decoded per pipeline call at most. Default: vectors 4096, or 256 when
-        *before_block* paces the replay (smoother pacing); sequence 1024 either way (its
-        embeddings, to float32 rounding, depend on the blocks: pacing must not change them).
+        Records decoded per pipeline call at most. Default: vectors 4096, sequence 1024 (a
+        sequence replay's embeddings, to float32 rounding, depend on the blocks: a caller that
+        must reproduce another run keeps the default).
     """
 
     def __init__(self, settings: Settings, *, pipeline: str = "vectors",
@@ -108,7 +107,7 @@ class RoundReplay:
         if pipeline not in ("vectors", "sequence"):
             raise ValueError(f"pipeline must be 'vectors' or 'sequence', got {pipeline!r}")
         if block_records is None:
-            block_records = _BLOCK_RECORDS[pipeline, before_block is not None]
+            block_records = _BLOCK_RECORDS[pipeline]
         if block_records < 1:
             raise ValueError(f"block_records must be >= 1, got {block_records}")
         from streamkm.service.group import group_sequence_pipeline, group_vector_pipeline, new_group_model

@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -630,6 +631,7 @@ class _Reducer:
                 self._reading_log = False
             self.n_local += len(run)
             return run
+        deadline = time.monotonic() + timeout
         if not self._local and self.w.stats_outstanding(self.pipeline):
             # this member's next messages are on their way: wait for their acknowledgement
             self._local_added.clear()
@@ -637,12 +639,15 @@ class _Reducer:
                 await asyncio.wait_for(self._local_added.wait(), timeout)
             if self._local:
                 return []  # taken at the next turn
+            if timeout < _POLL_MS / 1000:
+                return []  # cut short for a publish that is due: no detour through the log for it
         if not self._reading_log:
             consumer.seek(self.tp, nxt)
             consumer.resume(self.tp)
             self._reading_log = True
         try:
-            batch = await consumer.getmany(timeout_ms=round(timeout * 1000))
+            # ceil: a wait under 0.5 ms must not become 0 (getmany(0) returns without yielding)
+            batch = await consumer.getmany(timeout_ms=math.ceil(max(0.0, deadline - time.monotonic()) * 1000))
         except OffsetOutOfRangeError:
             raise RuntimeError(
                 f"the stats log {self.tp.topic}:{self.tp.partition} no longer holds offset "
@@ -1848,7 +1853,9 @@ class GroupWorker:
     def _unacked_stats(self) -> Iterator[tuple[_Unacked, ChunkStats]]:
         """The statistics this member sent and has not seen acknowledged (queued to the producer,
         or being resent after a failed send), in send order: what the in-flight budgets and the
-        local reducer count as on their way."""
+        local reducer count as on their way. (Resends happen inside ``_ack_stats``, under the
+        lock, so only the reducer's task can see ``_resending`` non-empty; the loop's budget
+        checks run after the lock is released.)"""
         for u in (*self._unacked, *self._resending):
             for st in u.stats:
                 yield u, st

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,8 @@ from streamkm.group import GroupModel
 from streamkm.group.messages import IdleMarker
 from streamkm.group.refold import refold_stats_log
 from streamkm.group.rounds import RoundFold
+from streamkm.ops.metrics import Metrics
+from streamkm.service.group import _Reducer
 from tests.group.support import PIPE, TOPIC, blobs, raw_stats
 
 KW = {"n_clusters": 3, "seed": 0, "init_size": 60, "dying_threshold": 0.0}
@@ -35,14 +39,31 @@ def test_a_rounds_log_is_refolded_in_rounds_not_in_log_order():
     assert _folded(got) == [(0, 0, 1), (1, 0, 2), (0, 40, 3), (1, 40, 4)]
     arrival = refold_stats_log(GroupModel(pipeline=PIPE, model_kwargs=KW), _log(), ordering="arrival")
     assert _folded(arrival) == [(0, 0, 1), (0, 40, 2), (1, 0, 3), (1, 40, 4)]
-    # The model is the live reducer's: RoundFold fed the same log.
-    live = GroupModel(pipeline=PIPE, model_kwargs=KW)
-    rf = RoundFold(live)
-    rf.expect(KEYS)
-    for off, value in _log():
-        rf.offer_bytes(value, off)
-    np.testing.assert_array_equal(g.model.cluster_centers_, live.model.cluster_centers_)
-    assert g.version_ == live.version_ == 4 and g.stats_offset_ == live.stats_offset_
+    # The model is the live reducer's: a rounds reducer (service/group.py) folding the same records.
+    live = _live_reducer()
+    outcomes = live._fold(live.model, [SimpleNamespace(offset=o, value=v) for o, v in _log()])
+    assert [(off, out.version) for off, out, _ in outcomes] == [(o.offset, o.outcome.version) for o in got]
+    np.testing.assert_array_equal(g.model.cluster_centers_, live.model.model.cluster_centers_)
+    assert g.version_ == live.model.version_ == 4 and g.stats_offset_ == live.model.stats_offset_
+
+
+def _live_reducer():
+    metrics = Metrics()
+    metrics.init_pipeline(PIPE, TOPIC)
+    metrics.init_group(PIPE, outcomes=("accepted", "duplicate", "overlap", "gap", "invalid"), transitions=())
+    r = _Reducer(SimpleNamespace(metrics=metrics, queue_transition=lambda *a: None, client_id="m"),  # type: ignore[arg-type]
+                 PIPE, None)  # type: ignore[arg-type]
+    r.model = GroupModel(pipeline=PIPE, model_kwargs=KW)
+    r.rounds = RoundFold(r.model)
+    r.rounds.expect(KEYS)
+    return r
+
+
+def test_a_rounds_refold_needs_the_partitions_its_rounds_wait_for():
+    """Without them, a round waits only for the partitions that have sent, which is log order
+    (found in review: expect=() silently refolded a rounds log in arrival order)."""
+    with pytest.raises(ValueError, match="expect"):
+        refold_stats_log(GroupModel(pipeline=PIPE, model_kwargs=KW), _log(), ordering="rounds")
 
 
 def test_idle_markers_in_the_log_form_the_live_rounds_and_waiting_chunks_need_drain():

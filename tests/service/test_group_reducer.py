@@ -217,3 +217,44 @@ def test_a_folded_model_is_published_when_due_even_if_nothing_more_comes():
 
     c = Consumer()
     assert asyncio.run(r._next_records(c, 0.03)) == [] and c.timeouts == [30]
+
+
+def test_a_read_cut_short_for_a_due_publish_does_not_go_to_the_log():
+    """This member's statistics on their way and a publish due: the read waits for their
+    acknowledgement only until then, and returns without seeking and fetching the log (found in
+    review: it then fetched for the same time again, so the version came up to twice late, and
+    rounds re-fetched the member's own rows)."""
+    import asyncio
+    import time
+
+    r = _reducer()
+    r.w.stats_outstanding = lambda pipeline: 1  # type: ignore[attr-defined]
+    r.tp = "tp"  # type: ignore[assignment]
+
+    class Consumer:
+        calls: list = []
+
+        def seek(self, tp, off):
+            self.calls.append("seek")
+
+        def resume(self, tp):
+            self.calls.append("resume")
+
+        async def getmany(self, timeout_ms=0):
+            self.calls.append(("getmany", timeout_ms))
+            await asyncio.sleep(timeout_ms / 1000)
+            return {}
+
+    c = Consumer()
+
+    async def main():
+        t0 = time.monotonic()
+        assert await r._next_records(c, 0.05) == []
+        assert time.monotonic() - t0 < 0.09 and c.calls == []
+        # a whole poll with nothing acknowledged: the log is read (another writer may come
+        # first), within the same deadline
+        t0 = time.monotonic()
+        assert await r._next_records(c, 0.2) == []
+        assert time.monotonic() - t0 < 0.3 and c.calls[-1][0] == "getmany" and c.calls[-1][1] <= 1
+
+    asyncio.run(main())
