@@ -200,6 +200,7 @@ async def throughput(args) -> list[dict]:
         ("(a) 1 x 64-d / record, binary", "binary", 1, args.records),
         ("(b) 256 x 64-d / record, binary", "binary", 256, args.big_records),
     ]
+    cases = [c for c, name in zip(cases, _CASES, strict=True) if name in args.cases]
     rows = []
     async with EmbeddedBroker(startup_timeout=60) as broker:
         bs = broker.bootstrap_servers
@@ -610,6 +611,9 @@ def _recorded_soak() -> str | None:
     return None
 
 
+_CASES = ("json", "binary", "big")  # the throughput cases, in order: (a) JSON, (a) binary, (b)
+
+
 def _targets(tp):
     out = []
     for r in tp:
@@ -628,6 +632,8 @@ def main(argv=None) -> int:
     p.add_argument("--json-records", type=int, default=100_000, help="(a) JSON records")
     p.add_argument("--big-records", type=int, default=4_000, help="(b) records of 256 vectors")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--cases", nargs="+", choices=_CASES, default=list(_CASES),
+                   help="throughput cases to run: (a) JSON, (a) binary, (b) 256 x 64-d binary (default: all)")
     p.add_argument("--reservoir-sizes", type=int, nargs="+",
                    default=[1_000, 10_000, 100_000, 1_000_000])
     p.add_argument("--ckpt-repeats", type=int, default=5)

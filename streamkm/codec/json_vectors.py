@@ -7,21 +7,25 @@ The schema is described in ``docs/formats.md``.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
+from streamkm.codec._json_numbers import read_number_arrays
 from streamkm.codec._validation import _as_float_array, _check_matrix, _check_vector, _holds_bool, _to_float32
 from streamkm.codec.batches import VectorBatch
 from streamkm.codec.binary import MAGIC
-from streamkm.codec.errors import _Bad
+from streamkm.codec.errors import DecodeError, _Bad
 
 __all__ = ["encode_json", "encode_json_batch"]
 
 _JSON_VECTOR_KEYS = frozenset({"x", "key", "ts"})
+_PerRecord = Callable[[Sequence[bytes | None], str, "int | None", int], VectorBatch]
 
 
 # ---------------------------------------------------------------------- decoding
@@ -38,9 +42,118 @@ def _json_vectors(obj: Any) -> NDArray[np.float32]:
     raise _Bad("schema", f"expected a JSON object, got {type(obj).__name__}")
 
 
-def _fast_json(values: Sequence[bytes | None], dim: int | None, max_record_bytes: int,
-               auto: bool) -> VectorBatch | list[Any]:
-    """Batched path for batches of one-vector JSON records ``{"x": [...]}``.
+# The strict form the scanner takes: {"x": [numbers]} with optional "key"/"ts" members in
+# any order, JSON whitespace anywhere between tokens, ASCII only. A record is cut at its
+# first "[" and its last "]"; the part before must match _PREFIX, the part after _SUFFIX
+# and the part between is checked by read_number_arrays, so together they are exactly
+# this grammar (a "[" or "]" inside a key string makes a part fail: the exact path then
+# reads the record).
+_WS = rb"[ \t\n\r]*"  # JSON whitespace: not \s, which also matches \v and \f
+_NUMBER = rb"-?(?:0|[1-9][0-9]{0,99})(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"  # json.loads refuses ints > 4300 digits
+_STRING = rb'"(?:[\x20\x21\x23-\x5b\x5d-\x7f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"'
+_MEMBER = rb'"(?:key|ts)"' + _WS + rb":" + _WS + rb"(?:" + _STRING + rb"|" + _NUMBER + rb"|true|false|null)"
+_PREFIX = re.compile(_WS + rb"\{" + _WS + rb"(?:" + _MEMBER + _WS + rb"," + _WS + rb")*" + rb'"x"' + _WS + rb":"
+                     + _WS + rb"\[")
+_SUFFIX = re.compile(rb"\]" + _WS + rb"(?:," + _WS + _MEMBER + _WS + rb")*\}" + _WS)
+
+
+@functools.lru_cache(maxsize=1024)
+def _frame_ok(prefix: bytes, suffix: bytes) -> bool:
+    return _PREFIX.fullmatch(prefix) is not None and _SUFFIX.fullmatch(suffix) is not None
+
+
+def _array_text(v: Any, max_record_bytes: int) -> bytes | None:
+    """The text between the brackets of a strict-form record, or None."""
+    if type(v) is not bytes or len(v) > max_record_bytes:
+        return None
+    i, j = v.find(b"["), v.rfind(b"]")
+    if i < 0 or j <= i + 1 or not _frame_ok(v[:i + 1], v[j:]):
+        return None
+    return v[i + 1:j]
+
+
+def _array_texts(values: Sequence[bytes | None], max_record_bytes: int) -> list[bytes | None]:
+    """Per record, the text of its ``x`` array if the record has the strict form, else None."""
+    template = next((v for v in values[:8] if _array_text(v, max_record_bytes) is not None), None)
+    if template is None:
+        return [_array_text(v, max_record_bytes) for v in values]
+    # A producer writes the same frame around every vector (same key, or none):
+    # compare each record with that frame in C and look closer only at the others.
+    assert isinstance(template, bytes)
+    head, tail = template[:template.find(b"[") + 1], template[template.rfind(b"]"):]
+    lh, lt = len(head), len(tail)
+    texts = [v[lh:-lt] if type(v) is bytes and lh + lt < len(v) <= max_record_bytes and v.startswith(head)
+             and v.endswith(tail) else None for v in values]
+    for i in [i for i, t in enumerate(texts) if t is None]:
+        texts[i] = _array_text(values[i], max_record_bytes)
+    return texts
+
+
+def _fast_json(values: Sequence[bytes | None], fmt: str, dim: int | None, max_record_bytes: int,
+               exact: _PerRecord) -> VectorBatch:
+    """Batched path for JSON vector records: the strict ``{"x": [...]}`` ones without json.loads.
+
+    Records of the strict form (see ``_PREFIX``) are read by
+    :func:`~streamkm.codec._json_numbers.read_number_arrays`, whose numbers
+    equal those ``json.loads`` gives; every other record (other members,
+    nesting, ``X``, non-ASCII, bad JSON, non-finite values, another
+    dimension, binary in ``auto``, ...) goes through ``exact`` (the
+    json.loads-based path of :mod:`streamkm.codec.vectors`) with the
+    dimension the batch fixed, and the rows are merged back in record order.
+    The result equals ``exact(values, fmt, dim, max_record_bytes)``.
+    """
+    n = len(values)
+    texts = _array_texts(values, max_record_bytes)
+    strict = [i for i, t in enumerate(texts) if t is not None]
+    if not strict:
+        return exact(values, fmt, dim, max_record_bytes)
+    vals, counts, accepted = read_number_arrays([t for t in texts if t is not None])
+    read = np.asarray(strict, dtype=np.int64)[accepted]
+    counts = counts[accepted]
+    X = vals
+    if X.size and not np.isfinite(X).all():
+        ends = np.cumsum(counts)
+        finite = np.logical_and.reduceat(np.isfinite(X), ends - counts)
+        X = X[np.repeat(finite, counts)]
+        read, counts = read[finite], counts[finite]
+    if read.size == 0:
+        return exact(values, fmt, dim, max_record_bytes)
+    # Which records the scan's rows stand for, with the dimension the exact path would use:
+    # the given one, else the width of the first valid record (the exact path decides the
+    # records before the first one read here, and may find that record among them).
+    head: VectorBatch | None = None
+    first = 0
+    d = dim
+    if d is None:
+        first = int(read[0])
+        if first:
+            head = exact(values[:first], fmt, None, max_record_bytes)
+        d = head.X.shape[1] if head is not None and head.X.shape[0] else int(counts[0])
+    take = counts == d
+    if not take.all():
+        X = X[np.repeat(take, counts)]
+        read = read[take]
+    X = X.reshape(read.size, d)
+    if read.size == n:
+        return VectorBatch(X, read, [])
+    others = np.setdiff1d(np.arange(first, n, dtype=np.int64), read, assume_unique=True)
+    parts: list[tuple[NDArray[Any], NDArray[np.int64], list[tuple[int, DecodeError]]]] = [(X, read, [])]
+    if head is not None:
+        parts.append((head.X, head.record_index, head.errors))
+    if others.size:
+        rest = exact([values[i] for i in others.tolist()], fmt, d, max_record_bytes)
+        parts.append((rest.X, others[rest.record_index], [(int(others[i]), e) for i, e in rest.errors]))
+    errors = sorted((e for p in parts for e in p[2]), key=lambda t: t[0])
+    parts = [p for p in parts if p[0].shape[0]] or parts[:1]  # a part without rows may have no columns
+    record_index = np.concatenate([p[1] for p in parts])
+    order = np.argsort(record_index, kind="stable")
+    rows = np.concatenate([p[0] for p in parts])[order]
+    return VectorBatch(rows, record_index[order], errors)
+
+
+def _loads_json(values: Sequence[bytes | None], dim: int | None, max_record_bytes: int,
+                auto: bool) -> VectorBatch | list[Any]:
+    """json.loads path for batches of one-vector JSON records ``{"x": [...]}``.
 
     Returns a VectorBatch if every record is such a record with a valid
     vector, else the list of parsed objects (None where not parsed) for the

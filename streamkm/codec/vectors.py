@@ -17,7 +17,7 @@ from streamkm.codec._validation import _check_common, _load_json, _non_finite_er
 from streamkm.codec.batches import VectorBatch
 from streamkm.codec.binary import MAGIC, _binary_record, _fast_binary
 from streamkm.codec.errors import DecodeError, _Bad
-from streamkm.codec.json_vectors import _fast_json, _json_vectors
+from streamkm.codec.json_vectors import _fast_json, _json_vectors, _loads_json
 
 __all__ = ["decode_vectors"]
 
@@ -81,13 +81,18 @@ def decode_vectors(
                                        _decode_vectors_generic)
                     if res is not None:
                         return VectorBatch(*res)
-    parsed = None
     if n and fmt != "binary":
-        res_json = _fast_json(values, dim, max_record_bytes, fmt == "auto")
-        if isinstance(res_json, VectorBatch):
-            return res_json
-        parsed = res_json
-    return _decode_vectors_generic(values, fmt, dim, max_record_bytes, parsed)
+        return _fast_json(values, fmt, dim, max_record_bytes, _decode_json_exact)
+    return _decode_vectors_generic(values, fmt, dim, max_record_bytes)
+
+
+def _decode_json_exact(values: Sequence[bytes | None], fmt: str, dim: int | None,
+                       max_record_bytes: int) -> VectorBatch:
+    """The json.loads path: one batched ``np.array`` if every record is ``{"x": [...]}``, else per record."""
+    res = _loads_json(values, dim, max_record_bytes, fmt == "auto")
+    if isinstance(res, VectorBatch):
+        return res
+    return _decode_vectors_generic(values, fmt, dim, max_record_bytes, res)
 
 
 def _decode_vectors_generic(values: Sequence[bytes | None], fmt: str, dim: int | None, max_record_bytes: int,

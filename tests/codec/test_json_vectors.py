@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamkm.codec import VectorBatch, decode_vectors, encode_binary, encode_json, encode_json_batch
-from streamkm.codec.json_vectors import _fast_json
+from streamkm.codec.json_vectors import _loads_json
 from streamkm.codec.vectors import _decode_vectors_generic
 
 RNG = np.random.default_rng(0)
@@ -71,7 +71,7 @@ BOOLEAN_RECORDS = [
 def test_booleans_are_dtype_errors_on_every_path(bad, path):
     if path == "batched":  # a batch the batched path handles, but for the boolean
         values = [GOOD3, bad, GOOD3]
-        assert not isinstance(_fast_json(values, 3, 2**20, False), VectorBatch)
+        assert not isinstance(_loads_json(values, 3, 2**20, False), VectorBatch)
         b = decode_vectors(values, fmt="json", dim=3)
     elif path == "per_record":
         b = _decode_vectors_generic([GOOD3, bad, GOOD3], "json", None, 2**20)

@@ -35,10 +35,11 @@ from streamkm.codec import (
     encode_binary,
     encode_binary_records,
 )
+from streamkm.codec._json_numbers import read_number_arrays
 from streamkm.codec.binary import _fast_binary
 from streamkm.codec.events import _decode_events_generic, _fast_events
-from streamkm.codec.json_vectors import _fast_json
-from streamkm.codec.vectors import _decode_vectors_generic
+from streamkm.codec.json_vectors import _array_texts, _fast_json, _loads_json
+from streamkm.codec.vectors import _decode_json_exact, _decode_vectors_generic
 
 MRB = 4096  # max_record_bytes: small enough that "oversized" is reachable
 F32_MAX = float(np.finfo(np.float32).max)
@@ -404,12 +405,15 @@ def test_fast_json_path_agrees_with_per_record_path(batch, fmt, fix_dim):
     dim = d if fix_dim else None
     ref = _decode_vectors_generic(values, fmt, dim, MRB)
     _check_vectors(ref, len(values))
-    fast = _fast_json(values, dim, MRB, fmt == "auto")
-    if isinstance(fast, VectorBatch):
-        event("fast JSON path took the batch")
-        _same_vectors(fast, ref)
+    if all(t is not None for t in _array_texts(values, MRB)):
+        event("every record has the strict form the number scanner reads")
+    _same_vectors(_fast_json(values, fmt, dim, MRB, _decode_json_exact), ref)
+    loads = _loads_json(values, dim, MRB, fmt == "auto")
+    if isinstance(loads, VectorBatch):
+        event("json.loads path took the batch")
+        _same_vectors(loads, ref)
     else:  # declined: the per-record path reusing its parsed objects is still the reference
-        _same_vectors(_decode_vectors_generic(values, fmt, dim, MRB, fast), ref)
+        _same_vectors(_decode_vectors_generic(values, fmt, dim, MRB, loads), ref)
     _same_vectors(decode_vectors(values, fmt=fmt, dim=dim, max_record_bytes=MRB), ref)
 
 
@@ -464,8 +468,10 @@ def test_auto_mixed_batches_agree_with_per_record_path(case, fix_dim):
 
 def test_strategies_reach_the_fast_paths():
     """The batches above do take each fast path (else the agreement properties would prove little)."""
-    assert isinstance(_fast_json([b'{"x": [1, 2.5]}', b'{"x": [3, 4], "key": "true"}'], None, MRB, True),
-                      VectorBatch)
+    strict = [b'{"x": [1, 2.5]}', b'{"x": [3, 4], "key": "true"}']
+    assert isinstance(_loads_json(strict, None, MRB, True), VectorBatch)
+    texts = _array_texts(strict, MRB)
+    assert texts == [b"1, 2.5", b"3, 4"] and read_number_arrays(texts)[2].all()
     assert isinstance(_fast_events([b'{"key": "k", "ts": 1, "x": [1, 0]}'], None, MRB), EventBatch)
     recs = encode_binary_records(np.ones((4, 2), np.float32), 2)
     assert _fast_binary(recs, len(recs[0]), None, "binary", MRB, _decode_vectors_generic) is not None
