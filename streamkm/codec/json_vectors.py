@@ -82,11 +82,32 @@ def _array_texts(values: Sequence[bytes | None], max_record_bytes: int) -> list[
     assert isinstance(template, bytes)
     head, tail = template[:template.find(b"[") + 1], template[template.rfind(b"]"):]
     lh, lt = len(head), len(tail)
-    texts = [v[lh:-lt] if type(v) is bytes and lh + lt < len(v) <= max_record_bytes and v.startswith(head)
-             and v.endswith(tail) else None for v in values]
+    if set(map(type, values)) == {bytes}:
+        same = _same_frame(cast("Sequence[bytes]", values), head, tail, max_record_bytes)
+        if same.all():
+            return [v[lh:-lt] for v in cast("Sequence[bytes]", values)]
+        texts: list[bytes | None] = [v[lh:-lt] if ok else None
+                                     for v, ok in zip(cast("Sequence[bytes]", values), same.tolist(), strict=True)]
+    else:
+        texts = [v[lh:-lt] if type(v) is bytes and lh + lt < len(v) <= max_record_bytes and v.startswith(head)
+                 and v.endswith(tail) else None for v in values]
     for i in [i for i, t in enumerate(texts) if t is None]:
         texts[i] = _array_text(values[i], max_record_bytes)
     return texts
+
+
+def _same_frame(values: Sequence[bytes], head: bytes, tail: bytes, max_record_bytes: int) -> NDArray[np.bool_]:
+    """Which records are ``head + text + tail`` with a non-empty text (a few NumPy calls, no loop)."""
+    lens = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+    ok = (lens > len(head) + len(tail)) & (lens <= max_record_bytes)
+    joined = np.frombuffer(b"".join(values), dtype=np.uint8)
+    last = joined.size - 1
+    starts = np.cumsum(lens) - lens
+    h = np.frombuffer(head, dtype=np.uint8)
+    t = np.frombuffer(tail, dtype=np.uint8)
+    ok &= (joined[np.clip(starts[:, None] + np.arange(h.size), 0, last)] == h).all(axis=1)
+    ok &= (joined[np.clip((starts + lens - t.size)[:, None] + np.arange(t.size), 0, last)] == t).all(axis=1)
+    return ok
 
 
 def _fast_json(values: Sequence[bytes | None], fmt: str, dim: int | None, max_record_bytes: int,
