@@ -425,5 +425,5 @@ def _near(mant: NDArray[np.uint64], k: NDArray[np.int64], exact: NDArray[np.bool
     risky |= ~exact
     risky |= (k < -44) | (k > 44)
     # Clinger's exact case needs no check
-    risky &= ~((mant <= _U(_MAX_EXACT)) & (k >= -22) & (k <= 22))
+    risky &= ~(exact & (mant <= _U(_MAX_EXACT)) & (k >= -22) & (k <= 22))  # (a wrapped mantissa is no proof)
     return y, np.flatnonzero(risky)
