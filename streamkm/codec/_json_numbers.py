@@ -318,12 +318,15 @@ def _mantissas(w: NDArray[np.uint64], c: NDArray[np.uint8], i_end: NDArray[np.in
     n = la.size
     if n and int(la.max()) <= 3:
         # integer parts of at most 3 digits (values below 1000): three byte reads beat a word
-        mant = np.zeros(n, dtype=np.uint64)
-        for j, scale in ((1, 1), (2, 10), (3, 100)):
-            d = c[i_end - j].astype(np.uint64)
-            d -= _U(48)
-            d *= (la >= j).astype(np.uint64) * _U(scale)
-            mant += d
+        small = c[i_end - 1].astype(np.int32)
+        small -= 48
+        for j in range(2, int(la.max()) + 1):
+            d = c[i_end - j].astype(np.int32)
+            d -= 48
+            d *= la >= j  # a sign or a separator before shorter parts
+            d *= 10 ** (j - 1)
+            small += d
+        mant = small.astype(np.uint64)
         frac = _words(w, f_end, np.minimum(lf, 8))
         runs: tuple[tuple[NDArray[np.uint64], NDArray[np.int64], NDArray[np.int64]], ...] = ((frac, f_end, lf),)
     else:
