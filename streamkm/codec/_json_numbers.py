@@ -2,29 +2,35 @@
 
 :func:`read_number_arrays` checks each text against the JSON grammar (RFC 8259
 section 6: ``-? (0 | [1-9] digit*) (. digit+)? ([eE] [+-]? digit+)?``, numbers
-separated by commas, whitespace only around them) and converts the numbers
-to float64 with NumPy calls over the joined bytes: no Python object is built
-per number. Package-internal; the batched JSON path of
-:mod:`streamkm.codec.json_vectors` is its only user.
+separated by commas, whitespace only around them) and converts the numbers to
+float32 as ``json.loads`` + float64 + float32 would, with NumPy calls over the
+joined bytes: no Python object is built per number. Package-internal; the
+batched JSON path of :mod:`streamkm.codec.json_vectors` is its only user.
 
-How, in a few passes over the bytes:
+How, per chunk of about ``_CHUNK_BYTES`` of text (so that the temporaries stay
+in the cache and in memory the allocator already holds):
 
 1. Every byte that is not a digit (commas, signs, points, exponents,
    whitespace, anything else) becomes an element of a *skeleton*, with its
-   position and a class code. Each text is a run of digits between such
+   position and a class code. Each text is runs of digits between such
    elements, so the grammar is a rule on each pair of neighbouring skeleton
    elements (which pairs may follow each other, with or without digits
-   between them), plus the rule on leading zeros.
+   between them), plus the rule on leading zeros. Whitespace must touch a
+   comma or a text's end; it is then deleted and the texts read again.
 2. Each number's digit runs (integer part, fraction, exponent) are read
-   eight bytes at a time as little-endian 64-bit words ("SWAR": three
-   multiply-shift-mask steps turn eight ASCII digits into their value).
-3. The mantissa m and the power of ten k give the float64 ``m * 10**k`` or
-   ``m / 10**-k``: exactly the correctly rounded value (what ``float()``,
-   hence ``json.loads``, returns) whenever ``m <= 2**53`` and ``|k| <= 22``,
-   since both operands are then exact and IEEE 754 rounds one operation
-   correctly (Clinger 1990). A batch holding any other number is converted
-   by ``np.fromstring`` (a correctly rounded C parser, one call), after the
-   same grammar check.
+   eight bytes at a time as little-endian 64-bit words (three multiply-shift
+   steps turn eight ASCII digits into their value; Lemire 2021).
+3. The mantissa m and the power of ten k give the float64 ``m / 10**-k`` (or
+   ``m * 10**k``): exactly the correctly rounded value whenever
+   ``m <= 2**53`` and ``|k| <= 22``, since both operands are then exact and
+   IEEE 754 rounds one operation correctly (Clinger 1990). Other numbers
+   get an estimate within a few float64 ulps, which gives the right float32
+   unless a float32 rounding boundary is that close; those few (and
+   subnormal float32 values, far exponents, mantissas beyond 64 bits) are
+   converted by ``np.fromstring``, a correctly rounded C parser.
+
+A text failing a check is rejected (for the caller's exact path) and the
+others are read again without it, since each verdict depends on its text alone.
 
 References
 ----------
