@@ -1,7 +1,8 @@
 """JSON vector records ``{"x": [...]}`` / ``{"X": [[...], ...]}``: decode helpers and encoders.
 
-The batched path here handles the common all-``{"x": [...]}`` batch; anything
-else falls back to the per-record decoder in :mod:`streamkm.codec.vectors`.
+The batched path here reads records of the strict form ``{"x": [...]}`` with the
+number scanner of :mod:`streamkm.codec._json_numbers` (no ``json.loads``); every
+other record goes through the json.loads path of :mod:`streamkm.codec.vectors`.
 The schema is described in ``docs/formats.md``.
 """
 
