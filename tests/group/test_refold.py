@@ -10,10 +10,8 @@ import pytest
 from streamkm.group import GroupModel
 from streamkm.group.messages import IdleMarker
 from streamkm.group.refold import refold_stats_log
-from streamkm.group.rounds import RoundFold
-from streamkm.ops.metrics import Metrics
-from streamkm.service.group import _Reducer
 from tests.group.support import PIPE, TOPIC, blobs, raw_stats
+from tests.helpers.reducer import stand_in_reducer
 
 KW = {"n_clusters": 3, "seed": 0, "init_size": 60, "dying_threshold": 0.0}
 CENTERS = np.array([[0.0, 0.0], [20.0, 0.0], [0.0, 20.0]])
@@ -48,15 +46,7 @@ def test_a_rounds_log_is_refolded_in_rounds_not_in_log_order():
 
 
 def _live_reducer():
-    metrics = Metrics()
-    metrics.init_pipeline(PIPE, TOPIC)
-    metrics.init_group(PIPE, outcomes=("accepted", "duplicate", "overlap", "gap", "invalid"), transitions=())
-    r = _Reducer(SimpleNamespace(metrics=metrics, queue_transition=lambda *a: None, client_id="m"),  # type: ignore[arg-type]
-                 PIPE, None)  # type: ignore[arg-type]
-    r.model = GroupModel(pipeline=PIPE, model_kwargs=KW)
-    r.rounds = RoundFold(r.model)
-    r.rounds.expect(KEYS)
-    return r
+    return stand_in_reducer(PIPE, TOPIC, KEYS, KW)
 
 
 def test_a_rounds_refold_needs_the_partitions_its_rounds_wait_for():

@@ -9,9 +9,9 @@ import numpy as np
 
 from streamkm.group import ChunkStats, GroupModel
 from streamkm.group.rounds import RoundFold
-from streamkm.ops.metrics import Metrics
 from streamkm.service.group import _Reducer
 from tests.group.support import PIPE, TOPIC, blobs, raw_stats
+from tests.helpers.reducer import stand_in_reducer
 
 KW = {"n_clusters": 3, "seed": 0, "init_size": 60, "dying_threshold": 0.0}
 CENTERS = np.array([[0.0, 0.0], [20.0, 0.0], [0.0, 20.0]])
@@ -20,15 +20,7 @@ KEYS = [f"{TOPIC}:{p}" for p in range(3)]
 
 def _reducer() -> _Reducer:
     """A reducer of a stand-in member (metrics and a transition sink), folding in rounds."""
-    metrics = Metrics()
-    metrics.init_pipeline(PIPE, TOPIC)
-    metrics.init_group(PIPE, outcomes=("accepted", "duplicate", "overlap", "gap", "invalid"), transitions=())
-    r = _Reducer(SimpleNamespace(metrics=metrics, queue_transition=lambda *a: None, client_id="m"),  # type: ignore[arg-type]
-                 PIPE, None)  # type: ignore[arg-type]
-    r.model = GroupModel(pipeline=PIPE, model_kwargs=KW)
-    r.rounds = RoundFold(r.model)
-    r.rounds.expect(KEYS)
-    return r
+    return stand_in_reducer(PIPE, TOPIC, KEYS, KW)
 
 
 def _recs(log):
