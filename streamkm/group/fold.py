@@ -192,7 +192,7 @@ class GroupModel:
             raise ValueError(f"stats offset {stats_offset} is not after {self.stats_offset_} (log order)")
         self.stats_offset_ = int(stats_offset)
         self.counters_["invalid"] += 1
-        return FoldOutcome(status="invalid", reason=reason)
+        return FoldOutcome(status="invalid", reason=reason, version=self.version_)
 
     def _invalid(self, msg: ChunkStats) -> str:
         if msg.pipeline != self.pipeline:

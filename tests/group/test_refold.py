@@ -75,3 +75,15 @@ def test_idle_markers_in_the_log_form_the_live_rounds_and_waiting_chunks_need_dr
 def test_an_unknown_ordering_is_refused():
     with pytest.raises(ValueError, match="ordering must be one of"):
         refold_stats_log(GroupModel(pipeline=PIPE, model_kwargs=KW), [], ordering="fifo")
+
+
+def test_a_refused_message_carries_the_version_it_left_the_model_at_in_both_orderings():
+    """Found in review: an arrival skip said version 0 whatever had been folded; rounds gave the
+    model's version. Here p0's two chunks come first: arrival has folded them (version 2) when it
+    refuses the message, rounds still holds them for p1's (version 0)."""
+    log = [*_log()[:2], (2, b"not a stats message")]
+    for ordering, version in (("arrival", 2), ("rounds", 0)):
+        got = refold_stats_log(GroupModel(pipeline=PIPE, model_kwargs=KW), log, ordering=ordering, expect=KEYS,
+                               drain=True)
+        bad = [o for o in got if o.status == "invalid"]
+        assert len(bad) == 1 and bad[0].outcome.version == version, ordering
