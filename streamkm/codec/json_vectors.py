@@ -58,8 +58,22 @@ _PREFIX = re.compile(_WS + rb"\{" + _WS + rb"(?:" + _MEMBER + _WS + rb"," + _WS 
 _SUFFIX = re.compile(rb"\]" + _WS + rb"(?:," + _WS + _MEMBER + _WS + rb")*\}" + _WS)
 
 
-@functools.lru_cache(maxsize=1024)
 def _frame_ok(prefix: bytes, suffix: bytes) -> bool:
+    # Only small frames are cached: the cache keeps its keys alive, and a frame can hold a key
+    # of megabytes (1,024 of them would pin gigabytes; found in review).
+    if len(prefix) + len(suffix) <= _CACHED_FRAME_BYTES:
+        return _frame_ok_cached(prefix, suffix)
+    return _PREFIX.fullmatch(prefix) is not None and _SUFFIX.fullmatch(suffix) is not None
+
+
+_CACHED_FRAME_BYTES = 256
+#: A frame compared byte by byte across a batch in NumPy (index arrays of n x its length):
+#: larger ones are compared record by record (bytes.startswith/endswith).
+_VECTOR_FRAME_BYTES = 256
+
+
+@functools.lru_cache(maxsize=1024)
+def _frame_ok_cached(prefix: bytes, suffix: bytes) -> bool:
     return _PREFIX.fullmatch(prefix) is not None and _SUFFIX.fullmatch(suffix) is not None
 
 
@@ -83,7 +97,7 @@ def _array_texts(values: Sequence[bytes | None], max_record_bytes: int) -> list[
     assert isinstance(template, bytes)
     head, tail = template[:template.find(b"[") + 1], template[template.rfind(b"]"):]
     lh, lt = len(head), len(tail)
-    if set(map(type, values)) == {bytes}:
+    if lh + lt <= _VECTOR_FRAME_BYTES and set(map(type, values)) == {bytes}:
         same = _same_frame(cast("Sequence[bytes]", values), head, tail, max_record_bytes)
         if same.all():
             return [v[lh:-lt] for v in cast("Sequence[bytes]", values)]
@@ -124,6 +138,8 @@ def _fast_json(values: Sequence[bytes | None], fmt: str, dim: int | None, max_re
     dimension the batch fixed, and the rows are merged back in record order.
     The result equals ``exact(values, fmt, dim, max_record_bytes)``.
     """
+    if not isinstance(values, list | tuple):  # slices below (a deque is a Sequence without them)
+        values = list(values)
     n = len(values)
     texts = _array_texts(values, max_record_bytes)
     strict = [i for i, t in enumerate(texts) if t is not None]

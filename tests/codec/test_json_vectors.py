@@ -175,3 +175,35 @@ def test_exact_path_sees_only_the_records_the_scanner_cannot_read():
     assert seen == [[values[2], values[5]]]  # one call, the two odd records only
     seen.clear()
     assert _fast_json(good, "json", 3, 2**20, exact).X.shape == (6, 3) and seen == []
+
+
+def test_records_with_megabyte_frames_are_read_without_batch_sized_index_arrays_or_a_pinning_cache():
+    """Found in review: the frame comparison built n x len(frame) index arrays (100 records with
+    a 500 KB key peaked at 891 MB), and the frame cache kept up to 1,024 such prefixes alive."""
+    import tracemalloc
+
+    from streamkm.codec.json_vectors import _frame_ok_cached
+
+    key = "k" * 100_000
+    values = [json.dumps({"key": key, "x": [float(i), 2.0]}).encode() for i in range(50)]
+    size = sum(map(len, values))
+    cached = _frame_ok_cached.cache_info().currsize
+    tracemalloc.start()
+    try:
+        b = decode_vectors(values, fmt="json", dim=2, max_record_bytes=1 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert b.X.tolist() == [[float(i), 2.0] for i in range(50)] and not b.errors
+    assert peak < 4 * size, f"peak {peak:,} bytes for {size:,} bytes of records"
+    assert _frame_ok_cached.cache_info().currsize == cached
+
+
+def test_a_batch_may_be_any_sequence():
+    """Found in review: a deque (a Sequence without slices) raised TypeError; 2f97cbc decoded it."""
+    from collections import deque
+
+    values = [b'{"x":[1,2]}', b'{"x":[3,4]}', None, b'{"x":[5,6]}']
+    a, b = decode_vectors(values, fmt="json"), decode_vectors(deque(values), fmt="json")
+    assert a.X.tolist() == b.X.tolist() == [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
+    assert a.record_index.tolist() == b.record_index.tolist() and [i for i, _ in b.errors] == [2]
