@@ -600,8 +600,8 @@ class _Reducer:
         """Seconds the next read may wait: a poll; with a folded model not published yet, only
         until its publish is due. The members' in-flight budgets wait for that version, so a read
         with nothing new to fold must not hold it back a whole poll (it did: with S chunks in flight
-        and nothing more sent, each such version came up to a poll late, and a single worker waited
-        for the model a fifth of its run; docs/benchmarks.md)."""
+        and nothing more sent, each such version came up to a poll late; docs/benchmarks.md,
+        "before and after the reducer's publish wait")."""
         wait = _POLL_MS / 1000
         if dirty:
             due = self._last_publish + self.w.settings.group.publish_interval_seconds

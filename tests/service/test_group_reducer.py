@@ -179,8 +179,7 @@ def test_a_restored_reducer_reads_the_log_from_the_oldest_queued_message():
 def test_a_folded_model_is_published_when_due_even_if_nothing_more_comes():
     """After a fold, the next read waits only until the version is due, and the log read passes
     that wait on. Before: it waited a whole poll (200 ms) with nothing to read, while members
-    whose in-flight budget was used up waited for that version (a single worker spent a fifth of
-    its run waiting for the model; docs/benchmarks.md)."""
+    whose in-flight budget was used up waited for that version (docs/benchmarks.md)."""
     import asyncio
     import time
 
