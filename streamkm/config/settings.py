@@ -129,13 +129,8 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name}: must differ from the input topics, got {t!r}")
         if self.group.enabled:
             if self.input.dimension is None and self.input.vectors_enabled:
-                if self.kafka.embedded and self.worker.demo_producer:
-                    # The embedded demo's records all come from its own producer, whose width is known.
-                    self.input.dimension = self.worker.demo_n_features
-                else:
-                    raise ValueError("input.dimension: required when group.enabled is true (every member must "
-                                     "agree on it before the first record; a record of another width is "
-                                     "dead-lettered)")
+                raise ValueError("input.dimension: required when group.enabled is true (every member must agree "
+                                 "on it before the first record; a record of another width is dead-lettered)")
             group_topics = {"group.stats_topic": self.group_stats_topic, "group.model_topic": self.group_model_topic}
             if len(set(group_topics.values())) < 2:
                 raise ValueError("group.model_topic: must differ from group.stats_topic")

@@ -310,23 +310,3 @@ def test_kwargs_construct_the_real_estimators():
     assert w.kind == "sliding" and w.stride == 4 and w.size == s.sequence.window_size
     mon = DriftMonitor(**s.drift.monitor_kwargs())
     assert mon.method == "kswin" and mon.params["seed"] == s.drift.seed
-
-
-def test_group_model_in_the_embedded_demo_takes_the_demo_producers_width():
-    """The embedded demo's only records are its producer's: the group model needs no input.dimension there."""
-    s = load_settings(None, env={"STREAMKM_GROUP__ENABLED": "true", "STREAMKM_WORKER__DEMO_N_FEATURES": "5"})
-    assert s.input.dimension == 5
-    # A dimension given is kept, even in the demo (its records of another width are dead-lettered).
-    s = load_settings(None, env={"STREAMKM_GROUP__ENABLED": "true", "STREAMKM_INPUT__DIMENSION": "3"})
-    assert s.input.dimension == 3
-    # The per-worker model still takes the width from the first valid record.
-    assert load_settings(None, env={}).input.dimension is None
-
-
-@pytest.mark.parametrize("env", [
-    {"STREAMKM_KAFKA__BOOTSTRAP_SERVERS": "broker:9092"},  # records from anywhere
-    {"STREAMKM_WORKER__DEMO_PRODUCER": "false"},  # embedded, but fed by someone else
-])
-def test_group_model_needs_input_dimension_outside_the_demo(env):
-    with pytest.raises(ConfigError, match="input.dimension: required when group.enabled"):
-        load_settings(None, env={"STREAMKM_GROUP__ENABLED": "true", **env})
