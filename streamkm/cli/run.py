@@ -270,6 +270,10 @@ async def _run(settings: Settings, *, duration: float | None, status_interval: f
 
                 tmp_ckpt = tempfile.mkdtemp(prefix="streamkm-demo-checkpoints-")
                 settings.checkpoint.dir = Path(tmp_ckpt)
+        if broker is not None and (dim := settings.demo_dimension()) is not None:
+            # Its only records are the demo producer's, so every member knows the width.
+            settings.input.dimension = dim
+            eprint(f"streamkm: input.dimension = {dim} (the demo producer's worker.demo_n_features)")
         if settings.group.enabled:
             eprint(f"streamkm: group model: statistics -> {settings.group_stats_topic!r}, versions -> "
                    f"{settings.group_model_topic!r} (no local checkpoints; progress lives in the model)")

@@ -287,7 +287,8 @@ class InputSettings(_Section):
         default="auto", description="Record value format; 'auto' sniffs the binary magic per record."
     )
     dimension: int | None = Field(
-        default=None, ge=1, description="Expected vector dimension; unset: taken from the first valid record."
+        default=None, ge=1, description="Expected vector dimension; unset: taken from the first valid record "
+        "(per-worker model, replay). Required on the group model, except in the embedded demo (worker.demo_n_features)."
     )
     max_record_bytes: int = Field(
         default=8 * 2**20, ge=16, description="Records with a larger value are dead-lettered as 'oversized'."

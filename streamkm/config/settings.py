@@ -128,7 +128,9 @@ class Settings(BaseSettings):
             if t is not None and t in topics:
                 raise ValueError(f"{name}: must differ from the input topics, got {t!r}")
         if self.group.enabled:
-            if self.input.dimension is None and self.input.vectors_enabled:
+            # The embedded demo is exempt: 'streamkm run' fills in its producer's width
+            # (demo_dimension), and an offline replay takes the recording's.
+            if self.input.dimension is None and self.input.vectors_enabled and not self.demo_fed:
                 raise ValueError("input.dimension: required when group.enabled is true (every member must agree "
                                  "on it before the first record; a record of another width is dead-lettered)")
             group_topics = {"group.stats_topic": self.group_stats_topic, "group.model_topic": self.group_model_topic}
@@ -138,6 +140,23 @@ class Settings(BaseSettings):
                 if t in topics or t in (self.dlq.topic, self.output.topic):
                     raise ValueError(f"{name}: must differ from the input, dead-letter and output topics, got {t!r}")
         return self
+
+    @property
+    def demo_fed(self) -> bool:
+        """True when ``streamkm run`` would feed the vectors topic itself: the embedded broker
+        (no ``kafka.bootstrap_servers``) with ``worker.demo_producer``."""
+        return self.kafka.embedded and self.worker.demo_producer
+
+    def demo_dimension(self) -> int | None:
+        """The width ``streamkm run`` gives the group model in the embedded demo.
+
+        ``worker.demo_n_features`` when the group model runs the vectors pipeline there
+        with no ``input.dimension``; None otherwise (a dimension given is kept, and the
+        per-worker model takes its width from the first valid record).
+        """
+        if self.group.enabled and self.input.vectors_enabled and self.input.dimension is None and self.demo_fed:
+            return self.worker.demo_n_features
+        return None
 
     @property
     def group_stats_topic(self) -> str:

@@ -932,6 +932,10 @@ class GroupWorker:
         if not names:
             raise ValueError("group.enabled: no pipeline to run; enable input.vectors_enabled (with "
                              "kafka.vectors_topic) or sequence.enabled (with kafka.events_topic)")
+        if "vectors" in names and settings.input.dimension is None:
+            # Settings let the embedded demo through; 'streamkm run' fills it in there.
+            raise ValueError("input.dimension: required on the group model (every member must agree on it "
+                             "before the first record)")
         bootstrap = bootstrap_servers or settings.kafka.bootstrap_servers
         if bootstrap is None:
             raise ValueError("no bootstrap servers: set kafka.bootstrap_servers or pass bootstrap_servers")

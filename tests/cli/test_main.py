@@ -352,6 +352,30 @@ def test_run_sigterm_is_graceful(tmp_path):
     assert "shutting down (signal)" in d.text and "stopped cleanly" in d.text
 
 
+@pytest.mark.broker
+def test_run_embedded_on_the_group_model_takes_the_demo_producers_width(tmp_path):
+    """No input.dimension: the embedded demo's records are all its producer's, so 'run' gives the
+    group model worker.demo_n_features; with an external broker the same config is refused."""
+    env = _run_env(tmp_path, STREAMKM_GROUP__ENABLED="true", STREAMKM_WORKER__DEMO_N_FEATURES="5",
+                   STREAMKM_GROUP__CHUNK_ROWS="256")
+    d = _Daemon("--duration", "12", "--status-interval", "0", env=env, cwd=tmp_path)
+    try:
+        url = d.wait_for(r"metrics at (http://127\.0\.0\.1:\d+)/metrics", 60).group(1)
+        _poll(lambda: _sample(_get(url + "/metrics")[1], 'streamkm_model_version{pipeline="vectors"}') > 0,
+              40, "a published model version")
+        body = _get(url + "/metrics")[1]
+        rc = d.proc.wait(60)
+    finally:
+        d.kill()
+    assert rc == 0, d.text[-4000:]
+    assert "input.dimension = 5 (the demo producer's worker.demo_n_features)" in d.text
+    assert _sample(body, 'streamkm_records_clustered_total{pipeline="vectors"}') > 0
+    assert _sample(body, 'streamkm_records_dead_lettered_total{pipeline="vectors",reason="dimension"}') == 0
+    out = streamkm("run", "--duration", "5", env=_env(STREAMKM_GROUP__ENABLED="true",
+                                                      STREAMKM_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:9"))
+    assert out.returncode == 2 and "input.dimension: required when group.enabled" in out.stderr, out.stderr
+
+
 def test_run_rejects_bad_config_and_duration(tmp_path):
     f = tmp_path / "bad.toml"
     f.write_text("[metrics]\nport = 99999\n")

@@ -367,3 +367,17 @@ def test_a_run_without_a_valid_row_still_reports(tmp_path):
     assert doc["initialized"] is False and "model" not in doc["files"] and doc["n_features"] == 0
     rep = _cli(tmp_path, "report", "run")
     assert rep.returncode == 0 and "no final model" in rep.stderr, rep.stderr
+
+
+def test_a_group_config_without_a_dimension_replays_at_the_recordings_width(tmp_path):
+    """The embedded demo's exemption from input.dimension (its producer's width) is for 'run'
+    only: a replay of the same config takes the recording's width, not worker.demo_n_features."""
+    X = _blobs(600)
+    np.save(tmp_path / "x.npy", X)
+    cfg = tmp_path / "nodim.toml"
+    cfg.write_text("[model]\nn_clusters = 4\nseed = 0\n[group]\nenabled = true\nchunk_rows = 128\n"
+                   "[worker]\ndemo_n_features = 8\n")
+    out = _cli(tmp_path, "replay", "x.npy", "--config", str(cfg), "--out", "run")
+    assert out.returncode == 0, out.stderr
+    assert "replayed 600 records (600 valid rows, 0 dead letters)" in out.stderr
+    assert load_model(tmp_path / "run" / "model").cluster_centers_.shape == (4, 3)

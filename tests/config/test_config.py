@@ -310,3 +310,26 @@ def test_kwargs_construct_the_real_estimators():
     assert w.kind == "sliding" and w.stride == 4 and w.size == s.sequence.window_size
     mon = DriftMonitor(**s.drift.monitor_kwargs())
     assert mon.method == "kswin" and mon.params["seed"] == s.drift.seed
+
+
+def test_group_model_in_the_embedded_demo_needs_no_input_dimension():
+    """The embedded demo's only records are its producer's: validation lets it through, and
+    ``streamkm run`` takes worker.demo_n_features (Settings.demo_dimension)."""
+    s = load_settings(None, env={"STREAMKM_GROUP__ENABLED": "true", "STREAMKM_WORKER__DEMO_N_FEATURES": "5"})
+    assert s.demo_fed and s.demo_dimension() == 5
+    # Validation leaves it unset: an offline replay of this config takes the recording's width.
+    assert s.input.dimension is None
+    # A dimension given is kept, even in the demo (its records of another width are dead-lettered).
+    s = load_settings(None, env={"STREAMKM_GROUP__ENABLED": "true", "STREAMKM_INPUT__DIMENSION": "3"})
+    assert s.input.dimension == 3 and s.demo_dimension() is None
+    # The per-worker model takes the width from the first valid record, in the demo too.
+    assert load_settings(None, env={"STREAMKM_GROUP__ENABLED": "false"}).demo_dimension() is None
+
+
+@pytest.mark.parametrize("env", [
+    {"STREAMKM_KAFKA__BOOTSTRAP_SERVERS": "broker:9092"},  # records from anywhere
+    {"STREAMKM_WORKER__DEMO_PRODUCER": "false"},  # embedded, but fed by someone else
+])
+def test_group_model_needs_input_dimension_outside_the_demo(env):
+    with pytest.raises(ConfigError, match="input.dimension: required when group.enabled"):
+        load_settings(None, env={"STREAMKM_GROUP__ENABLED": "true", **env})

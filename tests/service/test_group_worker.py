@@ -475,3 +475,12 @@ def test_a_model_ahead_of_the_acknowledgements_is_no_reason_to_realign():
     assert member_at(30).n_realigned == 0
     w = member_at(15)
     assert w.n_realigned == 1 and w._consumer.seeks[next(iter(w._assigned))] == 15, "no chunk ends at 15"
+
+
+def test_a_group_worker_without_input_dimension_is_refused():
+    """Settings let the embedded demo through without a width ('streamkm run' fills it in); a
+    GroupWorker built from such settings directly refuses to start rather than guess."""
+    s = load_settings(env={"STREAMKM_GROUP__ENABLED": "true", "STREAMKM_METRICS__ENABLED": "false"})
+    assert s.input.dimension is None
+    with pytest.raises(ValueError, match="input.dimension: required on the group model"):
+        GroupWorker(s, bootstrap_servers="127.0.0.1:9")
