@@ -89,12 +89,19 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     raise SystemExit(code)
 
 
-def load_settings_or_exit(path: str | None) -> Settings:
-    """The settings from ``path`` (+ ``STREAMKM_*`` variables); exit 2 naming the bad key."""
+def load_settings_or_exit(path: str | None, *, run: bool = False) -> Settings:
+    """The settings from ``path`` (+ ``STREAMKM_*`` variables); exit 2 naming the bad key.
+
+    *run*: also what the daemon refuses (:meth:`Settings.run_problems`), for ``run`` and
+    ``config check``.
+    """
     from streamkm.config import ConfigError, load_settings
 
     try:
-        return load_settings(path)
+        settings = load_settings(path)
+        if run and (problems := settings.run_problems()):
+            raise ConfigError(problems, source=path)
+        return settings
     except ConfigError as exc:
         fail(str(exc), EXIT_USAGE)
 

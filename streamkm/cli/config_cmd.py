@@ -29,7 +29,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    settings = load_settings_or_exit(args.file)
+    settings = load_settings_or_exit(args.file, run=True)
     print(json.dumps(settings.redacted_dict(), indent=2, sort_keys=False))
     from streamkm.pipeline import enabled_topics
 

@@ -405,7 +405,7 @@ async def _run(settings: Settings, *, duration: float | None, status_interval: f
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    settings = load_settings_or_exit(args.config)
+    settings = load_settings_or_exit(args.config, run=True)
     setup_logging(settings.worker.log_level, settings.worker.log_json)
     blas_limit = None
     if not any(os.environ.get(v) for v in _BLAS_ENV):

@@ -607,8 +607,9 @@ class GroupSettings(_Section):
     """One model per consumer group: chunk statistics, a reducer, a versioned model topic."""
 
     enabled: bool = Field(
-        default=False, description="Run the group model: workers send chunk statistics, the member assigned the "
-        "stats partition folds them and publishes versions (vectors and sequence pipelines; see docs/operations.md).")
+        default=True, description="Run the group model: workers send chunk statistics, the member assigned the "
+        "stats partition folds them and publishes versions (vectors and sequence pipelines; see docs/operations.md). "
+        "false: the per-worker model, each member its own model of the partitions it holds, with local checkpoints.")
     stats_topic: str | None = Field(
         default=None, description="Statistics topic, one partition per pipeline; unset: '<kafka.group_id>.stats'.")
     model_topic: str | None = Field(

@@ -128,11 +128,6 @@ class Settings(BaseSettings):
             if t is not None and t in topics:
                 raise ValueError(f"{name}: must differ from the input topics, got {t!r}")
         if self.group.enabled:
-            # The embedded demo is exempt: 'streamkm run' fills in its producer's width
-            # (demo_dimension), and an offline replay takes the recording's.
-            if self.input.dimension is None and self.input.vectors_enabled and not self.demo_fed:
-                raise ValueError("input.dimension: required when group.enabled is true (every member must agree "
-                                 "on it before the first record; a record of another width is dead-lettered)")
             group_topics = {"group.stats_topic": self.group_stats_topic, "group.model_topic": self.group_model_topic}
             if len(set(group_topics.values())) < 2:
                 raise ValueError("group.model_topic: must differ from group.stats_topic")
@@ -140,6 +135,22 @@ class Settings(BaseSettings):
                 if t in topics or t in (self.dlq.topic, self.output.topic):
                     raise ValueError(f"{name}: must differ from the input, dead-letter and output topics, got {t!r}")
         return self
+
+    def run_problems(self) -> list[tuple[str, str]]:
+        """What ``streamkm run`` (and ``config check``) refuse beyond validation, as
+        ``(dotted key, message)`` pairs for :class:`ConfigError`.
+
+        The group model needs ``input.dimension`` before the first record, except in the
+        embedded demo (``run`` takes the demo producer's width, :meth:`demo_dimension`).
+        Other commands (``produce``, ``record``, ``replay``, ``model``, ``broker``) run
+        without it: a replay takes the recording's width.
+        """
+        if self.group.enabled and self.input.vectors_enabled and self.input.dimension is None \
+                and not self.demo_fed:
+            return [("input.dimension", "required when group.enabled is true (every member must agree on it "
+                     "before the first record; a record of another width is dead-lettered), or set "
+                     "group.enabled = false for the per-worker model")]
+        return []
 
     @property
     def demo_fed(self) -> bool:

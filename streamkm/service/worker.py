@@ -88,6 +88,9 @@ class Worker:
                  flush_linger_seconds: float = 0.5, idle_checkpoint_seconds: float = 1.0):
         if flush_linger_seconds < 0:
             raise ValueError(f"flush_linger_seconds must be >= 0, got {flush_linger_seconds}")
+        if settings.group.enabled:
+            raise ValueError("Worker runs the per-worker model, but group.enabled is true (the default): use "
+                             "streamkm.service.group.GroupWorker, or set group.enabled = false")
         self.settings = settings
         self.metrics = metrics if metrics is not None else Metrics()
         self.fault_hook = fault_hook

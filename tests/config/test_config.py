@@ -331,5 +331,10 @@ def test_group_model_in_the_embedded_demo_needs_no_input_dimension():
     {"STREAMKM_WORKER__DEMO_PRODUCER": "false"},  # embedded, but fed by someone else
 ])
 def test_group_model_needs_input_dimension_outside_the_demo(env):
-    with pytest.raises(ConfigError, match="input.dimension: required when group.enabled"):
-        load_settings(None, env={"STREAMKM_GROUP__ENABLED": "true", **env})
+    """'run' and 'config check' refuse it (Settings.run_problems); loading alone does not, since
+    produce, record, replay and model need no dimension."""
+    s = load_settings(None, env={"STREAMKM_GROUP__ENABLED": "true", **env})
+    assert [k for k, _ in s.run_problems()] == ["input.dimension"]
+    assert "required when group.enabled" in s.run_problems()[0][1]
+    assert not load_settings(None, env={"STREAMKM_GROUP__ENABLED": "false", **env}).run_problems()
+    assert not load_settings(None, env={"STREAMKM_INPUT__DIMENSION": "4", **env}).run_problems()

@@ -364,7 +364,8 @@ class _Feeder:
 
         settings = load_settings(env={
             "STREAMKM_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9", "STREAMKM_CHECKPOINT__DIR": str(workdir),
-            "STREAMKM_CHECKPOINT__INTERVAL_RECORDS": "300", "STREAMKM_CHECKPOINT__KEEP": "2",
+            "STREAMKM_GROUP__ENABLED": "false", "STREAMKM_CHECKPOINT__INTERVAL_RECORDS": "300",
+            "STREAMKM_CHECKPOINT__KEEP": "2",
             "STREAMKM_DLQ__TOPIC": "dlq", "STREAMKM_OUTPUT__TOPIC": "out"})
         pipelines = {
             "vectors": VectorPipeline(
@@ -606,12 +607,12 @@ def _assert_panels_have_data(prom, exprs) -> None:
 # ------------------------------------------------- the real daemon, end to end
 @pytest.mark.broker
 def test_dashboard_queries_return_data_from_the_real_daemon(prometheus_server, tmp_path):
-    """`streamkm run` (embedded broker, demo producers for both pipelines) scraped by
-    Prometheus: every dashboard query returns data and no rule errors."""
+    """`streamkm run` on the per-worker model (embedded broker, demo producers for both
+    pipelines) scraped by Prometheus: every dashboard query returns data and no rule errors."""
     from streamkm.sequence.lstm import LSTMEncoder
 
     weights = LSTMEncoder(4, 6, seed=0).save(tmp_path / "lstm.npz")
-    env = dict(STREAMKM_CHECKPOINT__DIR=str(tmp_path / "ckpt"),
+    env = dict(STREAMKM_CHECKPOINT__DIR=str(tmp_path / "ckpt"), STREAMKM_GROUP__ENABLED="false",
                STREAMKM_WORKER__DEMO_RATE="1500", STREAMKM_SEQUENCE__ENABLED="true",
                STREAMKM_SEQUENCE__LSTM_PATH=str(weights), STREAMKM_SEQUENCE__WINDOW_SIZE="16",
                STREAMKM_SEQUENCE__MAX_KEYS="16",  # the demo has 64 keys: evictions happen
@@ -627,7 +628,7 @@ def test_dashboard_queries_return_data_from_the_real_daemon(prometheus_server, t
 def test_group_panels_return_data_from_a_group_model_daemon(prometheus_server, tmp_path):
     """`streamkm run` with group.enabled (embedded broker, demo producer) scraped by Prometheus:
     every "Group:" panel returns data, no rule errors, no group alert firing."""
-    env = dict(STREAMKM_WORKER__DEMO_RATE="1500", STREAMKM_GROUP__ENABLED="true", STREAMKM_INPUT__DIMENSION="8",
+    env = dict(STREAMKM_WORKER__DEMO_RATE="1500",  # the defaults: the group model, the demo's width
                STREAMKM_GROUP__CHUNK_ROWS="200", STREAMKM_MODEL__RESEED_INTERVAL="2000")
     with _scraped_daemon(prometheus_server, tmp_path, env) as (prom, _, _):
         exprs = _dashboard_exprs(group=True)

@@ -79,7 +79,7 @@ def test_records_go_through_mutual_tls_both_ways(tls_broker, tmp_path):
                              "heartbeat_interval_ms = 500"),
                       input=['format = "binary"'], checkpoint=[f'dir = "{tmp_path / "ckpt"}"'],
                       metrics=["enabled = false"], dlq=['topic = ""'], output=['topic = ""'],
-                      worker=["demo_producer = false"])
+                      worker=["demo_producer = false"], group=["enabled = false"])  # per-worker: checkpoints
     run = _streamkm("run", "--config", str(run_cfg), "--duration", "12", "--status-interval", "0", timeout=120)
     assert run.returncode == 0, run.stderr[-4000:]
     assert "Traceback" not in run.stderr
@@ -138,6 +138,7 @@ def test_the_daemon_names_a_refused_handshake_while_it_retries(tls_broker, tmp_p
     cfg = _config(tmp_path / "run.toml", address, pki.other_ca, pki.client_cert, pki.client_key,
                   kafka=('vectors_topic = "tls-daemon"', 'group_id = "tls-d"'),
                   checkpoint=[f'dir = "{tmp_path / "ckpt"}"'], metrics=["enabled = false"],
+                  input=["dimension = 4"],  # the group model, the default
                   worker=["demo_producer = false", "retry_backoff_initial_seconds = 0.2",
                           "retry_backoff_max_seconds = 1"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKM_")}

@@ -531,7 +531,8 @@ def test_real_prometheus_scrapes_streamkm_run_over_mutual_tls_with_basic_auth(pk
 def test_streamkm_run_refuses_an_unloadable_metrics_certificate(pki, tmp_path):
     """A key that does not match the certificate is a usage error (exit 2) with one line, no traceback."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKM_")}
-    env.update(STREAMKM_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:1", STREAMKM_METRICS__PORT="0",
+    env.update(STREAMKM_KAFKA__BOOTSTRAP_SERVERS="127.0.0.1:1", STREAMKM_INPUT__DIMENSION="8",
+               STREAMKM_METRICS__PORT="0",
                STREAMKM_METRICS__TLS_CERTFILE=str(pki.server_cert), STREAMKM_METRICS__TLS_KEYFILE=str(pki.client_key),
                STREAMKM_CHECKPOINT__DIR=str(tmp_path / "ckpt"))
     out = subprocess.run([sys.executable, "-m", "streamkm", "run", "--duration", "5"], capture_output=True,

@@ -36,7 +36,8 @@ class Consumer:
 
 
 def _worker(tmp_path) -> Worker:
-    s = load_settings(env={"STREAMKM_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9", "STREAMKM_KAFKA__VECTORS_TOPIC": T,
+    s = load_settings(env={"STREAMKM_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9", "STREAMKM_GROUP__ENABLED": "false",
+                           "STREAMKM_KAFKA__VECTORS_TOPIC": T,
                            "STREAMKM_CHECKPOINT__DIR": str(tmp_path / "ckpt"), "STREAMKM_DLQ__TOPIC": "",
                            "STREAMKM_METRICS__ENABLED": "false"})
     return Worker(s)
@@ -192,7 +193,8 @@ def test_a_partition_whose_records_were_deleted_stops_the_worker_by_default(tmp_
 
 
 def test_on_offsets_lost_skip_resumes_at_the_log_start_and_counts_them(tmp_path):
-    s = load_settings(env={"STREAMKM_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9", "STREAMKM_KAFKA__VECTORS_TOPIC": T,
+    s = load_settings(env={"STREAMKM_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9", "STREAMKM_GROUP__ENABLED": "false",
+                           "STREAMKM_KAFKA__VECTORS_TOPIC": T,
                            "STREAMKM_CHECKPOINT__DIR": str(tmp_path / "ckpt"), "STREAMKM_DLQ__TOPIC": "",
                            "STREAMKM_METRICS__ENABLED": "false", "STREAMKM_KAFKA__ON_OFFSETS_LOST": "skip"})
     w = Worker(s)

@@ -630,3 +630,14 @@ def test_not_ready_while_checkpoints_fail_and_nothing_is_committed(broker, make_
     assert attempts >= 2 and ok
     assert metrics.registry.get_sample_value("streamkm_checkpoint_failures_total") == attempts
     assert asyncio.run(committed_offsets(broker, group, topic)) == {0: 200}
+
+
+def test_the_per_worker_model_refuses_group_settings():
+    """The group model is the default: a per-worker Worker built from those settings would run a
+    model of its own partitions under a configuration that promises one per group."""
+    from streamkm.config import load_settings
+
+    env = {"STREAMKM_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9", "STREAMKM_METRICS__ENABLED": "false"}
+    with pytest.raises(ValueError, match="group.enabled is true"):
+        Worker(load_settings(env=env))
+    assert Worker(load_settings(env={**env, "STREAMKM_GROUP__ENABLED": "false"})).bootstrap_servers == "127.0.0.1:9"
