@@ -107,7 +107,8 @@ def test_float32_rounding_boundaries(xs, where):
     texts = []
     for v in xs:
         a = np.float32(v)
-        b = np.nextafter(a, np.float32(np.inf))
+        with np.errstate(over="ignore"):  # the largest float32's neighbour is inf
+            b = np.nextafter(a, np.float32(np.inf))
         if not np.isfinite(b):
             continue
         mid = (Decimal(float(a)) + Decimal(float(b))) / 2  # exact

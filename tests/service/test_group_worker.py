@@ -88,8 +88,12 @@ def test_a_model_made_with_other_settings_is_refused(broker, make_topic):
 
 
 def test_group_mode_needs_a_fixed_dimension(broker):
-    with pytest.raises(Exception, match="input.dimension: required when group.enabled"):
-        _settings(broker, "t", "g", STREAMKM_INPUT__DIMENSION=None)
+    """With brokers of one's own: 'run' refuses it (run_problems), and so does a GroupWorker."""
+    s = _settings(broker, "t", "g", STREAMKM_INPUT__DIMENSION=None)
+    assert [k for k, _ in s.run_problems()] == ["input.dimension"]
+    assert "required when group.enabled" in s.run_problems()[0][1]
+    with pytest.raises(ValueError, match="input.dimension: required on the group model"):
+        GroupWorker(s)
 
 
 def test_a_member_started_before_its_broker_retries_until_it_answers(tmp_path, caplog):
