@@ -70,6 +70,7 @@ def _settings(bootstrap: str, topic: str, fmt: str, ckpt_dir: str, group: str):
         "STREAMKM_KAFKA__GROUP_ID": group,
         "STREAMKM_INPUT__FORMAT": fmt,
         "STREAMKM_INPUT__DIMENSION": str(DIM),
+        "STREAMKM_GROUP__ENABLED": "false",  # the per-worker daemon (bench_group measures the group model)
         "STREAMKM_CHECKPOINT__DIR": ckpt_dir,
         "STREAMKM_METRICS__ENABLED": "false",
         "STREAMKM_WORKER__LOG_LEVEL": "WARNING",
@@ -440,6 +441,7 @@ def soak(args) -> dict:
     ckpt = tempfile.mkdtemp(prefix="bench-soak-ckpt-")
     env.update({
         "STREAMKM_METRICS__PORT": "0",
+        "STREAMKM_GROUP__ENABLED": "false",  # the per-worker daemon, as docs/benchmarks.md labels it
         "STREAMKM_CHECKPOINT__DIR": ckpt,
         "STREAMKM_WORKER__DEMO_RATE": str(args.soak_rate),
         "STREAMKM_WORKER__DEMO_FORMAT": "binary",

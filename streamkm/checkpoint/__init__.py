@@ -9,7 +9,8 @@ from streamkm.checkpoint.store import (
     CheckpointError,
     CheckpointInfo,
     CheckpointStore,
+    has_checkpoints,
 )
 
 __all__ = ["CheckpointStore", "CheckpointInfo", "CheckpointError", "FORMAT_VERSION", "FAULT_POINTS",
-           "DEFAULT_MAX_FILE_BYTES", "inspect_summary", "DirectoryLock"]
+           "DEFAULT_MAX_FILE_BYTES", "inspect_summary", "DirectoryLock", "has_checkpoints"]

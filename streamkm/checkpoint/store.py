@@ -50,7 +50,7 @@ from streamkm.atomic import TMP_PREFIX, fsync_dir, write_durable
 from streamkm.statetree import StateTreeError, join_tree, split_tree
 
 __all__ = ["CheckpointStore", "CheckpointInfo", "CheckpointError", "FORMAT_VERSION", "FAULT_POINTS",
-           "DEFAULT_MAX_FILE_BYTES"]
+           "DEFAULT_MAX_FILE_BYTES", "has_checkpoints"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,15 @@ FAULT_POINTS = ("before_temp_write", "after_temp_write", "after_data_rename", "a
 _PREFIX = "ckpt-"
 _NAME_RE = re.compile(r"^ckpt-(\d{12})\.(npz|json)$")
 _TMP_PREFIX = TMP_PREFIX
+
+
+def has_checkpoints(directory: str | os.PathLike) -> bool:
+    """True if *directory* holds checkpoint files (without opening, locking or creating it)."""
+    try:
+        with os.scandir(os.fspath(directory)) as entries:
+            return any(_NAME_RE.match(str(entry.name)) for entry in entries)
+    except OSError:  # missing or unreadable: no checkpoints to speak of here
+        return False
 
 
 class CheckpointError(ValueError):

@@ -28,7 +28,7 @@ extra) alone on 127.0.0.1:PORT (default {DEFAULT_PORT}), create the topics the
 configuration uses, print the bootstrap address on stdout and serve until
 SIGTERM or SIGINT (Ctrl-C). Then, from other terminals:
 
-  STREAMKM_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:{DEFAULT_PORT} streamkm run
+  STREAMKM_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:{DEFAULT_PORT} STREAMKM_INPUT__DIMENSION=8 streamkm run
   streamkm produce --bootstrap 127.0.0.1:{DEFAULT_PORT} --rate 500
   streamkm record --bootstrap 127.0.0.1:{DEFAULT_PORT} --topic streamkm.vectors --out demo.skmrec
 
@@ -40,8 +40,10 @@ group.enabled the group's stats and model topics (and group.events_topic).
 The configuration's kafka.bootstrap_servers is ignored.
 
 Memory storage: every topic and committed offset vanishes when the broker
-stops. Checkpoints that a run wrote against an earlier broker point past the
-end of the new topics: remove them (checkpoint.dir) or use another directory."""
+stops, the group model's stats and model topics included. Per-worker
+checkpoints (group.enabled = false) that a run wrote against an earlier broker
+point past the end of the new topics: remove them (checkpoint.dir) or use
+another directory."""
 
 EPILOG = """\
 exit codes:

@@ -42,8 +42,10 @@ log = logging.getLogger("streamkm")
 
 DESCRIPTION = """\
 Run the streaming k-means daemon: consume the configured topics, cluster the
-records, checkpoint the models with their Kafka offsets and serve /metrics,
-/healthz and /readyz.
+records into one model per consumer group (group.enabled, the default: members
+send chunk statistics, one of them folds them and publishes versions on the
+model topic) or, with group.enabled = false, one model per worker checkpointed
+with its Kafka offsets; serve /metrics, /healthz and /readyz.
 
 Without kafka.bootstrap_servers it first starts an embedded Kafka-compatible
 broker on 127.0.0.1 (in memory) and a demo producer, so the whole loop runs
@@ -404,6 +406,15 @@ async def _run(settings: Settings, *, duration: float | None, status_interval: f
     return code
 
 
+def _upgraded_past_checkpoints(settings: Settings) -> bool:
+    """A per-worker deployment from before the group model became the default: checkpoints of
+    its own, a broker of its own (the embedded one has no history) and no word on group.enabled."""
+    from streamkm.checkpoint import has_checkpoints
+
+    return (settings.group.enabled and "enabled" not in settings.group.model_fields_set
+            and not settings.kafka.embedded and has_checkpoints(settings.checkpoint.dir))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings_or_exit(args.config, run=True)
     setup_logging(settings.worker.log_level, settings.worker.log_json)
@@ -415,6 +426,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             log.info("BLAS limited to 1 thread (set OPENBLAS_NUM_THREADS to override)")
     if args.duration is not None and args.duration <= 0:
         eprint(f"streamkm run: --duration must be > 0 seconds, got {args.duration}")
+        return EXIT_USAGE
+    if _upgraded_past_checkpoints(settings):
+        eprint(f"streamkm run: {settings.checkpoint.dir} holds per-worker checkpoints, but group.enabled is "
+               "not set and the group model is now the default: it would ignore them and start a new model at "
+               "the committed offsets. Set group.enabled = false to resume the per-worker model, or "
+               "group.enabled = true to start the group model")
         return EXIT_USAGE
     try:
         return asyncio.run(_run(settings, duration=args.duration,

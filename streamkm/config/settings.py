@@ -148,8 +148,9 @@ class Settings(BaseSettings):
         if self.group.enabled and self.input.vectors_enabled and self.input.dimension is None \
                 and not self.demo_fed:
             return [("input.dimension", "required when group.enabled is true (every member must agree on it "
-                     "before the first record; a record of another width is dead-lettered), or set "
-                     "group.enabled = false for the per-worker model")]
+                     "before the first record; a record of another width is dead-lettered); or set "
+                     "group.enabled = false for the per-worker model, or input.vectors_enabled = false if only "
+                     "the sequence pipeline runs")]
         return []
 
     @property

@@ -743,3 +743,28 @@ def test_a_closed_stdout_is_not_a_traceback():
     err = p.stderr.read().decode()
     assert p.wait(timeout=60) == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_run_refuses_per_worker_checkpoints_when_group_enabled_is_unset(tmp_path):
+    """An upgraded per-worker deployment (checkpoints, its own broker, no group.enabled) would
+    silently start a new group model at the committed offsets: 'run' stops and says what to set."""
+    from streamkm.checkpoint import CheckpointStore, has_checkpoints
+    from streamkm.cli.run import _upgraded_past_checkpoints
+    from streamkm.config import load_settings
+
+    ck = tmp_path / "ckpt"
+    assert not has_checkpoints(ck)  # missing directory
+    CheckpointStore(ck).save({"x": np.zeros(2, np.float32)})
+    assert has_checkpoints(ck)
+    env = {"STREAMKM_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9", "STREAMKM_INPUT__DIMENSION": "4",
+           "STREAMKM_CHECKPOINT__DIR": str(ck), "STREAMKM_METRICS__ENABLED": "false"}
+    out = streamkm("run", "--duration", "5", env=_env(**env))
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "holds per-worker checkpoints, but group.enabled is not set" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert _upgraded_past_checkpoints(load_settings(env=env))
+    # Said either way, or nothing to resume, or the embedded broker (no history): no refusal.
+    for extra in ({"STREAMKM_GROUP__ENABLED": "true"}, {"STREAMKM_GROUP__ENABLED": "false"},
+                  {"STREAMKM_CHECKPOINT__DIR": str(tmp_path / "empty")},
+                  {"STREAMKM_KAFKA__BOOTSTRAP_SERVERS": ""}):
+        assert not _upgraded_past_checkpoints(load_settings(env={**env, **extra})), extra

@@ -220,6 +220,10 @@ def test_dockerfile_config_file_and_state_volume():
     assert Path(env[CONFIG_ENV_VAR]).parent.as_posix() == "/etc/streamkm"
     # the image sets no STREAMKM_* variable besides the config path: they would win over a mounted file
     assert [k for k in env if k.startswith("STREAMKM_")] == [CONFIG_ENV_VAR]
+    # given brokers, the group model (the default) also needs the width, as the file's comment says
+    brokers = {"STREAMKM_KAFKA__BOOTSTRAP_SERVERS": "kafka-1:9092"}
+    assert [k for k, _ in _image_settings(brokers).run_problems()] == ["input.dimension"]
+    assert not _image_settings({**brokers, "STREAMKM_INPUT__DIMENSION": "8"}).run_problems()
 
 
 def test_dockerfile_exposes_the_metrics_port_and_checks_healthz():
@@ -480,6 +484,7 @@ def test_worker_environment_is_real_settings_keys_and_loads(compose):
         loaded[name] = settings
         assert settings.kafka.bootstrap_servers in internal
         assert settings.group.enabled, "the compose workers run the group model"
+        assert not settings.run_problems(), f"{name}: 'streamkm run' refuses {settings.run_problems()}"
         assert settings.metrics.host in WILDCARD_HOSTS
         assert settings.kafka.vectors_topic in topics and topics[settings.kafka.vectors_topic] >= len(workers)
         for t in (settings.dlq.topic, settings.output.topic):
@@ -784,6 +789,7 @@ def test_rendered_manifests_validate_against_the_kubernetes_schemas(rendered, ch
 def test_rendered_config_loads_with_the_settings_loader(rendered, tmp_path):
     settings = _chart_settings(rendered, tmp_path)
     assert settings.kafka.bootstrap_servers, "the chart never runs the embedded broker"
+    assert not settings.run_problems(), f"'streamkm run' refuses {settings.run_problems()}"
     assert settings.metrics.enabled and settings.metrics.host in WILDCARD_HOSTS, "probes reach the pod IP"
     if rendered["name"] == "monitored":  # values reach the settings
         assert (settings.metrics.port, settings.model.n_clusters, settings.model.half_life) == (9200, 12, 500.0)

@@ -217,7 +217,7 @@ def worker_config(bootstrap: str, ckpt_dir, *, group: str, vectors_topic: str | 
         "worker": {"shutdown_deadline_seconds": 20.0, "retry_backoff_initial_seconds": 0.2,
                    "retry_backoff_max_seconds": 1.0, "log_level": "INFO"},
         "metrics": {"enabled": False},
-        # The per-worker model (checkpoints); group tests pass group={"enabled": True, ...}.
+        # The per-worker model (checkpoints); group tests set cfg["group"] = {"enabled": True, ...}.
         "group": {"enabled": False},
     }
     for name, extra in sections.items():

@@ -129,8 +129,10 @@ def test_probe_reports_a_healthy_handshake_as_no_cause(tls_broker):
     assert "cannot reach" in (probe_tls(f"127.0.0.1:{free_port()}", ctx, timeout=3) or "")
 
 
-def test_the_daemon_names_a_refused_handshake_while_it_retries(tls_broker, tmp_path):
-    """`streamkm run` keeps retrying (a certificate rotation fixes it) but says why it cannot connect."""
+@pytest.mark.parametrize("group", ["true", "false"])
+def test_the_daemon_names_a_refused_handshake_while_it_retries(tls_broker, tmp_path, group):
+    """`streamkm run` keeps retrying (a certificate rotation fixes it) but says why it cannot connect,
+    on the group model and on the per-worker model (each has its own connect loop)."""
     import signal
     import time
 
@@ -138,7 +140,7 @@ def test_the_daemon_names_a_refused_handshake_while_it_retries(tls_broker, tmp_p
     cfg = _config(tmp_path / "run.toml", address, pki.other_ca, pki.client_cert, pki.client_key,
                   kafka=('vectors_topic = "tls-daemon"', 'group_id = "tls-d"'),
                   checkpoint=[f'dir = "{tmp_path / "ckpt"}"'], metrics=["enabled = false"],
-                  input=["dimension = 4"],  # the group model, the default
+                  input=["dimension = 4"], group=[f"enabled = {group}"],
                   worker=["demo_producer = false", "retry_backoff_initial_seconds = 0.2",
                           "retry_backoff_max_seconds = 1"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMKM_")}
