@@ -338,3 +338,17 @@ def test_group_model_needs_input_dimension_outside_the_demo(env):
     assert "required when group.enabled" in s.run_problems()[0][1]
     assert not load_settings(None, env={"STREAMKM_GROUP__ENABLED": "false", **env}).run_problems()
     assert not load_settings(None, env={"STREAMKM_INPUT__DIMENSION": "4", **env}).run_problems()
+
+
+@pytest.mark.parametrize("env, key", [
+    ({"STREAMKM_OUTPUT__TOPIC": "streamkm.model"}, "group.model_topic"),  # <group_id>.model by default
+    ({"STREAMKM_DLQ__TOPIC": "streamkm.stats"}, "group.stats_topic"),
+    ({"STREAMKM_GROUP__MODEL_TOPIC": "s", "STREAMKM_GROUP__STATS_TOPIC": "s"}, "group.model_topic"),
+    ({"STREAMKM_GROUP__STATS_TOPIC": "streamkm.vectors"}, "group.stats_topic"),
+])
+def test_the_group_topics_differ_from_every_other_topic(env, key):
+    """The group model is the default, so its topics are checked for every configuration that
+    does not say group.enabled = false."""
+    with pytest.raises(ConfigError, match=f"{re.escape(key)}: must differ"):
+        load_settings(None, env=env)
+    load_settings(None, env={**env, "STREAMKM_GROUP__ENABLED": "false"})

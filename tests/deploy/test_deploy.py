@@ -592,9 +592,12 @@ def _scraped_daemon(prometheus_server, tmp_path, env_extra: dict[str, str]):
             proc.wait(10)
 
 
-def _assert_panels_have_data(prom, exprs) -> None:
+def _assert_panels_have_data(prom, exprs, proc=None, lines=()) -> None:
     empty = []
     for title, expr in exprs:
+        # Each empty panel waits 40 s: a daemon that died would take minutes to fail.
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the daemon exited ({proc.returncode}):\n" + "".join(lines)[-3000:])
         q = _substitute(expr)
         res = _wait_for_result(prom, q, timeout=40)["data"]["result"]
         if not res or not any(np.isfinite(float(s["value"][1])) for s in res):
@@ -617,8 +620,8 @@ def test_dashboard_queries_return_data_from_the_real_daemon(prometheus_server, t
                STREAMKM_SEQUENCE__LSTM_PATH=str(weights), STREAMKM_SEQUENCE__WINDOW_SIZE="16",
                STREAMKM_SEQUENCE__MAX_KEYS="16",  # the demo has 64 keys: evictions happen
                STREAMKM_SEQUENCE__MODEL__N_CLUSTERS="4")
-    with _scraped_daemon(prometheus_server, tmp_path, env) as (prom, _, _):
-        _assert_panels_have_data(prom, _dashboard_exprs())
+    with _scraped_daemon(prometheus_server, tmp_path, env) as (prom, proc, lines):
+        _assert_panels_have_data(prom, _dashboard_exprs(), proc, lines)
         # the worker's own series are live: both pipelines consumed records
         r = prom.query("sum by (pipeline) (streamkm_records_consumed_total)")["data"]["result"]
         assert {s["metric"]["pipeline"] for s in r if float(s["value"][1]) > 0} == {"vectors", "sequence"}
@@ -630,10 +633,10 @@ def test_group_panels_return_data_from_a_group_model_daemon(prometheus_server, t
     every "Group:" panel returns data, no rule errors, no group alert firing."""
     env = dict(STREAMKM_WORKER__DEMO_RATE="1500",  # the defaults: the group model, the demo's width
                STREAMKM_GROUP__CHUNK_ROWS="200", STREAMKM_MODEL__RESEED_INTERVAL="2000")
-    with _scraped_daemon(prometheus_server, tmp_path, env) as (prom, _, _):
+    with _scraped_daemon(prometheus_server, tmp_path, env) as (prom, proc, lines):
         exprs = _dashboard_exprs(group=True)
         assert len(exprs) >= 8
-        _assert_panels_have_data(prom, exprs)
+        _assert_panels_have_data(prom, exprs, proc, lines)
         r = prom.query('streamkm_group_stats_messages_total{reason="accepted"}')["data"]["result"]
         assert r and float(r[0]["value"][1]) > 0
         firing = [a for a in prom.api("alerts")["data"]["alerts"] if a["state"] == "firing"
