@@ -145,13 +145,17 @@ class Settings(BaseSettings):
         Other commands (``produce``, ``record``, ``replay``, ``model``, ``broker``) run
         without it: a replay takes the recording's width.
         """
-        if self.group.enabled and self.input.vectors_enabled and self.input.dimension is None \
-                and not self.demo_fed:
+        if self._group_lacks_dimension and not self.demo_fed:
             return [("input.dimension", "required when group.enabled is true (every member must agree on it "
                      "before the first record; a record of another width is dead-lettered); or set "
                      "group.enabled = false for the per-worker model, or input.vectors_enabled = false if only "
                      "the sequence pipeline runs")]
         return []
+
+    @property
+    def _group_lacks_dimension(self) -> bool:
+        """The group model runs the vectors pipeline and no ``input.dimension`` is given."""
+        return self.group.enabled and self.input.vectors_enabled and self.input.dimension is None
 
     @property
     def demo_fed(self) -> bool:
@@ -166,7 +170,7 @@ class Settings(BaseSettings):
         with no ``input.dimension``; None otherwise (a dimension given is kept, and the
         per-worker model takes its width from the first valid record).
         """
-        if self.group.enabled and self.input.vectors_enabled and self.input.dimension is None and self.demo_fed:
+        if self._group_lacks_dimension and self.demo_fed:
             return self.worker.demo_n_features
         return None
 
