@@ -23,11 +23,23 @@ class WorkerProcess:
             env["STREAMKM_FAULT"] = fault
         self.log = log
         self._fh = open(log, "ab")
+        self._log_start = self._fh.tell()  # the log is appended to across restarts
         self.proc = subprocess.Popen([sys.executable, "-m", "streamkm", "run", "--config", str(config)],
                                      stdout=self._fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def wait_started(self, timeout: float = 60.0) -> None:
+        """Until this process printed its first ``streamkm:`` line (its signal handlers are in
+        place then): a SIGTERM during interpreter start-up kills it with -15, by design."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while b"streamkm: " not in self.log.read_bytes()[self._log_start:]:
+            if not self.alive() or time.monotonic() > deadline:
+                raise AssertionError(f"worker did not start (exit {self.proc.poll()}); log:\n{self.tail()}")
+            time.sleep(0.1)
 
     def wait(self, timeout: float) -> int:
         try:

@@ -138,6 +138,8 @@ def test_group_model_survives_kills_joins_and_leaves(broker, make_topic, tmp_pat
         # The re-produced copies are folded (and dropped) before the members stop: wait for a
         # version that has read the stats log to its end (a rebalance can delay the reducer).
         wait_for_stats_end(broker, settings)
+        for m in members:  # one respawned just now may still be starting its interpreter
+            m.wait_started()
         for m, code in zip(members, term_all(members), strict=True):
             assert code == 0, m.log.read_text()[-3000:]
         v = asyncio.run(latest_version(broker, settings.group_model_topic))
