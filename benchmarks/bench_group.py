@@ -188,6 +188,13 @@ async def _group_worker(bootstrap: str, topic: str, n: int, chunk_rows: int = 10
         await process(batch, *args)
 
     worker._process = timed
+    await run_until_folded(worker, n, marks)
+    return _steady_rate(marks, n), _from_start_rate(marks, n, started[0])
+
+
+async def run_until_folded(worker, n: int, marks: list[tuple[float, int]]) -> None:
+    """Run the group *worker* until the vectors model it follows has folded *n* records, then
+    shut it down; appends (moment, n_seen) to *marks* each time that model grows."""
     task = asyncio.create_task(worker.run())
     try:
         while True:
@@ -195,7 +202,7 @@ async def _group_worker(bootstrap: str, topic: str, n: int, chunk_rows: int = 10
             if v is not None and (not marks or v.n_seen > marks[-1][1]):
                 marks.append((time.perf_counter(), v.n_seen))
             if v is not None and v.n_seen >= n:
-                break
+                return
             if task.done():
                 task.result()
                 raise RuntimeError("group worker stopped early")
@@ -203,7 +210,6 @@ async def _group_worker(bootstrap: str, topic: str, n: int, chunk_rows: int = 10
     finally:
         await worker.shutdown(60)
         await asyncio.gather(task, return_exceptions=True)
-    return _steady_rate(marks, n), _from_start_rate(marks, n, started[0])
 
 
 async def single(args) -> dict:

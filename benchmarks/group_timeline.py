@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_group import _env, _fill  # noqa: E402
+from benchmarks.bench_group import _env, _fill, run_until_folded  # noqa: E402
 
 
 async def _run(n: int, chunk_rows: int, ordering: str, repeats: int) -> None:
@@ -61,21 +61,7 @@ async def _run(n: int, chunk_rows: int, ordering: str, repeats: int) -> None:
 
             worker._process, worker._send = timed, sent
             t_start = time.perf_counter()
-            task = asyncio.create_task(worker.run())
-            try:
-                while True:
-                    v = worker.follower.latest.get("vectors") if worker.follower is not None else None
-                    if v is not None and (not marks or v.n_seen > marks[-1][1]):
-                        marks.append((time.perf_counter(), v.n_seen))
-                    if v is not None and v.n_seen >= n:
-                        break
-                    if task.done():
-                        task.result()
-                        raise RuntimeError("group worker stopped early")
-                    await asyncio.sleep(0.002)
-            finally:
-                await worker.shutdown(60)
-                await asyncio.gather(task, return_exceptions=True)
+            await run_until_folded(worker, n, marks)
             t0 = min(first_chunk.values(), default=t_start)
             cum = np.cumsum([r[1] for r in read])
             seen = np.array([m[1] for m in marks])
