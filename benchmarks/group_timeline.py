@@ -9,7 +9,9 @@ advance as fast as the partition read last.
 
 Usage: ``python benchmarks/group_timeline.py [--records N] [--chunk-rows R] [--ordering O]``;
 ``STREAMKM_*`` variables in the environment override the worker's settings (for example
-``STREAMKM_KAFKA__MAX_PARTITION_FETCH_BYTES``).
+``STREAMKM_KAFKA__MAX_PARTITION_FETCH_BYTES``). ``--fetch-order BYTES...`` instead prints, for a
+bare aiokafka consumer with each ``max_partition_fetch_bytes``, what its first ``getmany`` calls
+returned per partition: the order the broker hands partitions out in.
 """
 
 from __future__ import annotations
@@ -74,14 +76,43 @@ async def _run(n: int, chunk_rows: int, ordering: str, repeats: int) -> None:
                 f"p{p} {t - t0:.2f}" for p, t in sorted(first_chunk.items())), flush=True)
 
 
+async def _fetch_order(n: int, limits: list[int], calls: int = 14) -> None:
+    from aiokafka import AIOKafkaConsumer
+
+    from streamkm.kafka.embedded import EmbeddedBroker
+
+    async with EmbeddedBroker(startup_timeout=60) as broker:
+        bs = broker.bootstrap_servers
+        topic = f"fetch-order-{uuid.uuid4().hex[:6]}"
+        await _fill(bs, topic, n)
+        for limit in limits:
+            consumer = AIOKafkaConsumer(topic, bootstrap_servers=bs, group_id=f"fo-{uuid.uuid4().hex[:8]}",
+                                        auto_offset_reset="earliest", max_partition_fetch_bytes=limit)
+            await consumer.start()
+            try:
+                t0, seen = time.perf_counter(), []
+                for _ in range(calls):
+                    got = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+                    seen.append(f"{time.perf_counter() - t0:.2f}s " + " ".join(
+                        f"p{tp.partition}:{len(v)}" for tp, v in sorted(got.items())))
+            finally:
+                await consumer.stop()
+            print(f"max_partition_fetch_bytes {limit:,}: " + "; ".join(seen), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--chunk-rows", type=int, default=1024)
     ap.add_argument("--ordering", choices=["rounds", "arrival"], default="rounds")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--fetch-order", type=int, nargs="+", metavar="BYTES",
+                    help="print the first getmany results of a bare consumer with each max_partition_fetch_bytes")
     a = ap.parse_args(argv)
-    asyncio.run(_run(a.records, a.chunk_rows, a.ordering, a.repeats))
+    if a.fetch_order:
+        asyncio.run(_fetch_order(a.records, a.fetch_order))
+    else:
+        asyncio.run(_run(a.records, a.chunk_rows, a.ordering, a.repeats))
     return 0
 
 
